@@ -1,0 +1,173 @@
+"""The format protocol: every number format is a frozen dataclass spec.
+
+A spec knows its own short-string form (``str(spec)`` round-trips through
+:func:`core.formats.parse_format`), its element grid, how it computes scales,
+which rounding modes it supports, and how to encode/decode codes.  The
+arithmetic itself lives in :mod:`core.formats.grid` (reference, plain PyTorch)
+and :mod:`core.kernels` (Numba).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+__all__ = [
+    "ROUNDING_MODES",
+    "FormatSpec",
+    "Encoded",
+    "check_rounding",
+    "check_input",
+]
+
+#: Rounding modes understood by :func:`core.quantize`.
+#: ``nearest`` ties to even, ``stochastic`` rounds up with probability equal to
+#: the fraction of the gap (unbiased, reproducible with ``seed``),
+#: ``pseudo_stochastic`` is NITI Alg. 3 (seed 002, section 3.4), ``truncate``
+#: rounds the magnitude toward zero.
+ROUNDING_MODES: tuple[str, ...] = ("nearest", "stochastic", "pseudo_stochastic", "truncate")
+
+
+def check_rounding(spec: "FormatSpec", rounding: str) -> str:
+    """Validate ``rounding`` for ``spec``; raise ``ValueError`` naming the valid modes."""
+    if rounding not in ROUNDING_MODES:
+        raise ValueError(
+            f"unknown rounding mode {rounding!r}; valid modes: {', '.join(ROUNDING_MODES)}"
+        )
+    if rounding not in spec.roundings:
+        raise ValueError(
+            f"format {spec} does not support rounding={rounding!r}; "
+            f"it supports: {', '.join(spec.roundings)}"
+        )
+    return rounding
+
+
+def check_input(x: Any) -> torch.Tensor:
+    """Reject non-tensors and non-floating tensors with a ``TypeError``."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(
+            f"quantization needs a floating-point tensor, got dtype {x.dtype}; "
+            "convert it first, e.g. x.float()"
+        )
+    return x
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Integer codes plus the scales needed to decode them.
+
+    Attributes:
+        spec: the format the codes belong to.
+        codes: integer tensor with the shape of the input; the meaning is
+            family-specific (bit patterns for floats, signed integers for
+            integer formats, sign-magnitude element codes for MLS).
+        scales: named scale tensors (e.g. ``{"tensor": St, "group": Sg}``).
+        dtype: dtype of the tensor that was encoded; ``decode`` returns it.
+    """
+
+    spec: "FormatSpec"
+    codes: torch.Tensor
+    scales: dict[str, torch.Tensor] = field(default_factory=dict)
+    dtype: torch.dtype = torch.float32
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.codes.shape
+
+    def storage_bits(self) -> int:
+        """Bits to store the codes and the scales (scales counted at their format's width)."""
+        return self.spec.storage_bits(self)
+
+
+@dataclass(frozen=True)
+class FormatSpec:
+    """Base class of all format specs (frozen dataclasses).
+
+    Subclasses set ``family`` (the short name used in spec strings) and
+    implement :meth:`quantize_reference`, :meth:`encode`, :meth:`decode`,
+    :meth:`codebook` and the derived properties.  Field order is the order in
+    which keys are printed in ``str(spec)``.
+    """
+
+    family: ClassVar[str] = ""
+    #: rounding modes this family implements
+    roundings: ClassVar[tuple[str, ...]] = ("nearest", "stochastic", "truncate")
+    #: short alias names that map to exactly this spec (filled by the registry)
+    aliases: ClassVar[dict[str, str]] = {}
+
+    # ----------------------------------------------------------------- text
+    def __str__(self) -> str:
+        from .registry import format_spec_string
+
+        return format_spec_string(self)
+
+    def params(self) -> dict[str, Any]:
+        """The spec's fields as a plain dict (what the dashboards bind widgets to)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def replace(self, **changes: Any) -> "FormatSpec":
+        """A copy with some fields changed (validated like a new spec)."""
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------ derived numbers
+    @property
+    def bits(self) -> int:
+        """Storage bits per element (sign included; shared scales not counted)."""
+        raise NotImplementedError
+
+    @property
+    def max(self) -> float:
+        """Largest finite representable magnitude (in units of the scale for scaled formats)."""
+        raise NotImplementedError
+
+    @property
+    def tiny(self) -> float:
+        """Smallest positive normal magnitude (``np.finfo.tiny`` analogue)."""
+        raise NotImplementedError
+
+    @property
+    def smallest_subnormal(self) -> float:
+        """Smallest positive representable magnitude."""
+        raise NotImplementedError
+
+    @property
+    def scaled(self) -> bool:
+        """True when values carry data-dependent scales (MLS, MX, int, ...)."""
+        return False
+
+    # ------------------------------------------------------------ behaviour
+    def quantize(
+        self, x: torch.Tensor, rounding: str = "nearest", seed: int | None = None,
+        backend: str = "auto",
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def encode(self, x: torch.Tensor, rounding: str = "nearest", seed: int | None = None) -> Encoded:
+        raise NotImplementedError
+
+    def decode(self, q: Encoded) -> torch.Tensor:
+        raise NotImplementedError
+
+    def codebook(self) -> torch.Tensor:
+        """Sorted float64 tensor of all finite non-negative representable values
+        (element values, in units of the scale, for scaled formats)."""
+        raise NotImplementedError
+
+    def storage_bits(self, q: Encoded) -> int:
+        return q.codes.numel() * self.bits
+
+    # Helpers for metrics: the representable range for values of ``x``.
+    def range_for(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-element (largest, smallest positive) representable magnitude for ``x``.
+
+        For unscaled formats these are constants; scaled formats return the
+        tensor of scale * max and scale * smallest_subnormal for each element.
+        """
+        big = torch.full_like(x, self.max, dtype=torch.float64)
+        small = torch.full_like(x, self.smallest_subnormal, dtype=torch.float64)
+        return big, small

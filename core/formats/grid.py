@@ -1,0 +1,192 @@
+"""Element grids and the reference (plain PyTorch, float64) rounding onto them.
+
+Almost every format in the seeds rounds a non-negative magnitude ``a`` onto a
+*minifloat grid*: normals ``(1 + k/2^m) 2^e`` for ``e >= emin`` and subnormals
+``k/2^m 2^emin`` (or, without subnormals, ``{0, 2^emin}`` below the normals),
+saturating at ``maxval``.  Integers and fixed point are the special case where
+every value is "subnormal" (``emin = m``).  The quantum (spacing of the grid)
+at ``a`` is ``2^k`` with::
+
+    E = floor(log2 a)
+    k = E - m                 if E >= emin
+    k = emin - m              if E < emin and subnormals
+    k = emin                  if E < emin and not subnormals
+
+and rounding works on ``q = a / 2^k`` (exact, a power-of-two scaling).
+
+Stochastic rounding takes explicit 32-bit random words ``r`` (one per
+element, from :func:`random_bits`) and rounds up iff
+``floor(frac(q) * 2^32) + r >= 2^32``: probability ``frac(q)`` exactly for
+inputs with at most 32 fractional bits below the quantum (every float32, fp16
+and bf16 input), and within 2^-32 otherwise.  The Numba kernels implement the
+very same rule, so CPU, GPU and reference agree bit for bit for a given seed.
+
+This module is the *reference* path; ``core.kernels`` holds the fast twins.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = [
+    "ElementGrid",
+    "random_bits",
+    "resolve_seed",
+    "round_grid_reference",
+    "grid_quantum_exponent",
+    "minifloat_fields",
+    "minifloat_value",
+]
+
+_TWO32 = float(2**32)
+
+
+@dataclass(frozen=True)
+class ElementGrid:
+    """A (sign-less) minifloat grid: mantissa bits ``m``, minimum normal exponent
+    ``emin``, subnormals on/off and the largest finite value ``maxval``."""
+
+    m: int
+    emin: int
+    subnormals: bool
+    maxval: float
+
+    @property
+    def tiny(self) -> float:
+        """Smallest normal value ``2^emin``."""
+        return math.ldexp(1.0, self.emin)
+
+    @property
+    def smallest(self) -> float:
+        """Smallest positive value on the grid."""
+        return math.ldexp(1.0, self.emin - self.m) if self.subnormals else self.tiny
+
+    def values(self) -> np.ndarray:
+        """All non-negative grid values up to ``maxval`` (sorted, float64)."""
+        out: list[float] = [0.0]
+        step_sub = self.emin - self.m
+        if self.subnormals:
+            for k in range(1, 2**self.m):
+                v = math.ldexp(k, step_sub)
+                if v <= self.maxval:
+                    out.append(v)
+        e = self.emin
+        while True:
+            base = math.ldexp(1.0, e)
+            if base > self.maxval:
+                break
+            for k in range(2**self.m):
+                v = math.ldexp(2**self.m + k, e - self.m)
+                if v > self.maxval:
+                    break
+                out.append(v)
+            e += 1
+        return np.array(out, dtype=np.float64)
+
+
+# --------------------------------------------------------------------- random
+_SM_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_SM_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_SM_M2 = np.uint64(0x94D049BB133111EB)
+
+
+def _splitmix64(z: np.ndarray) -> np.ndarray:
+    z = z ^ (z >> np.uint64(30))
+    z = z * _SM_M1
+    z = z ^ (z >> np.uint64(27))
+    z = z * _SM_M2
+    return z ^ (z >> np.uint64(31))
+
+
+def resolve_seed(seed: int | None) -> int:
+    """A 64-bit seed: ``seed`` itself, or one drawn from torch's global RNG
+    (so ``torch.manual_seed`` makes unseeded stochastic rounding repeatable)."""
+    if seed is None:
+        return int(torch.randint(0, 2**62, (1,), dtype=torch.int64).item())
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
+    return int(seed) & 0xFFFFFFFFFFFFFFFF
+
+
+def random_bits(seed: int, n: int, offset: int = 0) -> np.ndarray:
+    """Counter-based random 32-bit words for elements ``offset .. offset+n-1``.
+
+    ``r[i] = splitmix64(splitmix64(seed) + (i + 1) * gamma) >> 32``: the word of
+    an element depends only on (seed, flat index), never on threads or blocks.
+    Returns an int64 array (values in ``[0, 2^32)``).
+    """
+    with np.errstate(over="ignore"):
+        key = _splitmix64(np.array([seed], dtype=np.uint64))[0]
+        idx = np.arange(offset + 1, offset + n + 1, dtype=np.uint64)
+        z = _splitmix64(key + idx * _SM_GAMMA)
+    return (z >> np.uint64(32)).astype(np.int64)
+
+
+# ------------------------------------------------------------------ rounding
+def grid_quantum_exponent(a: torch.Tensor, grid: ElementGrid) -> torch.Tensor:
+    """Exponent ``k`` of the grid spacing ``2^k`` at each magnitude of ``a`` (float64)."""
+    _, exp = torch.frexp(a)
+    e = exp.to(torch.int64) - 1
+    below = grid.emin - grid.m if grid.subnormals else grid.emin
+    return torch.where(e >= grid.emin, e - grid.m, torch.full_like(e, below))
+
+
+def round_grid_reference(
+    a: torch.Tensor,
+    grid: ElementGrid,
+    rounding: str,
+    rbits: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Round non-negative finite float64 magnitudes ``a`` onto ``grid``.
+
+    No saturation is applied: results may exceed ``grid.maxval`` (the caller
+    decides between saturation, inf and NaN).  ``rbits`` (int64 words in
+    ``[0, 2^32)``, same shape) is required for ``stochastic``.
+    """
+    k = grid_quantum_exponent(a, grid)
+    q = torch.ldexp(a, -k.to(torch.float64))
+    if rounding == "nearest":
+        r = torch.round(q)  # round half to even
+    elif rounding == "truncate":
+        r = torch.floor(q)
+    elif rounding == "stochastic":
+        if rbits is None:
+            raise ValueError("stochastic rounding needs random bits")
+        fl = torch.floor(q)
+        frac32 = torch.floor((q - fl) * _TWO32).to(torch.int64)
+        r = fl + ((frac32 + rbits) >= 2**32).to(torch.float64)
+    else:  # pragma: no cover - validated by callers
+        raise ValueError(f"rounding {rounding!r} is not a grid rounding")
+    return torch.ldexp(r, k.to(torch.float64))
+
+
+# ----------------------------------------------------------- minifloat codec
+def minifloat_fields(v: torch.Tensor, grid: ElementGrid) -> tuple[torch.Tensor, torch.Tensor]:
+    """(biased-exponent field, mantissa field) of grid values ``v >= 0``.
+
+    The exponent field is 0 for subnormals and zero, ``e - emin + 1`` for
+    normals.  Works for any ``m``/``emin`` (IEEE-style encodings).
+    """
+    _, exp = torch.frexp(v)
+    e = exp.to(torch.int64) - 1
+    normal = (e >= grid.emin) & (v > 0)
+    sub_mant = torch.ldexp(v, torch.full_like(v, float(grid.m - grid.emin))).to(torch.int64)
+    e_safe = torch.where(normal, e, torch.full_like(e, grid.emin))
+    norm_mant = torch.ldexp(v, (grid.m - e_safe).to(torch.float64)).to(torch.int64) - 2**grid.m
+    efield = torch.where(normal, e - grid.emin + 1, torch.zeros_like(e))
+    mfield = torch.where(normal, norm_mant, sub_mant)
+    return efield, mfield
+
+
+def minifloat_value(efield: torch.Tensor, mfield: torch.Tensor, grid: ElementGrid) -> torch.Tensor:
+    """Inverse of :func:`minifloat_fields` (float64)."""
+    ef = efield.to(torch.int64)
+    mf = mfield.to(torch.float64)
+    sub = torch.ldexp(mf, torch.full_like(mf, float(grid.emin - grid.m)))
+    e = (ef + grid.emin - 1).to(torch.float64)
+    norm = torch.ldexp(mf + 2.0**grid.m, e - grid.m)
+    return torch.where(ef == 0, sub, norm)
