@@ -1,0 +1,151 @@
+"""MLS multi-level-scaling format (seed 000, section 3.1, Alg. 1; SPEC-NOTES 1).
+
+``X = sign * St * Sg[group] * x``:
+
+* ``St = max|X|`` (one fp32 scale per tensor);
+* ``Sg`` in ``<Eg,Mg>``: the smallest member of
+  ``G = {(1 + k/2^Mg) 2^e : e in [1-2^Eg, 0], k in 0..2^Mg-1} ∩ (0, 1]``
+  that is ``>= groupmax/St`` (the paper's Ceil), so no element overflows;
+* ``x = |X| / (St*Sg)`` rounded onto the unsigned ``<Ex,Mx>`` element grid
+  (largest exponent -1, subnormals, no inf/NaN; ``Ex = 0`` is fixed point
+  ``k/2^Mx``), saturating at the top code.  Rounding carries into the next
+  binade (SPEC-NOTES 1 reads Alg. 1's mantissa clip as a bias of the
+  pseudo-code, not of the format).
+
+Grouping: ``none`` (one group), ``n`` (per index of dim 0), ``c`` (per index
+of dim 1), ``nc`` (per (dim0, dim1) pair).  Weights: Cout/Cin; activations
+and errors: N/C.  Arithmetic: ``St*Sg`` is formed in float64 (exact), the
+division ``|X|/(St*Sg)`` is one correctly rounded float64 division, and the
+dequantized value ``St*Sg*x'`` is rounded once to the output dtype.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from ..quantize import group_absmax
+from .grid import ElementGrid
+from .registry import check_choice, check_range, register_family
+from .scaled import BlockView, ScaledFormat, group_view, ldexp1, pow2_floor_log2
+
+__all__ = ["MLSFormat", "group_scale_ceil", "group_scale_set"]
+
+GROUPINGS = ("none", "n", "c", "nc")
+
+
+def group_scale_set(eg: int, mg: int) -> torch.Tensor:
+    """All members of G (sorted float64): ``(1 + k/2^Mg) 2^e <= 1``."""
+    vals = sorted(
+        {
+            math.ldexp(2**mg + k, e - mg)
+            for e in range(1 - 2**eg, 1)
+            for k in range(2**mg)
+            if math.ldexp(2**mg + k, e - mg) <= 1.0
+        }
+    )
+    return torch.tensor(vals, dtype=torch.float64)
+
+
+def group_scale_ceil(sgf: torch.Tensor, eg: int, mg: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Smallest member of G that is >= ``sgf`` (float64 >= 0), as (value, e, k).
+
+    Values below the smallest member (including 0) take the smallest member;
+    values above 1 (impossible for ratios group max / tensor max) take 1.
+    """
+    emin = 1 - 2**eg
+    pos = sgf > 0
+    safe = torch.where(pos, sgf, torch.ones_like(sgf))
+    e = pow2_floor_log2(safe)
+    frac = torch.ldexp(safe, (-e).to(torch.float64))  # in [1, 2)
+    k = torch.ceil((frac - 1.0) * 2.0**mg).to(torch.int64)
+    carry = k >= 2**mg
+    e = torch.where(carry, e + 1, e)
+    k = torch.where(carry, torch.zeros_like(k), k)
+    small = (~pos) | (e < emin)
+    e = torch.where(small, torch.full_like(e, emin), e)
+    k = torch.where(small, torch.zeros_like(k), k)
+    big = e >= 0
+    e = torch.where(big, torch.zeros_like(e), e)
+    k = torch.where(big, torch.zeros_like(k), k)
+    value = (1.0 + k.to(torch.float64) / 2.0**mg) * ldexp1(e)
+    return value, e, k
+
+
+@register_family
+@dataclass(frozen=True)
+class MLSFormat(ScaledFormat):
+    """MLS tensor format ``<Ex,Mx>`` elements, ``<Eg,Mg>`` group scales, fp32 tensor scale.
+
+    Args:
+        ex: element exponent bits (0..5; 0 means fixed point ``k/2^Mx``).
+        mx: element mantissa bits (0..10; at least 1 when ex = 0).
+        eg: group-scale exponent bits (0..8).
+        mg: group-scale mantissa bits (0..4; the paper uses 0 or 1).
+        group: grouping dimension ``none`` | ``n`` | ``c`` | ``nc``.
+    """
+
+    family = "mls"
+    element_code_kind = "minifloat"
+
+    ex: int = field(default=2, metadata={"range": (0, 5), "doc": "element exponent bits Ex"})
+    mx: int = field(default=1, metadata={"range": (0, 10), "doc": "element mantissa bits Mx"})
+    eg: int = field(default=8, metadata={"range": (0, 8), "doc": "group scale exponent bits Eg"})
+    mg: int = field(default=1, metadata={"range": (0, 4), "doc": "group scale mantissa bits Mg"})
+    group: str = field(default="nc", metadata={"choices": GROUPINGS, "doc": "grouping dimension"})
+
+    def __post_init__(self) -> None:
+        check_range("mls", "ex", self.ex, 0, 5)
+        check_range("mls", "mx", self.mx, 0, 10)
+        check_range("mls", "eg", self.eg, 0, 8)
+        check_range("mls", "mg", self.mg, 0, 4)
+        check_choice("mls", "group", self.group, GROUPINGS)
+        if self.ex == 0 and self.mx == 0:
+            raise ValueError("mls: ex=0 needs mx >= 1 (fixed point k/2^Mx)")
+
+    @property
+    def bits(self) -> int:
+        """Element storage bits ``1 + Ex + Mx``."""
+        return 1 + self.ex + self.mx
+
+    @property
+    def element_grid(self) -> ElementGrid:
+        if self.ex == 0:
+            return ElementGrid(self.mx, 0, True, 1.0 - 2.0**-self.mx)
+        emin = 1 - 2**self.ex
+        return ElementGrid(self.mx, emin, True, (2.0 - 2.0**-self.mx) * 0.5)
+
+    @property
+    def group_bits(self) -> int:
+        return self.eg + self.mg
+
+    def view(self, x: torch.Tensor) -> BlockView:
+        return group_view(x)
+
+    def scales(self, x3: torch.Tensor, backend: str = "auto"):
+        """(St*Sg per (dim0, dim1), {"tensor": St, "group": Sg, "group_exp", "group_mant"})."""
+        gmax = group_absmax(x3, backend).to(x3.device)  # (d0, d1), float64, exact
+        if self.group == "n":
+            gmax = gmax.amax(dim=1, keepdim=True).expand_as(gmax)
+        elif self.group == "c":
+            gmax = gmax.amax(dim=0, keepdim=True).expand_as(gmax)
+        st = gmax.max() if gmax.numel() else torch.zeros((), dtype=torch.float64)
+        if self.group == "none":
+            gmax = st.expand_as(gmax)
+        sgf = gmax / st if float(st) > 0 else torch.zeros_like(gmax)
+        sg, e, k = group_scale_ceil(sgf, self.eg, self.mg)
+        s2 = st * sg
+        named = {
+            "tensor": st.to(torch.float32),
+            "group": sg,
+            "group_exp": e,
+            "group_mant": k,
+        }
+        return s2, named
+
+    def storage_bits(self, q) -> int:
+        groups = {"none": 1, "n": q.scales["group"].shape[0], "c": q.scales["group"].shape[1],
+                  "nc": q.scales["group"].numel()}[self.group]
+        return q.codes.numel() * self.bits + groups * self.group_bits + 32

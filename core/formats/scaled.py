@@ -1,0 +1,207 @@
+"""Shared machinery of scaled formats: blocked views, element codes, encode/decode.
+
+A scaled format splits ``x`` into an (A, B, R) view with one float64 scale per
+(A, B) row (MLS groups, MX/BFP blocks, integer channels) and rounds
+``|x| / s`` onto an :class:`~core.formats.grid.ElementGrid`.  Subclasses give
+the view, the scales and the element grid; this module does the rest.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..quantize import _reference, group_absmax, quantize_blocked
+from .base import Encoded, FormatSpec, check_input, check_rounding
+from .grid import ElementGrid, grid_quantum_exponent, minifloat_fields, minifloat_value, resolve_seed
+
+__all__ = ["ScaledFormat", "BlockView", "block_view", "group_view", "flat_view"]
+
+
+@dataclass(frozen=True)
+class BlockView:
+    """How a tensor maps to an (A, B, R) view and back."""
+
+    shape: torch.Size
+    axis: int | None = None  # moved-to-last axis for block formats
+    block: int | None = None
+    pad: int = 0
+    flat: bool = False
+
+    def to_x3(self, x: torch.Tensor) -> torch.Tensor:
+        if self.flat:
+            return x.reshape(1, 1, -1)
+        if self.block is None:
+            d0 = x.shape[0] if x.dim() >= 1 else 1
+            d1 = x.shape[1] if x.dim() >= 2 else 1
+            return x.reshape(d0, d1, -1) if x.numel() else x.reshape(d0, d1, 0)
+        t = x.movedim(self.axis, -1) if x.dim() else x.reshape(1)
+        if self.pad:
+            t = torch.nn.functional.pad(t, (0, self.pad))
+        return t.reshape(-1, 1, self.block)
+
+    def from_x3(self, y3: torch.Tensor) -> torch.Tensor:
+        if self.flat or self.block is None:
+            return y3.reshape(self.shape)
+        moved = list(self.shape) if len(self.shape) else [1]
+        if len(self.shape):
+            moved.append(moved.pop(self.axis))
+        t = y3.reshape(*moved[:-1], moved[-1] + self.pad)
+        if self.pad:
+            t = t[..., : moved[-1]]
+        t = t.movedim(-1, self.axis) if len(self.shape) else t
+        return t.reshape(self.shape)
+
+
+def group_view(x: torch.Tensor) -> BlockView:
+    """(dim0, dim1, rest) view used by MLS grouping and per-channel scales."""
+    return BlockView(x.shape)
+
+
+def flat_view(x: torch.Tensor) -> BlockView:
+    """The whole tensor as one row (per-tensor scales)."""
+    return BlockView(x.shape, flat=True)
+
+
+def block_view(x: torch.Tensor, block: int, axis: int) -> BlockView:
+    """Blocks of ``block`` consecutive elements along ``axis`` (zero padded)."""
+    if x.dim() == 0:
+        return BlockView(x.shape, 0, block, block - 1)
+    if not -x.dim() <= axis < x.dim():
+        raise ValueError(f"axis={axis} is out of range for a {x.dim()}-d tensor")
+    ax = axis % x.dim()
+    n = x.shape[ax]
+    pad = (-n) % block
+    return BlockView(x.shape, ax, block, pad)
+
+
+class ScaledFormat(FormatSpec):
+    """Mixin for formats with data-dependent scales.  Subclasses implement
+    ``element_grid``, ``view`` and ``scales`` (returning the (A, B) float64 scale
+    tensor and a dict of named scale tensors to store)."""
+
+    @property
+    def scaled(self) -> bool:
+        return True
+
+    @property
+    def element_grid(self) -> ElementGrid:
+        raise NotImplementedError
+
+    def view(self, x: torch.Tensor) -> BlockView:
+        raise NotImplementedError
+
+    def scales(self, x3: torch.Tensor, backend: str = "auto") -> tuple[torch.Tensor, dict]:
+        raise NotImplementedError
+
+    # element codes: signed integers by default (int grids); minifloat grids override
+    element_code_kind: str = "int"
+
+    @property
+    def max(self) -> float:
+        return self.element_grid.maxval
+
+    @property
+    def tiny(self) -> float:
+        return self.element_grid.tiny
+
+    @property
+    def smallest_subnormal(self) -> float:
+        return self.element_grid.smallest
+
+    # ------------------------------------------------------------ quantize
+    def quantize(self, x, rounding="nearest", seed=None, backend="auto"):
+        check_input(x)
+        check_rounding(self, rounding)
+        view = self.view(x)
+        x3 = view.to_x3(x)
+        s2, _ = self.scales(x3, backend)
+        g = self.element_grid
+        y3 = quantize_blocked(x3, s2, g, g.maxval, g.maxval, rounding, seed, backend)
+        return view.from_x3(y3).to(x.dtype)
+
+    def encode(self, x, rounding="nearest", seed=None) -> Encoded:
+        check_input(x)
+        check_rounding(self, rounding)
+        view = self.view(x)
+        x3 = view.to_x3(x)
+        s2, named = self.scales(x3, "reference")
+        g = self.element_grid
+        seed_ = resolve_seed(seed) if rounding == "stochastic" else 0
+        r = _reference(x3, s2, g, g.maxval, g.maxval, rounding, seed_, elements=True)
+        if torch.isnan(r).any():
+            raise ValueError(f"{self} has no NaN encoding; the input contains NaN")
+        codes = self.element_codes(r)
+        named = dict(named)
+        named["_s2"] = s2
+        return Encoded(self, view.from_x3(codes) if self._codes_follow_view else codes, named, x.dtype)
+
+    _codes_follow_view = True
+
+    def element_codes(self, r: torch.Tensor) -> torch.Tensor:
+        g = self.element_grid
+        if self.element_code_kind == "int":
+            return r.to(torch.int64).to(torch.int32)
+        ef, mf = minifloat_fields(r.abs(), g)
+        nbits = self.bits - 1
+        code = (ef << g.m) | mf
+        code = code | (torch.signbit(r).to(torch.int64) << nbits)
+        return code.to(torch.int16)
+
+    def element_values(self, codes: torch.Tensor) -> torch.Tensor:
+        g = self.element_grid
+        if self.element_code_kind == "int":
+            return codes.to(torch.float64)
+        c = codes.to(torch.int64)
+        nbits = self.bits - 1
+        mag = c & ((1 << nbits) - 1)
+        v = minifloat_value(mag >> g.m, mag & ((1 << g.m) - 1), g)
+        return torch.where(((c >> nbits) & 1).bool(), -v, v)
+
+    def decode(self, q: Encoded) -> torch.Tensor:
+        shape = q.codes.shape
+        view = self.view(torch.empty(shape, device="meta"))
+        r = self.element_values(view.to_x3(q.codes.reshape(shape)) if self._codes_follow_view else q.codes)
+        s2 = q.scales["_s2"].unsqueeze(-1)
+        scaled = (s2 != 0) & (s2 != 1)
+        y3 = torch.where(scaled, r * s2, r)
+        return view.from_x3(y3).to(q.dtype)
+
+    def codebook(self) -> torch.Tensor:
+        return torch.from_numpy(self.element_grid.values())
+
+    # ------------------------------------------------------------- metrics
+    def _scale_per_element(self, x: torch.Tensor) -> torch.Tensor:
+        view = self.view(x)
+        x3 = view.to_x3(x)
+        s2, _ = self.scales(x3, "auto")
+        s3 = s2.unsqueeze(-1).expand(x3.shape).to(torch.float64)
+        s3 = torch.where(s3 == 0, torch.ones_like(s3), s3)
+        return view.from_x3(s3)
+
+    def range_for(self, x):
+        s = self._scale_per_element(x)
+        g = self.element_grid
+        return s * g.maxval, s * g.smallest
+
+    def code_step(self, x: torch.Tensor) -> torch.Tensor:
+        s = self._scale_per_element(x)
+        a = x.detach().to(torch.float64).abs() / s
+        k = grid_quantum_exponent(a, self.element_grid)
+        return torch.ldexp(s, k.to(torch.float64))
+
+
+def pow2_floor_log2(a: torch.Tensor) -> torch.Tensor:
+    """floor(log2 a) for a > 0 (exact, via frexp); int64."""
+    _, e = torch.frexp(a)
+    return e.to(torch.int64) - 1
+
+
+def ldexp1(e: torch.Tensor) -> torch.Tensor:
+    return torch.ldexp(torch.ones_like(e, dtype=torch.float64), e.to(torch.float64))
+
+
+_ = math  # keep import for subclasses' docstrings
+_ = group_absmax

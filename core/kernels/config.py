@@ -1,0 +1,13 @@
+"""One place for kernel compilation flags and launch sizes (STYLE 7-8).
+
+Bit-exact kernels never use fastmath.  ``CHUNK`` is the number of elements a
+CPU task handles; ``THREADS_PER_BLOCK`` is patchable so simulator tests stay small.
+"""
+
+from __future__ import annotations
+
+__all__ = ["JIT_OPTIONS", "CHUNK", "THREADS_PER_BLOCK"]
+
+JIT_OPTIONS: dict = {"fastmath": False, "cache": True, "nogil": True}
+CHUNK: int = 16384
+THREADS_PER_BLOCK: int = 256

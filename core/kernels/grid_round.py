@@ -1,0 +1,231 @@
+"""Numba CPU kernels: rounding onto a minifloat grid, optionally per-group scaled.
+
+Arrays in, arrays out (no torch, no specs).  The per-element math is written
+once as plain ``@njit`` functions (:func:`round_grid`, :func:`quantize_value`,
+:func:`random_word`) so that the CUDA twins call exactly the same code.  The
+rules are those of :mod:`core.formats.grid` (the float64 reference).
+
+Rounding mode codes: 0 nearest-even, 1 stochastic, 2 truncate.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from .bits import bits_f32, bits_f64, f32_bits, f64_bits
+from .config import CHUNK, JIT_OPTIONS
+
+__all__ = [
+    "MODE_CODES",
+    "round_grid",
+    "quantize_value",
+    "random_word",
+    "seed_key",
+    "quantize_grid_3d",
+    "group_absmax_3d",
+]
+
+MODE_CODES = {"nearest": 0, "stochastic": 1, "truncate": 2}
+
+_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_S30 = np.uint64(30)
+_S27 = np.uint64(27)
+_S31 = np.uint64(31)
+_S32 = np.uint64(32)
+_TWO32 = 4294967296.0
+_TWO52 = 4503599627370496.0
+_S52 = np.uint64(52)
+_EXPMASK = np.uint64(0x7FF)
+
+
+@njit(**JIT_OPTIONS)
+def _mix(z):
+    z = (z ^ (z >> _S30)) * _M1
+    z = (z ^ (z >> _S27)) * _M2
+    return z ^ (z >> _S31)
+
+
+@njit(**JIT_OPTIONS)
+def seed_key(seed):
+    """splitmix64 of the seed: the key of the counter-based generator."""
+    return _mix(np.uint64(seed))
+
+
+@njit(**JIT_OPTIONS)
+def random_word(key, index):
+    """32-bit random word of element ``index`` (as float64 in [0, 2^32))."""
+    z = _mix(key + (np.uint64(index) + np.uint64(1)) * _GAMMA)
+    return np.float64(z >> _S32)
+
+
+@njit(**JIT_OPTIONS)
+def pow2(k):
+    """2.0**k for integer k, exact (bit construction in the normal range)."""
+    if -1022 <= k <= 1023:
+        return bits_f64(np.uint64(k + 1023) << _S52)
+    return math.ldexp(1.0, k)
+
+
+@njit(**JIT_OPTIONS)
+def round_grid(a, m, emin, sub, mode, rword):
+    """Round a non-negative finite float64 ``a`` onto the grid (no saturation).
+
+    Implements :func:`core.formats.grid.round_grid_reference` for one value.
+    """
+    if a == 0.0:
+        return 0.0
+    e = np.int64((f64_bits(a) >> _S52) & _EXPMASK) - 1023
+    if e >= emin:
+        k = e - m
+    elif sub:
+        k = emin - m
+    else:
+        k = emin
+    if -1022 <= k <= 1022:
+        q = a * pow2(-k)
+    else:
+        q = math.ldexp(a, -k)
+    if mode == 0:
+        if q < _TWO52:
+            fl = (q + _TWO52) - _TWO52  # round half to even in the FP unit
+        else:
+            fl = q
+    else:
+        fl = math.floor(q)
+        if mode == 1:
+            if math.floor((q - fl) * _TWO32) + rword >= _TWO32:
+                fl += 1.0
+    if -1022 <= k <= 1023:
+        return fl * pow2(k)
+    return math.ldexp(fl, k)
+
+
+@njit(**JIT_OPTIONS)
+def quantize_value(v, s, m, emin, sub, maxval, ovf, infv, mode, rword):
+    """Quantize one value ``v`` with scale ``s`` (``y = sign * s * round(|v|/s)``).
+
+    NaN stays NaN; +-inf becomes +-``infv * s``; a rounded magnitude above
+    ``maxval`` becomes ``ovf``; ``s == 0`` gives a signed zero.
+    """
+    if v != v:
+        return v
+    a = abs(v)
+    if a == math.inf:
+        r = infv
+    elif s == 0.0:
+        r = 0.0
+    else:
+        if s != 1.0:
+            a = a / s
+        r = round_grid(a, m, emin, sub, mode, rword)
+        if r > maxval:
+            r = ovf
+    if s != 1.0 and s != 0.0:
+        r = r * s
+    return math.copysign(r, v)
+
+
+@njit(parallel=True, **JIT_OPTIONS)
+def quantize_grid_3d(x, scale, out, m, emin, sub, maxval, ovf, infv, mode, seed):
+    """``out[a,b,r] = quantize_value(x[a,b,r], scale[a,b], ...)`` in parallel.
+
+    ``x``/``out`` are (A, B, R) arrays (float32 or float64; any strides),
+    ``scale`` an (A, B) float64 array.  Random words are indexed by the flat
+    C-order position in (A, B, R).
+    """
+    A, B, R = x.shape
+    nchunk = (R + CHUNK - 1) // CHUNK
+    key = seed_key(seed)
+    for t in prange(A * B * nchunk):
+        row = t // nchunk
+        c = t - row * nchunk
+        ia = row // B
+        ib = row - ia * B
+        s = scale[ia, ib]
+        lo = c * CHUNK
+        hi = min(R, lo + CHUNK)
+        base = row * R
+        for r in range(lo, hi):
+            rw = 0.0
+            if mode == 1:
+                rw = random_word(key, base + r)
+            out[ia, ib, r] = quantize_value(
+                np.float64(x[ia, ib, r]), s, m, emin, sub, maxval, ovf, infv, mode, rw
+            )
+
+
+@njit(parallel=True, **JIT_OPTIONS)
+def group_absmax_3d(x):
+    """Max of |x| over the last axis of an (A, B, R) array, ignoring NaN and inf."""
+    A, B, R = x.shape
+    nchunk = (R + CHUNK - 1) // CHUNK
+    part = np.zeros(A * B * nchunk, dtype=np.float64)
+    for t in prange(A * B * nchunk):
+        row = t // nchunk
+        c = t - row * nchunk
+        ia = row // B
+        ib = row - ia * B
+        best = 0.0
+        for r in range(c * CHUNK, min(R, c * CHUNK + CHUNK)):
+            a = abs(np.float64(x[ia, ib, r]))
+            if a > best and a != math.inf:
+                best = a
+        part[t] = best
+    out = np.zeros((A, B), dtype=np.float64)
+    for row in range(A * B):
+        ia = row // B
+        ib = row - ia * B
+        best = 0.0
+        for c in range(nchunk):
+            if part[row * nchunk + c] > best:
+                best = part[row * nchunk + c]
+        out[ia, ib] = best
+    return out
+
+
+@njit(parallel=True, **JIT_OPTIONS)
+def quantize_f32_flat(xb, ob, m, emin, sub, maxval, ovf, infv, mode, seed):
+    """Fast path of :func:`quantize_grid_3d` for unscaled, contiguous float32 data.
+
+    ``xb``/``ob`` are the uint32 bit views of the float32 input and output.
+    Requires ``m <= 22``, ``emin >= -126`` and a float32-representable
+    ``maxval``.  Values whose result is a normal of the target are rounded on
+    the bit pattern (integer add of half-ulp minus one plus the lsb, or of the
+    random word's top bits, then mask); everything else takes the generic
+    float64 path.  Bit-identical to the generic kernel (the tests compare them).
+    """
+    n = xb.size
+    shift = np.int64(23 - m)
+    half_m1 = (np.int64(1) << (shift - 1)) - 1
+    mask = np.int64(0x7FFFFFFF) - ((np.int64(1) << shift) - 1)
+    rshift = np.uint64(32 - shift)
+    key = seed_key(seed)
+    min_biased = np.int64(emin + 127)
+    max_bits = np.int64(f32_bits(np.float32(maxval)))
+    ovf_bits = np.int64(f32_bits(np.float32(ovf)))
+    for i in prange(n):
+        u = np.int64(xb[i])
+        a = u & 0x7FFFFFFF
+        if a >= 0x7F800000 or (a >> 23) < min_biased:
+            rw = 0.0
+            if mode == 1:
+                rw = random_word(key, i)
+            v = np.float64(bits_f32(np.uint32(u)))
+            r = quantize_value(v, 1.0, m, emin, sub, maxval, ovf, infv, mode, rw)
+            ob[i] = f32_bits(np.float32(r))
+            continue
+        if mode == 0:
+            a = (a + half_m1 + ((a >> shift) & 1)) & mask
+        elif mode == 1:
+            z = _mix(key + (np.uint64(i) + np.uint64(1)) * _GAMMA)
+            a = (a + np.int64((z >> _S32) >> rshift)) & mask
+        else:
+            a = a & mask
+        if a > max_bits:
+            a = ovf_bits
+        ob[i] = np.uint32(a | (u & 0x80000000))

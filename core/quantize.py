@@ -1,0 +1,160 @@
+"""Dispatch from specs to the reference (PyTorch) or kernel (Numba) paths.
+
+Every grid format reduces to one operation on a *blocked view* of the input:
+an (A, B, R) view ``x3`` with one float64 scale per (A, B) row::
+
+    y = sign(x) * s * round_grid(|x| / s)       (saturation/inf/NaN rules per spec)
+
+``backend``: ``"auto"`` (Numba on CPU, the reference path on other devices
+until the CUDA twins are registered), ``"numba"``, ``"reference"``.
+Random words for stochastic rounding are indexed by the flat C-order position
+in the blocked view, identically in every backend.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .formats.grid import ElementGrid, random_bits, resolve_seed, round_grid_reference
+
+__all__ = [
+    "BACKENDS",
+    "quantize_elementwise",
+    "quantize_blocked",
+    "group_absmax",
+    "register_device_backend",
+]
+
+BACKENDS = ("auto", "numba", "reference")
+
+_MODE = {"nearest": 0, "stochastic": 1, "truncate": 2}
+#: device type -> callable implementing quantize_blocked for that device (CUDA twins)
+_DEVICE_BACKENDS: dict[str, Callable] = {}
+
+
+def register_device_backend(device_type: str, fn: Callable) -> None:
+    """Register a kernel implementation of :func:`quantize_blocked` for a device type."""
+    _DEVICE_BACKENDS[device_type] = fn
+
+
+def _choose(x: torch.Tensor, backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    if backend == "auto":
+        if x.device.type == "cpu":
+            return "numba"
+        return x.device.type if x.device.type in _DEVICE_BACKENDS else "reference"
+    if backend == "numba" and x.device.type != "cpu":
+        raise ValueError(f"backend 'numba' runs on CPU tensors; got a {x.device.type} tensor")
+    return backend
+
+
+# ------------------------------------------------------------------ reference
+def _reference(x3, s2, grid, ovf, infv, rounding, seed, elements=False):
+    """Float64 reference; with ``elements`` returns the signed element values r (unscaled)."""
+    v = x3.to(torch.float64)
+    s = s2.to(device=v.device, dtype=torch.float64).unsqueeze(-1).expand_as(v)
+    a = v.abs()
+    finite = torch.isfinite(v)
+    safe_s = torch.where(s == 0, torch.ones_like(s), s)
+    a_s = torch.where(finite & (s != 0), a / safe_s, torch.zeros_like(a))
+    rbits = None
+    if rounding == "stochastic":
+        rbits = torch.from_numpy(random_bits(seed, v.numel())).reshape(v.shape).to(v.device)
+    r = round_grid_reference(a_s, grid, rounding, rbits)
+    r = torch.where(r > grid.maxval, torch.full_like(r, ovf), r)
+    r = torch.where(torch.isinf(v), torch.full_like(r, infv), r)
+    if elements:
+        return torch.where(torch.isnan(v), v, torch.copysign(r, v))
+    scale_it = (s != 0) & (s != 1)
+    r = torch.where(scale_it, r * s, r)
+    r = torch.copysign(r, v)
+    return torch.where(torch.isnan(v), v, r)
+
+
+def _to_numpy_float(x: torch.Tensor) -> np.ndarray:
+    if x.dtype in (torch.float32, torch.float64):
+        return x.detach().numpy()
+    return x.detach().to(torch.float32).numpy()
+
+
+def _numba(x3, s2, grid, ovf, infv, rounding, seed):
+    from .kernels.grid_round import quantize_f32_flat, quantize_grid_3d
+
+    xn = _to_numpy_float(x3)
+    out_dtype = xn.dtype if x3.dtype in (torch.float32, torch.float64) else np.float64
+    mode = _MODE[rounding]
+    unscaled = bool((s2 == 1).all()) if s2.numel() <= 1 else False
+    if (
+        unscaled
+        and xn.dtype == np.float32
+        and out_dtype == np.float32
+        and grid.m <= 22
+        and grid.emin >= -126
+        and np.float32(grid.maxval) == grid.maxval
+        and np.isnan(ovf) | (np.float32(ovf) == ovf)
+    ):
+        flat = np.ascontiguousarray(xn).reshape(-1)
+        out = np.empty_like(flat)
+        quantize_f32_flat(flat.view(np.uint32), out.view(np.uint32), grid.m, grid.emin,
+                          grid.subnormals, grid.maxval, ovf, infv, mode, seed)
+        return torch.from_numpy(out).reshape(x3.shape)
+    out = np.empty(xn.shape, dtype=out_dtype)
+    sn = np.asarray(s2.detach().to(torch.float64).numpy())
+    quantize_grid_3d(xn, sn, out, grid.m, grid.emin, grid.subnormals, grid.maxval,
+                     ovf, infv, mode, seed)
+    return torch.from_numpy(out)
+
+
+def quantize_blocked(
+    x3: torch.Tensor,
+    s2: torch.Tensor,
+    grid: ElementGrid,
+    ovf: float,
+    infv: float,
+    rounding: str,
+    seed: int | None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Quantize an (A, B, R) view with per-(A, B) scales; returns float64 or x3's
+    float32/float64 dtype (cast to the caller's dtype by the caller)."""
+    which = _choose(x3, backend)
+    seed_ = resolve_seed(seed) if rounding == "stochastic" else 0
+    if which == "numba":
+        return _numba(x3, s2, grid, ovf, infv, rounding, seed_)
+    if which == "reference":
+        return _reference(x3, s2, grid, ovf, infv, rounding, seed_)
+    return _DEVICE_BACKENDS[which](x3, s2, grid, ovf, infv, rounding, seed_)
+
+
+def quantize_elementwise(
+    x: torch.Tensor,
+    grid: ElementGrid,
+    ovf: float,
+    infv: float,
+    rounding: str,
+    seed: int | None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Unscaled grid quantization of any-shaped ``x``; same shape and dtype."""
+    x3 = x.reshape(1, 1, -1)
+    s2 = torch.ones((1, 1), dtype=torch.float64)
+    y = quantize_blocked(x3, s2, grid, ovf, infv, rounding, seed, backend)
+    return y.reshape(x.shape).to(x.dtype)
+
+
+def group_absmax(x3: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+    """float64 (A, B) max of |x| over the last axis, ignoring NaN and inf."""
+    which = _choose(x3, backend)
+    if which == "numba":
+        from .kernels.grid_round import group_absmax_3d
+
+        return torch.from_numpy(group_absmax_3d(_to_numpy_float(x3)))
+    a = x3.detach().to(torch.float64).abs()
+    a = torch.where(torch.isfinite(a), a, torch.zeros_like(a))
+    if a.shape[-1] == 0:
+        return torch.zeros(a.shape[:-1], dtype=torch.float64, device=a.device)
+    return a.amax(dim=-1)
