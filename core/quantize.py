@@ -26,6 +26,7 @@ __all__ = [
     "quantize_blocked",
     "group_absmax",
     "register_device_backend",
+    "to_dtype",
 ]
 
 BACKENDS = ("auto", "numba", "reference")
@@ -130,6 +131,28 @@ def quantize_blocked(
     return _DEVICE_BACKENDS[which](x3, s2, grid, ovf, infv, rounding, seed_)
 
 
+_HALF_GRIDS = {
+    torch.float16: (ElementGrid(10, -14, True, 65504.0), float("inf")),
+    torch.bfloat16: (ElementGrid(7, -126, True, float(torch.finfo(torch.bfloat16).max)), float("inf")),
+}
+
+
+def to_dtype(y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Cast float64 results to ``dtype`` with ONE correctly rounded step.
+
+    torch's float64 -> float16/bfloat16 casts go through float32 (double
+    rounding); here the value is first rounded onto the half grid in float64
+    (ties to even, IEEE overflow to inf), after which the cast is exact.
+    """
+    if y.dtype == dtype:
+        return y
+    if dtype in _HALF_GRIDS and y.dtype == torch.float64:
+        grid, inf = _HALF_GRIDS[dtype]
+        y = quantize_blocked(y.reshape(1, 1, -1), torch.ones((1, 1), dtype=torch.float64),
+                             grid, inf, inf, "nearest", 0).reshape(y.shape)
+    return y.to(dtype)
+
+
 def quantize_elementwise(
     x: torch.Tensor,
     grid: ElementGrid,
@@ -143,7 +166,7 @@ def quantize_elementwise(
     x3 = x.reshape(1, 1, -1)
     s2 = torch.ones((1, 1), dtype=torch.float64)
     y = quantize_blocked(x3, s2, grid, ovf, infv, rounding, seed, backend)
-    return y.reshape(x.shape).to(x.dtype)
+    return to_dtype(y.reshape(x.shape), x.dtype)
 
 
 def group_absmax(x3: torch.Tensor, backend: str = "auto") -> torch.Tensor:

@@ -180,6 +180,8 @@ class FloatFormat(FormatSpec):
         return code.to(_code_dtype(self.bits))
 
     def decode(self, q: Encoded) -> torch.Tensor:
+        from ..quantize import to_dtype
+
         code = q.codes.to(torch.int64) & ((1 << self.bits) - 1) if self.bits < 64 else q.codes.to(torch.int64)
         sign = (code >> (self.e + self.m)) & 1
         mag = code & ((1 << (self.e + self.m)) - 1)
@@ -193,7 +195,7 @@ class FloatFormat(FormatSpec):
         elif self.has_nan:
             v = torch.where(mag == (1 << (self.e + self.m)) - 1, torch.full_like(v, math.nan), v)
         v = torch.where(sign.bool(), -v, v)
-        return v.to(q.dtype)
+        return to_dtype(v, q.dtype)
 
     def codebook(self) -> torch.Tensor:
         n_codes = 2 ** (self.e + self.m)

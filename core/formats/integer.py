@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..quantize import group_absmax
+from ..quantize import group_absmax, to_dtype
 from .base import check_input, check_rounding
 from .grid import ElementGrid
 from .registry import check_choice, check_range, register_alias, register_family
@@ -175,7 +175,7 @@ class NitiFormat(ScaledFormat):
         s2, _ = self.scales(x3, backend)
         r = self._pseudo_stochastic_elements(x3, s2)
         y = torch.where(torch.isnan(x3), x3.to(torch.float64), r * s2.unsqueeze(-1))
-        return view.from_x3(y).to(x.dtype)
+        return to_dtype(view.from_x3(y), x.dtype)
 
     _PS_FRAC = 16
 

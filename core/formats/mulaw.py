@@ -22,6 +22,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from ..quantize import to_dtype
 from .base import Encoded, FormatSpec, check_input, check_rounding
 from .grid import random_bits, resolve_seed
 from .registry import check_range, register_family
@@ -110,7 +111,7 @@ class MuLawFormat(FormatSpec):
         codes = torch.from_numpy(_tables(self.bits, self.mu, self.range)[0]).to(x.device)
         y = torch.copysign(codes[idx], x.to(torch.float64))
         y = torch.where(torch.isnan(x), x.to(torch.float64), y)
-        return y.to(x.dtype)
+        return to_dtype(y, x.dtype)
 
     def encode(self, x, rounding="nearest", seed=None) -> Encoded:
         check_input(x)
@@ -124,7 +125,7 @@ class MuLawFormat(FormatSpec):
     def decode(self, q: Encoded) -> torch.Tensor:
         codes = torch.from_numpy(_tables(self.bits, self.mu, self.range)[0]).to(q.codes.device)
         k = q.codes.to(torch.int64)
-        return torch.copysign(codes[k.abs()], k.to(torch.float64)).to(q.dtype)
+        return to_dtype(torch.copysign(codes[k.abs()], k.to(torch.float64)), q.dtype)
 
     def code_step(self, x: torch.Tensor) -> torch.Tensor:
         codes = torch.from_numpy(_tables(self.bits, self.mu, self.range)[0]).to(x.device)

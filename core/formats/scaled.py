@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..quantize import _reference, group_absmax, quantize_blocked
+from ..quantize import _reference, group_absmax, quantize_blocked, to_dtype
 from .base import Encoded, FormatSpec, check_input, check_rounding
 from .grid import ElementGrid, grid_quantum_exponent, minifloat_fields, minifloat_value, resolve_seed
 
@@ -120,7 +120,7 @@ class ScaledFormat(FormatSpec):
         s2, _ = self.scales(x3, backend)
         g = self.element_grid
         y3 = quantize_blocked(x3, s2, g, g.maxval, g.maxval, rounding, seed, backend)
-        return view.from_x3(y3).to(x.dtype)
+        return to_dtype(view.from_x3(y3), x.dtype)
 
     def encode(self, x, rounding="nearest", seed=None) -> Encoded:
         check_input(x)
@@ -167,7 +167,7 @@ class ScaledFormat(FormatSpec):
         s2 = q.scales["_s2"].unsqueeze(-1)
         scaled = (s2 != 0) & (s2 != 1)
         y3 = torch.where(scaled, r * s2, r)
-        return view.from_x3(y3).to(q.dtype)
+        return to_dtype(view.from_x3(y3), q.dtype)
 
     def codebook(self) -> torch.Tensor:
         return torch.from_numpy(self.element_grid.values())
