@@ -61,7 +61,7 @@ class IntFormat(ScaledFormat):
 
     def scales(self, x3, backend="auto"):
         amax = group_absmax(x3, backend).to(x3.device)
-        if self.scale == "channel":
+        if self.scale == "channel" and amax.numel():
             amax = amax.amax(dim=1, keepdim=True).expand_as(amax)
         s2 = amax / float(2 ** (self.bits - 1) - 1)
         return s2, {"scale": s2}

@@ -127,9 +127,9 @@ class MLSFormat(ScaledFormat):
     def scales(self, x3: torch.Tensor, backend: str = "auto"):
         """(St*Sg per (dim0, dim1), {"tensor": St, "group": Sg, "group_exp", "group_mant"})."""
         gmax = group_absmax(x3, backend).to(x3.device)  # (d0, d1), float64, exact
-        if self.group == "n":
+        if gmax.numel() and self.group == "n":
             gmax = gmax.amax(dim=1, keepdim=True).expand_as(gmax)
-        elif self.group == "c":
+        elif gmax.numel() and self.group == "c":
             gmax = gmax.amax(dim=0, keepdim=True).expand_as(gmax)
         st = gmax.max() if gmax.numel() else torch.zeros((), dtype=torch.float64)
         if self.group == "none":

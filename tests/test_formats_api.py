@@ -1,0 +1,197 @@
+"""Parser, public API contract, kernels vs reference, special values and bad input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import core
+from core.formats import ALIASES, FAMILIES
+
+ALL_SPECS = [
+    "fp32", "fp16", "bf16", "fp8_e4m3", "fp8_e5m2", "fp8_143", "fp8_152", "fp6_e3m2", "fp6_e2m3",
+    "fp4_e2m1", "float(e=5,m=3,bias=11,inf=false,nan=fn,subnormals=false,saturate=false)",
+    "int(bits=8,scale=tensor)", "int(bits=3,scale=channel)", "fixed(bits=12,frac=6)",
+    "mls(ex=2,mx=1,eg=8,mg=1,group=nc)", "mls(ex=2,mx=4,eg=8,mg=1,group=n)",
+    "mls(ex=0,mx=3,eg=4,mg=0,group=c)", "mls(ex=3,mx=2,eg=8,mg=1,group=none)",
+    "mu8(mu=255,range=2)", "mulaw(bits=5,mu=50,range=4)", "niti(bits=8)",
+    "mx(elem=fp8_e4m3,block=32,axis=-1)", "mx(elem=fp8_e5m2,block=16,axis=0,scale=rceil)",
+    "mx(elem=fp6_e3m2)", "mx(elem=fp6_e2m3)", "mx(elem=fp4_e2m1,block=32,axis=1)", "mx(elem=int8)",
+    "bfp(bits=8,block=16,axis=-1)",
+]
+
+
+@pytest.mark.parametrize("spec", ALL_SPECS)
+def test_spec_string_round_trips(spec):
+    fmt = core.parse_format(spec)
+    assert core.parse_format(str(fmt)) == fmt
+    assert str(core.parse_format(str(fmt))) == str(fmt)
+    with pytest.raises(Exception):
+        fmt.m = 3  # frozen
+
+
+def test_example_string_is_canonical():
+    s = "mls(ex=2,mx=1,eg=8,mg=1,group=nc)"
+    assert str(core.parse_format(s)) == s
+    assert core.parse_format(" MLS( ex = 2 , mx=1 ) ") == core.parse_format(s)
+
+
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("fp9", "unknown format 'fp9'"),
+        ("mls(ex=2,foo=1)", "unknown key 'foo'"),
+        ("mls(ex=9)", "ex=9 is out of range"),
+        ("mls(group=hw)", "valid values: none, n, c, nc"),
+        ("mls(ex=two)", "expected an integer"),
+        ("float(e=4,m=3,inf=maybe)", "expected true or false"),
+        ("mu8(mu=0)", "mu=0.0 is out of range"),
+        ("mu8(mu=-3)", "out of range"),
+        ("int(bits=1)", "bits=1 is out of range"),
+        ("mx(elem=fp7)", "valid values: fp8_e4m3"),
+        ("mls(ex=2,ex=3)", "given twice"),
+        ("mls(ex)", "expected key=value"),
+        ("__import__('os').system('true')", "unknown format '__import__'"),
+        ("", "empty"),
+        ("mls(ex=2", "cannot parse"),
+    ],
+)
+def test_bad_specs_name_the_problem(text, needle):
+    with pytest.raises(ValueError) as err:
+        core.parse_format(text)
+    assert needle in str(err.value)
+
+
+def test_unknown_family_lists_valid_names():
+    with pytest.raises(ValueError) as err:
+        core.parse_format("posit(bits=8)")
+    for name in ["mls", "fp8_e4m3", "mx", "mu8", "niti", "bfp"]:
+        assert name in str(err.value)
+
+
+def test_rounding_mode_errors():
+    x = torch.randn(8)
+    with pytest.raises(ValueError, match="unknown rounding mode 'up'"):
+        core.quantize(x, "fp8_e4m3", rounding="up")
+    with pytest.raises(ValueError, match="does not support rounding='pseudo_stochastic'"):
+        core.quantize(x, "fp8_e4m3", rounding="pseudo_stochastic")
+    core.quantize(x, "niti", rounding="pseudo_stochastic")
+
+
+def test_non_float_inputs_raise_type_error():
+    with pytest.raises(TypeError, match="floating-point"):
+        core.quantize(torch.arange(4), "fp8_e4m3")
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        core.quantize(np.zeros(3), "fp8_e4m3")
+
+
+@pytest.mark.parametrize("spec", ALL_SPECS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_shapes_dtypes_empty_and_scalar(spec, dtype):
+    fmt = core.parse_format(spec)
+    for shape in [(), (0,), (3, 0, 2), (5,), (2, 3, 4, 5), (0, 4)]:
+        x = (torch.randn(shape, dtype=torch.float64) * 3).to(dtype)
+        if getattr(fmt, "axis", -1) not in (-1, 0) and 1 <= len(shape) <= fmt.axis:
+            with pytest.raises(ValueError, match="out of range"):
+                core.quantize(x, spec)
+            continue
+        y = core.quantize(x, spec)
+        assert y.shape == x.shape and y.dtype == dtype and y.device == x.device
+        if x.numel():
+            assert torch.equal(core.decode(core.encode(x, spec)), y)
+
+
+@pytest.mark.parametrize("spec", ALL_SPECS)
+@pytest.mark.parametrize("rounding", ["nearest", "stochastic", "truncate"])
+def test_numba_kernels_equal_reference_bit_for_bit(spec, rounding):
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 5, 7, 9, generator=g) * torch.logspace(-6, 6, 9)
+    x[0, 0, 0, :4] = torch.tensor([0.0, -0.0, 1e-30, -1e-40])
+    for dtype in (torch.float32, torch.float64, torch.bfloat16):
+        xd = x.to(dtype)
+        a = core.quantize(xd, spec, rounding, seed=11, backend="numba")
+        b = core.quantize(xd, spec, rounding, seed=11, backend="reference")
+        assert torch.equal(a.isnan(), b.isnan()), (spec, rounding, dtype)
+        assert torch.equal(a.nan_to_num(0.0), b.nan_to_num(0.0)), (spec, rounding, dtype)
+        assert torch.equal(torch.signbit(a), torch.signbit(b))
+
+
+@pytest.mark.parametrize("spec", [s for s in ALL_SPECS if "axis=0" not in s and "axis=1" not in s])
+def test_nan_stays_nan_and_inf_follows_the_family_rule(spec):
+    fmt = core.parse_format(spec)
+    x = torch.tensor([1.0, float("nan"), float("inf"), -float("inf"), -2.0, 0.5])
+    y = core.quantize(x, fmt)
+    assert math.isnan(y[1])
+    for backend in ("numba", "reference"):
+        assert torch.equal(core.quantize(x, fmt, backend=backend).isnan(), y.isnan())
+    if fmt.family == "float":
+        if fmt.has_inf:
+            assert y[2] == math.inf and y[3] == -math.inf
+        elif fmt.saturate:
+            assert y[2] == fmt.max and y[3] == -fmt.max
+        else:
+            assert y[2:4].isnan().all()
+        ieee = fmt.replace(saturate=False)
+        big = torch.tensor([fmt.max * 4.0], dtype=torch.float64) if fmt.max < 1e300 else None
+        if big is not None:
+            yb = core.quantize(big, ieee)
+            assert (yb == math.inf) if fmt.has_inf else torch.isnan(yb).all()
+    else:
+        # scaled and companded formats: +-inf saturates to the largest code of its
+        # group (its scale comes from the group's finite values)
+        assert torch.isfinite(y[2]) and y[2] == -y[3] and not torch.signbit(y[2])
+        x2 = torch.tensor([[1.0, float("inf"), -2.0, 0.5]] * 2).reshape(2, 1, 4)
+        y2 = core.quantize(x2, fmt)
+        assert y2[0, 0, 1] > 0 and y2[0, 0, 1] == y2[0, 0].abs().max()
+
+
+def test_nan_cannot_be_encoded_without_a_nan_code():
+    with pytest.raises(ValueError, match="no NaN encoding"):
+        core.encode(torch.tensor([float("nan")]), "fp4_e2m1")
+    assert torch.isnan(core.decode(core.encode(torch.tensor([float("nan")]), "fp8_e4m3"))).all()
+
+
+def test_metrics_against_hand_computation():
+    x = torch.tensor([1.0, -2.0, 0.0, 4.0])
+    y = torch.tensor([1.5, -2.0, 0.0, 3.0])
+    assert core.metrics.are(x, y) == pytest.approx((0.5 + 0 + 0.25) / 3)
+    assert core.metrics.rel_error(x, y) == pytest.approx(math.sqrt(0.25 + 1) / math.sqrt(21))
+    assert core.metrics.sqnr_db(x, y) == pytest.approx(10 * math.log10(21 / 1.25))
+    z = torch.tensor([500.0, 1e-4, 0.0, 1.0, float("nan")])
+    assert core.metrics.overflow_fraction(z, "fp8_e4m3") == pytest.approx(1 / 4)
+    assert core.metrics.underflow_fraction(z, "fp8_e4m3") == pytest.approx(1 / 4)
+    assert core.metrics.overflow_fraction(torch.tensor([3.0, 1.0, -2.5]), "mu8") == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="shape mismatch"):
+        core.metrics.are(x, y[:2])
+
+
+def test_code_step_matches_codebook_spacing():
+    book = core.codebook("fp8_e4m3")
+    x = book[1:-1].float()
+    step = core.code_step(x, "fp8_e4m3")
+    assert torch.equal(step, (book[2:] - book[1:-1]))
+
+
+def test_registry_lists_every_family():
+    assert {"float", "int", "fixed", "mls", "mulaw", "mu8", "niti", "mx", "bfp"} <= set(FAMILIES)
+    assert {"fp32", "fp16", "bf16", "fp8_e4m3", "fp8_e5m2", "fp8_143", "fp8_152"} <= set(ALIASES)
+
+
+def test_niti_pseudo_stochastic_matches_alg3_oracle():
+    from naive import niti_pseudo_stochastic
+    from core.formats import pseudo_stochastic_round
+
+    rng = np.random.default_rng(0)
+    v = rng.integers(-2**20, 2**20, 5000)
+    for bp in range(0, 12):
+        got = pseudo_stochastic_round(torch.from_numpy(v), bp).tolist()
+        assert got == [niti_pseudo_stochastic(int(a), bp) for a in v], bp
+    # hand-worked: 0b1011_0110 >> 4: fraction 0110 -> upper 01 > lower 10? no -> 0b1011
+    assert pseudo_stochastic_round(torch.tensor([0b10110110]), 4).item() == 0b1011
+    # fraction 1001: upper 10 > lower 01 -> round up
+    assert pseudo_stochastic_round(torch.tensor([0b10111001]), 4).item() == 0b1100
+    # odd bp=5: 0b1_10010 -> drop lowest bit -> 1001 -> up; sign restored
+    assert pseudo_stochastic_round(torch.tensor([-0b110010]), 5).item() == -2

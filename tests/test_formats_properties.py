@@ -1,0 +1,189 @@
+"""Property tests (hypothesis) for every family, plus the labelled edge-value table."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import core
+from core.formats import group_scale_set
+
+SPECS = [
+    "fp8_e4m3", "fp8_e5m2", "fp8_143", "fp6_e3m2", "fp6_e2m3", "fp4_e2m1", "bf16", "fp16",
+    "float(e=3,m=4,bias=3,inf=true,subnormals=false)",
+    "int(bits=8,scale=tensor)", "int(bits=4,scale=channel)", "fixed(bits=8,frac=4)",
+    "mls(ex=2,mx=1,eg=8,mg=1,group=nc)", "mls(ex=0,mx=3,eg=8,mg=1,group=c)",
+    "mls(ex=3,mx=2,eg=3,mg=0,group=n)", "mls(ex=2,mx=4,eg=8,mg=2,group=none)",
+    "mu8(mu=255,range=2)", "mulaw(bits=6,mu=20,range=1)", "niti(bits=8)",
+    "mx(elem=fp8_e4m3,block=8)", "mx(elem=fp4_e2m1,block=4,scale=rceil)", "mx(elem=int8,block=8)",
+    "bfp(bits=6,block=4)",
+]
+
+finite = st.floats(-1e4, 1e4, allow_nan=False, width=32)
+tensors = st.lists(finite, min_size=1, max_size=48).map(
+    lambda v: torch.tensor(v, dtype=torch.float32).reshape(-1, 2, 1) if len(v) % 2 == 0
+    else torch.tensor(v, dtype=torch.float32))
+
+
+def element_view(fmt, x):
+    """(|x|/s, element values |r|, codebook) for any family."""
+    book = core.codebook(fmt).to(torch.float64)
+    q = core.encode(x, fmt)
+    y = core.decode(q).to(torch.float64)
+    if fmt.family in ("mulaw", "mu8"):
+        return x.to(torch.float64).abs(), book[q.codes.to(torch.int64).abs()], book
+    if fmt.scaled:
+        view = fmt.view(x)
+        s3 = q.scales["_s2"].unsqueeze(-1).expand(view.to_x3(x).shape)
+        s = view.from_x3(s3).to(torch.float64)
+        s = torch.where(s == 0, torch.ones_like(s), s)
+        r = view.from_x3(fmt.element_values(view.to_x3(q.codes))).abs()
+        return x.to(torch.float64).abs() / s, r, book
+    return x.to(torch.float64).abs(), y.abs(), book
+
+
+@pytest.mark.parametrize("spec", SPECS)
+@settings(max_examples=40, deadline=None)
+@given(x=tensors)
+def test_outputs_lie_in_codebook_and_nearest_is_nearest(spec, x):
+    fmt = core.parse_format(spec)
+    if fmt.bits > 8 and not fmt.scaled and fmt.family == "float":
+        # 16-bit formats: the rounding error is within half a code step
+        y = core.quantize(x, fmt).double()
+        step = core.code_step(x, fmt)
+        assert torch.all((y - x.double()).abs() <= step / 2)
+        return
+    a, r, book = element_view(fmt, x)
+    # every element value is a code
+    idx = torch.searchsorted(book, r).clamp(max=len(book) - 1)
+    assert torch.all(book[idx] == r), spec
+    # nearest: no code is closer to |x|/s (mu-law rounds in the companded domain instead)
+    if fmt.family in ("mulaw", "mu8"):
+        y = fmt.quantize(x).double()
+        assert torch.all(y.abs() <= fmt.max)
+        return
+    a_c = a.clamp(max=float(book[-1]))
+    j = torch.searchsorted(book, a_c).clamp(1, len(book) - 1)
+    best = torch.minimum((a_c - book[j - 1]).abs(), (book[j] - a_c).abs())
+    assert torch.all((r - a_c).abs() <= best * (1 + 1e-12) + 1e-300), spec
+
+
+@pytest.mark.parametrize("spec", [s for s in SPECS if s not in ("bf16", "fp16")])
+def test_stochastic_rounding_is_unbiased(spec):
+    """Invariant: E[Q(x)] = x.  N copies of one value between two codes; the
+    sample mean must be within 5 standard errors (gap * sqrt(p(1-p)/N))."""
+    fmt = core.parse_format(spec)
+    n = 20000
+    rng = np.random.default_rng(7)
+    for trial in range(2):
+        base = float(rng.uniform(0.05, 0.9))
+        x = torch.full((n, 8), base, dtype=torch.float64)
+        x[:, 0] = 1.0  # fixes the scale of every row/block
+        if fmt.family == "fixed":
+            x *= 4
+        ys_all = core.quantize(x, fmt, "stochastic", seed=trial).double()
+        for col in (1, 5):
+            ys = ys_all[:, col]
+            vals = torch.unique(ys)
+            assert len(vals) <= 2, (spec, vals)
+            if fmt.family in ("mulaw", "mu8"):
+                # unbiased in the companded domain (Eq. 15)
+                comp = lambda v: torch.log1p(fmt.mu * v / fmt.range) / math.log1p(fmt.mu) * fmt.K  # noqa: E731
+                target, mean = comp(x[0, col]), comp(ys).mean()
+                gap = float(comp(vals.max()) - comp(vals.min()))
+            else:
+                target, mean = x[0, col], ys.mean()
+                gap = float(vals.max() - vals.min())
+            if len(vals) == 1:
+                assert float(vals[0]) == float(core.quantize(x[:1], fmt, "nearest")[0, col])
+                continue
+            p = float((ys == vals.max()).double().mean())
+            se = gap * math.sqrt(p * (1 - p) / n)
+            assert abs(float(mean - target)) <= 5 * se + 1e-12, (spec, float(mean), float(target), se)
+
+
+def test_stochastic_is_reproducible_and_seed_dependent():
+    x = torch.randn(10000)
+    a = core.quantize(x, "fp8_e4m3", "stochastic", seed=1)
+    b = core.quantize(x, "fp8_e4m3", "stochastic", seed=1)
+    c = core.quantize(x, "fp8_e4m3", "stochastic", seed=2)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    torch.manual_seed(0)
+    d = core.quantize(x, "fp8_e4m3", "stochastic")
+    torch.manual_seed(0)
+    assert torch.equal(d, core.quantize(x, "fp8_e4m3", "stochastic"))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    eg=st.integers(0, 8), mg=st.integers(0, 3), group=st.sampled_from(["none", "n", "c", "nc"]),
+    data=st.lists(st.floats(-1e3, 1e3, allow_nan=False, width=32), min_size=12, max_size=12),
+)
+def test_mls_group_scale_is_smallest_member_at_least_ratio(eg, mg, group, data):
+    fmt = core.parse_format(f"mls(ex=2,mx=1,eg={eg},mg={mg},group={group})")
+    x = torch.tensor(data).reshape(2, 3, 2)
+    q = core.encode(x, fmt)
+    st_ = float(q.scales["tensor"])
+    sg = q.scales["group"]
+    G = group_scale_set(eg, mg)
+    gmax = x.abs().double().amax(dim=2)
+    if group == "n":
+        gmax = gmax.amax(dim=1, keepdim=True).expand_as(gmax)
+    elif group == "c":
+        gmax = gmax.amax(dim=0, keepdim=True).expand_as(gmax)
+    elif group == "none":
+        gmax = gmax.max().expand_as(gmax)
+    assert st_ == float(x.abs().max())
+    for g, s in zip(gmax.reshape(-1).tolist(), sg.reshape(-1).tolist()):
+        ratio = g / st_ if st_ > 0 else 0.0
+        members = [v for v in G.tolist() if v >= ratio]
+        want = min(members) if members else float(G.max())
+        assert s == want
+        assert s in G.tolist()
+
+
+# Labelled edge values (torchao fp_format_spec style): (spec, property, value, label)
+EDGE_VALUES = [
+    ("fp8_e4m3", "max", 448.0, "OCP E4M3 max 1.75 * 2^8"),
+    ("fp8_e4m3", "tiny", 2.0**-6, "smallest normal"),
+    ("fp8_e4m3", "smallest_subnormal", 2.0**-9, "smallest subnormal"),
+    ("fp8_e5m2", "max", 57344.0, "OCP E5M2 max 1.75 * 2^15"),
+    ("fp8_e5m2", "smallest_subnormal", 2.0**-16, "2^-16 = 1.5e-5"),
+    ("fp8_143", "max", 240.0, "IEEE-like 1-4-3 max 1.875 * 2^7"),
+    ("fp8_143", "smallest_subnormal", 2.0**-9, "2^-9 = 1.95e-3"),
+    ("fp8_152", "max", 57344.0, "IEEE-like 1-5-2"),
+    ("fp8_152", "smallest_subnormal", 2.0**-16, "2^-16"),
+    ("fp6_e2m3", "max", 7.5, "OCP FP6 E2M3"),
+    ("fp6_e3m2", "max", 28.0, "OCP FP6 E3M2"),
+    ("fp4_e2m1", "max", 6.0, "OCP FP4 E2M1"),
+    ("fp4_e2m1", "smallest_subnormal", 0.5, "FP4 0.5"),
+    ("fp16", "max", 65504.0, "binary16"),
+    ("bf16", "max", float(torch.finfo(torch.bfloat16).max), "bfloat16"),
+    ("bf16", "tiny", float(torch.finfo(torch.bfloat16).tiny), "bfloat16 tiny"),
+    ("mls(ex=2,mx=4,eg=8,mg=1,group=nc)", "max", (2 - 2**-4) / 2, "<2,4> top code"),
+    ("mls(ex=2,mx=4,eg=8,mg=1,group=nc)", "smallest_subnormal", 2.0**-7, "2^(1-2^2-4)"),
+    ("mls(ex=0,mx=3,eg=8,mg=1,group=nc)", "max", 7 / 8, "<0,3> fixed point"),
+    ("mu8(mu=255,range=2)", "max", 2.0, "MU8 range"),
+    ("mx(elem=int8)", "max", 127 / 64, "MX INT8 1.6 fixed point"),
+]
+
+
+@pytest.mark.parametrize("spec,prop,value,label", EDGE_VALUES, ids=[f"{e[0]}-{e[1]}" for e in EDGE_VALUES])
+def test_edge_values(spec, prop, value, label):
+    fmt = core.parse_format(spec)
+    assert getattr(fmt, prop) == value, label
+    if fmt.bits <= 8:
+        book = core.codebook(fmt)
+        if prop == "max":
+            assert float(book[-1]) == pytest.approx(value, rel=1e-15)
+        if prop == "smallest_subnormal":
+            assert float(book[1]) == value
+
+
+def test_fp4_codebook_is_the_ocp_table():
+    assert core.codebook("fp4_e2m1").tolist() == [0, 0.5, 1, 1.5, 2, 3, 4, 6]
