@@ -68,6 +68,7 @@ def _reference(x3, s2, grid, ovf, infv, rounding, seed, elements=False):
     r = round_grid_reference(a_s, grid, rounding, rbits)
     r = torch.where(r > grid.maxval, torch.full_like(r, ovf), r)
     r = torch.where(torch.isinf(v), torch.full_like(r, infv), r)
+    r = torch.where(s == 0, torch.zeros_like(r), r)
     if elements:
         return torch.where(torch.isnan(v), v, torch.copysign(r, v))
     scale_it = (s != 0) & (s != 1)
@@ -105,6 +106,12 @@ def _numba(x3, s2, grid, ovf, infv, rounding, seed):
         return torch.from_numpy(out).reshape(x3.shape)
     out = np.empty(xn.shape, dtype=out_dtype)
     sn = np.asarray(s2.detach().to(torch.float64).numpy())
+    if xn.flags.c_contiguous and rounding == "nearest" and ovf == grid.maxval == infv and grid.m <= 51:
+        from .kernels.grid_round import quantize_rows_nearest_sat
+
+        quantize_rows_nearest_sat(xn.reshape(-1), np.ascontiguousarray(sn).reshape(-1),
+                                  out.reshape(-1), grid.m, grid.emin, grid.subnormals, grid.maxval)
+        return torch.from_numpy(out)
     quantize_grid_3d(xn, sn, out, grid.m, grid.emin, grid.subnormals, grid.maxval,
                      ovf, infv, mode, seed)
     return torch.from_numpy(out)

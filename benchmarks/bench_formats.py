@@ -1,0 +1,75 @@
+"""Quantizer throughput on 16M float32 values, as ratios from one run.
+
+    python benchmarks/bench_formats.py [--n 16777216] [--repeat 5]
+
+References measured in the same run: a float32 copy, torch's own
+``x.to(torch.float8_e4m3fn).float()`` and ml_dtypes' cast round trip.
+Prints M elements/s (best of --repeat) and the ratio to torch's fp8 cast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import numpy as np
+import torch
+
+import core
+
+
+def best_time(fn, repeat: int) -> float:
+    fn()  # warm-up / compile
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=1 << 24)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--all", action="store_true", help="every family, not just the issue's three")
+    args = ap.parse_args()
+    import ml_dtypes
+
+    n = args.n
+    x = torch.randn(n, generator=torch.Generator().manual_seed(0))
+    x4 = x.reshape(-1, 64, 16, 16)
+    xn = x.numpy()
+    cases = [
+        ("float32 copy", lambda: x.clone()),
+        ("torch fp8_e4m3fn cast", lambda: x.to(torch.float8_e4m3fn).float()),
+        ("ml_dtypes e4m3fn cast", lambda: xn.astype(ml_dtypes.float8_e4m3fn).astype(np.float32)),
+        ("fp8_e4m3 nearest", lambda: core.quantize(x, "fp8_e4m3")),
+        ("fp8_e4m3 stochastic", lambda: core.quantize(x, "fp8_e4m3", "stochastic", seed=1)),
+        ("mls(ex=2,mx=1,eg=8,mg=1,group=nc)", lambda: core.quantize(x4, "mls(ex=2,mx=1,eg=8,mg=1,group=nc)")),
+    ]
+    if args.all:
+        for spec in ["bf16", "fp8_e5m2", "fp4_e2m1", "mu8", "niti", "mx(elem=fp8_e4m3)",
+                     "mx(elem=fp4_e2m1)", "int(bits=8,scale=channel)", "bfp(bits=8,block=16)"]:
+            cases.append((spec, lambda s=spec: core.quantize(x4, s)))
+    torch_ref = None
+    print(f"# {n} float32 elements, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
+    print(f"{'case':40s} {'M elem/s':>10s} {'x torch fp8 cast':>17s}")
+    results = {}
+    for name, fn in cases:
+        t = best_time(fn, args.repeat)
+        rate = n / t / 1e6
+        results[name] = rate
+        if name == "torch fp8_e4m3fn cast":
+            torch_ref = rate
+        ratio = rate / torch_ref if torch_ref else float("nan")
+        print(f"{name:40s} {rate:10.1f} {ratio:17.2f}")
+    ml = results["ml_dtypes e4m3fn cast"]
+    print(f"fp8_e4m3 nearest vs ml_dtypes: {results['fp8_e4m3 nearest'] / ml:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

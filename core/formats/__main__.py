@@ -1,0 +1,152 @@
+"""Command line: ``python -m core.formats show|compare ...``.
+
+    python -m core.formats show "mls(ex=2,mx=1,eg=8,mg=1,group=nc)"
+    python -m core.formats compare fp8_e4m3 fp8_e5m2 "mu8(mu=255)" --dist laplace --scale 0.5
+    python -m core.formats compare bf16 fp8_e4m3 --file weights.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import parse_format
+from .. import codebook, metrics, quantize
+
+DISTRIBUTIONS = ("normal", "laplace", "uniform", "loguniform")
+
+
+def _fmt_num(v: float) -> str:
+    if v == 0 or not math.isfinite(v):
+        return str(v)
+    return f"{v:.6g}"
+
+
+def show(spec_text: str, n_codes: int = 16) -> str:
+    """The format's numbers and a short codebook, as text."""
+    fmt = parse_format(spec_text)
+    lines = [
+        f"format             {fmt}",
+        f"family             {fmt.family}",
+        f"bits per element   {fmt.bits}",
+        f"max                {_fmt_num(fmt.max)}",
+        f"min normal         {_fmt_num(fmt.tiny)}",
+        f"min subnormal      {_fmt_num(fmt.smallest_subnormal)}",
+        f"rounding modes     {', '.join(fmt.roundings)}",
+    ]
+    if fmt.scaled:
+        lines.append("scaled             yes (values below are element codes, in units of the scale)")
+    try:
+        book = codebook(fmt)
+        n = 2 * (len(book) - 1) + 1
+        lines.append(f"codes              {n} finite values ({len(book)} non-negative)")
+        if len(book) <= n_codes:
+            shown = ", ".join(_fmt_num(float(v)) for v in book)
+        else:
+            head = ", ".join(_fmt_num(float(v)) for v in book[: n_codes // 2])
+            tail = ", ".join(_fmt_num(float(v)) for v in book[-n_codes // 2:])
+            shown = f"{head}, ..., {tail}"
+        lines.append(f"codebook (>= 0)    {shown}")
+    except ValueError as err:
+        lines.append(f"codes              {err}")
+    return "\n".join(lines)
+
+
+def sample(dist: str, n: int, scale: float, seed: int) -> torch.Tensor:
+    """``n`` samples shaped like a conv activation (N, 16, 8, 8) when ``n`` allows,
+    so MLS grouping and MX blocks see realistic groups."""
+    x = _sample_flat(dist, n, scale, seed)
+    return x.reshape(-1, 16, 8, 8) if n % 1024 == 0 and n else x
+
+
+def _sample_flat(dist: str, n: int, scale: float, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    if dist == "normal":
+        return torch.randn(n, generator=g) * scale
+    if dist == "laplace":
+        u = torch.rand(n, generator=g) - 0.5
+        return -scale * torch.sign(u) * torch.log1p(-2 * u.abs())
+    if dist == "uniform":
+        return (torch.rand(n, generator=g) * 2 - 1) * scale
+    if dist == "loguniform":
+        e = torch.rand(n, generator=g) * 20 - 10
+        s = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0)
+        return s * scale * torch.exp2(e)
+    raise ValueError(f"unknown distribution {dist!r}; valid: {', '.join(DISTRIBUTIONS)}")
+
+
+def load_tensor(path: str) -> torch.Tensor:
+    """A tensor from a .pt (``torch.load(weights_only=True)``) or .npy file (no pickles)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"tensor file {path!r} does not exist")
+    if p.suffix == ".npy":
+        arr = np.load(p, allow_pickle=False)
+        t = torch.from_numpy(np.asarray(arr))
+    elif p.suffix in (".pt", ".pth"):
+        obj = torch.load(p, weights_only=True, map_location="cpu")
+        if isinstance(obj, dict):
+            tensors = [v for v in obj.values() if isinstance(v, torch.Tensor) and v.is_floating_point()]
+            if not tensors:
+                raise ValueError(f"{path!r} holds no floating-point tensor")
+            t = torch.cat([v.reshape(-1) for v in tensors])
+        elif isinstance(obj, torch.Tensor):
+            t = obj
+        else:
+            raise ValueError(f"{path!r} holds a {type(obj).__name__}, not a tensor")
+    else:
+        raise ValueError(f"unsupported tensor file {path!r}; use .pt or .npy")
+    if not t.is_floating_point():
+        t = t.to(torch.float32)
+    return t
+
+
+def compare(specs: list[str], x: torch.Tensor, rounding: str = "nearest", seed: int = 0) -> str:
+    """A table of ARE / rel. error / SQNR / overflow / underflow per format."""
+    rows = [("format", "bits", "ARE", "rel.err", "SQNR dB", "overflow", "underflow")]
+    for text in specs:
+        fmt = parse_format(text)
+        y = quantize(x, fmt, rounding=rounding, seed=seed)
+        m = metrics.summary(x, y, fmt)
+        rows.append((str(fmt), str(fmt.bits), f"{m['are']:.4g}", f"{m['rel_error']:.4g}",
+                     f"{m['sqnr_db']:.2f}", f"{m['overflow']:.3g}", f"{m['underflow']:.3g}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m core.formats", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p_show = sub.add_parser("show", help="bits, range and codebook of a format")
+    p_show.add_argument("spec")
+    p_show.add_argument("--codes", type=int, default=16, help="codes to list")
+    p_cmp = sub.add_parser("compare", help="error metrics of formats on a distribution or tensor")
+    p_cmp.add_argument("specs", nargs="+")
+    p_cmp.add_argument("--dist", choices=DISTRIBUTIONS, default="normal")
+    p_cmp.add_argument("--scale", type=float, default=1.0)
+    p_cmp.add_argument("-n", type=int, default=1 << 20, help="number of samples")
+    p_cmp.add_argument("--file", help=".pt or .npy tensor file instead of a distribution")
+    p_cmp.add_argument("--rounding", default="nearest")
+    p_cmp.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    out = sys.stdout
+    try:
+        if args.cmd == "show":
+            out.write(show(args.spec, args.codes) + "\n")
+        else:
+            x = load_tensor(args.file) if args.file else sample(args.dist, args.n, args.scale, args.seed)
+            out.write(compare(args.specs, x, args.rounding, args.seed) + "\n")
+    except (ValueError, TypeError) as err:
+        sys.stderr.write(f"error: {err}\n")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,97 @@
+"""SQLite schema of the run store (version 1) and the store's location.
+
+Owns the ``CREATE TABLE`` statements, the schema version and :func:`default_store_path`
+(argument > ``$LOWBIT_STORE`` > the user data directory).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["SCHEMA_VERSION", "SCHEMA", "APP_NAME", "default_store_path", "resolve_store_path"]
+
+SCHEMA_VERSION = 1
+APP_NAME = "lowbit-explorer"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS lowbit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL DEFAULT '',
+    status TEXT NOT NULL,
+    created REAL NOT NULL,
+    started REAL,
+    ended REAL,
+    heartbeat REAL,
+    pid INTEGER,
+    pid_start INTEGER,
+    host TEXT,
+    dataset TEXT,
+    model TEXT,
+    scheme TEXT,
+    epochs INTEGER,
+    step INTEGER NOT NULL DEFAULT 0,
+    epoch INTEGER NOT NULL DEFAULT 0,
+    final_test_acc REAL,
+    best_test_acc REAL,
+    error TEXT,
+    config TEXT NOT NULL,
+    versions TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id TEXT NOT NULL, step INTEGER NOT NULL, epoch INTEGER NOT NULL,
+    layer TEXT NOT NULL, tensor TEXT NOT NULL, fmt TEXT NOT NULL, role TEXT NOT NULL,
+    name TEXT NOT NULL, value REAL
+);
+CREATE INDEX IF NOT EXISTS metrics_run_name ON metrics (run_id, name, step);
+CREATE TABLE IF NOT EXISTS histograms (
+    run_id TEXT NOT NULL, step INTEGER NOT NULL, epoch INTEGER NOT NULL,
+    layer TEXT NOT NULL, tensor TEXT NOT NULL, kind TEXT NOT NULL,
+    lo REAL NOT NULL, hi REAL NOT NULL, bins INTEGER NOT NULL,
+    zeros INTEGER NOT NULL, nonfinite INTEGER NOT NULL, counts TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS histograms_run ON histograms (run_id, layer, tensor, step);
+CREATE TABLE IF NOT EXISTS events (
+    run_id TEXT NOT NULL, step INTEGER NOT NULL, time REAL NOT NULL, kind TEXT NOT NULL,
+    payload TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS events_run ON events (run_id, step);
+CREATE TABLE IF NOT EXISTS layers (
+    run_id TEXT NOT NULL, idx INTEGER NOT NULL, name TEXT NOT NULL, kind TEXT NOT NULL,
+    shape TEXT NOT NULL, params INTEGER NOT NULL, PRIMARY KEY (run_id, idx)
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    run_id TEXT NOT NULL, step INTEGER NOT NULL, epoch INTEGER NOT NULL, time REAL NOT NULL,
+    path TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS samples (
+    run_id TEXT NOT NULL, step INTEGER NOT NULL, layer TEXT NOT NULL, tensor TEXT NOT NULL,
+    numel INTEGER NOT NULL, shape TEXT NOT NULL, data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS samples_run ON samples (run_id, layer, tensor, step);
+"""
+
+
+def default_store_path() -> Path:
+    """``runs.sqlite`` in the user data directory of ``lowbit-explorer``.
+
+    Linux: ``$XDG_DATA_HOME`` or ``~/.local/share``; macOS: ``~/Library/Application Support``;
+    Windows: ``%LOCALAPPDATA%``.
+    """
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / APP_NAME / "runs.sqlite"
+
+
+def resolve_store_path(path: str | os.PathLike[str] | None = None) -> Path:
+    """The store file: ``path`` if given, else ``$LOWBIT_STORE``, else :func:`default_store_path`."""
+    if path is not None:
+        return Path(path).expanduser()
+    env = os.environ.get("LOWBIT_STORE")
+    return Path(env).expanduser() if env else default_store_path()

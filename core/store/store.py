@@ -1,0 +1,472 @@
+"""The run store: SQLite in WAL mode, written while training, read as pandas DataFrames.
+
+Owns :class:`RunStore` (open/create, readers, export, interrupted-run detection) and
+:class:`RunWriter` (buffered writes of one run from its worker thread, committed in one transaction
+per flush, so a killed process leaves every committed row readable and nothing half-written).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .schema import SCHEMA, SCHEMA_VERSION, resolve_store_path
+
+__all__ = ["RunStore", "RunWriter", "StoreError", "ACTIVE_STATUSES", "FINAL_STATUSES", "process_start_time"]
+
+log = logging.getLogger(__name__)
+
+ACTIVE_STATUSES = ("running", "paused")
+FINAL_STATUSES = ("done", "stopped", "diverged", "error", "interrupted")
+
+_RUN_COLUMNS = ("run_id", "name", "status", "created", "started", "ended", "heartbeat", "pid", "pid_start",
+                "host", "dataset", "model", "scheme", "epochs", "step", "epoch", "final_test_acc",
+                "best_test_acc", "error")
+_UPDATABLE = set(_RUN_COLUMNS) - {"run_id", "created", "config"} | {"versions"}
+
+
+class StoreError(RuntimeError):
+    """The store file cannot be used (not a database, not a run store, newer schema, unknown run)."""
+
+
+def process_start_time(pid: int) -> int | None:
+    """Start time of ``pid`` in clock ticks since boot (Linux ``/proc``), or None where unavailable."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read().decode("ascii", "replace")
+        return int(data.rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _pid_alive(pid: int | None, pid_start: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    except OSError:
+        return False
+    if pid_start is not None:
+        now = process_start_time(pid)
+        if now is not None and now != pid_start:
+            return False  # the pid was reused
+        if now is None and os.path.isdir("/proc"):
+            return False
+    return True
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+class RunStore:
+    """A run store file.
+
+    Args:
+        path: the SQLite file; None = ``$LOWBIT_STORE`` or the user data directory.
+        stale_after: seconds without a heartbeat after which a run of another host counts as dead.
+
+    Raises:
+        StoreError: the file is not a SQLite database, or not a Lowbit run store.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, stale_after: float = 3600.0) -> None:
+        self.path = resolve_store_path(path)
+        self.stale_after = stale_after
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        if self.path.exists() and self.path.is_dir():
+            raise StoreError(f"run store {self.path} is a directory, not a file")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._init_schema()
+        self.mark_interrupted()
+
+    # ------------------------------------------------------------------ connections
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """This thread's connection."""
+        c = getattr(self._local, "conn", None)
+        if c is None:
+            c = _connect(self.path)
+            self._local.conn = c
+            with self._lock:
+                self._conns.append(c)
+        return c
+
+    def close(self) -> None:
+        """Close every connection this object opened."""
+        with self._lock:
+            for c in self._conns:
+                try:
+                    c.close()
+                except sqlite3.Error:
+                    pass
+            self._conns.clear()
+        self._local = threading.local()
+
+    def __enter__(self) -> "RunStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _init_schema(self) -> None:
+        try:
+            c = _connect(self.path)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open run store {self.path}: {exc}") from exc
+        try:
+            tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if tables and "lowbit_meta" not in tables:
+                raise StoreError(f"{self.path} is a SQLite database but not a Lowbit run store "
+                                 f"(tables: {', '.join(sorted(tables))})")
+            c.execute("PRAGMA journal_mode=WAL")
+            c.execute("PRAGMA synchronous=NORMAL")
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                for stmt in SCHEMA.split(";"):
+                    if stmt.strip():
+                        c.execute(stmt)
+                row = c.execute("SELECT value FROM lowbit_meta WHERE key='schema_version'").fetchone()
+                if row is None:
+                    c.execute("INSERT INTO lowbit_meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                elif int(row[0]) > SCHEMA_VERSION:
+                    raise StoreError(f"{self.path} has schema version {row[0]}; this code reads <= {SCHEMA_VERSION}")
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is not a run store: {exc}") from exc
+        finally:
+            c.close()
+
+    def mark_interrupted(self) -> list[str]:
+        """Mark ``running``/``paused`` runs whose process is gone as ``interrupted``; return their ids."""
+        host = socket.gethostname()
+        now = time.time()
+        dead = []
+        rows = self.conn.execute(
+            "SELECT run_id, pid, pid_start, host, heartbeat FROM runs WHERE status IN ('running','paused')"
+        ).fetchall()
+        for run_id, pid, pid_start, rhost, hb in rows:
+            if rhost == host:
+                alive = _pid_alive(pid, pid_start)
+            else:
+                alive = hb is not None and now - hb < self.stale_after
+            if not alive:
+                dead.append(run_id)
+        for run_id in dead:
+            self._tx([("UPDATE runs SET status='interrupted', ended=COALESCE(ended, heartbeat) "
+                       "WHERE run_id=? AND status IN ('running','paused')", (run_id,)),
+                      ("INSERT INTO events VALUES (?, (SELECT step FROM runs WHERE run_id=?), ?, 'interrupted', ?)",
+                       (run_id, run_id, now, json.dumps({"reason": "process gone"})))])
+            log.info("run %s marked interrupted", run_id)
+        return dead
+
+    def _tx(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, params in statements:
+                c.execute(sql, params)
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
+    # ------------------------------------------------------------------ writing
+    def create_run(self, config: dict[str, Any], *, name: str = "", dataset: str = "", model: str = "",
+                   scheme: str = "", epochs: int = 0, versions: dict[str, Any] | None = None,
+                   status: str = "running") -> str:
+        """Insert a run row for this process and return its new id (12 hex chars)."""
+        run_id = uuid.uuid4().hex[:12]
+        now = time.time()
+        pid = os.getpid()
+        self._tx([(
+            "INSERT INTO runs (run_id, name, status, created, started, heartbeat, pid, pid_start, host, dataset, "
+            "model, scheme, epochs, config, versions) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (run_id, name, status, now, now, now, pid, process_start_time(pid), socket.gethostname(), dataset,
+             model, scheme, epochs, json.dumps(config, default=str), json.dumps(versions or {}, default=str)),
+        )])
+        return run_id
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        """Update columns of a run row (``status``, ``ended``, ``final_test_acc`` ...)."""
+        self._tx([_update_sql(run_id, fields)])
+
+    def writer(self, run_id: str) -> "RunWriter":
+        """A buffered writer for ``run_id`` (use it from one thread)."""
+        return RunWriter(self.path, run_id)
+
+    def delete_run(self, run_id: str) -> None:
+        """Delete a run and all its rows (checkpoint files are left on disk)."""
+        self._tx([(f"DELETE FROM {t} WHERE run_id=?", (run_id,))
+                  for t in ("metrics", "histograms", "events", "layers", "checkpoints", "samples", "runs")])
+
+    # ------------------------------------------------------------------ reading
+    def _df(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
+        return pd.read_sql_query(sql, self.conn, params=list(params))
+
+    def list_runs(self) -> pd.DataFrame:
+        """One row per run, newest first (columns of ``runs`` without ``config``/``versions``)."""
+        return self._df(f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs ORDER BY created DESC")
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        """The run row as a dict with ``config`` and ``versions`` parsed.
+
+        Raises:
+            StoreError: no such run.
+        """
+        cur = self.conn.execute("SELECT * FROM runs WHERE run_id=?", (run_id,))
+        row = cur.fetchone()
+        if row is None:
+            raise StoreError(f"no run {run_id!r} in {self.path}")
+        d = dict(zip([c[0] for c in cur.description], row))
+        d["config"] = json.loads(d["config"])
+        d["versions"] = json.loads(d["versions"])
+        return d
+
+    def metrics(self, run_id: str | Iterable[str], name: str | Sequence[str] | None = None,
+                layer: str | None = None, tensor: str | None = None, role: str | None = None,
+                since_step: int | None = None) -> pd.DataFrame:
+        """Long-format metric rows: ``run_id, step, epoch, layer, tensor, fmt, role, name, value``."""
+        ids = [run_id] if isinstance(run_id, str) else list(run_id)
+        where = [f"run_id IN ({','.join('?' * len(ids))})"]
+        params: list[Any] = list(ids)
+        if name is not None:
+            names = [name] if isinstance(name, str) else list(name)
+            where.append(f"name IN ({','.join('?' * len(names))})")
+            params += names
+        for col, v in (("layer", layer), ("tensor", tensor), ("role", role)):
+            if v is not None:
+                where.append(f"{col}=?")
+                params.append(v)
+        if since_step is not None:
+            where.append("step>=?")
+            params.append(since_step)
+        return self._df(f"SELECT run_id, step, epoch, layer, tensor, fmt, role, name, value FROM metrics "
+                        f"WHERE {' AND '.join(where)} ORDER BY rowid", params)
+
+    def scalars(self, run_id: str) -> pd.DataFrame:
+        """Per-step scalars, wide: ``step, epoch, loss, train_acc, lr, step_time`` (+ ``telemetry_time``)."""
+        df = self.metrics(run_id, name=["loss", "train_acc", "lr", "step_time", "telemetry_time"], role="")
+        return _wide(df, ["step", "epoch"])
+
+    def epochs(self, run_id: str) -> pd.DataFrame:
+        """Per-epoch values, wide: ``epoch, step, test_acc, test_loss, epoch_train_loss, ...``."""
+        df = self.metrics(run_id, name=["test_acc", "test_loss", "epoch_train_loss", "epoch_train_acc",
+                                        "epoch_time"], role="")
+        return _wide(df, ["epoch", "step"])
+
+    def histograms(self, run_id: str, layer: str | None = None, tensor: str | None = None,
+                   kind: str | None = "x", since_step: int | None = None) -> pd.DataFrame:
+        """Histogram rows with ``counts`` as int64 arrays."""
+        where, params = ["run_id=?"], [run_id]
+        for col, v in (("layer", layer), ("tensor", tensor), ("kind", kind)):
+            if v is not None:
+                where.append(f"{col}=?")
+                params.append(v)
+        if since_step is not None:
+            where.append("step>=?")
+            params.append(since_step)
+        df = self._df(f"SELECT * FROM histograms WHERE {' AND '.join(where)} ORDER BY rowid", params)
+        df["counts"] = [np.asarray(json.loads(c), dtype=np.int64) for c in df["counts"]]
+        return df
+
+    def events(self, run_id: str) -> pd.DataFrame:
+        """Events with ``payload`` parsed into dicts."""
+        df = self._df("SELECT * FROM events WHERE run_id=? ORDER BY rowid", (run_id,))
+        df["payload"] = [json.loads(p) for p in df["payload"]]
+        return df
+
+    def layers(self, run_id: str) -> pd.DataFrame:
+        """The run's quantizable layers in model order."""
+        df = self._df("SELECT * FROM layers WHERE run_id=? ORDER BY idx", (run_id,))
+        df["shape"] = [tuple(json.loads(s)) for s in df["shape"]]
+        return df
+
+    def checkpoints(self, run_id: str) -> pd.DataFrame:
+        """Checkpoint files of a run."""
+        return self._df("SELECT * FROM checkpoints WHERE run_id=? ORDER BY step", (run_id,))
+
+    def samples(self, run_id: str, layer: str | None = None, tensor: str | None = None) -> pd.DataFrame:
+        """Stored tensor samples (without the data): ``step, layer, tensor, numel, shape``."""
+        where, params = ["run_id=?"], [run_id]
+        for col, v in (("layer", layer), ("tensor", tensor)):
+            if v is not None:
+                where.append(f"{col}=?")
+                params.append(v)
+        return self._df(f"SELECT run_id, step, layer, tensor, numel, shape FROM samples "
+                        f"WHERE {' AND '.join(where)} ORDER BY step", params)
+
+    def load_sample(self, run_id: str, layer: str, tensor: str, step: int | None = None) -> np.ndarray:
+        """A stored float32 sample of one tensor (the latest at or before ``step``; latest if None).
+
+        Raises:
+            StoreError: no sample stored for that layer/tensor.
+        """
+        sql = "SELECT data FROM samples WHERE run_id=? AND layer=? AND tensor=?"
+        params: list[Any] = [run_id, layer, tensor]
+        if step is not None:
+            sql += " AND step<=?"
+            params.append(step)
+        row = self.conn.execute(sql + " ORDER BY step DESC LIMIT 1", params).fetchone()
+        if row is None:
+            raise StoreError(f"no sample of {tensor!r} in layer {layer!r} for run {run_id!r}")
+        return np.frombuffer(row[0], dtype="<f4").copy()
+
+    def export(self, run_id: str, directory: str | os.PathLike[str], fmt: str = "csv") -> list[Path]:
+        """Write the run's tables (``run``, ``metrics``, ``histograms``, ``events``, ``layers``,
+        ``checkpoints``) as ``<run_id>_<table>.csv`` or ``.parquet`` files; return their paths."""
+        if fmt not in ("csv", "parquet"):
+            raise ValueError(f"export format must be 'csv' or 'parquet', got {fmt!r}")
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        run = self.get_run(run_id)
+        run["config"] = json.dumps(run["config"])
+        run["versions"] = json.dumps(run["versions"])
+        tables = {
+            "run": pd.DataFrame([run]),
+            "metrics": self.metrics(run_id),
+            "histograms": self.histograms(run_id, kind=None),
+            "events": self.events(run_id),
+            "layers": self.layers(run_id),
+            "checkpoints": self.checkpoints(run_id),
+        }
+        tables["histograms"]["counts"] = [json.dumps(c.tolist()) for c in tables["histograms"]["counts"]]
+        tables["events"]["payload"] = [json.dumps(p) for p in tables["events"]["payload"]]
+        tables["layers"]["shape"] = [json.dumps(list(s)) for s in tables["layers"]["shape"]]
+        paths = []
+        for tname, df in tables.items():
+            p = out / f"{run_id}_{tname}.{fmt}"
+            if fmt == "csv":
+                df.to_csv(p, index=False)
+            else:
+                df.to_parquet(p, index=False)
+            paths.append(p)
+        return paths
+
+    def checkpoint_dir(self, run_id: str) -> Path:
+        """``<store dir>/checkpoints/<run_id>``."""
+        return self.path.parent / "checkpoints" / run_id
+
+
+def _wide(df: pd.DataFrame, index: list[str]) -> pd.DataFrame:
+    if df.empty:
+        return pd.DataFrame(columns=index)
+    w = df.pivot_table(index=index, columns="name", values="value", aggfunc="last").reset_index()
+    w.columns.name = None
+    return w.sort_values(index[0], kind="stable").reset_index(drop=True)
+
+
+def _update_sql(run_id: str, fields: dict[str, Any]) -> tuple[str, list[Any]]:
+    bad = set(fields) - _UPDATABLE
+    if bad:
+        raise ValueError(f"cannot update run columns {sorted(bad)}")
+    vals = [json.dumps(v, default=str) if k == "versions" else v for k, v in fields.items()]
+    return f"UPDATE runs SET {', '.join(f'{k}=?' for k in fields)} WHERE run_id=?", vals + [run_id]
+
+
+class RunWriter:
+    """Buffered writes for one run; every :meth:`flush` is one transaction (use from one thread)."""
+
+    def __init__(self, path: Path, run_id: str) -> None:
+        self.path = path
+        self.run_id = run_id
+        self._conn: sqlite3.Connection | None = None
+        self.metrics: list[tuple[Any, ...]] = []
+        self.histograms: list[tuple[Any, ...]] = []
+        self.events: list[tuple[Any, ...]] = []
+        self.other: list[tuple[str, Sequence[Any]]] = []
+        self.last_flush = time.monotonic()
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = _connect(self.path)
+        return self._conn
+
+    def metric(self, step: int, epoch: int, layer: str, tensor: str, fmt: str, role: str, name: str,
+               value: float) -> None:
+        self.metrics.append((self.run_id, step, epoch, layer, tensor, fmt, role, name, _num(value)))
+
+    def histogram(self, step: int, epoch: int, layer: str, tensor: str, kind: str, lo: float, hi: float,
+                  bins: int, zeros: int, nonfinite: int, counts: Sequence[int]) -> None:
+        self.histograms.append((self.run_id, step, epoch, layer, tensor, kind, lo, hi, bins, zeros, nonfinite,
+                                json.dumps([int(c) for c in counts])))
+
+    def event(self, step: int, kind: str, payload: dict[str, Any] | None = None) -> None:
+        self.events.append((self.run_id, step, time.time(), kind, json.dumps(payload or {}, default=str)))
+
+    def layer(self, idx: int, name: str, kind: str, shape: Sequence[int], params: int) -> None:
+        self.other.append(("INSERT OR REPLACE INTO layers VALUES (?,?,?,?,?,?)",
+                           (self.run_id, idx, name, kind, json.dumps(list(shape)), params)))
+
+    def checkpoint(self, step: int, epoch: int, path: Path) -> None:
+        self.other.append(("INSERT INTO checkpoints VALUES (?,?,?,?,?)",
+                           (self.run_id, step, epoch, time.time(), str(path))))
+
+    def sample(self, step: int, layer: str, tensor: str, numel: int, shape: Sequence[int], data: np.ndarray) -> None:
+        self.other.append(("INSERT INTO samples VALUES (?,?,?,?,?,?,?)",
+                           (self.run_id, step, layer, tensor, numel, json.dumps(list(shape)),
+                            np.ascontiguousarray(data, dtype="<f4").tobytes())))
+
+    def pending(self) -> int:
+        return len(self.metrics) + len(self.histograms) + len(self.events) + len(self.other)
+
+    def flush(self, **run_fields: Any) -> None:
+        """Commit everything buffered plus ``run_fields`` (and a heartbeat) in one transaction."""
+        run_fields.setdefault("heartbeat", time.time())
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            if self.metrics:
+                c.executemany("INSERT INTO metrics VALUES (?,?,?,?,?,?,?,?,?)", self.metrics)
+            if self.histograms:
+                c.executemany("INSERT INTO histograms VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", self.histograms)
+            if self.events:
+                c.executemany("INSERT INTO events VALUES (?,?,?,?,?)", self.events)
+            for sql, params in self.other:
+                c.execute(sql, params)
+            c.execute(*_update_sql(self.run_id, run_fields))
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        self.metrics.clear()
+        self.histograms.clear()
+        self.events.clear()
+        self.other.clear()
+        self.last_flush = time.monotonic()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def _num(v: float) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if np.isfinite(f) else (None if np.isnan(f) else f)
