@@ -13,6 +13,9 @@ Special values:
     +-inf when the format has infinities, else becomes +-max.
   * ``saturate=False`` (IEEE / ml_dtypes behaviour): a value that rounds above
     ``max`` becomes +-inf, or NaN for formats without infinities (``nan=fn``).
+  * Formats with neither inf nor NaN (``nan=none``: FP6, FP4) always saturate,
+    as the OCP spec and ml_dtypes do (ml_dtypes maps NaN to 0 there; here NaN
+    stays NaN so it remains visible, and ``encode`` refuses it).
 """
 
 from __future__ import annotations
@@ -133,8 +136,8 @@ class FloatFormat(FormatSpec):
     @property
     def overflow_value(self) -> float:
         """What a finite value rounding above ``max`` becomes."""
-        if self.saturate:
-            return self.max
+        if self.saturate or not (self.inf or self.has_nan):
+            return self.max  # nothing to overflow into: FP6/FP4 always saturate (OCP)
         return math.inf if self.inf else math.nan
 
     @property
@@ -142,7 +145,7 @@ class FloatFormat(FormatSpec):
         """What an infinite input becomes."""
         if self.inf:
             return math.inf
-        return self.max if self.saturate else math.nan
+        return self.max if self.saturate or not self.has_nan else math.nan
 
     # ----------------------------------------------------------- behaviour
     def quantize(self, x, rounding="nearest", seed=None, backend="auto"):

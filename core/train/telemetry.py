@@ -1,0 +1,211 @@
+"""Per-layer, per-tensor numerics of a live run (issue 4, "Telemetry"; seed 000 Fig. 3).
+
+Owns the measurements taken at the telemetry cadence from the tensors the quantized layers capture
+(:attr:`~core.train.qlayers.QLayer.capture`): statistics of the float tensor, a histogram of
+``log2|x|`` on fixed bins, the quantization metrics of the live format and of every shadow format
+(``core.metrics.summary``: ARE, relative error, SQNR, overflow, underflow), the weight-update
+stagnation rate, and raw tensor samples for the Format Lab.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+import core
+
+from .config import TelemetryConfig
+from .context import MetricRow
+from .qlayers import TensorQuant, qlayers, tensor_seed
+
+__all__ = ["Histogram", "Telemetry", "tensor_stats", "log2_histogram", "stagnation_rate", "STAT_NAMES"]
+
+STAT_NAMES = ("min", "max", "mean", "std", "amax", "amin_nz", "dynamic_range", "zero_fraction", "numel")
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Counts of ``log2|x|`` in ``bins`` equal bins on ``[lo, hi)`` (outside values in the end bins)."""
+
+    layer: str
+    tensor: str
+    kind: str
+    lo: float
+    hi: float
+    bins: int
+    zeros: int
+    nonfinite: int
+    counts: tuple[int, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"layer": self.layer, "tensor": self.tensor, "kind": self.kind, "lo": self.lo, "hi": self.hi,
+                "bins": self.bins, "zeros": self.zeros, "nonfinite": self.nonfinite, "counts": list(self.counts)}
+
+
+def tensor_stats(x: torch.Tensor) -> dict[str, float]:
+    """min, max, mean, std, amax, smallest non-zero |x|, dynamic range (log2(amax/amin_nz), binades),
+    zero fraction and element count of the finite values of ``x``."""
+    v = x.detach().reshape(-1)
+    v = v.float() if v.dtype in (torch.float16, torch.bfloat16) else v
+    fin = torch.isfinite(v)
+    if not bool(fin.all()):
+        v = v[fin]
+    n = v.numel()
+    if n == 0:
+        return {k: math.nan for k in STAT_NAMES} | {"numel": 0.0}
+    a = v.abs()
+    amax = float(a.max())
+    nz = a[a > 0]
+    amin_nz = float(nz.min()) if nz.numel() else 0.0
+    return {
+        "min": float(v.min()),
+        "max": float(v.max()),
+        "mean": float(v.mean(dtype=torch.float64)),
+        "std": float(v.double().std()) if n > 1 else 0.0,
+        "amax": amax,
+        "amin_nz": amin_nz,
+        "dynamic_range": math.log2(amax / amin_nz) if amin_nz > 0 else 0.0,
+        "zero_fraction": 1.0 - nz.numel() / n,
+        "numel": float(n),
+    }
+
+
+def log2_histogram(x: torch.Tensor, lo: float, hi: float, bins: int) -> tuple[list[int], int, int]:
+    """``(counts, zeros, nonfinite)`` of ``log2|x|`` on ``bins`` equal bins over ``[lo, hi)``."""
+    v = x.detach().reshape(-1)
+    fin = torch.isfinite(v)
+    nonfinite = int(v.numel() - int(fin.sum()))
+    a = v[fin].abs() if nonfinite else v.abs()
+    nz = a[a > 0]
+    zeros = int(a.numel() - nz.numel())
+    l2 = torch.log2(nz.double())
+    idx = torch.floor((l2 - lo) * (bins / (hi - lo))).clamp_(0, bins - 1).long()
+    counts = torch.bincount(idx, minlength=bins)
+    return counts.tolist(), zeros, nonfinite
+
+
+def stagnation_rate(before: torch.Tensor, after: torch.Tensor, fmt: Any) -> float:
+    """Fraction of elements whose update ``|after - before|`` is below half the code step of ``fmt`` at
+    ``before`` (the update would be rounded away if the weight were stored in ``fmt``)."""
+    step = core.code_step(before, fmt)
+    delta = (after.double() - before.double()).abs()
+    return float((delta < step / 2).double().mean())
+
+
+class Telemetry:
+    """Collects telemetry rows from a converted model at the configured cadence.
+
+    Args:
+        cfg: what to measure.
+        seed: run seed (for the tensor samples' random subsets).
+    """
+
+    def __init__(self, cfg: TelemetryConfig, seed: int = 0) -> None:
+        self.cfg = cfg
+        self.seed = seed
+        self._shadow = tuple(TensorQuant(s) for s in cfg.shadow)
+
+    def due(self, step: int) -> bool:
+        """Whether ``step`` is a telemetry step."""
+        return self.cfg.every > 0 and step % self.cfg.every == 0
+
+    def sample_due(self, step: int) -> bool:
+        """Whether raw tensor samples are stored at ``step`` (a telemetry step)."""
+        return self.cfg.sample_every > 0 and step % self.cfg.sample_every == 0
+
+    def arm(self, model: nn.Module) -> None:
+        """Ask every quantizable layer to capture its tensors in the next forward/backward."""
+        for _, layer in qlayers(model):
+            layer.capture = {}
+
+    def disarm(self, model: nn.Module) -> None:
+        for _, layer in qlayers(model):
+            layer.capture = None
+
+    def snapshot_weights(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """Copies of every layer's weight (before the optimizer step), for the stagnation rate."""
+        return {name: layer.weight.detach().clone() for name, layer in qlayers(model)}
+
+    # ------------------------------------------------------------------ collection
+    def collect(self, model: nn.Module, step: int,
+                before: dict[str, torch.Tensor] | None = None) -> tuple[list[MetricRow], list[Histogram],
+                                                                        list[tuple[str, str, torch.Tensor]]]:
+        """Measure the captured tensors; clear the captures.
+
+        Returns:
+            metric rows, histograms, and ``(layer, tensor, sample)`` raw samples (if due).
+        """
+        rows: list[MetricRow] = []
+        hists: list[Histogram] = []
+        samples: list[tuple[str, str, torch.Tensor]] = []
+        sample = self.sample_due(step)
+        for name, layer in qlayers(model):
+            cap = layer.capture or {}
+            layer.capture = None
+            q = layer.quant
+            for t in self.cfg.tensors:
+                x = cap.get(t)
+                if x is None and t == "g" and layer.weight.grad is not None and (q is None or q.g is None):
+                    x = layer.weight.grad.detach()
+                if x is None:
+                    continue
+                tq: TensorQuant | None = getattr(q, t) if q is not None else None
+                xq = cap.get(t + "q") if tq is not None else None
+                rows += self._measure(name, t, x, xq, tq, hists, step, layer.layer_index, layer.seed)
+                if sample:
+                    samples.append((name, t, self._sample(x, step, layer.layer_index, t)))
+            if self.cfg.stagnation and before is not None and name in before:
+                w_fmt = q.w.fmt if (q is not None and q.w is not None) else "fp32"
+                b, a = before[name], layer.weight.detach()
+                rows.append(MetricRow(name, "w", w_fmt, "live", "stagnation", stagnation_rate(b, a, w_fmt)))
+                for s in self._shadow:
+                    rows.append(MetricRow(name, "w", s.fmt, "shadow", "stagnation", stagnation_rate(b, a, s.spec)))
+        return rows, hists, samples
+
+    def _measure(self, layer: str, t: str, x: torch.Tensor, xq: torch.Tensor | None, tq: TensorQuant | None,
+                 hists: list[Histogram], step: int, index: int, seed: int) -> list[MetricRow]:
+        cfg = self.cfg
+        rows: list[MetricRow] = []
+        if cfg.stats:
+            rows += [MetricRow(layer, t, "", "stat", k, v) for k, v in tensor_stats(x).items()]
+        if cfg.hist:
+            hists.append(self._hist(layer, t, "x", x))
+        if tq is not None:
+            if xq is None:  # not captured (custom step): re-quantize with the same seed
+                seed_ = tensor_seed(seed, step, index, t) if tq.rounding == "stochastic" else None
+                xq = tq(x, seed_)
+            rows += [MetricRow(layer, t, tq.fmt, "live", k, v) for k, v in core.metrics.summary(x, xq, tq.spec).items()]
+            if cfg.hist:
+                hists.append(self._hist(layer, t, "q", xq))
+        for s in self._shadow:
+            ys = s(x)
+            rows += [MetricRow(layer, t, s.fmt, "shadow", k, v) for k, v in core.metrics.summary(x, ys, s.spec).items()]
+        return rows
+
+    def _hist(self, layer: str, t: str, kind: str, x: torch.Tensor) -> Histogram:
+        c = self.cfg
+        counts, zeros, nonfinite = log2_histogram(x, c.hist_lo, c.hist_hi, c.hist_bins)
+        return Histogram(layer, t, kind, c.hist_lo, c.hist_hi, c.hist_bins, zeros, nonfinite, tuple(counts))
+
+    def _sample(self, x: torch.Tensor, step: int, index: int, t: str) -> torch.Tensor:
+        v = x.detach().reshape(-1).float()
+        k = self.cfg.sample_size
+        if v.numel() <= k:
+            return v.clone()
+        g = torch.Generator().manual_seed(tensor_seed(self.seed, step, index, t))
+        return v[torch.randperm(v.numel(), generator=g)[:k]]
+
+
+def rows_to_dicts(rows: Iterable[MetricRow]) -> list[dict[str, Any]]:
+    """MetricRows as plain dicts (subscriber payloads)."""
+    return [r.to_dict() for r in rows]
+
+
+def as_numpy(t: torch.Tensor) -> np.ndarray:
+    """float32 NumPy copy of a tensor."""
+    return t.detach().to(torch.float32).cpu().numpy()
