@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Install everything from the project's own files, then run the whole test suite.
+#   bash scripts/test.sh            (what .ci/run and the README run)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/pip install -q torch==2.13.0
+.venv/bin/pip install -q -e ".[dev]"
+# Browser tests drive Debian's Chromium (never a downloaded browser).
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    (apt-get update -q && apt-get install -y -q chromium) >/dev/null
+  else
+    sudo apt-get update -q && sudo apt-get install -y -q chromium >/dev/null
+  fi
+fi
+set +e
+.venv/bin/python -m pytest -p no:cacheprovider "$@"
+rc=$?
+set -e
+# pytest exit 5 means "no tests collected": that must fail CI, never pass silently.
+if [ "$rc" = 5 ]; then
+  echo "error: pytest collected no tests" >&2
+  exit 1
+fi
+exit "$rc"
