@@ -29,7 +29,7 @@ __all__ = [
     "to_dtype",
 ]
 
-BACKENDS = ("auto", "numba", "reference")
+BACKENDS = ("auto", "numba", "reference", "cuda")
 
 _MODE = {"nearest": 0, "stochastic": 1, "truncate": 2}
 #: device type -> callable implementing quantize_blocked for that device (CUDA twins)
@@ -47,10 +47,47 @@ def _choose(x: torch.Tensor, backend: str) -> str:
     if backend == "auto":
         if x.device.type == "cpu":
             return "numba"
+        if x.device.type == "cuda":
+            _register_cuda()
         return x.device.type if x.device.type in _DEVICE_BACKENDS else "reference"
     if backend == "numba" and x.device.type != "cpu":
         raise ValueError(f"backend 'numba' runs on CPU tensors; got a {x.device.type} tensor")
+    if backend == "cuda":
+        if x.device.type != "cuda":
+            raise ValueError(
+                f"backend 'cuda' needs a CUDA tensor, got a {x.device.type} tensor "
+                "(move it with x.cuda(); no silent fallback)"
+            )
+        _register_cuda()
     return backend
+
+
+def _register_cuda() -> None:
+    if "cuda" in _DEVICE_BACKENDS:
+        return
+    from .kernels.grid_round_cuda import cuda_available
+
+    if not cuda_available():
+        raise RuntimeError("a CUDA tensor was given but numba.cuda finds no usable GPU/driver")
+    register_device_backend("cuda", _cuda_blocked)
+
+
+def _cuda_blocked(x3, s2, grid, ovf, infv, rounding, seed):
+    """CUDA twin: zero-copy through ``__cuda_array_interface__``."""
+    from numba import cuda
+
+    from .kernels.grid_round_cuda import quantize_grid_3d_cuda
+
+    xin = x3.detach()
+    if xin.dtype not in (torch.float32, torch.float64):
+        xin = xin.to(torch.float32)
+    out_dtype = xin.dtype if x3.dtype in (torch.float32, torch.float64) else torch.float64
+    out = torch.empty(xin.shape, dtype=out_dtype, device=xin.device)
+    s = s2.detach().to(device=xin.device, dtype=torch.float64).contiguous()
+    quantize_grid_3d_cuda(cuda.as_cuda_array(xin), cuda.as_cuda_array(s), cuda.as_cuda_array(out),
+                          grid.m, grid.emin, grid.subnormals, grid.maxval, ovf, infv,
+                          _MODE[rounding], seed)
+    return out
 
 
 # ------------------------------------------------------------------ reference

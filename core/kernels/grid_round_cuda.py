@@ -1,0 +1,87 @@
+"""CUDA twins of :mod:`core.kernels.grid_round` (numba.cuda; also runs under
+Numba's CUDA simulator with ``NUMBA_ENABLE_CUDASIM=1``).
+
+The kernels call the very same ``@njit`` element functions
+(:func:`~core.kernels.grid_round.quantize_value`,
+:func:`~core.kernels.grid_round.random_word`) as the CPU kernels, so CPU, GPU
+and the float64 reference agree bit for bit for a given seed (the random word
+of an element depends only on ``(seed, flat index)``).  Arrays in, arrays out:
+host NumPy arrays or device arrays (anything with ``__cuda_array_interface__``,
+e.g. torch CUDA tensors, zero-copy).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import cuda
+
+from . import config
+from .grid_round import quantize_value, random_word, seed_key
+
+__all__ = ["quantize_grid_3d_cuda", "group_absmax_3d_cuda", "cuda_available"]
+
+
+def cuda_available() -> bool:
+    """True on a machine with a usable GPU or under the CUDA simulator."""
+    try:
+        return bool(cuda.is_available())
+    except Exception:  # pragma: no cover - driver errors
+        return False
+
+
+@cuda.jit
+def _quantize_kernel(x, scale, out, m, emin, sub, maxval, ovf, infv, mode, key):
+    i = cuda.grid(1)
+    A, B, R = x.shape
+    if i < A * B * R:
+        r = i % R
+        row = i // R
+        ib = row % B
+        ia = row // B
+        rw = 0.0
+        if mode == 1:
+            rw = random_word(key, i)
+        out[ia, ib, r] = quantize_value(
+            np.float64(x[ia, ib, r]), scale[ia, ib], m, emin, sub, maxval, ovf, infv, mode, rw
+        )
+
+
+@cuda.jit
+def _absmax_kernel(x, out):
+    row = cuda.grid(1)
+    A, B, R = x.shape
+    if row < A * B:
+        ia = row // B
+        ib = row % B
+        best = 0.0
+        for r in range(R):
+            a = abs(np.float64(x[ia, ib, r]))
+            if a > best and a != math.inf:
+                best = a
+        out[ia, ib] = best
+
+
+def _blocks(n: int) -> tuple[int, int]:
+    tpb = config.THREADS_PER_BLOCK
+    return max(1, (n + tpb - 1) // tpb), tpb
+
+
+def quantize_grid_3d_cuda(x, scale, out, m, emin, sub, maxval, ovf, infv, mode, seed) -> None:
+    """GPU twin of :func:`core.kernels.grid_round.quantize_grid_3d` (same arguments)."""
+    n = int(np.prod(x.shape))
+    if n == 0:
+        return
+    grid, tpb = _blocks(n)
+    key = seed_key(np.uint64(seed))
+    _quantize_kernel[grid, tpb](x, scale, out, m, emin, sub, maxval, ovf, infv, mode, key)
+
+
+def group_absmax_3d_cuda(x, out) -> None:
+    """GPU twin of :func:`core.kernels.grid_round.group_absmax_3d` (writes ``out``)."""
+    rows = int(x.shape[0] * x.shape[1])
+    if rows == 0:
+        return
+    grid, tpb = _blocks(rows)
+    _absmax_kernel[grid, tpb](x, out)

@@ -1,0 +1,72 @@
+"""CUDA twins vs the CPU kernels and the float64 reference, bit for bit.
+
+Runs under Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``, set before numba
+is imported: the main suite starts this module in a separate pytest process,
+see tests/test_kernels_cuda.py) and for real on a GPU machine.  Small arrays
+and a small THREADS_PER_BLOCK keep the simulator fast.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import core
+from core.kernels import config
+from core.kernels.grid_round import group_absmax_3d, quantize_grid_3d
+from core.kernels.grid_round_cuda import cuda_available, group_absmax_3d_cuda, quantize_grid_3d_cuda
+from core.quantize import _reference
+
+pytestmark = pytest.mark.skipif(not cuda_available(), reason="needs a GPU or NUMBA_ENABLE_CUDASIM=1")
+
+SPECS = ["fp8_e4m3", "fp8_e5m2", "bf16", "fp4_e2m1", "mls(ex=2,mx=1,eg=8,mg=1,group=nc)",
+         "mx(elem=fp8_e4m3,block=8)", "niti(bits=8)", "int(bits=4,scale=channel)"]
+
+
+@pytest.fixture(autouse=True)
+def small_blocks(monkeypatch):
+    monkeypatch.setattr(config, "THREADS_PER_BLOCK", 32)
+
+
+def _case(spec: str, dtype=np.float32):
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((2, 3, 16)) * 10).astype(dtype)
+    x[0, 0, :4] = [0.0, -0.0, np.nan, np.inf]
+    fmt = core.parse_format(spec)
+    if fmt.scaled:
+        view = fmt.view(torch.from_numpy(x))
+        x3 = view.to_x3(torch.from_numpy(x)).contiguous()
+        s2, _ = fmt.scales(x3, "reference")
+        g = fmt.element_grid
+        ovf = infv = g.maxval
+    else:
+        x3 = torch.from_numpy(x)
+        s2 = torch.ones((2, 3), dtype=torch.float64)
+        g = fmt.grid
+        ovf, infv = fmt.overflow_value, fmt.inf_value
+    return x3, s2.contiguous(), g, ovf, infv
+
+
+@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("rounding", ["nearest", "stochastic", "truncate"])
+def test_cuda_kernel_equals_cpu_kernel_and_reference(spec, rounding):
+    mode = {"nearest": 0, "stochastic": 1, "truncate": 2}[rounding]
+    x3, s2, g, ovf, infv = _case(spec)
+    xn, sn = x3.numpy(), s2.numpy()
+    out_gpu = np.empty_like(xn)
+    quantize_grid_3d_cuda(xn, sn, out_gpu, g.m, g.emin, g.subnormals, g.maxval, ovf, infv, mode, 9)
+    out_cpu = np.empty_like(xn)
+    quantize_grid_3d(xn, sn, out_cpu, g.m, g.emin, g.subnormals, g.maxval, ovf, infv, mode, 9)
+    ref = _reference(x3, s2, g, ovf, infv, rounding, 9).to(torch.float32).numpy()
+    np.testing.assert_array_equal(out_gpu.view(np.uint32), out_cpu.view(np.uint32))
+    np.testing.assert_array_equal(np.isnan(out_gpu), np.isnan(ref))
+    np.testing.assert_array_equal(np.nan_to_num(out_gpu), np.nan_to_num(ref))
+
+
+def test_cuda_absmax_equals_cpu():
+    x3, *_ = _case("fp8_e4m3")
+    xn = x3.numpy()
+    out = np.zeros(xn.shape[:2])
+    group_absmax_3d_cuda(xn, out)
+    np.testing.assert_array_equal(out, group_absmax_3d(xn))
