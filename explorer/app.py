@@ -1,0 +1,60 @@
+"""The Explorer application: the three pages as tabs, one set of state per browser session.
+
+``create_app()`` builds fresh page objects each time it is called; ``panel serve`` runs
+``apps/explorer.py`` once per session, so two browser sessions never share widget state.
+The open tab follows the URL query (``?page=lab|live|compare``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import panel as pn
+
+__all__ = ["create_app", "PAGES", "RAW_CSS"]
+
+#: URL query value -> tab title
+PAGES: dict[str, str] = {"lab": "Format Lab", "live": "Live Training", "compare": "Compare"}
+
+RAW_CSS = """
+.bk-tab { font-size: 15px; }
+"""
+
+
+def create_app(store: Any = None, page: str | None = None) -> pn.viewable.Viewable:
+    """Build the Explorer for one session.
+
+    Args:
+        store: a ``core.store.RunStore`` (or path); None opens the default store lazily.
+        page: the tab to open (``lab``, ``live``, ``compare``); None reads ``?page=`` from the URL.
+
+    Returns:
+        A Panel layout (``pn.Column`` with a header and the tabs).
+    """
+    from .lab import FormatLab
+    from .lab_state import FormatLabState
+
+    keys = list(PAGES)
+    lab = FormatLab(FormatLabState(store=store))
+    tabs_items: list[tuple[str, Any]] = [(PAGES["lab"], lab)]
+    try:
+        from .live import LiveTraining
+        from .live_state import LiveTrainingState
+
+        tabs_items.append((PAGES["live"], LiveTraining(LiveTrainingState(store=store))))
+    except ImportError:  # the training engine is not installed
+        tabs_items.append((PAGES["live"], pn.pane.Markdown("The training engine (core.train) is not available.")))
+    try:
+        from .compare import Compare
+        from .compare_state import CompareState
+
+        tabs_items.append((PAGES["compare"], Compare(CompareState(store=store))))
+    except ImportError:
+        tabs_items.append((PAGES["compare"], pn.pane.Markdown("The run store (core.store) is not available.")))
+    tabs = pn.Tabs(*tabs_items, dynamic=True, sizing_mode="stretch_width", css_classes=["explorer-tabs"])
+    if page is None and pn.state.location is not None:
+        page = (pn.state.session_args.get("page", [b""])[0] or b"").decode() or None
+    if page in keys:
+        tabs.active = keys.index(page)
+    header = pn.pane.HTML("<h2 style='margin:4px 8px'>Lowbit Explorer</h2>", sizing_mode="stretch_width")
+    return pn.Column(header, tabs, sizing_mode="stretch_width")

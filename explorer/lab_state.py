@@ -1,0 +1,200 @@
+"""Format Lab state (Panel-free): up to four formats side by side on one tensor.
+
+:class:`FormatLabState` holds four :class:`~explorer.builder.SpecBuilder` slots (``count`` of
+them shown), the data source (a synthetic distribution or a tensor sample from a stored
+run) and the rounding mode, and keeps ``results`` — one
+:class:`~explorer.analysis.FormatResult` per visible slot — up to date whenever any of
+them changes.  Results are cached by (data, spec, rounding, seed), so moving one slider
+recomputes one format; ``latency`` records how long the last update took.
+
+Tensors from a run come only from the run store (``store.samples`` / ``store.load_sample``),
+never from a path typed on the page.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import param
+
+import core
+
+from .analysis import DISTRIBUTIONS, SIZES, DataSummary, FormatResult, ResultCache
+from .builder import SpecBuilder
+
+__all__ = ["FormatLabState", "DEFAULT_SPECS", "SOURCES"]
+
+#: the formats the four slots start with
+DEFAULT_SPECS: tuple[str, ...] = (
+    "mls(ex=2,mx=1,eg=8,mg=1,group=nc)",
+    "fp8_e4m3",
+    "mu8(mu=255.0,range=2.0)",
+    "int8",
+)
+#: data sources
+SOURCES: tuple[str, ...] = ("synthetic", "stored run")
+_NONE = ""
+
+
+class FormatLabState(param.Parameterized):
+    """State of the Format Lab page."""
+
+    count = param.Integer(default=2, bounds=(1, 4), doc="Number of formats compared side by side (1-4).")
+    builders = param.List(item_type=SpecBuilder, constant=True, doc="The four format slots (the first `count` are shown).")
+    rounding = param.Selector(default="nearest", objects=list(core.ROUNDING_MODES), doc="Rounding mode used for every format.")
+    source = param.Selector(default="synthetic", objects=list(SOURCES), doc="Synthetic distribution or a tensor stored by a training run.")
+    distribution = param.Selector(default="normal", objects=list(DISTRIBUTIONS), doc="Synthetic distribution.")
+    log2_scale = param.Number(default=0.0, bounds=(-40.0, 40.0), step=0.5, doc="log2 of the distribution's scale (std for normal, b for laplace, the top of a log-uniform range).")
+    binades = param.Number(default=16.0, bounds=(1.0, 60.0), step=1.0, doc="Width of the log-uniform range in binades.")
+    size = param.Selector(default="1M", objects=list(SIZES), doc="Number of synthetic elements (NCHW shape, N=16, C=64).")
+    seed = param.Integer(default=0, bounds=(0, None), doc="Seed of the synthetic data and of stochastic rounding.")
+    run_id = param.Selector(default=_NONE, objects=[_NONE], doc="Stored run to take a tensor from (runs with tensor samples).")
+    layer = param.Selector(default=_NONE, objects=[_NONE], doc="Layer of the stored tensor.")
+    tensor = param.Selector(default="w", objects=["w", "a", "e", "g"], doc="Which tensor: W (weight), A (input activation), E (output gradient), G (weight gradient).")
+    step = param.Selector(default=None, objects=[None], allow_None=True, doc="Training step of the stored sample (None: the latest).")
+    store = param.Parameter(default=None, doc="Run store for stored tensors (None: core.store.RunStore() opened on first use).")
+    data = param.ClassSelector(class_=DataSummary, constant=True, doc="The current tensor and its log2|x| binning (read-only).")
+    results = param.List(default=[], constant=True, doc="One FormatResult per shown slot, in slot order (read-only).")
+    latency = param.Number(default=0.0, constant=True, doc="Seconds taken by the last update (data + all formats), read-only.")
+    message = param.String(default="", constant=True, doc="Status line: what is shown, or why a stored tensor is unavailable.")
+
+    def __init__(self, specs: tuple[str, ...] | list[str] = DEFAULT_SPECS, **params: Any) -> None:
+        builders = [SpecBuilder(s) for s in list(specs)[:4]]
+        builders += [SpecBuilder(DEFAULT_SPECS[i]) for i in range(len(builders), 4)]
+        super().__init__(builders=builders, **params)
+        self._cache = ResultCache(size=48)
+        for b in self.builders:
+            b.param.watch(self._on_format, ["fmt"])
+        self._load_data()
+        self._update_results()
+
+    # -------------------------------------------------------------- public
+    @property
+    def specs(self) -> list[str]:
+        """Spec strings of the shown slots."""
+        return [str(b.fmt) for b in self.builders[: self.count]]
+
+    def refresh_runs(self) -> list[str]:
+        """Re-read the runs that have stored tensor samples; returns their ids."""
+        store = self._store()
+        ids: list[str] = []
+        if store is not None:
+            runs = store.list_runs()
+            for rid in list(runs["run_id"]) if len(runs) else []:
+                if len(store.samples(rid)):
+                    ids.append(str(rid))
+        self.param.run_id.objects = [_NONE, *ids]
+        if self.run_id not in self.param.run_id.objects:
+            self.run_id = _NONE
+        return ids
+
+    def recompute(self) -> None:
+        """Recompute every shown format (cache bypassed only for changed inputs)."""
+        self._update_results()
+
+    # ----------------------------------------------------------- internals
+    def _store(self) -> Any:
+        if self.store is None:
+            try:
+                from core.store import RunStore
+            except ImportError:
+                return None
+            self.store = RunStore()
+        return self.store
+
+    @param.depends("run_id", watch=True)
+    def _on_run(self) -> None:
+        layers: list[str] = [_NONE]
+        if self.run_id:
+            samples = self._store().samples(self.run_id)
+            layers = list(dict.fromkeys(str(v) for v in samples["layer"])) or [_NONE]
+        self.param.layer.objects = layers
+        with param.parameterized.batch_call_watchers(self):
+            self.layer = layers[0]
+            self._on_layer_objects()
+
+    @param.depends("layer", "tensor", watch=True)
+    def _on_layer_objects(self) -> None:
+        steps: list[Any] = [None]
+        if self.run_id and self.layer:
+            s = self._store().samples(self.run_id, layer=self.layer, tensor=self.tensor)
+            steps += sorted({int(v) for v in s["step"]})
+        self.param.step.objects = steps
+        if self.step not in steps:
+            self.step = None
+
+    @param.depends("source", "distribution", "log2_scale", "binades", "size", "seed",
+                   "run_id", "layer", "tensor", "step", watch=True)
+    def _on_data(self) -> None:
+        self._load_data()
+        self._update_results()
+
+    @param.depends("count", "rounding", watch=True)
+    def _on_slots(self) -> None:
+        self._update_results()
+
+    def _on_format(self, *events: Any) -> None:
+        self._update_results()
+
+    def _load_data(self) -> None:
+        t0 = time.perf_counter()
+        data: DataSummary | None = None
+        msg = ""
+        if self.source == "stored run":
+            data, msg = self._stored_data()
+        if data is None:
+            data = DataSummary.synthetic(self.distribution, 2.0 ** self.log2_scale, SIZES[self.size],
+                                         self.seed, self.binades)
+            msg = (msg + " - showing synthetic data instead: " if msg else "") + data.label
+        with param.edit_constant(self):
+            self.param.update(data=data, message=msg, latency=time.perf_counter() - t0)
+
+    def _stored_data(self) -> tuple[DataSummary | None, str]:
+        if not self.run_id or not self.layer:
+            return None, "pick a stored run and layer"
+        store = self._store()
+        samples = store.samples(self.run_id, layer=self.layer, tensor=self.tensor)
+        if not len(samples):
+            return None, f"run {self.run_id} has no stored {self.tensor.upper()} samples for {self.layer}"
+        arr = store.load_sample(self.run_id, self.layer, self.tensor, step=self.step)
+        row = samples.iloc[-1] if self.step is None else samples[samples["step"] == self.step].iloc[-1]
+        x = core_tensor(arr, row.get("shape"))
+        step = int(row["step"])
+        key = f"run:{self.run_id}:{self.layer}:{self.tensor}:{step}"
+        label = (f"run {self.run_id}, {self.layer} {self.tensor.upper()} at step {step}, "
+                 f"{x.numel():,} elements {tuple(x.shape)}")
+        return DataSummary.from_tensor(x, key, label), label
+
+    def _update_results(self) -> None:
+        t0 = time.perf_counter()
+        data = self.data
+        results: list[FormatResult] = [
+            self._cache.get(data, b.fmt, self.rounding, self.seed) for b in self.builders[: self.count]
+        ]
+        with param.edit_constant(self):
+            self.param.update(results=results, latency=time.perf_counter() - t0)
+
+
+def core_tensor(arr: Any, shape: Any) -> "Any":
+    """A float32 tensor of a stored sample, in its original shape when the sample is complete.
+
+    Samples larger than the store's ``sample_size`` are random subsets: those stay 1-D, so
+    grouped formats see them as one group.
+    """
+    import json
+
+    import numpy as np
+    import torch
+
+    t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    try:
+        dims = json.loads(shape) if isinstance(shape, str) else list(shape or [])
+        n = 1
+        for d in dims:
+            n *= int(d)
+        if dims and n == t.numel():
+            return t.reshape([int(d) for d in dims])
+    except (TypeError, ValueError):
+        pass
+    return t

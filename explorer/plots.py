@@ -1,0 +1,228 @@
+"""HoloViews elements for every page and for exports (no Panel here).
+
+Functions return HoloViews objects with backend-neutral options only, so the same object
+renders live in Bokeh and to PNG/SVG with the matplotlib backend (:mod:`explorer.export`).
+Bokeh-only options (tools, hover, responsive sizing) are applied by the views.
+
+Format Lab plots always contain one element per slot (four), empty for hidden slots, so a
+``DynamicMap`` keeps its structure and Bokeh updates data in place.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import holoviews as hv
+import numpy as np
+import pandas as pd
+
+from .analysis import BINS_PER_BINADE, METRIC_LABELS, DataSummary, FormatResult
+from .builder import SLOT_COLORS
+
+__all__ = [
+    "codebook_plot",
+    "binade_plot",
+    "error_plot",
+    "histogram_plot",
+    "metrics_frame",
+    "MAX_SPIKES",
+    "curves_plot",
+    "heatmap_plot",
+    "grid_heatmap",
+    "event_lines",
+    "RUN_COLORS",
+]
+
+#: at most this many codes are drawn as spikes (larger codebooks are subsampled evenly)
+MAX_SPIKES = 2048
+#: colour cycle for runs in Compare and exports
+RUN_COLORS: tuple[str, ...] = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf",
+)
+_EMPTY = np.zeros(0)
+
+
+def _thin(v: np.ndarray) -> np.ndarray:
+    if v.size <= MAX_SPIKES:
+        return v
+    idx = np.linspace(0, v.size - 1, MAX_SPIKES).round().astype(int)
+    return v[idx]
+
+
+def _segments(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, str, str]], xdim: str, ydim: str) -> hv.Segments:
+    """Vertical segments ``(x, y0) - (x, y1)`` from per-slot (x, y0, y1, color, spec) tuples."""
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("x0", "y0", "x1", "y1", "color", "format")}
+    for x, y0, y1, color, spec in parts:
+        n = x.size
+        cols["x0"].append(x)
+        cols["x1"].append(x)
+        cols["y0"].append(np.broadcast_to(y0, (n,)).astype(float))
+        cols["y1"].append(np.broadcast_to(y1, (n,)).astype(float))
+        cols["color"].append(np.full(n, color))
+        cols["format"].append(np.full(n, spec))
+    return _segments_element(cols, xdim, ydim)
+
+
+def _segments_element(cols: dict[str, list[np.ndarray]], xdim: str, ydim: str) -> hv.Segments:
+    data = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in cols.items()}
+    kdims = [hv.Dimension("x0", label=xdim), hv.Dimension("y0", label=ydim), "x1", "y1"]
+    return hv.Segments(data, kdims=kdims, vdims=["color", "format"]).opts(color="color")
+
+
+def _polylines(parts: list[tuple[np.ndarray, np.ndarray, str, str]], xdim: str, ydim: str) -> hv.Segments:
+    """Polylines as one ``hv.Segments`` element (one glyph; colour and format per segment)."""
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("x0", "y0", "x1", "y1", "color", "format")}
+    for x, y, color, spec in parts:
+        if x.size < 2:
+            continue
+        n = x.size - 1
+        cols["x0"].append(x[:-1])
+        cols["x1"].append(x[1:])
+        cols["y0"].append(y[:-1])
+        cols["y1"].append(y[1:])
+        cols["color"].append(np.full(n, color))
+        cols["format"].append(np.full(n, spec))
+    return _segments_element(cols, xdim, ydim)
+
+
+def codebook_plot(results: Sequence[FormatResult]) -> hv.Segments:
+    """The positive codebook of each format on a log axis, one row per slot (row 1 on top).
+
+    Scaled formats show element values (in units of their scale); codebooks with more than
+    :data:`MAX_SPIKES` codes are thinned evenly.
+    """
+    parts = []
+    n = len(results)
+    for i, r in enumerate(results[:4]):
+        v = _thin(r.codebook)
+        row = n - 1 - i
+        parts.append((v, np.float64(row + 0.1), np.float64(row + 0.9), SLOT_COLORS[i], r.spec))
+    return _segments(parts, "code value", "slot").opts(title="Codebook (log axis)", logx=True)
+
+
+def binade_counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Number of codes in each binade ``[2^k, 2^(k+1))`` of positive ``values``: (k, counts)."""
+    v = values[values > 0]
+    if not v.size:
+        return _EMPTY, _EMPTY
+    k = np.floor(np.log2(v)).astype(np.int64)
+    ks = np.arange(k.min(), k.max() + 1)
+    return ks.astype(float), np.bincount(k - k.min(), minlength=ks.size).astype(float)
+
+
+def binade_plot(results: Sequence[FormatResult]) -> hv.Segments:
+    """Code density: codes per binade for each format, as steps over ``[2^k, 2^(k+1))`` (log x)."""
+    parts = []
+    for i, r in enumerate(results[:4]):
+        ks, c = binade_counts(r.codebook)
+        x = np.repeat(np.exp2(ks), 2)
+        x[1::2] *= 2.0
+        parts.append((x, np.repeat(c, 2), SLOT_COLORS[i], r.spec))
+    return _polylines(parts, "code value", "codes per binade").opts(title="Code density per binade", logx=True)
+
+
+def error_plot(data: DataSummary, results: Sequence[FormatResult]) -> hv.Segments:
+    """Mean relative error ``|Q(x)-x|/|x|`` per ``log2|x|`` bin, log-log (floored at 1e-10)."""
+    centers = np.exp2(0.5 * (data.edges[:-1] + data.edges[1:]))
+    parts = []
+    for i, r in enumerate(results[:4]):
+        ok = np.isfinite(r.err_mean)
+        parts.append((centers[ok], np.clip(r.err_mean[ok], 1e-10, None), SLOT_COLORS[i], r.spec))
+    return _polylines(parts, "|x|", "relative error").opts(title="Relative error vs |x|", logx=True, logy=True)
+
+
+def histogram_plot(data: DataSummary, results: Sequence[FormatResult]) -> hv.Overlay:
+    """Histogram of ``|x|`` (log bins) with each format's codes (data units) as a rug row above it.
+
+    Codes of scaled formats are drawn at the scale of the largest element; codes more than
+    one binade outside the data are left out.  Row ``i`` (slot ``i``) sits above the bars.
+    """
+    edges = np.exp2(data.edges)
+    counts = data.counts.astype(float)
+    top = float(counts.max()) if counts.size and counts.max() > 0 else 1.0
+    hist = hv.Histogram((edges, counts), kdims=["|x|"], vdims=["count"]).opts(color="#9e9e9e")
+    lo, hi = edges[0] / 2.0, edges[-1] * 2.0
+    parts = []
+    for i, r in enumerate(results[:4]):
+        v = _thin(r.codes[(r.codes >= lo) & (r.codes <= hi)])
+        y0 = top * (1.04 + 0.1 * i)
+        parts.append((v, np.float64(y0), np.float64(y0 + 0.08 * top), SLOT_COLORS[i], r.spec))
+    seg = _segments(parts, "|x|", "count")
+    return (hist * seg).opts(title="Data histogram with codes", logx=True)
+
+
+def metrics_frame(results: Sequence[FormatResult]) -> pd.DataFrame:
+    """Metrics table: one row per format (ARE, rel. error, SQNR, overflow, underflow)."""
+    rows = []
+    for i, r in enumerate(results):
+        row: dict[str, Any] = {"#": i + 1, "format": r.spec, "bits": r.bits}
+        for k, lab in METRIC_LABELS.items():
+            row[lab] = r.metrics[k]
+        row["ms"] = round(1e3 * r.seconds, 1)
+        if r.error:
+            row["note"] = r.error
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------- training plots
+def event_lines(steps: Sequence[float]) -> hv.VLines:
+    """Vertical markers at the steps where a knob was changed."""
+    return hv.VLines(np.asarray(list(steps), dtype=float), kdims=["step"]).opts(color="black", alpha=0.5)
+
+
+def curves_plot(
+    frames: Mapping[str, pd.DataFrame],
+    y: str,
+    x: str = "step",
+    labels: Mapping[str, str] | None = None,
+    title: str | None = None,
+) -> hv.Overlay:
+    """One curve of column ``y`` against ``x`` per run (``frames``: run id -> DataFrame)."""
+    items = []
+    for i, (rid, df) in enumerate(frames.items()):
+        lab = (labels or {}).get(rid, rid)
+        if df is None or y not in df or not len(df):
+            xs, ys = _EMPTY, _EMPTY
+        else:
+            d = df[[x, y]].dropna()
+            xs, ys = d[x].to_numpy(float), d[y].to_numpy(float)
+        items.append(hv.Curve((xs, ys), x, y, label=lab).opts(color=RUN_COLORS[i % len(RUN_COLORS)]))
+    return hv.Overlay(items).opts(title=title or y)
+
+
+def heatmap_plot(df: pd.DataFrame, layers: Sequence[str], title: str = "", value: str = "ARE") -> hv.HeatMap:
+    """Layer x step heat map (``df`` has columns step, layer, value); layers keep model order.
+
+    Layers are drawn as integer rows (0 = first layer) so the step axis stays numeric.
+    """
+    order = {name: i for i, name in enumerate(layers)}
+    if len(df):
+        d = df[df["layer"].isin(order)]
+        xs = d["step"].to_numpy(float)
+        ys = d["layer"].map(order).to_numpy(float)
+        vs = d["value"].to_numpy(float)
+    else:
+        xs = ys = vs = _EMPTY
+    return hv.HeatMap((xs, ys, vs), ["step", "layer"], value).opts(title=title)
+
+
+def grid_heatmap(table: pd.DataFrame, x: str, y: str, value: str, title: str = "") -> hv.HeatMap:
+    """Heat map of ``value`` over a grid of runs (e.g. Ex x Mx); cells averaged when repeated."""
+    if not len(table):
+        return hv.HeatMap(([], [], []), [x, y], value).opts(title=title)
+    d = table[[x, y, value]].copy()
+    d[x] = d[x].astype(str)
+    d[y] = d[y].astype(str)
+    d = d.groupby([x, y], as_index=False)[value].mean()
+    return hv.HeatMap(d, [x, y], value).opts(title=title or f"{value} over {x} x {y}")
+
+
+def finite_or_nan(v: float) -> float:
+    """``v`` when finite, else NaN (for tables)."""
+    return v if isinstance(v, (int, float)) and math.isfinite(v) else math.nan
+
+
+_ = BINS_PER_BINADE

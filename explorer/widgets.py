@@ -1,0 +1,78 @@
+"""Thin Panel views shared by the pages: the spec builder card and small helpers.
+
+Views hold no state of their own: they render a ``param`` state object with widgets made
+from its parameters (``pn.Param`` / ``Widget.from_param``) and bind to ``param`` values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import panel as pn
+import param
+from panel.viewable import Viewer
+
+from .builder import SpecBuilder
+
+__all__ = ["SpecBuilderView", "knob_widgets"]
+
+
+def knob_widgets(knobs: param.Parameterized) -> dict[str, Any]:
+    """Widget types for a knob object: sliders for small integer ranges, inputs otherwise."""
+    out: dict[str, Any] = {}
+    for name, p in knobs.param.objects("existing").items():
+        if name == "name":
+            continue
+        if isinstance(p, param.Boolean):
+            out[name] = pn.widgets.Checkbox
+        elif isinstance(p, param.Integer):
+            b = p.bounds
+            small = bool(b) and b[0] is not None and b[1] is not None and b[1] - b[0] <= 64
+            if small and not p.allow_None:
+                out[name] = {"type": pn.widgets.IntSlider, "throttled": False}
+            elif p.allow_None:
+                out[name] = pn.widgets.LiteralInput
+            else:
+                out[name] = pn.widgets.IntInput
+        elif isinstance(p, param.Number):
+            out[name] = pn.widgets.FloatInput
+        elif isinstance(p, param.Selector):
+            objs = p.objects
+            n = len(objs) if objs is not None else 0
+            out[name] = pn.widgets.RadioButtonGroup if 0 < n <= 4 else pn.widgets.Select
+    return out
+
+
+class SpecBuilderView(Viewer):
+    """A card for one :class:`SpecBuilder`: family, preset, the spec string, its error, the knobs."""
+
+    builder = param.ClassSelector(class_=SpecBuilder, doc="The state this view shows.")
+    title = param.String(default="", doc="Card title (e.g. 'Format 1').")
+    color = param.String(default="#888888", doc="Accent colour of the card (matches the plots).")
+
+    def __init__(self, builder: SpecBuilder | None = None, **params: Any) -> None:
+        super().__init__(builder=builder if builder is not None else SpecBuilder(), **params)
+        b = self.builder
+        top = pn.Row(
+            pn.widgets.Select.from_param(b.param.family, name="Family", width=135, margin=(0, 5)),
+            pn.widgets.Select.from_param(b.param.preset, name="Preset", width=135, margin=(0, 5)),
+            margin=0,
+        )
+        spec_input = pn.widgets.TextInput.from_param(
+            b.param.spec, name="Spec", width=280, css_classes=["spec-input"], margin=(0, 5))
+        error = pn.pane.Alert(b.param.error, alert_type="danger", visible=b.param.error.rx.bool(),
+                              width=280, margin=(0, 5), css_classes=["spec-error"])
+        knobs = pn.panel(pn.bind(self._knobs, b.param.knobs))
+        header = pn.pane.HTML(f"<b style='color:{self.color}'>{self.title}</b>" if self.title else "",
+                              margin=(0, 5))
+        self._layout = pn.Column(header, top, spec_input, error, knobs,
+                                 styles={"border-top": f"4px solid {self.color}"},
+                                 width=300, margin=5, css_classes=["spec-builder"])
+
+    @staticmethod
+    def _knobs(knobs: param.Parameterized) -> pn.Param:
+        return pn.Param(knobs, show_name=False, widgets=knob_widgets(knobs), width=290, margin=0,
+                        css_classes=["knobs"])
+
+    def __panel__(self) -> pn.Column:
+        return self._layout
