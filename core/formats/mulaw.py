@@ -22,12 +22,19 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from ..quantize import to_dtype
+from ..quantize import _choose, to_dtype
 from .base import Encoded, FormatSpec, check_input, check_rounding
 from .grid import random_bits, resolve_seed
 from .registry import check_range, register_family
 
 __all__ = ["MuLawFormat", "MU8Format"]
+
+
+@lru_cache(maxsize=64)
+def _starts(bits: int, mu: float, rng: float) -> np.ndarray:
+    from ..kernels.mulaw import bucket_starts
+
+    return bucket_starts(_tables(bits, mu, rng)[1], rng)
 
 
 @lru_cache(maxsize=64)
@@ -107,11 +114,37 @@ class MuLawFormat(FormatSpec):
     def quantize(self, x, rounding="nearest", seed=None, backend="auto"):
         check_input(x)
         check_rounding(self, rounding)
+        which = _choose(x, backend)
+        if which in ("numba", "cuda"):
+            return self._kernel(x, rounding, seed, which)
         idx = self._indices(x, rounding, seed)
         codes = torch.from_numpy(_tables(self.bits, self.mu, self.range)[0]).to(x.device)
         y = torch.copysign(codes[idx], x.to(torch.float64))
         y = torch.where(torch.isnan(x), x.to(torch.float64), y)
         return to_dtype(y, x.dtype)
+
+    def _kernel(self, x, rounding, seed, which):
+        codes, thr = _tables(self.bits, self.mu, self.range)
+        mode = {"nearest": 0, "stochastic": 1, "truncate": 2}[rounding]
+        seed_ = resolve_seed(seed) if rounding == "stochastic" else 0
+        half = x.dtype not in (torch.float32, torch.float64)
+        xin = (x.detach().to(torch.float32) if half else x.detach()).reshape(-1).contiguous()
+        out = torch.empty(xin.shape, dtype=torch.float64 if half else xin.dtype, device=x.device)
+        if which == "numba":
+            from ..kernels.mulaw import mulaw_quantize
+
+            mulaw_quantize(xin.numpy(), out.numpy(), codes, thr,
+                           _starts(self.bits, self.mu, self.range), self.K, self.mu, self.range,
+                           mode, seed_)
+        else:
+            from ..kernels.grid_round_cuda import mulaw_quantize_cuda
+
+            from numba import cuda
+
+            mulaw_quantize_cuda(cuda.as_cuda_array(xin), cuda.as_cuda_array(out), codes, thr,
+                                _starts(self.bits, self.mu, self.range), self.K, self.mu,
+                                self.range, mode, seed_)
+        return to_dtype(out.reshape(x.shape), x.dtype)
 
     def encode(self, x, rounding="nearest", seed=None) -> Encoded:
         check_input(x)

@@ -15,12 +15,24 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import config as numba_config
 from numba import cuda
 
 from . import config
 from .grid_round import quantize_value, random_word, seed_key
+from .mulaw import mulaw_companded, mulaw_round_y
+from .bits import f64_bits as _f64_bits_intrinsic
+from .mulaw import BUCKET_SHIFT
 
-__all__ = ["quantize_grid_3d_cuda", "group_absmax_3d_cuda", "cuda_available"]
+if numba_config.ENABLE_CUDASIM:  # the simulator runs kernel bodies as Python
+
+    def f64_bits(a):
+        return np.float64(a).view(np.uint64)
+
+else:
+    f64_bits = _f64_bits_intrinsic
+
+__all__ = ["quantize_grid_3d_cuda", "group_absmax_3d_cuda", "mulaw_quantize_cuda", "cuda_available"]
 
 
 def cuda_available() -> bool:
@@ -85,3 +97,42 @@ def group_absmax_3d_cuda(x, out) -> None:
         return
     grid, tpb = _blocks(rows)
     _absmax_kernel[grid, tpb](x, out)
+
+
+@cuda.jit
+def _mulaw_kernel(x, out, codes, thr, start, K, mu, lg, rng, mode, key):
+    i = cuda.grid(1)
+    if i < x.size:
+        v = np.float64(x[i])
+        if v != v:
+            out[i] = v
+            return
+        if mode == 0:
+            # twin of core.kernels.mulaw.mulaw_nearest (device arrays cannot
+            # enter a CPU @njit function under the simulator)
+            a = abs(v)
+            if a > rng:
+                a = rng
+            c = start[np.int64(f64_bits(a) >> np.uint64(BUCKET_SHIFT))]
+            while c < K and thr[c] < a:
+                c += 1
+            if c < K and thr[c] == a and c % 2 == 1:
+                c += 1
+        else:
+            rw = 0.0
+            if mode == 1:
+                rw = random_word(key, i)
+            a, y = mulaw_companded(v, K, mu, lg, rng)
+            c = mulaw_round_y(y, K, mode, rw)
+        out[i] = math.copysign(codes[c], v)
+
+
+def mulaw_quantize_cuda(x, out, codes, thr, start, K, mu, rng, mode, seed) -> None:
+    """GPU twin of :func:`core.kernels.mulaw.mulaw_quantize` (flat arrays)."""
+    n = int(np.prod(x.shape))
+    if n == 0:
+        return
+    grid, tpb = _blocks(n)
+    d = [cuda.to_device(np.ascontiguousarray(t)) for t in (codes, thr, start)]
+    key = seed_key(np.uint64(seed))
+    _mulaw_kernel[grid, tpb](x, out, d[0], d[1], d[2], K, mu, math.log1p(mu), rng, mode, key)

@@ -134,15 +134,15 @@ class Telemetry:
     # ------------------------------------------------------------------ collection
     def collect(self, model: nn.Module, step: int,
                 before: dict[str, torch.Tensor] | None = None) -> tuple[list[MetricRow], list[Histogram],
-                                                                        list[tuple[str, str, torch.Tensor]]]:
+                                                                        list[tuple[str, str, torch.Tensor, list[int]]]]:
         """Measure the captured tensors; clear the captures.
 
         Returns:
-            metric rows, histograms, and ``(layer, tensor, sample)`` raw samples (if due).
+            metric rows, histograms, and ``(layer, tensor, sample, shape)`` raw samples (if due).
         """
         rows: list[MetricRow] = []
         hists: list[Histogram] = []
-        samples: list[tuple[str, str, torch.Tensor]] = []
+        samples: list[tuple[str, str, torch.Tensor, list[int]]] = []
         sample = self.sample_due(step)
         for name, layer in qlayers(model):
             cap = layer.capture or {}
@@ -158,7 +158,7 @@ class Telemetry:
                 xq = cap.get(t + "q") if tq is not None else None
                 rows += self._measure(name, t, x, xq, tq, hists, step, layer.layer_index, layer.seed)
                 if sample:
-                    samples.append((name, t, self._sample(x, step, layer.layer_index, t)))
+                    samples.append((name, t, self._sample(x, step, layer.layer_index, t), list(x.shape)))
             if self.cfg.stagnation and before is not None and name in before:
                 w_fmt = q.w.fmt if (q is not None and q.w is not None) else "fp32"
                 b, a = before[name], layer.weight.detach()

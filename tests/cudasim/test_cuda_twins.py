@@ -70,3 +70,20 @@ def test_cuda_absmax_equals_cpu():
     out = np.zeros(xn.shape[:2])
     group_absmax_3d_cuda(xn, out)
     np.testing.assert_array_equal(out, group_absmax_3d(xn))
+
+
+@pytest.mark.parametrize("rounding", ["nearest", "stochastic", "truncate"])
+def test_cuda_mulaw_equals_cpu(rounding):
+    from core.formats.mulaw import _starts, _tables
+    from core.kernels.grid_round_cuda import mulaw_quantize_cuda
+    from core.kernels.mulaw import mulaw_quantize
+
+    mode = {"nearest": 0, "stochastic": 1, "truncate": 2}[rounding]
+    codes, thr = _tables(8, 255.0, 2.0)
+    x = (np.random.default_rng(2).standard_normal(96) * 1.5).astype(np.float32)
+    x[:3] = [np.nan, np.inf, -0.0]
+    a, b = np.empty_like(x), np.empty_like(x)
+    st = _starts(8, 255.0, 2.0)
+    mulaw_quantize_cuda(x, a, codes, thr, st, 127, 255.0, 2.0, mode, 4)
+    mulaw_quantize(x, b, codes, thr, st, 127, 255.0, 2.0, mode, 4)
+    np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
