@@ -53,7 +53,8 @@ def main() -> None:
     if args.all:
         for spec in ["bf16", "fp8_e5m2", "fp4_e2m1", "mu8", "niti", "mx(elem=fp8_e4m3)",
                      "mx(elem=fp4_e2m1)", "int(bits=8,scale=channel)", "bfp(bits=8,block=16)"]:
-            cases.append((spec, lambda s=spec: core.quantize(x4, s)))
+            xs = x if spec.startswith(("mx", "bfp")) else x4  # blocks along a long last axis
+            cases.append((spec, lambda s=spec, xs=xs: core.quantize(xs, s)))
     torch_ref = None
     print(f"# {n} float32 elements, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")

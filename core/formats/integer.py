@@ -236,6 +236,9 @@ class BFPFormat(ScaledFormat):
         exp = torch.where(pos, e - self.bits + 2, torch.zeros_like(e))
         return ldexp1(exp), {"exponent": exp}
 
+    def fused_pow2_blocks(self):
+        return (2 - self.bits, -(2**62), 2**62, 0, 0.0)
+
     def storage_bits(self, q) -> int:
         return q.codes.numel() * self.bits + q.scales["exponent"].numel() * 8
 

@@ -38,6 +38,13 @@ def _starts(bits: int, mu: float, rng: float) -> np.ndarray:
 
 
 @lru_cache(maxsize=64)
+def _padded(bits: int, mu: float, rng: float) -> np.ndarray:
+    from ..kernels.mulaw import padded_thresholds
+
+    return padded_thresholds(_tables(bits, mu, rng)[1])
+
+
+@lru_cache(maxsize=64)
 def _tables(bits: int, mu: float, rng: float) -> tuple[np.ndarray, np.ndarray]:
     K = 2 ** (bits - 1) - 1
     k = np.arange(K + 1, dtype=np.float64)
@@ -133,7 +140,7 @@ class MuLawFormat(FormatSpec):
         if which == "numba":
             from ..kernels.mulaw import mulaw_quantize
 
-            mulaw_quantize(xin.numpy(), out.numpy(), codes, thr,
+            mulaw_quantize(xin.numpy(), out.numpy(), codes, _padded(self.bits, self.mu, self.range),
                            _starts(self.bits, self.mu, self.range), self.K, self.mu, self.range,
                            mode, seed_)
         else:
@@ -141,7 +148,8 @@ class MuLawFormat(FormatSpec):
 
             from numba import cuda
 
-            mulaw_quantize_cuda(cuda.as_cuda_array(xin), cuda.as_cuda_array(out), codes, thr,
+            mulaw_quantize_cuda(cuda.as_cuda_array(xin), cuda.as_cuda_array(out), codes,
+                                _padded(self.bits, self.mu, self.range),
                                 _starts(self.bits, self.mu, self.range), self.K, self.mu,
                                 self.range, mode, seed_)
         return to_dtype(out.reshape(x.shape), x.dtype)

@@ -89,6 +89,10 @@ class MXFormat(ScaledFormat):
         e = torch.where(pos, e, torch.full_like(e, -127)).clamp(-127, 127)
         return ldexp1(e), {"e8m0": (e + 127).to(torch.uint8)}
 
+    def fused_pow2_blocks(self):
+        rceil = self.element_grid.maxval if self.scale == "rceil" else 0.0
+        return (-self.emax_elem, -127, 127, -127, rceil)
+
     def element_codes(self, r):
         if self.elem == "int8":
             return torch.round(r * 64).to(torch.int8)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..quantize import _reference, group_absmax, quantize_blocked, to_dtype
@@ -112,10 +113,45 @@ class ScaledFormat(FormatSpec):
         return self.element_grid.smallest
 
     # ------------------------------------------------------------ quantize
+    def fused_pow2_blocks(self) -> tuple[int, int, int, int, float] | None:
+        """(offset, elo, ehi, ezero, rceil_max) when the shared scale is ``2^e``
+        with ``e = floor(log2 amax) + offset`` (or the rceil rule): lets the
+        fused Numba kernel do amax, scale and rounding in one pass."""
+        return None
+
+    def _fused(self, x, rounding, seed):
+        """One-pass kernel for power-of-two block scales along a contiguous last axis."""
+        from ..kernels.grid_round import quantize_pow2_blocks
+        from .grid import resolve_seed as _rs
+
+        params = self.fused_pow2_blocks()
+        block = self.block  # type: ignore[attr-defined]
+        xn = x.detach().numpy()
+        out = np.empty_like(xn).reshape(-1)
+        exps = np.empty(xn.size // block, dtype=np.int64)
+        g = self.element_grid
+        mode = {"nearest": 0, "stochastic": 1, "truncate": 2}[rounding]
+        seed_ = _rs(seed) if rounding == "stochastic" else 0
+        quantize_pow2_blocks(xn.reshape(-1), out, exps, block, *params, g.m, g.emin, g.subnormals,
+                             g.maxval, mode, seed_)
+        return torch.from_numpy(out).reshape(x.shape)
+
     def quantize(self, x, rounding="nearest", seed=None, backend="auto"):
         check_input(x)
         check_rounding(self, rounding)
         view = self.view(x)
+        if (
+            self.fused_pow2_blocks() is not None
+            and backend in ("auto", "numba")
+            and x.device.type == "cpu"
+            and x.dtype in (torch.float32, torch.float64)
+            and x.dim() >= 1
+            and view.pad == 0
+            and view.axis == x.dim() - 1
+            and x.is_contiguous()
+            and x.numel() > 0
+        ):
+            return self._fused(x, rounding, seed)
         x3 = view.to_x3(x)
         s2, _ = self.scales(x3, backend)
         g = self.element_grid

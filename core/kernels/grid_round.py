@@ -251,6 +251,31 @@ def quantize_f32_flat(xb, ob, m, emin, sub, maxval, ovf, infv, mode, seed):
         ob[i] = np.uint32(a | (u & 0x80000000))
 
 
+@njit(**JIT_OPTIONS)
+def nearest_sat_consts(m, emin, sub):
+    """Loop constants of :func:`nearest_sat_value` for a grid."""
+    shift = np.uint64(52 - m)
+    low_mask = (np.uint64(1) << shift) - np.uint64(1)
+    kmin = (emin - m) if sub else emin
+    return shift, low_mask, pow2(-kmin), pow2(kmin), np.uint64(emin + 1023)
+
+
+@njit(**JIT_OPTIONS)
+def nearest_sat_value(v, s, shift, low_mask, up, down, min_biased, maxval):
+    """Branch-free nearest-even rounding with saturation of one value with
+    scale ``s`` (``ovf = infv = maxval``); identical results to
+    :func:`quantize_value` in that case, but vectorizable."""
+    s_div = s if s != 0.0 else 1.0
+    a = abs(v) / s_div
+    b = f64_bits(a)
+    bn = (b + (low_mask >> np.uint64(1)) + ((b >> shift) & np.uint64(1))) & ~low_mask
+    rs = ((a * up + _TWO52) - _TWO52) * down
+    r = bits_f64(bn) if ((b >> _S52) & _EXPMASK) >= min_biased else rs
+    r = maxval if not (r <= maxval) else r
+    y = math.copysign(r * s if s != 1.0 else r, v)
+    return v if v != v else y
+
+
 @njit(parallel=True, **JIT_OPTIONS)
 def quantize_rows_nearest_sat(x, scale, out, m, emin, sub, maxval):
     """Branch-free, vectorizable special case of :func:`quantize_grid_3d` for
@@ -262,30 +287,69 @@ def quantize_rows_nearest_sat(x, scale, out, m, emin, sub, maxval):
     n = x.size
     R = n // rows if rows else 0
     nchunk = (R + CHUNK - 1) // CHUNK
-    shift = np.uint64(52 - m)
-    low_mask = (np.uint64(1) << shift) - np.uint64(1)
-    half_m1 = low_mask >> np.uint64(1)
-    one = np.uint64(1)
-    kmin = (emin - m) if sub else emin
-    up = pow2(-kmin)
-    down = pow2(kmin)
-    min_biased = np.uint64(emin + 1023)
+    shift, low_mask, up, down, min_biased = nearest_sat_consts(m, emin, sub)
     for t in prange(rows * nchunk):
         row = t // nchunk
         c = t - row * nchunk
         s = scale[row]
-        s_div = s if s != 0.0 else 1.0
-        s_mul = s if s != 0.0 else 0.0
         lo = row * R + c * CHUNK
         hi = min(row * R + R, lo + CHUNK)
         for i in range(lo, hi):
-            v = np.float64(x[i])
-            a = abs(v) / s_div
-            b = f64_bits(a)
-            bn = (b + half_m1 + ((b >> shift) & one)) & ~low_mask
-            q = a * up
-            rs = ((q + _TWO52) - _TWO52) * down
-            r = bits_f64(bn) if ((b >> _S52) & _EXPMASK) >= min_biased else rs
-            r = maxval if not (r <= maxval) else r
-            y = math.copysign(r * s_mul if s_mul != 1.0 else r, v)
-            out[i] = v if v != v else y
+            out[i] = nearest_sat_value(np.float64(x[i]), s, shift, low_mask, up, down,
+                                       min_biased, maxval)
+
+
+@njit(**JIT_OPTIONS)
+def floor_log2(a):
+    """floor(log2 a) of a positive normal float64, from its exponent bits."""
+    return np.int64((f64_bits(a) >> _S52) & _EXPMASK) - 1023
+
+
+@njit(parallel=True, **JIT_OPTIONS)
+def quantize_pow2_blocks(x, out, exps, block, offset, elo, ehi, ezero, rceil_max,
+                         m, emin, sub, maxval, mode, seed):
+    """Fused block-floating-point quantizer (MX, BFP) on contiguous blocks.
+
+    For each block of ``block`` consecutive elements of the flat array: amax
+    over finite values; shared exponent ``e = floor(log2 amax) + offset``
+    (or, when ``rceil_max > 0``, the smallest e with ``rceil_max * 2^e >=
+    amax``), clamped to [elo, ehi], ``ezero`` for an all-zero block; then
+    every element is rounded onto the grid with scale ``2^e`` and saturated.
+    ``exps`` receives the exponents.  Same results as the unfused path
+    (block amax -> scales -> :func:`quantize_grid_3d`), tested.
+    """
+    nblocks = x.size // block
+    key = seed_key(seed)
+    shift, low_mask, up, down, min_biased = nearest_sat_consts(m, emin, sub)
+    for b in prange(nblocks):
+        lo = b * block
+        amax = 0.0
+        for i in range(lo, lo + block):
+            a = abs(np.float64(x[i]))
+            if a > amax and a != math.inf:
+                amax = a
+        if amax > 0.0:
+            if rceil_max > 0.0:
+                e = floor_log2(amax / rceil_max)
+                if rceil_max * pow2(e) < amax:
+                    e += 1
+                if rceil_max * pow2(e - 1) >= amax:
+                    e -= 1
+            else:
+                e = floor_log2(amax) + offset
+            e = max(elo, min(ehi, e))
+        else:
+            e = ezero
+        exps[b] = e
+        s = pow2(e)
+        if mode == 0:
+            for i in range(lo, lo + block):
+                out[i] = nearest_sat_value(np.float64(x[i]), s, shift, low_mask, up, down,
+                                           min_biased, maxval)
+            continue
+        for i in range(lo, lo + block):
+            rw = 0.0
+            if mode == 1:
+                rw = random_word(key, i)
+            out[i] = quantize_value(np.float64(x[i]), s, m, emin, sub, maxval, maxval, maxval,
+                                    mode, rw)

@@ -114,9 +114,9 @@ def _mulaw_kernel(x, out, codes, thr, start, K, mu, lg, rng, mode, key):
             if a > rng:
                 a = rng
             c = start[np.int64(f64_bits(a) >> np.uint64(BUCKET_SHIFT))]
-            while c < K and thr[c] < a:
+            while thr[c] < a:  # thr is padded with +inf
                 c += 1
-            if c < K and thr[c] == a and c % 2 == 1:
+            if thr[c] == a and c % 2 == 1:
                 c += 1
         else:
             rw = 0.0
