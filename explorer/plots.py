@@ -226,3 +226,73 @@ def finite_or_nan(v: float) -> float:
 
 
 _ = BINS_PER_BINADE
+
+
+# ----------------------------------------------------------------- live training plots
+_FLOOR = 1e-7
+
+
+def are_rectangles(df: pd.DataFrame, layers: Sequence[str], title: str = "", value: str = "ARE") -> hv.Rectangles:
+    """Layer x step heat map as rectangles (numeric step axis, so event lines overlay it).
+
+    ``df`` has columns step, layer, value, width; row ``i`` is ``layers[i]`` (0 = first layer).
+    Values are floored at 1e-7 for the log colour scale.
+    """
+    order = {name: i for i, name in enumerate(layers)}
+    if len(df):
+        d = df[df["layer"].isin(order)]
+        x0 = d["step"].to_numpy(float)
+        w = d["width"].to_numpy(float) if "width" in d else np.ones(len(d))
+        y = d["layer"].map(order).to_numpy(float)
+        v = np.clip(d["value"].to_numpy(float), _FLOOR, None)
+        names = d["layer"].astype(str).to_numpy()
+    else:  # one zero-area placeholder: a log colour bar needs a positive range
+        x0, w, y, v = np.zeros(1), np.zeros(1), np.full(1, 0.5), np.full(1, 1e-3)
+        names = np.array([""])
+    data = {"step": x0, "y0": y - 0.5, "x1": x0 + w, "y1": y + 0.5, value: v, "layer": names}
+    kdims = ["step", hv.Dimension("y0", label="layer #"), "x1", "y1"]
+    return hv.Rectangles(data, kdims=kdims, vdims=[value, "layer"]).opts(
+        title=title, color=value, cmap="viridis", logz=True)
+
+
+def weight_hist_rectangles(df: pd.DataFrame, title: str = "Weight histogram over time") -> hv.Rectangles:
+    """Histogram of log2|w| per telemetry step (columns step, bin, count, width), log colour."""
+    if len(df):
+        x0 = df["step"].to_numpy(float)
+        w = df["width"].to_numpy(float)
+        b = df["bin"].to_numpy(float)
+        c = df["count"].to_numpy(float)
+    else:  # zero-area placeholder (see are_rectangles)
+        x0, w, b, c = np.zeros(1), np.zeros(1), np.full(1, 0.25), np.ones(1)
+    data = {"step": x0, "y0": b - 0.25, "x1": x0 + w, "y1": b + 0.25, "count": np.maximum(c, 1.0)}
+    kdims = ["step", hv.Dimension("y0", label="log2|w|"), "x1", "y1"]
+    return hv.Rectangles(data, kdims=kdims, vdims=["count"]).opts(
+        title=title, color="count", cmap="magma", logz=True)
+
+
+def tail_plot(d: Mapping[str, Any]) -> hv.Overlay:
+    """Per-layer tail P(|A| >= 2) and live overflow of A next to the LogBTQ bound (log y).
+
+    ``d`` is :meth:`LiveTrainingState.tail_data`: layers, measured, overflow, per_layer,
+    average, approx, e1, u.
+    """
+    layers = list(d.get("layers", []))
+    x = np.arange(len(layers), dtype=float)
+
+    def col(key: str) -> np.ndarray:
+        v = np.asarray(d.get(key, [math.nan] * len(layers)), dtype=float)
+        return np.clip(v, _FLOOR, None) if v.size else _EMPTY
+
+    measured = hv.Curve((x, col("measured")), "layer #", "fraction", label="P(|A| >= 2)").opts(color="#1f77b4")
+    mpts = hv.Scatter((x, col("measured")), "layer #", "fraction").opts(color="#1f77b4", size=7)
+    ovf = hv.Scatter((x, col("overflow")), "layer #", "fraction", label="overflow of A (format)").opts(
+        color="#d62728", size=7, marker="square")
+    bound = hv.Curve((x, col("per_layer")), "layer #", "fraction", label="LogBTQ bound").opts(
+        color="black", line_dash="dashed")
+    avg = float(d.get("average", math.nan)) if layers else math.nan
+    approx = float(d.get("approx", math.nan)) if layers else math.nan
+    avg_line = hv.HLine(max(avg, _FLOOR) if math.isfinite(avg) else _FLOOR).opts(color="gray", line_dash="dotted")
+    title = "Overflow tail per layer vs LogBTQ bound"
+    if layers:
+        title += f" (E1={d.get('e1', 1.0):.3g}, u={d.get('u', 0.1):g}, L={len(layers)}: avg {avg:.2%}, approx {approx:.2%})"
+    return (measured * mpts * ovf * bound * avg_line).opts(title=title, logy=True)

@@ -1,0 +1,174 @@
+"""The Live Training page: a thin view over :class:`LiveTrainingState`.
+
+The run trains in its own worker thread; this page only observes it.  A periodic callback
+(every ``period`` ms, in the session) calls :meth:`LiveTrainingState.poll`, which streams new
+rows into HoloViews ``Buffer``/``Pipe`` streams; the callback is removed and the run
+unsubscribed when the session is destroyed (the run goes on, and a reload reattaches).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import holoviews as hv
+import panel as pn
+import param
+from panel.viewable import Viewer
+
+from . import plots
+from .live_state import LiveTrainingState
+from .widgets import SpecBuilderView, knob_widgets
+
+__all__ = ["LiveTraining"]
+
+hv.renderer("bokeh")
+
+_OPTS = dict(height=260, responsive=True, min_width=360)
+_TENSOR_TITLES = {"w": "W (weights)", "a": "A (activations)", "e": "E (errors)", "g": "G (weight gradients)"}
+
+
+def _lines(state: LiveTrainingState) -> hv.DynamicMap:
+    return hv.DynamicMap(plots.event_lines, streams=[state.marks.rename(data="steps")])
+
+
+class LiveTraining(Viewer):
+    """Live Training: configure a run, Start / Pause / Stop it and watch it train.
+
+    Example (Jupyter)::
+
+        from explorer import LiveTraining
+        LiveTraining()
+    """
+
+    state = param.ClassSelector(class_=LiveTrainingState, doc="The page's state (one per session).")
+    period = param.Integer(default=400, bounds=(50, 10_000), doc="Milliseconds between polls of the run.")
+
+    def __init__(self, state: LiveTrainingState | None = None, **params: Any) -> None:
+        super().__init__(state=state if state is not None else LiveTrainingState(), **params)
+        s = self.state
+        config = pn.Param(
+            s, parameters=["dataset", "model", "hidden", "scheme", "lr", "momentum", "epochs", "batch_size",
+                           "seed", "every", "shadow", "max_steps"],
+            widgets={
+                "dataset": {"type": pn.widgets.Select, "name": "Dataset"},
+                "model": {"type": pn.widgets.Select, "name": "Model"},
+                "hidden": {"type": pn.widgets.TextInput, "name": "MLP hidden sizes"},
+                "scheme": {"type": pn.widgets.Select, "name": "Scheme"},
+                "lr": {"type": pn.widgets.FloatInput, "name": "Learning rate", "step": 0.01},
+                "momentum": {"type": pn.widgets.FloatSlider, "name": "Momentum", "throttled": True},
+                "epochs": {"type": pn.widgets.IntInput, "name": "Epochs"},
+                "batch_size": {"type": pn.widgets.Select, "name": "Batch size"},
+                "seed": {"type": pn.widgets.IntInput, "name": "Seed"},
+                "every": {"type": pn.widgets.IntInput, "name": "Telemetry every (steps)"},
+                "shadow": {"type": pn.widgets.TextInput, "name": "Shadow formats (;)"},
+                "max_steps": {"type": pn.widgets.IntInput, "name": "Max steps (0 = all)"},
+            },
+            show_name=False, width=270, margin=0,
+        )
+        start = pn.widgets.Button.from_param(s.param.start, name="Start", button_type="primary", width=80,
+                                             css_classes=["btn-start"])
+        pause = pn.widgets.Button.from_param(s.param.pause, name="Pause / Resume", width=120,
+                                             css_classes=["btn-pause"])
+        stop = pn.widgets.Button.from_param(s.param.stop, name="Stop", button_type="danger", width=70,
+                                            css_classes=["btn-stop"])
+        progress = pn.indicators.Progress(value=pn.bind(lambda p: int(round(100 * p)), s.param.progress), max=100, bar_color="primary",
+                                          sizing_mode="stretch_width", css_classes=["run-progress"])
+        status = pn.pane.Markdown(
+            pn.bind(self._status_text, s.param.run_id, s.param.status, s.param.step, s.param.total_steps,
+                    s.param.test_acc, s.param.message),
+            css_classes=["run-status"], sizing_mode="stretch_width", margin=(0, 10))
+        knobs = pn.panel(pn.bind(self._knob_panel, s.param.knobs, s.param.specs), width=290)
+        sidebar = pn.Column(
+            pn.pane.Markdown("### Run", margin=(0, 5)), config,
+            pn.pane.Markdown("**Scheme knobs** (live)", margin=(0, 5)), knobs, width=300)
+
+        steps = s.steps
+        loss = hv.DynamicMap(lambda data: hv.Curve(data, "step", "loss").opts(color="#1f77b4"), streams=[steps])
+        train_acc = hv.DynamicMap(
+            lambda data: hv.Curve(data, "step", hv.Dimension("train_acc", label="accuracy"), label="train"),
+            streams=[steps])
+        test_acc = hv.DynamicMap(
+            lambda data: hv.Curve(data, "step", hv.Dimension("test_acc", label="accuracy"), label="test")
+            * hv.Scatter(data, "step", hv.Dimension("test_acc", label="accuracy")),
+            streams=[s.epoch_rows])
+        lines = _lines(s)
+        curve_opts = [hv.opts.Curve(**_OPTS, framewise=True, tools=["hover"]),
+                      hv.opts.Scatter(size=6, color="#ff7f0e"), hv.opts.Overlay(**_OPTS, framewise=True)]
+        loss_plot = (loss * lines).opts(*curve_opts).opts(hv.opts.Overlay(title="Training loss"))
+        acc_plot = (train_acc * test_acc * lines).opts(*curve_opts).opts(
+            hv.opts.Overlay(title="Accuracy (train per step, test per epoch)", legend_position="bottom_right"))
+
+        heat_plots = []
+        for t in ("w", "a", "e", "g"):
+            dm = hv.DynamicMap(self._heat_callback(t), streams=[s.heat])
+            heat_plots.append(pn.pane.HoloViews(
+                (dm * lines).opts(hv.opts.Rectangles(**_OPTS, colorbar=True, tools=["hover"], line_alpha=0,
+                                                     framewise=True),
+                                  hv.opts.Overlay(**_OPTS, framewise=True)),
+                css_classes=[f"plot-heat-{t}"], sizing_mode="stretch_width"))
+        tail = hv.DynamicMap(plots.tail_plot, streams=[s.tail.rename(data="d")]).opts(
+            hv.opts.Curve(framewise=True), hv.opts.Overlay(**_OPTS, framewise=True, legend_position="bottom_left"))
+        whist = hv.DynamicMap(plots.weight_hist_rectangles, streams=[s.whist.rename(data="df")])
+        whist_plot = (whist * lines).opts(
+            hv.opts.Rectangles(**_OPTS, colorbar=True, tools=["hover"], line_alpha=0, framewise=True),
+            hv.opts.Overlay(**_OPTS, framewise=True))
+
+        extras = pn.Param(s, parameters=["heat_source", "hist_layer", "bound_u"],
+                          widgets={"heat_source": {"type": pn.widgets.Select, "name": "Heat map ARE of"},
+                                   "hist_layer": {"type": pn.widgets.Select, "name": "Weight histogram layer"},
+                                   "bound_u": {"type": pn.widgets.FloatSlider, "name": "Bound u"}},
+                          default_layout=pn.Row, show_name=False, margin=0)
+        main = pn.Column(
+            pn.Row(start, pause, stop, progress, sizing_mode="stretch_width"),
+            status,
+            pn.GridBox(pn.pane.HoloViews(loss_plot, css_classes=["plot-loss"], sizing_mode="stretch_width"),
+                       pn.pane.HoloViews(acc_plot, css_classes=["plot-acc"], sizing_mode="stretch_width"),
+                       ncols=2, sizing_mode="stretch_width"),
+            pn.pane.Markdown("**ARE per layer and step** (the MLS paper's Fig. 3, live)", margin=(0, 10)),
+            pn.GridBox(*heat_plots, ncols=2, sizing_mode="stretch_width"),
+            extras,
+            pn.GridBox(pn.pane.HoloViews(tail, css_classes=["plot-tail"], sizing_mode="stretch_width"),
+                       pn.pane.HoloViews(whist_plot, css_classes=["plot-whist"], sizing_mode="stretch_width"),
+                       ncols=2, sizing_mode="stretch_width"),
+            sizing_mode="stretch_width",
+        )
+        self._layout = pn.Row(sidebar, main, sizing_mode="stretch_width", css_classes=["live-training"])
+        self._callback: Any = None
+        self._start_polling()
+
+    # ----------------------------------------------------------------- helpers
+    def _heat_callback(self, tensor: str) -> Any:
+        s = self.state
+
+        def cb(data: Any) -> hv.Rectangles:
+            d = data[data["tensor"] == tensor] if len(data) else data
+            return plots.are_rectangles(d, s.layers, title=f"ARE of {_TENSOR_TITLES[tensor]}")
+
+        return cb
+
+    @staticmethod
+    def _status_text(run_id: str, status: str, step: int, total: int, test_acc: float | None, message: str) -> str:
+        if not run_id:
+            return f"No run yet: press **Start**. {message}"
+        acc = f", test acc **{test_acc:.2%}**" if test_acc is not None else ""
+        return f"run `{run_id}` **{status}** - step {step}/{total}{acc}  \n{message}"
+
+    def _knob_panel(self, knobs: param.Parameterized, specs: dict[str, Any]) -> pn.Column:
+        items: list[Any] = [pn.Param(knobs, show_name=False, widgets=knob_widgets(knobs), width=280, margin=0,
+                                     css_classes=["scheme-knobs"])]
+        for name, b in specs.items():
+            items.append(SpecBuilderView(b, title=f"{name.upper()} format (optional)", color="#555555"))
+        return pn.Column(*items, margin=0)
+
+    def _start_polling(self) -> None:
+        self._callback = pn.state.add_periodic_callback(self.state.poll, period=self.period, start=True)
+        if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
+            pn.state.on_session_destroyed(self._destroyed)
+
+    def _destroyed(self, session_context: Any) -> None:
+        if self._callback is not None:
+            self._callback.stop()
+        self.state.detach()
+
+    def __panel__(self) -> pn.Row:
+        return self._layout

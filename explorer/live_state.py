@@ -1,0 +1,663 @@
+"""Live Training state (Panel-free): configure, start and observe one training run.
+
+:class:`LiveTrainingState` turns its parameters into a :class:`core.train.RunConfig`, starts a
+:class:`core.train.Run` (which trains in its own worker thread) and observes it:
+
+* ``run.subscribe`` pushes every payload into a thread-safe queue (the worker never touches
+  the page);
+* :meth:`LiveTrainingState.poll`, called by the page on a periodic callback (in the session's
+  thread, holding the document lock), drains the queue and streams the new rows into
+  ``hv.streams.Buffer`` / ``Pipe`` objects and read-only status parameters;
+* a reloaded page (a new session) finds the still-running run in :mod:`explorer.registry`,
+  backfills the history from the run store and subscribes again (:meth:`attach`).
+
+Moving a knob while the run goes calls ``run.update`` (applied at the next step); the engine
+logs it as an ``update`` event and the step of every such event is marked on all plots.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import queue
+import typing
+from functools import lru_cache
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import param
+from holoviews import streams
+
+import core
+from core.formats import FAMILIES, family_fields
+
+from . import registry
+from .builder import FLOAT_NONE, SpecBuilder
+
+__all__ = ["LiveTrainingState", "scheme_knob_class", "spec_fields", "logbtq_bound", "tail_fraction"]
+
+log = logging.getLogger(__name__)
+
+TENSORS: tuple[str, ...] = ("w", "a", "e", "g")
+_STEP_COLS = ["step", "loss", "train_acc", "lr"]
+_EPOCH_COLS = ["step", "epoch", "test_acc", "test_loss"]
+_TELE_COLS = ["step", "layer", "tensor", "role", "fmt", "name", "value"]
+_ENDED = ("done", "stopped", "diverged", "error", "interrupted")
+
+
+def _empty(cols: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=float) for c in cols})
+
+
+# ----------------------------------------------------------------- scheme knobs
+def _hint_name(t: Any) -> str:
+    if t is None:
+        return ""
+    origin = typing.get_origin(t)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        args = [a for a in typing.get_args(t) if a is not type(None)]
+        return "|".join(_hint_name(a) for a in args) + "|None"
+    return getattr(t, "__name__", str(t))
+
+
+def spec_fields(scheme_cls: type) -> list[str]:
+    """Fields of a scheme that hold format spec strings (``str`` or ``str | None`` without choices)."""
+    out = []
+    for d in scheme_cls.describe():
+        ann = _hint_name(d["type"])
+        if ann in ("str", "str|None") and not d["choices"]:
+            default = d["default"]
+            if default is None or default is dataclasses.MISSING:
+                out.append(d["name"])
+                continue
+            try:
+                core.parse_format(default)
+            except (ValueError, TypeError):
+                continue
+            out.append(d["name"])
+    return out
+
+
+def _format_ranges(scheme: Any) -> dict[str, tuple[int, int]]:
+    """Ranges of same-named fields of the scheme's own format family (e.g. MLS ex/mx/eg/mg)."""
+    spec = getattr(scheme, "spec", None)
+    if not isinstance(spec, str):
+        return {}
+    try:
+        fam = type(core.parse_format(spec))
+    except (ValueError, TypeError):
+        return {}
+    return {f.name: tuple(f.metadata["range"]) for f in family_fields(fam) if "range" in f.metadata}
+
+
+@lru_cache(maxsize=None)
+def scheme_knob_class(name: str) -> type[param.Parameterized]:
+    """A ``param`` class with one parameter per non-spec field of scheme ``name``.
+
+    Field types map to ``param`` types (int -> Integer, float -> Number, bool -> Boolean,
+    choices -> Selector); integer bounds come from the scheme's format family when a field
+    shares its name (MLS ``ex``/``mx``/``eg``/``mg``).
+    """
+    from core.train import SCHEMES, get_scheme
+
+    cls = SCHEMES[name]
+    default = get_scheme(name)
+    ranges = _format_ranges(default)
+    specs = set(spec_fields(cls))
+    params: dict[str, param.Parameter] = {}
+    for d in cls.describe():
+        n = d["name"]
+        if n in specs:
+            continue
+        doc = d["doc"] or n
+        value = getattr(default, n)
+        ann = _hint_name(d["type"])
+        if d["choices"]:
+            params[n] = param.Selector(default=value, objects=list(d["choices"]), doc=doc)
+        elif ann == "bool":
+            params[n] = param.Boolean(default=bool(value), doc=doc)
+        elif ann in ("int", "int|None"):
+            params[n] = param.Integer(default=value, bounds=ranges.get(n), allow_None=ann != "int", doc=doc)
+        elif ann in ("float", "float|None", "int|float"):
+            params[n] = param.Number(default=value, allow_None=ann.endswith("None"), doc=doc)
+        else:
+            params[n] = param.String(default="" if value is None else str(value), doc=doc)
+    return param.parameterized_class(f"{name.capitalize()}SchemeKnobs", params)
+
+
+# ----------------------------------------------------------------- LogBTQ bound
+def logbtq_bound(e1: float, u: float, layers: int) -> dict[str, Any]:
+    """LogBTQ tail bound (seed 001, Eq. 7-12; SPEC-NOTES 2).
+
+    With the barrier the second moment shrinks per layer, ``E(l) = u^(l-1) E(1)``; Chebyshev
+    gives ``P(z(l) > 2) <= E(l) / (2 - sqrt(E(l)))^2`` (capped at 1). Returns the per-layer
+    bounds, their average and the closed form ``E(1) / (4 L (1 - u))``.
+    """
+    L = max(1, int(layers))
+    per = []
+    for l in range(1, L + 1):
+        e = e1 * u ** (l - 1)
+        s = math.sqrt(max(e, 0.0))
+        per.append(1.0 if s >= 2.0 else min(1.0, e / (2.0 - s) ** 2))
+    approx = e1 / (4.0 * L * (1.0 - u)) if u < 1 else math.inf
+    return {"per_layer": per, "average": float(np.mean(per)), "approx": approx}
+
+
+def tail_fraction(counts: np.ndarray, lo: float, hi: float, zeros: int = 0, threshold: float = 2.0) -> float:
+    """Fraction of a log2|x| histogram at or above ``|x| = threshold`` (zeros count in the total)."""
+    counts = np.asarray(counts, dtype=float)
+    total = counts.sum() + zeros
+    if total <= 0:
+        return math.nan
+    edges = np.linspace(lo, hi, counts.size + 1)
+    return float(counts[edges[:-1] >= math.log2(threshold)].sum() / total)
+
+
+# ----------------------------------------------------------------- state
+class LiveTrainingState(param.Parameterized):
+    """State of the Live Training page (one per session; the run itself is process-wide)."""
+
+    dataset = param.Selector(default="digits", objects=["digits"], doc="Dataset (digits is embedded and needs no network).")
+    model = param.Selector(default="mlp", objects=["mlp"], doc="Model architecture.")
+    hidden = param.String(default="128,64", doc="Hidden layer widths of the MLP, comma separated.")
+    scheme = param.Selector(default="mls", objects=["mls"], doc="Training scheme (its knobs appear below).")
+    knobs = param.ClassSelector(class_=param.Parameterized, constant=True, doc="Knobs of the chosen scheme (one per scheme field).")
+    specs = param.Dict(default={}, constant=True, doc="Spec builders for the scheme's format fields (W/A/E/G ...), by field name.")
+    lr = param.Number(default=0.1, bounds=(1e-6, 10.0), step=0.01, doc="Learning rate (live).")
+    momentum = param.Number(default=0.9, bounds=(0.0, 0.999), step=0.01, doc="SGD momentum (live).")
+    epochs = param.Integer(default=10, bounds=(1, 10000), doc="Epochs to train (live: can be extended).")
+    batch_size = param.Selector(default=64, objects=[16, 32, 64, 128, 256], doc="Mini-batch size.")
+    seed = param.Integer(default=0, bounds=(0, None), doc="Seed of the run (deterministic on the CPU).")
+    every = param.Integer(default=5, bounds=(1, 1000), doc="Steps between telemetry snapshots (live).")
+    shadow = param.String(default="fp8_e4m3", doc="Extra 'shadow' formats measured on the live tensors, separated by ';'.")
+    max_steps = param.Integer(default=0, bounds=(0, None), doc="Stop after this many steps (0: the epochs decide).")
+    threads = param.Integer(default=1, bounds=(1, 64), doc="Torch threads of the training worker.")
+    heat_source = param.Selector(default="live", objects=["live"], doc="ARE of the format in use ('live') or of a shadow format.")
+    hist_layer = param.Selector(default="", objects=[""], doc="Layer whose weight histogram is shown over time.")
+    bound_u = param.Number(default=0.1, bounds=(0.0, 0.99), step=0.01, doc="Barrier u of the LogBTQ bound (the scheme's u when it has one).")
+
+    start = param.Action(default=lambda self: self.start_run(), doc="Start a new run with this configuration.")
+    pause = param.Action(default=lambda self: self.toggle_pause(), doc="Pause the run, or resume a paused one.")
+    stop = param.Action(default=lambda self: self.stop_run(), doc="Stop the run (status 'stopped').")
+
+    run_id = param.String(default="", constant=True, doc="Id of the observed run (read-only).")
+    status = param.String(default="idle", constant=True, doc="Status of the observed run (read-only).")
+    step = param.Integer(default=0, constant=True, doc="Last step seen (read-only).")
+    total_steps = param.Integer(default=0, constant=True, doc="Steps the run will take (read-only).")
+    progress = param.Number(default=0.0, bounds=(0.0, 1.0), constant=True, doc="Fraction of steps done (read-only).")
+    test_acc = param.Number(default=None, allow_None=True, constant=True, doc="Latest test accuracy (read-only).")
+    message = param.String(default="", constant=True, doc="Last message: errors, applied updates (read-only).")
+    markers = param.List(default=[], constant=True, doc="Steps where a knob was changed during the run (read-only).")
+    layers = param.List(default=[], constant=True, doc="Layer names of the observed run, in model order (read-only).")
+
+    def __init__(self, store: Any = None, attach: bool = True, **params: Any) -> None:
+        from core.data import list_datasets
+        from core.models import list_models
+        from core.train import list_schemes
+
+        super().__init__(**params)
+        self.store = store
+        self.param.dataset.objects = list_datasets()
+        self.param.model.objects = list_models()
+        self.param.scheme.objects = list_schemes()
+        self.steps = streams.Buffer(_empty(_STEP_COLS), length=200_000, index=False)
+        self.epoch_rows = streams.Buffer(_empty(_EPOCH_COLS), length=100_000, index=False)
+        self.heat = streams.Pipe(data=_empty(["step", "layer", "tensor", "value", "width"]))
+        self.tail = streams.Pipe(data={})
+        self.whist = streams.Pipe(data=_empty(["step", "bin", "count", "width"]))
+        self.marks = streams.Pipe(data=[])
+        self._queue: "queue.SimpleQueue[dict[str, Any]]" = queue.SimpleQueue()
+        self._run: Any = None
+        self._unsubscribe: Callable[[], None] | None = None
+        self._tele = _empty(_TELE_COLS)
+        self._stats: dict[tuple[str, str], float] = {}
+        self._hists: dict[str, list[tuple[int, np.ndarray, float, float]]] = {}
+        self._a_hists: dict[str, tuple[np.ndarray, float, float, int]] = {}
+        self._seen = {"step": -1, "telemetry": -1, "epoch": -1}
+        self._syncing = False
+        self._spec_watchers: list[Any] = []
+        self._knob_watcher: Any = None
+        self._build_scheme(self.scheme)
+        if attach:
+            run = registry.latest(active_only=True)
+            if run is not None:
+                self.attach(run)
+
+    # ------------------------------------------------------------ config
+    @property
+    def run(self) -> Any:
+        """The observed :class:`core.train.Run` (None before the first start)."""
+        return self._run
+
+    @property
+    def running(self) -> bool:
+        """True while the observed run is running or paused."""
+        return self._run is not None and self._run.status in registry.ACTIVE_STATUSES
+
+    def scheme_fields(self) -> dict[str, Any]:
+        """The scheme's field values from the knobs and spec builders."""
+        vals: dict[str, Any] = {k: v for k, v in self.knobs.param.values().items() if k != "name"}
+        for k, b in self.specs.items():
+            vals[k] = b.value
+        return vals
+
+    def run_config(self) -> Any:
+        """The :class:`core.train.RunConfig` these parameters describe.
+
+        Raises:
+            ValueError: an invalid value (bad hidden sizes, spec, scheme field ...).
+        """
+        from core.data import DataConfig
+        from core.models import ModelConfig
+        from core.train import OptimConfig, RunConfig, TelemetryConfig, get_scheme
+
+        try:
+            hidden = tuple(int(h) for h in self.hidden.replace(" ", "").split(",") if h)
+        except ValueError:
+            raise ValueError(f"hidden sizes must be integers separated by commas, got {self.hidden!r}") from None
+        shadow = tuple(s.strip() for s in self.shadow.split(";") if s.strip())
+        for s in shadow:
+            core.parse_format(s)
+        return RunConfig(
+            data=DataConfig(name=self.dataset),
+            model=ModelConfig(name=self.model, hidden=hidden or (128,)),
+            scheme=get_scheme(self.scheme, **self.scheme_fields()),
+            optim=OptimConfig(name="sgd", lr=self.lr, momentum=self.momentum),
+            telemetry=TelemetryConfig(every=self.every, shadow=shadow, sample_every=max(10, 4 * self.every)),
+            epochs=self.epochs, batch_size=int(self.batch_size), seed=self.seed,
+            max_steps=self.max_steps or None, threads=self.threads, name="explorer",
+        )
+
+    def _build_scheme(self, name: str, values: dict[str, Any] | None = None) -> None:
+        """(Re)create knobs and spec builders for scheme ``name``."""
+        from core.train import SCHEMES, get_scheme
+
+        for b, w in self._spec_watchers:
+            b.param.unwatch(w)
+        self._spec_watchers = []
+        if self._knob_watcher is not None:
+            self.knobs.param.unwatch(self._knob_watcher)
+        cls = SCHEMES[name]
+        default = get_scheme(name, first_last=True) if name not in ("fp32", "amp") else get_scheme(name)
+        values = values or {}
+        knobs = scheme_knob_class(name)()
+        kv = {k: values.get(k, getattr(default, k)) for k in knobs.param.values() if k != "name"}
+        with param.parameterized.discard_events(knobs):
+            knobs.param.update(**kv)
+        specs: dict[str, SpecBuilder] = {}
+        for n in spec_fields(cls):
+            v = values.get(n, getattr(default, n))
+            b = SpecBuilder(v if v else None, optional=True)
+            specs[n] = b
+            self._spec_watchers.append((b, b.param.watch(self._on_spec, ["fmt", "enabled"])))
+        with param.edit_constant(self):
+            self.param.update(knobs=knobs, specs=specs)
+        names = [k for k in knobs.param.values() if k != "name"]
+        self._knob_watcher = knobs.param.watch(self._on_knob, names) if names else None
+        if "u" in kv and isinstance(kv["u"], (int, float)):
+            self.bound_u = float(kv["u"])
+
+    @param.depends("scheme", watch=True)
+    def _on_scheme(self) -> None:
+        if self._syncing:
+            return
+        self._build_scheme(self.scheme)
+        if self.running:
+            self._live_update({"scheme": {"name": self.scheme, **self.scheme_fields()}})
+
+    # -------------------------------------------------------- live updates
+    def _on_knob(self, *events: Any) -> None:
+        if self.running:
+            self._live_update({f"scheme.{e.name}": e.new for e in events})
+            for e in events:
+                if e.name == "u" and isinstance(e.new, (int, float)):
+                    self.bound_u = float(e.new)
+
+    def _on_spec(self, *events: Any) -> None:
+        if not self.running:
+            return
+        changes = {f"scheme.{k}": b.value for k, b in self.specs.items() if any(e.obj is b for e in events)}
+        if changes:
+            self._live_update(changes)
+
+    @param.depends("lr", "momentum", "every", "epochs", watch=True)
+    def _on_live_param(self) -> None:
+        if not self.running:
+            return
+        cfg = self._run.config
+        changes: dict[str, Any] = {}
+        if self.lr != cfg.optim.lr:
+            changes["optim.lr"] = self.lr
+        if self.momentum != cfg.optim.momentum:
+            changes["optim.momentum"] = self.momentum
+        if self.every != cfg.telemetry.every:
+            changes["telemetry.every"] = self.every
+        if self.epochs != cfg.epochs:
+            changes["epochs"] = self.epochs
+        if changes:
+            self._live_update(changes)
+
+    def _live_update(self, changes: dict[str, Any]) -> None:
+        try:
+            self._run.update(changes)
+        except (ValueError, RuntimeError, TypeError) as exc:
+            self._say(f"not applied: {exc}")
+            return
+        shown = ", ".join(f"{k}={v}" for k, v in changes.items())
+        self._say(f"applied at the next step: {shown}")
+
+    def _say(self, text: str) -> None:
+        with param.edit_constant(self):
+            self.message = text
+
+    # ------------------------------------------------------------ actions
+    def start_run(self) -> Any:
+        """Start a new run (refused while one is going); returns it, or None with a message."""
+        from core.train import Run
+
+        if self.running:
+            self._say(f"run {self._run.id} is still {self._run.status}: stop it first")
+            return None
+        try:
+            cfg = self.run_config()
+            run = Run(cfg, store=self.store)
+        except (ValueError, TypeError) as exc:
+            self._say(f"cannot start: {exc}")
+            return None
+        run.start()
+        registry.register(run)
+        self.attach(run, backfill=False)
+        self._say(f"started run {run.id}")
+        return run
+
+    def toggle_pause(self) -> None:
+        """Pause a running run, resume a paused one."""
+        if self._run is None:
+            return
+        if self._run.status == "paused":
+            self._run.resume()
+        elif self._run.status == "running":
+            self._run.pause()
+
+    def stop_run(self) -> None:
+        """Stop the observed run (it ends before its next step)."""
+        if self.running:
+            self._run.stop()
+            self._say(f"stopping run {self._run.id}")
+
+    # ------------------------------------------------------------ observe
+    def attach(self, run: Any, backfill: bool = True) -> None:
+        """Observe ``run``: reset the plots, subscribe, then backfill what the store already has.
+
+        Subscribing before reading the store means nothing is missed; payloads already read
+        from the store are skipped by step.
+        """
+        self.detach()
+        self._run = run
+        self._queue = queue.SimpleQueue()
+        q = self._queue
+        self._unsubscribe = run.subscribe(q.put)
+        self._reset_tables()
+        self._sync_controls(run)
+        if backfill and run.id:
+            self._backfill(run.id)
+        self._refresh_status()
+
+    def detach(self) -> None:
+        """Stop observing (the run goes on)."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    def _reset_tables(self) -> None:
+        self.steps.clear()
+        self.epoch_rows.clear()
+        self._tele = _empty(_TELE_COLS)
+        self._stats = {}
+        self._hists = {}
+        self._a_hists = {}
+        self._seen = {"step": -1, "telemetry": -1, "epoch": -1}
+        with param.edit_constant(self):
+            self.param.update(markers=[], layers=[], test_acc=None, step=0, progress=0.0)
+        self.marks.send([])
+        self.heat.send(_empty(["step", "layer", "tensor", "value", "width"]))
+        self.whist.send(_empty(["step", "bin", "count", "width"]))
+        self.tail.send({})
+
+    def _sync_controls(self, run: Any) -> None:
+        """Show the observed run's configuration in the controls (without triggering updates)."""
+        cfg = run.config
+        self._syncing = True
+        try:
+            with param.parameterized.discard_events(self):
+                self.param.update(
+                    dataset=cfg.data.name, model=cfg.model.name, scheme=cfg.scheme.name,
+                    hidden=",".join(str(h) for h in cfg.model.hidden), lr=cfg.optim.lr,
+                    momentum=cfg.optim.momentum, epochs=cfg.epochs, batch_size=cfg.batch_size
+                    if cfg.batch_size in self.param.batch_size.objects else self.batch_size,
+                    seed=cfg.seed, every=max(1, cfg.telemetry.every), shadow="; ".join(cfg.telemetry.shadow),
+                    max_steps=cfg.max_steps or 0,
+                )
+            self._build_scheme(cfg.scheme.name, cfg.scheme.to_dict())
+            self.param.trigger("dataset", "model", "scheme", "hidden", "lr", "momentum", "epochs",
+                               "batch_size", "seed", "every", "shadow", "max_steps")
+        finally:
+            self._syncing = False
+        self.param.heat_source.objects = ["live", *cfg.telemetry.shadow]
+        if self.heat_source not in self.param.heat_source.objects:
+            self.heat_source = "live"
+
+    def _backfill(self, run_id: str) -> None:
+        store = self._run.store
+        try:
+            lay = store.layers(run_id)
+            if len(lay):
+                self._set_layers([str(n) for n in lay.sort_values("idx")["name"]])
+            sc = store.scalars(run_id)
+            if len(sc):
+                self._push_steps(sc.reindex(columns=_STEP_COLS))
+            ep = store.epochs(run_id)
+            if len(ep):
+                self._push_epochs(ep.reindex(columns=_EPOCH_COLS))
+            m = store.metrics(run_id, name=["are", "overflow", "mean", "std"])
+            if len(m):
+                self._add_telemetry(m.reindex(columns=_TELE_COLS))
+            h = store.histograms(run_id, kind="x")
+            for row in h.itertuples(index=False):
+                self._add_hist(dict(layer=str(row.layer), tensor=row.tensor, step=int(row.step), lo=row.lo,
+                                    hi=row.hi, zeros=row.zeros, counts=row.counts))
+            ev = store.events(run_id)
+            steps = [int(s) for s, k in zip(ev["step"], ev["kind"]) if k == "update"] if len(ev) else []
+            if steps:
+                self._add_markers(steps)
+        except Exception as exc:  # noqa: BLE001 - a partial history must not break the page
+            log.warning("backfill of run %s failed: %s", run_id, exc)
+        self._publish_telemetry()
+
+    def poll(self, max_items: int = 100_000) -> int:
+        """Drain queued payloads into the streams and status; returns how many were handled.
+
+        Call from the page's periodic callback (or directly in tests and notebooks).
+        """
+        steps: list[dict[str, Any]] = []
+        epochs: list[dict[str, Any]] = []
+        tele = False
+        n = 0
+        while n < max_items:
+            try:
+                p = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            n += 1
+            kind = p.get("type")
+            step = int(p.get("step", 0) or 0)
+            if kind == "step":
+                if step > self._seen["step"]:
+                    steps.append({c: p.get(c, math.nan) for c in _STEP_COLS})
+                    self._seen["step"] = step
+            elif kind == "epoch":
+                if step > self._seen["epoch"]:
+                    epochs.append({c: p.get(c, math.nan) for c in _EPOCH_COLS})
+                    self._seen["epoch"] = step
+            elif kind == "telemetry":
+                if step > self._seen["telemetry"]:
+                    self._telemetry_payload(p)
+                    self._seen["telemetry"] = step
+                    tele = True
+            elif kind == "event":
+                if p.get("kind") == "update":
+                    self._add_markers([int(p.get("payload", {}).get("step", step))])
+                elif p.get("kind") in ("stop", "diverged", "error", "done"):
+                    self._say(f"run {self._run.id}: {p.get('kind')}")
+        if steps:
+            self._push_steps(pd.DataFrame(steps, columns=_STEP_COLS))
+        if epochs:
+            self._push_epochs(pd.DataFrame(epochs, columns=_EPOCH_COLS))
+        if tele:
+            self._publish_telemetry()
+        self._refresh_status()
+        return n
+
+    # --------------------------------------------------------- internals
+    def _push_steps(self, df: pd.DataFrame) -> None:
+        df = df.astype(float)
+        self.steps.send(df)
+        if len(df):
+            self._seen["step"] = max(self._seen["step"], int(df["step"].max()))
+
+    def _push_epochs(self, df: pd.DataFrame) -> None:
+        df = df.astype(float)
+        self.epoch_rows.send(df)
+        if len(df):
+            self._seen["epoch"] = max(self._seen["epoch"], int(df["step"].max()))
+            acc = df["test_acc"].dropna()
+            if len(acc):
+                with param.edit_constant(self):
+                    self.test_acc = float(acc.iloc[-1])
+
+    def _set_layers(self, names: list[str]) -> None:
+        with param.edit_constant(self):
+            self.layers = list(names)
+        self.param.hist_layer.objects = list(names) or [""]
+        if self.hist_layer not in names:
+            self.hist_layer = names[0] if names else ""
+
+    def _telemetry_payload(self, p: dict[str, Any]) -> None:
+        rows = [r for r in p.get("rows", []) if r["name"] in ("are", "overflow", "mean", "std")]
+        if rows:
+            df = pd.DataFrame(rows).reindex(columns=_TELE_COLS[1:])
+            df.insert(0, "step", int(p["step"]))
+            self._add_telemetry(df)
+        for h in p.get("histograms", []):
+            if h.get("kind", "x") == "x":
+                self._add_hist(dict(h, step=int(p["step"])))
+        self._seen["telemetry"] = max(self._seen["telemetry"], int(p["step"]))
+
+    def _add_telemetry(self, df: pd.DataFrame) -> None:
+        df = df.copy()
+        df["layer"] = df["layer"].astype(str)
+        stats = df[df["role"] == "stat"]
+        for r in stats.itertuples(index=False):
+            self._stats[(r.layer, f"{r.tensor}.{r.name}")] = float(r.value)
+        df = df[df["role"] != "stat"]
+        self._tele = pd.concat([self._tele, df], ignore_index=True) if len(self._tele) else df.reset_index(drop=True)
+        self._seen["telemetry"] = max(self._seen["telemetry"], int(df["step"].max()) if len(df) else -1)
+        known = list(self.layers)
+        new = [n for n in dict.fromkeys(df["layer"]) if n not in known and n]
+        if new:
+            self._set_layers(known + new)
+
+    def _add_hist(self, h: dict[str, Any]) -> None:
+        counts = np.asarray(h["counts"], dtype=float)
+        layer = str(h["layer"])
+        if h["tensor"] == "w":
+            self._hists.setdefault(layer, []).append((int(h["step"]), counts, float(h["lo"]), float(h["hi"])))
+        elif h["tensor"] == "a":
+            self._a_hists[layer] = (counts, float(h["lo"]), float(h["hi"]), int(h.get("zeros", 0) or 0))
+
+    def _add_markers(self, steps: list[int]) -> None:
+        with param.edit_constant(self):
+            self.markers = sorted(set(self.markers) | set(steps))
+        self.marks.send(list(self.markers))
+
+    def _publish_telemetry(self) -> None:
+        self._publish_heat()
+        self._publish_whist()
+        self._publish_tail()
+
+    def heat_frame(self) -> pd.DataFrame:
+        """ARE rows of the selected source: columns step, layer, tensor, value, width."""
+        t = self._tele
+        if not len(t):
+            return _empty(["step", "layer", "tensor", "value", "width"])
+        sel = t[t["name"] == "are"]
+        if self.heat_source == "live":
+            sel = sel[sel["role"] == "live"]
+        else:
+            sel = sel[(sel["role"] == "shadow") & (sel["fmt"] == self.heat_source)]
+        out = sel[["step", "layer", "tensor", "value"]].copy()
+        out["width"] = float(max(1, self.every if self._run is None else self._run.config.telemetry.every))
+        return out.reset_index(drop=True)
+
+    @param.depends("heat_source", watch=True)
+    def _publish_heat(self) -> None:
+        self.heat.send(self.heat_frame())
+
+    @param.depends("hist_layer", watch=True)
+    def _publish_whist(self) -> None:
+        items = self._hists.get(self.hist_layer, [])
+        if not items:
+            self.whist.send(_empty(["step", "bin", "count", "width"]))
+            return
+        frames = []
+        steps = [s for s, *_ in items]
+        width = float(np.median(np.diff(steps))) if len(steps) > 1 else 1.0
+        for s, counts, lo, hi in items:
+            centers = np.linspace(lo, hi, counts.size + 1)[:-1] + (hi - lo) / counts.size / 2
+            nz = counts > 0
+            frames.append(pd.DataFrame({"step": float(s), "bin": centers[nz], "count": counts[nz], "width": width}))
+        self.whist.send(pd.concat(frames, ignore_index=True))
+
+    @param.depends("bound_u", watch=True)
+    def _publish_tail(self) -> None:
+        self.tail.send(self.tail_data())
+
+    def tail_data(self) -> dict[str, Any]:
+        """Per-layer measured tail P(|A| >= 2), the live overflow of A, and the LogBTQ bound."""
+        layers = list(self.layers)
+        if not layers:
+            return {}
+        measured = []
+        for n in layers:
+            h = self._a_hists.get(n)
+            measured.append(tail_fraction(*h) if h else math.nan)
+        t = self._tele
+        ovf = []
+        if len(t):
+            last = t[(t["name"] == "overflow") & (t["role"] == "live") & (t["tensor"] == "a")]
+            if len(last):
+                last = last[last["step"] == last["step"].max()]
+            by_layer = dict(zip(last["layer"], last["value"])) if len(last) else {}
+            ovf = [float(by_layer.get(n, math.nan)) for n in layers]
+        else:
+            ovf = [math.nan] * len(layers)
+        mean = self._stats.get((layers[0], "a.mean"))
+        std = self._stats.get((layers[0], "a.std"))
+        e1 = (mean**2 + std**2) if mean is not None and std is not None else 1.0
+        bound = logbtq_bound(e1, self.bound_u, len(layers))
+        return {"layers": layers, "measured": measured, "overflow": ovf, "e1": e1, "u": self.bound_u, **bound}
+
+    def _refresh_status(self) -> None:
+        run = self._run
+        if run is None:
+            return
+        with param.edit_constant(self):
+            self.param.update(
+                run_id=run.id or "", status=run.status, step=int(run.step),
+                total_steps=int(run.total_steps) if run.data is not None else 0,
+                progress=float(run.progress),
+            )
+        if run.status == "error" and run.error is not None:
+            self._say(f"run {run.id} failed: {run.error}")
