@@ -216,3 +216,24 @@ def test_fused_block_kernel_equals_reference(spec, rounding):
         b = core.quantize(xd, spec, rounding, seed=3, backend="reference")
         assert torch.equal(a.isnan(), b.isnan())
         assert torch.equal(a.nan_to_num(0.0), b.nan_to_num(0.0)), (spec, rounding, xd.dtype)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=25, deadline=None)
+@given(mu=st.floats(1e-3, 1e6), rng=st.floats(1e-3, 1e3), bits=st.integers(2, 10))
+def test_mulaw_kernel_equals_reference_for_any_mu_and_range(mu, rng, bits):
+    """The bucketed branch-free threshold search (two steps for <= 8 bits) must
+    agree with searchsorted for every mu/range, including exact thresholds."""
+    fmt = core.parse_format(f"mulaw(bits={bits},mu={mu!r},range={rng!r})")
+    from core.formats.mulaw import _tables
+
+    _, thr = _tables(fmt.bits, fmt.mu, fmt.range)
+    x = torch.cat([torch.linspace(-1.2 * rng, 1.2 * rng, 4001, dtype=torch.float64),
+                   torch.from_numpy(thr), torch.from_numpy(np.nextafter(thr, np.inf)),
+                   torch.from_numpy(np.nextafter(thr, -np.inf))])
+    a = core.quantize(x, fmt, backend="numba")
+    b = core.quantize(x, fmt, backend="reference")
+    assert torch.equal(a, b)

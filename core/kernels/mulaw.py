@@ -76,8 +76,9 @@ def mulaw_nearest(a, thr_pad, start, K):
     c = start[np.int64(f64_bits(a) >> np.uint64(BUCKET_SHIFT))]
     c += np.int64(thr_pad[c] < a)
     c += np.int64(thr_pad[c] < a)
-    while thr_pad[c] < a:
-        c += 1
+    if K > 127:
+        while thr_pad[c] < a:
+            c += 1
     c += np.int64((thr_pad[c] == a) & (c % 2 == 1))
     return c
 
