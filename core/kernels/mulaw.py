@@ -68,10 +68,13 @@ def mulaw_nearest(a, thr_pad, start, K):
     """Nearest code index of a clamped magnitude: the number of decision
     thresholds below ``a``; an exact tie goes to the even code.
 
-    A bucket (exponent + 7 mantissa bits, relative width <= 2^-7) holds at most
-    one threshold while thresholds are >= 0.79% apart (every mu, 8 bits): two
-    branch-free steps from the bucket start always suffice; wider formats
-    (more codes) finish with a loop.
+    A bucket (exponent + 7 mantissa bits) spans a relative width <= 2^-7 =
+    0.781%.  Thresholds ``t_k ~ f((k+1/2)/K)`` with ``f(y) = (1+mu)^y - 1``
+    convex and ``f(0) = 0``, so ``f(y)/y`` grows and ``t_{k+1}/t_k >=
+    (k+3/2)/(k+1/2) >= 1 + 1/(K-1/2)``: for 8 bits (K = 127) at least 0.787%
+    apart, for every mu and range.  A bucket then holds at most one threshold
+    inside plus one on its lower edge: two branch-free steps from the bucket
+    start always suffice.  Wider formats (K > 127) finish with a loop.
     """
     c = start[np.int64(f64_bits(a) >> np.uint64(BUCKET_SHIFT))]
     c += np.int64(thr_pad[c] < a)
