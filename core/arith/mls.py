@@ -1,0 +1,238 @@
+"""MLS low-bit convolution / matmul simulator (seed 000 Eq. 5-8; SPEC-NOTES section 1).
+
+Each MLS element is ``+-m * 2^e`` with ``m`` an (Mx+1)-bit integer.  Aligned to
+the common point ``2^(emin - Mx)`` of its format (``emin = 1 - 2^Ex``; 0 for
+``Ex = 0``) an element is the signed integer ``I = +-(m << (E - 1))`` for an
+exponent field ``E > 0`` and ``I = +-mant`` for ``E = 0``, of at most
+``Mx + 2^Ex - 1`` magnitude bits.  A product ``Iw * Ia`` then needs
+``2Mx + 2^(Ex+1) - 2`` magnitude bits (14 for <2,4>), the width the paper
+derives; it is an (Mx+1)x(Mx+1)-bit multiply plus a shift of the exponent sum.
+
+Arithmetic (the stated accumulation order):
+
+1. Intra-group partial sums ``P[n,co,ci]`` over the KxK window are integer
+   accumulations in a signed ``acc_bits`` accumulator, products added in
+   row-major ``(kh, kw)`` order (padded taps skipped), each addition checked;
+   an out-of-range sum is one overflow event of channel ``co`` and wraps
+   (two's complement) or saturates.
+2. Inter-group sum (Eq. 8): ``z = z + (Sg_w[co,ci] * Sg_a[n,ci]) * P`` in
+   float64, ``ci`` ascending from ``z = 0.0``.  ``Sg_w * Sg_a`` is an
+   ``<E, 2Mg>`` value (at most two shifts and an add for Mg = 1), exact in
+   float64, as is its product with ``P`` when ``P`` has < 50 bits.
+3. ``Z = (St_w * St_a * 2^(common-point exponents)) * z`` (one float64 multiply;
+   ``St_w * St_a`` of two fp32 values is exact in float64).
+
+Fast path: if no partial sum can leave the accumulator range (bound from the
+operands: ``max_ci max_co sum_k |Iw| * max_n max_k |Ia|`` below ``2^(acc_bits-1)``
+and ``2^53``), the integer sums ``P`` are computed exactly with float64 GEMMs
+(im2col) and step 2-3 are done in the same order, so both paths give
+bit-identical results.  Otherwise the Numba kernel
+:func:`core.kernels.arith_mls.mls_conv_accumulate` simulates every addition.
+
+With a wide accumulator the output equals ``conv2d`` of the dequantized
+operands (``St * Sg * element``, float64) exactly whenever that float64
+convolution is itself exact (e.g. power-of-two ``St`` and a moderate dynamic
+range); otherwise they agree to float64 rounding of the inter-group sum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..formats import Encoded
+from ..kernels.arith_mls import MODE_SATURATE, MODE_WRAP, mls_conv_accumulate
+
+__all__ = ["MLSResult", "mls_conv2d", "mls_matmul", "aligned_integers", "product_bits"]
+
+_OVERFLOW_MODES = {"wrap": MODE_WRAP, "saturate": MODE_SATURATE}
+
+
+@dataclass
+class MLSResult:
+    """Result of an MLS low-bit product.
+
+    Attributes:
+        output: float64 tensor (N, Cout, OH, OW) for conv, (N, Cout) for matmul.
+        overflows: int64 tensor (Cout,), accumulator overflow events per output channel.
+        product_bits: magnitude bits of an aligned product, ``2Mx + 2^(Ex+1) - 2``
+            for equal operand formats (sum of the operands' aligned widths otherwise).
+        acc_bits: accumulator width used.
+        path: ``"gemm"`` (no overflow possible, exact GEMM) or ``"simulate"``.
+    """
+
+    output: torch.Tensor
+    overflows: torch.Tensor
+    product_bits: int
+    acc_bits: int
+    path: str
+
+
+def _emin(ex: int) -> int:
+    return 0 if ex == 0 else 1 - 2 ** ex
+
+
+def _mag_bits(ex: int, mx: int) -> int:
+    """Magnitude bits of an aligned element: ``Mx + 2^Ex - 1``."""
+    return mx + 2 ** ex - 1
+
+
+def product_bits(ex: int, mx: int) -> int:
+    """The paper's product width ``2Mx + 2^(Ex+1) - 2`` (seed 000, section 4)."""
+    return 2 * mx + 2 ** (ex + 1) - 2
+
+
+def aligned_integers(codes: torch.Tensor, ex: int, mx: int) -> torch.Tensor:
+    """Signed int64 integers of MLS element codes on the common point ``2^(emin - Mx)``.
+
+    Code layout: sign bit at ``ex + mx``, exponent field ``E`` (0 = subnormal),
+    ``mx`` mantissa bits.  ``E > 0``: ``(2^Mx + mant) << (E - 1)``; ``E = 0``: ``mant``.
+    """
+    c = codes.to(torch.int64)
+    mant = c & ((1 << mx) - 1)
+    e = (c >> mx) & ((1 << ex) - 1)
+    sign = (c >> (ex + mx)) & 1
+    mag = torch.where(e > 0, ((1 << mx) + mant) << (e - 1).clamp(min=0), mant)
+    return torch.where(sign == 1, -mag, mag)
+
+
+def _check_operand(q, name: str, ndim: int):
+    if not isinstance(q, Encoded):
+        raise TypeError(f"{name} must be a core.Encoded (from core.encode), got {type(q).__name__}")
+    spec = q.spec
+    if getattr(spec, "family", None) != "mls":
+        raise ValueError(f"{name} must be MLS-encoded, got family {getattr(spec, 'family', None)!r}")
+    if q.codes.dim() != ndim:
+        raise ValueError(f"{name} codes must be {ndim}-D, got shape {tuple(q.codes.shape)}")
+    if q.codes.dtype not in (torch.int16, torch.int32, torch.int64):
+        raise ValueError(f"{name} codes must be an integer tensor, got {q.codes.dtype}")
+    if q.codes.device.type != "cpu":
+        raise ValueError(f"{name} is on {q.codes.device}; the MLS simulator runs on the CPU")
+    sg = q.scales["group"]
+    if tuple(sg.shape) != tuple(q.codes.shape[:2]):
+        raise ValueError(f"{name} group scales have shape {tuple(sg.shape)}, expected "
+                         f"{tuple(q.codes.shape[:2])} (dim0 x dim1)")
+    mbits = _mag_bits(spec.ex, spec.mx)
+    if mbits > 31:
+        raise ValueError(f"{name}: aligned elements need {mbits} bits (> 31); format too wide")
+    return spec
+
+
+def _check_acc(acc_bits, overflow):
+    if isinstance(acc_bits, bool) or not isinstance(acc_bits, (int, np.integer)):
+        raise ValueError(f"acc_bits must be an int in 2..64, got {acc_bits!r}")
+    if not 2 <= int(acc_bits) <= 64:
+        raise ValueError(f"acc_bits must be in 2..64, got {acc_bits}")
+    if overflow not in _OVERFLOW_MODES:
+        raise ValueError(f"overflow must be 'wrap' or 'saturate', got {overflow!r}")
+    return int(acc_bits), _OVERFLOW_MODES[overflow]
+
+
+def _conv_core(w_q, a_q, stride, padding, acc_bits, overflow, path):
+    acc_bits, mode = _check_acc(acc_bits, overflow)
+    if path not in ("auto", "gemm", "simulate"):
+        raise ValueError(f"path must be 'auto', 'gemm' or 'simulate', got {path!r}")
+    sw = w_q.spec
+    sa = a_q.spec
+    for v, nm in ((stride, "stride"), (padding, "padding")):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise ValueError(f"{nm} must be an int, got {v!r}")
+    if stride < 1 or padding < 0:
+        raise ValueError(f"stride must be >= 1 and padding >= 0, got stride={stride}, padding={padding}")
+    cout, cin, kh, kw = w_q.codes.shape
+    n, cin_a, h, w = a_q.codes.shape
+    if cin != cin_a:
+        raise ValueError(f"channel mismatch: weights have Cin={cin}, activations C={cin_a}")
+    oh = (h + 2 * padding - kh) // stride + 1
+    ow = (w + 2 * padding - kw) // stride + 1
+    if oh < 1 or ow < 1:
+        raise ValueError(f"kernel {kh}x{kw} larger than padded input {h + 2 * padding}x{w + 2 * padding}")
+    pbits = _mag_bits(sw.ex, sw.mx) + _mag_bits(sa.ex, sa.mx)
+    iw = aligned_integers(w_q.codes, sw.ex, sw.mx)
+    ia = aligned_integers(a_q.codes, sa.ex, sa.mx)
+    sgw = w_q.scales["group"].to(torch.float64)
+    sga = a_q.scales["group"].to(torch.float64)
+    scale = (float(w_q.scales["tensor"]) * float(a_q.scales["tensor"])
+             * 2.0 ** (_emin(sw.ex) - sw.mx + _emin(sa.ex) - sa.mx))
+    # bound on any partial sum: sum_k |Iw| * max|Ia|, per ci, maxed over co and n
+    if iw.numel() and ia.numel():
+        sw_sum = iw.abs().sum(dim=(2, 3)).amax(dim=0)        # (Cin,)
+        ma = ia.abs().amax(dim=(0, 2, 3))                    # (Cin,)
+        bound = int((sw_sum * ma).max())
+    else:
+        bound = 0
+    limit = min(2 ** (acc_bits - 1) - 1, 2 ** 53)
+    ovf = torch.zeros(cout, dtype=torch.int64)
+    if path == "gemm" and bound > limit:
+        raise ValueError(f"path='gemm' needs a partial-sum bound <= {limit}, got {bound} "
+                         f"(acc_bits={acc_bits} can overflow)")
+    if path == "gemm" or (path == "auto" and bound <= limit):
+        path = "gemm"
+        cols = F.unfold(ia.to(torch.float64), (kh, kw), padding=padding, stride=stride)
+        cols = cols.reshape(n, cin, kh * kw, oh * ow)                        # (N, Cin, KK, L)
+        wm = iw.to(torch.float64).reshape(cout, cin, kh * kw).permute(1, 0, 2)  # (Cin, Cout, KK)
+        p = torch.matmul(wm.unsqueeze(0), cols)                              # (N, Cin, Cout, L)
+        g = sga.unsqueeze(1) * sgw.unsqueeze(0)                              # (N, Cout, Cin)
+        z = torch.zeros(n, cout, oh * ow, dtype=torch.float64)
+        for ci in range(cin):
+            z = z + g[:, :, ci:ci + 1] * p[:, ci]
+        z = z.reshape(n, cout, oh, ow)
+    else:
+        path = "simulate"
+        zn = np.zeros((n, cout, oh, ow), dtype=np.float64)
+        on = np.zeros(cout, dtype=np.int64)
+        mls_conv_accumulate(iw.numpy(), ia.contiguous().numpy(), sgw.numpy(), sga.numpy(),
+                            int(stride), int(padding), acc_bits, mode, zn, on)
+        z = torch.from_numpy(zn)
+        ovf = torch.from_numpy(on)
+    return MLSResult(output=scale * z, overflows=ovf, product_bits=pbits,
+                     acc_bits=acc_bits, path=path)
+
+
+def mls_conv2d(w_q: Encoded, a_q: Encoded, stride: int = 1, padding: int = 0,
+               acc_bits: int = 32, overflow: str = "wrap", path: str = "auto") -> MLSResult:
+    """Low-bit convolution of MLS-encoded weights and activations (seed 000 Eq. 5-8).
+
+    Args:
+        w_q: ``core.encode`` of weights (Cout, Cin, KH, KW), MLS (grouping nc: Cout x Cin;
+            any grouping works, the scales are per (dim0, dim1)).
+        a_q: ``core.encode`` of activations (N, Cin, H, W), MLS.
+        stride, padding: as ``torch.nn.functional.conv2d`` (square).
+        acc_bits: signed accumulator width for the intra-group sums, 2..64.
+        overflow: ``"wrap"`` (two's complement) or ``"saturate"`` (clamp).
+        path: ``"auto"`` (GEMM when no overflow is possible), ``"gemm"`` (error if an
+            overflow is possible) or ``"simulate"`` (always the per-addition kernel).
+    Returns:
+        :class:`MLSResult` with the float64 output (N, Cout, OH, OW), overflow events
+        per output channel and ``product_bits``.  Accumulation order: see module doc.
+    Raises:
+        TypeError: operands not ``Encoded``.
+        ValueError: non-MLS operands, shape mismatch, bad acc_bits/overflow/stride/padding.
+    """
+    sw = _check_operand(w_q, "w_q", 4)
+    _check_operand(a_q, "a_q", 4)
+    del sw
+    return _conv_core(w_q, a_q, stride, padding, acc_bits, overflow, path)
+
+
+def mls_matmul(w_q: Encoded, a_q: Encoded, acc_bits: int = 32, overflow: str = "wrap",
+               path: str = "auto") -> MLSResult:
+    """``A @ W^T`` of MLS-encoded W (Cout, Cin) and A (N, Cin): output (N, Cout).
+
+    Same arithmetic as :func:`mls_conv2d` with a 1x1 kernel: with nc grouping every
+    group is one element, so ``P[n,co,ci]`` is a single product and the inter-group
+    sum over ``ci`` (ascending, float64) carries the reduction.
+    """
+    _check_operand(w_q, "w_q", 2)
+    _check_operand(a_q, "a_q", 2)
+    if w_q.codes.shape[1] != a_q.codes.shape[1]:
+        raise ValueError(f"inner dimension mismatch: W is {tuple(w_q.codes.shape)}, "
+                         f"A is {tuple(a_q.codes.shape)}")
+    w4 = Encoded(w_q.spec, w_q.codes[:, :, None, None], w_q.scales, w_q.dtype)
+    a4 = Encoded(a_q.spec, a_q.codes[:, :, None, None], a_q.scales, a_q.dtype)
+    r = _conv_core(w4, a4, 1, 0, acc_bits, overflow, path)
+    r.output = r.output[:, :, 0, 0]
+    return r

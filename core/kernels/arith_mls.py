@@ -1,0 +1,103 @@
+"""Numba CPU kernel: MLS low-bit convolution with a simulated integer accumulator.
+
+Arrays in, arrays out (no torch, no specs).  Seed 000 Eq. 5-8, SPEC-NOTES
+section 1 "Low-bit convolution arithmetic".  Operands are signed aligned
+integers (element magnitude ``m << shift`` on the common point of the format,
+see :mod:`core.arith.mls`); products are exact int64 multiplies.
+
+Accumulation order (the one overflow counts depend on):
+for every output position ``(n, co, oh, ow)`` and every input channel ``ci``
+in ascending order, the partial sum ``P`` starts at 0 and the products of the
+KxK window are added in row-major ``(kh, kw)`` order, skipping padded taps.
+After each addition the accumulator is checked against the signed
+``acc_bits`` range; an out-of-range sum is one overflow event of channel
+``co`` and is wrapped (two's complement) or clamped (saturate).  The
+inter-group sum is then ``z = z + (sgw[co,ci] * sga[n,ci]) * P`` in float64,
+``ci`` ascending, starting from ``z = 0.0``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .config import JIT_OPTIONS
+
+__all__ = ["mls_conv_accumulate", "MODE_WRAP", "MODE_SATURATE"]
+
+MODE_WRAP = 0
+MODE_SATURATE = 1
+
+
+@njit(**JIT_OPTIONS)
+def _acc_add(acc, p, bits, mode, lo, hi, mask, half):
+    """Add ``p`` to ``acc`` in a ``bits``-bit signed accumulator; return (sum, overflowed)."""
+    if bits == 64:
+        s = acc + p  # int64 add wraps (two's complement)
+        ovf = (acc > 0 and p > 0 and s < 0) or (acc < 0 and p < 0 and s >= 0)
+        if ovf and mode == 1:
+            s = hi if p > 0 else lo
+        return s, ovf
+    s = acc + p  # |acc| < 2^62 and |p| < 2^62: exact in int64
+    if s > hi or s < lo:
+        if mode == 1:
+            s = hi if s > hi else lo
+        else:
+            u = s & mask
+            if u >= half:
+                u -= mask + 1
+            s = u
+        return s, True
+    return s, False
+
+
+@njit(parallel=True, **JIT_OPTIONS)
+def mls_conv_accumulate(iw, ia, sgw, sga, stride, padding, acc_bits, mode, out, ovf):
+    """Slow path: per-addition accumulator simulation.
+
+    Args:
+        iw: int64 (Cout, Cin, KH, KW) signed aligned weight integers.
+        ia: int64 (N, Cin, H, W) signed aligned activation integers.
+        sgw: float64 (Cout, Cin) weight group scales; sga: float64 (N, Cin).
+        stride, padding: ints; acc_bits: 2..64; mode: 0 wrap, 1 saturate.
+        out: float64 (N, Cout, OH, OW), written with the inter-group sums
+            (before the tensor scales and the common-point factor).
+        ovf: int64 (Cout,), written with the overflow events per channel.
+    """
+    cout, cin, kh_, kw_ = iw.shape
+    n_, _, h, w = ia.shape
+    oh_ = out.shape[2]
+    ow_ = out.shape[3]
+    if acc_bits >= 64:
+        lo = np.int64(-9223372036854775807 - 1)
+        hi = np.int64(9223372036854775807)
+        mask = np.int64(-1)
+        half = np.int64(0)
+    else:
+        half = np.int64(1) << np.int64(acc_bits - 1)
+        lo = -half
+        hi = half - np.int64(1)
+        mask = (np.int64(1) << np.int64(acc_bits)) - np.int64(1)
+    for co in prange(cout):
+        count = np.int64(0)
+        for n in range(n_):
+            for oh in range(oh_):
+                for ow in range(ow_):
+                    z = 0.0
+                    for ci in range(cin):
+                        acc = np.int64(0)
+                        for kh in range(kh_):
+                            ih = oh * stride - padding + kh
+                            if ih < 0 or ih >= h:
+                                continue
+                            for kw in range(kw_):
+                                iw_ = ow * stride - padding + kw
+                                if iw_ < 0 or iw_ >= w:
+                                    continue
+                                p = iw[co, ci, kh, kw] * ia[n, ci, ih, iw_]
+                                acc, o = _acc_add(acc, p, acc_bits, mode, lo, hi, mask, half)
+                                if o:
+                                    count += 1
+                        z = z + (sgw[co, ci] * sga[n, ci]) * np.float64(acc)
+                    out[n, co, oh, ow] = z
+        ovf[co] = count
