@@ -107,7 +107,7 @@ def test_auto_path_uses_gemm_only_when_safe():
     fmt = core.parse_format(FMTS[0])
     wq = core.encode(torch.randn(2, 2, 3, 3, generator=g), fmt)
     aq = core.encode(torch.randn(1, 2, 5, 5, generator=g), fmt)
-    assert mls_conv2d(wq, aq, acc_bits=32).path == "gemm"
+    assert mls_conv2d(wq, aq, acc_bits=32).path in ("gemm", "gemm_per_group")
     assert mls_conv2d(wq, aq, acc_bits=8).path == "simulate"
     with pytest.raises(ValueError, match="overflow"):
         mls_conv2d(wq, aq, acc_bits=8, path="gemm")
@@ -151,3 +151,19 @@ def test_bad_input():
         mls_matmul(core.encode(torch.randn(2, 3), fmt), core.encode(torch.randn(2, 4), fmt))
     with pytest.raises(ValueError, match="larger than"):
         mls_conv2d(core.encode(torch.randn(1, 3, 7, 7), fmt), aq)
+
+
+def test_per_group_gemm_path_on_wide_scale_range():
+    """Group scales 2^-60 apart: a single GEMM would round, the per-group path keeps the order."""
+    g = torch.Generator().manual_seed(5)
+    fmt = core.parse_format("mls(ex=2,mx=4,eg=8,mg=1,group=nc)")
+    w = torch.randn(3, 4, 3, 3, generator=g)
+    w[:, 1] *= 2.0 ** -60
+    a = torch.randn(2, 4, 5, 5, generator=g)
+    a[:, 2] *= 2.0 ** -40
+    wq, aq = core.encode(w, fmt), core.encode(a, fmt)
+    r = mls_conv2d(wq, aq, padding=1, acc_bits=64)
+    assert r.path == "gemm_per_group"
+    s = mls_conv2d(wq, aq, padding=1, acc_bits=64, path="simulate")
+    assert torch.equal(r.output, s.output)
+    torch.testing.assert_close(r.output, F.conv2d(deq(aq), deq(wq), padding=1), rtol=1e-12, atol=1e-13)

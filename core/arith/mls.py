@@ -22,11 +22,15 @@ Arithmetic (the stated accumulation order):
 3. ``Z = (St_w * St_a * 2^(common-point exponents)) * z`` (one float64 multiply;
    ``St_w * St_a`` of two fp32 values is exact in float64).
 
-Fast path: if no partial sum can leave the accumulator range (bound from the
+Fast paths: if no partial sum can leave the accumulator range (bound from the
 operands: ``max_ci max_co sum_k |Iw| * max_n max_k |Ia|`` below ``2^(acc_bits-1)``
-and ``2^53``), the integer sums ``P`` are computed exactly with float64 GEMMs
-(im2col) and step 2-3 are done in the same order, so both paths give
-bit-identical results.  Otherwise the Numba kernel
+and ``2^50``), no overflow can happen and the arithmetic rides on float64 GEMMs
+(im2col).  ``path="gemm"``: when every partial sum of the scale-folded products
+``(Sg_w Iw) * (Sg_a Ia)`` is exact in float64 (all are multiples of the smallest
+scale lsb and bounded well below 2^52 of it), a single GEMM gives the exact
+value, which is also what the stated order gives.  ``path="gemm_per_group"``:
+otherwise the integer sums ``P`` come from per-``ci`` GEMMs (exact integers) and
+step 2-3 run in the stated order.  Both are bit-identical to the simulation.  Otherwise the Numba kernel
 :func:`core.kernels.arith_mls.mls_conv_accumulate` simulates every addition.
 
 With a wide accumulator the output equals ``conv2d`` of the dequantized
@@ -44,7 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from ..formats import Encoded
-from ..kernels.arith_mls import MODE_SATURATE, MODE_WRAP, mls_conv_accumulate
+from ..kernels.arith_mls import MODE_SATURATE, MODE_WRAP, mls_align_fold, mls_conv_accumulate
 
 __all__ = ["MLSResult", "mls_conv2d", "mls_matmul", "aligned_integers", "product_bits"]
 
@@ -61,7 +65,8 @@ class MLSResult:
         product_bits: magnitude bits of an aligned product, ``2Mx + 2^(Ex+1) - 2``
             for equal operand formats (sum of the operands' aligned widths otherwise).
         acc_bits: accumulator width used.
-        path: ``"gemm"`` (no overflow possible, exact GEMM) or ``"simulate"``.
+        path: ``"gemm"`` (single exact GEMM), ``"gemm_per_group"`` (integer GEMM per
+            input channel, ordered inter-group sum) or ``"simulate"`` (per addition).
     """
 
     output: torch.Tensor
@@ -131,6 +136,46 @@ def _check_acc(acc_bits, overflow):
     return int(acc_bits), _OVERFLOW_MODES[overflow]
 
 
+def _align(q):
+    """Aligned integers, group-scale-folded float64 values, per-group sum and max of |I|."""
+    c = q.codes
+    a, b = c.shape[0], c.shape[1]
+    c3 = c.reshape(a, b, -1).contiguous().numpy()
+    ints = np.empty(c3.shape, dtype=np.int64)
+    folded = np.empty(c3.shape, dtype=np.float64)
+    gsum = np.empty((a, b), dtype=np.int64)
+    gmax = np.empty((a, b), dtype=np.int64)
+    sg = q.scales["group"].to(torch.float64).contiguous().numpy()
+    mls_align_fold(c3, sg, q.spec.ex, q.spec.mx, ints, folded, gsum, gmax)
+    return (torch.from_numpy(ints), torch.from_numpy(folded), torch.from_numpy(gsum),
+            torch.from_numpy(gmax))
+
+
+def _lsb_exp(sg: torch.Tensor, live: torch.Tensor, mg: int) -> int | None:
+    """Smallest exponent of the lowest set bit of the group scales of non-empty groups."""
+    if not bool(live.any()):
+        return None
+    _, e = torch.frexp(sg[live])  # sg = f * 2^e, f in [0.5, 1): (Mg+1)-bit mantissa
+    return int(e.min()) - 1 - mg
+
+
+def _single_gemm_exact(sgw, sga, wsum, amax, mgw, mga) -> bool:
+    """True when every partial sum of the folded products is exact in float64.
+
+    All terms are multiples of ``2^lsb`` and every partial sum (any order) is
+    bounded by ``U = sum_ci max_co(Sg_w sum|Iw|) * max_n(Sg_a max|Ia|)``; if
+    ``U < 2^(lsb + 52)`` (one bit of margin) a float64 GEMM is exact and equals the
+    stated order.
+    """
+    lw = _lsb_exp(sgw, wsum > 0, mgw)
+    la = _lsb_exp(sga, amax > 0, mga)
+    if lw is None or la is None:
+        return True  # all products are zero
+    u = float(((sgw * wsum.to(torch.float64)).amax(dim=0)
+               * (sga * amax.to(torch.float64)).amax(dim=0)).sum())
+    return u < 2.0 ** (lw + la + 52)
+
+
 def _conv_core(w_q, a_q, stride, padding, acc_bits, overflow, path):
     acc_bits, mode = _check_acc(acc_bits, overflow)
     if path not in ("auto", "gemm", "simulate"):
@@ -151,41 +196,46 @@ def _conv_core(w_q, a_q, stride, padding, acc_bits, overflow, path):
     if oh < 1 or ow < 1:
         raise ValueError(f"kernel {kh}x{kw} larger than padded input {h + 2 * padding}x{w + 2 * padding}")
     pbits = _mag_bits(sw.ex, sw.mx) + _mag_bits(sa.ex, sa.mx)
-    iw = aligned_integers(w_q.codes, sw.ex, sw.mx)
-    ia = aligned_integers(a_q.codes, sa.ex, sa.mx)
+    iw, fw, wsum, _ = _align(w_q)
+    ia, fa, _, amax = _align(a_q)
     sgw = w_q.scales["group"].to(torch.float64)
     sga = a_q.scales["group"].to(torch.float64)
     scale = (float(w_q.scales["tensor"]) * float(a_q.scales["tensor"])
              * 2.0 ** (_emin(sw.ex) - sw.mx + _emin(sa.ex) - sa.mx))
     # bound on any partial sum: sum_k |Iw| * max|Ia|, per ci, maxed over co and n
     if iw.numel() and ia.numel():
-        sw_sum = iw.abs().sum(dim=(2, 3)).amax(dim=0)        # (Cin,)
-        ma = ia.abs().amax(dim=(0, 2, 3))                    # (Cin,)
-        bound = int((sw_sum * ma).max())
+        bound = int((wsum.amax(dim=0) * amax.amax(dim=0)).max())
     else:
         bound = 0
-    limit = min(2 ** (acc_bits - 1) - 1, 2 ** 53)
-    ovf = torch.zeros(cout, dtype=torch.int64)
+    limit = min(2 ** (acc_bits - 1) - 1, 2 ** 50)
     if path == "gemm" and bound > limit:
         raise ValueError(f"path='gemm' needs a partial-sum bound <= {limit}, got {bound} "
                          f"(acc_bits={acc_bits} can overflow)")
+    ovf = torch.zeros(cout, dtype=torch.int64)
     if path == "gemm" or (path == "auto" and bound <= limit):
-        path = "gemm"
-        cols = F.unfold(ia.to(torch.float64), (kh, kw), padding=padding, stride=stride)
-        cols = cols.reshape(n, cin, kh * kw, oh * ow)                        # (N, Cin, KK, L)
-        wm = iw.to(torch.float64).reshape(cout, cin, kh * kw).permute(1, 0, 2)  # (Cin, Cout, KK)
-        p = torch.matmul(wm.unsqueeze(0), cols)                              # (N, Cin, Cout, L)
-        g = sga.unsqueeze(1) * sgw.unsqueeze(0)                              # (N, Cout, Cin)
-        z = torch.zeros(n, cout, oh * ow, dtype=torch.float64)
-        for ci in range(cin):
-            z = z + g[:, :, ci:ci + 1] * p[:, ci]
-        z = z.reshape(n, cout, oh, ow)
+        if _single_gemm_exact(sgw, sga, wsum, amax, w_q.spec.mg, a_q.spec.mg):
+            # every partial sum in any order is exact in float64: one GEMM == stated order
+            path = "gemm"
+            cols = F.unfold(fa.reshape(n, cin, h, w), (kh, kw), padding=padding, stride=stride)
+            z = torch.matmul(fw.reshape(cout, cin * kh * kw), cols).reshape(n, cout, oh, ow)
+        else:
+            path = "gemm_per_group"
+            cols = F.unfold(ia.reshape(n, cin, h, w).to(torch.float64), (kh, kw),
+                            padding=padding, stride=stride)
+            cols = cols.reshape(n, cin, kh * kw, oh * ow)                        # (N, Cin, KK, L)
+            wm = iw.to(torch.float64).reshape(cout, cin, kh * kw).permute(1, 0, 2)  # (Cin, Cout, KK)
+            p = torch.matmul(wm.unsqueeze(0), cols)                              # (N, Cin, Cout, L)
+            g = sga.unsqueeze(1) * sgw.unsqueeze(0)                              # (N, Cout, Cin)
+            z = torch.zeros(n, cout, oh * ow, dtype=torch.float64)
+            for ci in range(cin):
+                z = z + g[:, :, ci:ci + 1] * p[:, ci]
+            z = z.reshape(n, cout, oh, ow)
     else:
         path = "simulate"
         zn = np.zeros((n, cout, oh, ow), dtype=np.float64)
         on = np.zeros(cout, dtype=np.int64)
-        mls_conv_accumulate(iw.numpy(), ia.contiguous().numpy(), sgw.numpy(), sga.numpy(),
-                            int(stride), int(padding), acc_bits, mode, zn, on)
+        mls_conv_accumulate(iw.reshape(cout, cin, kh, kw).numpy(), ia.reshape(n, cin, h, w).numpy(),
+                            sgw.numpy(), sga.numpy(), int(stride), int(padding), acc_bits, mode, zn, on)
         z = torch.from_numpy(zn)
         ovf = torch.from_numpy(on)
     return MLSResult(output=scale * z, overflows=ovf, product_bits=pbits,

@@ -101,3 +101,42 @@ def mls_conv_accumulate(iw, ia, sgw, sga, stride, padding, acc_bits, mode, out, 
                         z = z + (sgw[co, ci] * sga[n, ci]) * np.float64(acc)
                     out[n, co, oh, ow] = z
         ovf[co] = count
+
+
+@njit(parallel=True, **JIT_OPTIONS)
+def mls_align_fold(codes, sg, ex, mx, ints, folded, gsum, gmax):
+    """Decode MLS element codes to aligned integers and fold in the group scale.
+
+    Args:
+        codes: integer (A, B, R) sign-magnitude element codes (sign bit at ``ex + mx``).
+        sg: float64 (A, B) group scales.
+        ints: int64 (A, B, R) out: ``+-(2^mx + mant) << (E - 1)`` (E > 0) or ``+-mant``.
+        folded: float64 (A, B, R) out: ``sg[a, b] * ints`` (exact).
+        gsum, gmax: int64 (A, B) out: sum and max of ``|ints|`` per group.
+    """
+    A, B, R = codes.shape
+    mmask = (1 << mx) - 1
+    emask = (1 << ex) - 1
+    for t in prange(A * B):
+        a = t // B
+        b = t % B
+        s = sg[a, b]
+        tot = np.int64(0)
+        mxv = np.int64(0)
+        for r in range(R):
+            c = np.int64(codes[a, b, r])
+            mant = c & mmask
+            e = (c >> mx) & emask
+            if e > 0:
+                mag = ((np.int64(1) << mx) + mant) << (e - 1)
+            else:
+                mag = mant
+            tot += mag
+            if mag > mxv:
+                mxv = mag
+            if (c >> (ex + mx)) & 1:
+                mag = -mag
+            ints[a, b, r] = mag
+            folded[a, b, r] = s * np.float64(mag)
+        gsum[a, b] = tot
+        gmax[a, b] = mxv
