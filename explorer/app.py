@@ -44,14 +44,19 @@ def create_app(store: Any = None, page: str | None = None) -> pn.viewable.Viewab
         tabs_items.append((PAGES["live"], LiveTraining(LiveTrainingState(store=store))))
     except ImportError:  # the training engine is not installed
         tabs_items.append((PAGES["live"], pn.pane.Markdown("The training engine (core.train) is not available.")))
+    compare_state = None
     try:
         from .compare import Compare
         from .compare_state import CompareState
 
-        tabs_items.append((PAGES["compare"], Compare(CompareState(store=store))))
+        compare_state = CompareState(store=store)
+        tabs_items.append((PAGES["compare"], Compare(compare_state)))
     except ImportError:
         tabs_items.append((PAGES["compare"], pn.pane.Markdown("The run store (core.store) is not available.")))
     tabs = pn.Tabs(*tabs_items, dynamic=True, sizing_mode="stretch_width", css_classes=["explorer-tabs"])
+    if compare_state is not None:
+        # runs finish while the user is elsewhere: re-read the store whenever Compare is opened
+        tabs.param.watch(lambda e: compare_state.refresh_runs() if e.new == keys.index("compare") else None, "active")
     if page is None and pn.state.location is not None:
         page = (pn.state.session_args.get("page", [b""])[0] or b"").decode() or None
     if page in keys:

@@ -27,8 +27,21 @@ _OPTS = dict(height=260, responsive=True, min_width=360)
 _TENSOR_TITLES = {"w": "W (weights)", "a": "A (activations)", "e": "E (errors)", "g": "G (weight gradients)"}
 
 
+def _layer_ticks(layers: list[str]) -> Any:
+    """A Bokeh hook: one y tick per layer, labelled with the layer's name."""
+
+    def hook(plot: Any, element: Any) -> None:
+        from bokeh.models import FixedTicker
+
+        axis = plot.state.yaxis[0]
+        axis.ticker = FixedTicker(ticks=list(range(len(layers))))
+        axis.major_label_overrides = {i: str(n) for i, n in enumerate(layers)}
+
+    return hook
+
+
 def _lines(state: LiveTrainingState) -> hv.DynamicMap:
-    return hv.DynamicMap(plots.event_lines, streams=[state.marks.rename(data="steps")])
+    return hv.DynamicMap(lambda data: plots.event_lines(data), streams=[state.marks])
 
 
 class LiveTraining(Viewer):
@@ -66,11 +79,11 @@ class LiveTraining(Viewer):
             show_name=False, width=270, margin=0,
         )
         start = pn.widgets.Button.from_param(s.param.start, name="Start", button_type="primary", width=80,
-                                             css_classes=["btn-start"])
+                                             css_classes=["btn-start"], description=None)
         pause = pn.widgets.Button.from_param(s.param.pause, name="Pause / Resume", width=120,
-                                             css_classes=["btn-pause"])
+                                             css_classes=["btn-pause"], description=None)
         stop = pn.widgets.Button.from_param(s.param.stop, name="Stop", button_type="danger", width=70,
-                                            css_classes=["btn-stop"])
+                                            css_classes=["btn-stop"], description=None)
         progress = pn.indicators.Progress(value=pn.bind(lambda p: int(round(100 * p)), s.param.progress), max=100, bar_color="primary",
                                           sizing_mode="stretch_width", css_classes=["run-progress"])
         status = pn.pane.Markdown(
@@ -106,9 +119,9 @@ class LiveTraining(Viewer):
                                                      framewise=True),
                                   hv.opts.Overlay(**_OPTS, framewise=True)),
                 css_classes=[f"plot-heat-{t}"], sizing_mode="stretch_width"))
-        tail = hv.DynamicMap(plots.tail_plot, streams=[s.tail.rename(data="d")]).opts(
+        tail = hv.DynamicMap(lambda data: plots.tail_plot(data), streams=[s.tail]).opts(
             hv.opts.Curve(framewise=True), hv.opts.Overlay(**_OPTS, framewise=True, legend_position="bottom_left"))
-        whist = hv.DynamicMap(plots.weight_hist_rectangles, streams=[s.whist.rename(data="df")])
+        whist = hv.DynamicMap(lambda data: plots.weight_hist_rectangles(data), streams=[s.whist])
         whist_plot = (whist * lines).opts(
             hv.opts.Rectangles(**_OPTS, colorbar=True, tools=["hover"], line_alpha=0, framewise=True),
             hv.opts.Overlay(**_OPTS, framewise=True))
@@ -142,7 +155,10 @@ class LiveTraining(Viewer):
 
         def cb(data: Any) -> hv.Rectangles:
             d = data[data["tensor"] == tensor] if len(data) else data
-            return plots.are_rectangles(d, s.layers, title=f"ARE of {_TENSOR_TITLES[tensor]}")
+            title = f"ARE of {_TENSOR_TITLES[tensor]}"
+            if not len(d) and len(data):
+                title += f" - none from '{s.heat_source}'"
+            return plots.are_rectangles(d, s.layers, title=title).opts(hooks=[_layer_ticks(s.layers)])
 
         return cb
 

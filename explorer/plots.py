@@ -34,6 +34,8 @@ __all__ = [
     "RUN_COLORS",
 ]
 
+hv.renderer("bokeh")  # options below need a registered backend; this only registers it (no output)
+
 #: at most this many codes are drawn as spikes (larger codebooks are subsampled evenly)
 MAX_SPIKES = 2048
 #: colour cycle for runs in Compare and exports
@@ -232,11 +234,11 @@ _ = BINS_PER_BINADE
 _FLOOR = 1e-7
 
 
-def are_rectangles(df: pd.DataFrame, layers: Sequence[str], title: str = "", value: str = "ARE") -> hv.Rectangles:
+def are_rectangles(df: pd.DataFrame, layers: Sequence[str], title: str = "", value: str = "log10 ARE") -> hv.Rectangles:
     """Layer x step heat map as rectangles (numeric step axis, so event lines overlay it).
 
     ``df`` has columns step, layer, value, width; row ``i`` is ``layers[i]`` (0 = first layer).
-    Values are floored at 1e-7 for the log colour scale.
+    The colour is ``log10`` of the value (floored at 1e-7); the raw value is in the hover.
     """
     order = {name: i for i, name in enumerate(layers)}
     if len(df):
@@ -246,28 +248,30 @@ def are_rectangles(df: pd.DataFrame, layers: Sequence[str], title: str = "", val
         y = d["layer"].map(order).to_numpy(float)
         v = np.clip(d["value"].to_numpy(float), _FLOOR, None)
         names = d["layer"].astype(str).to_numpy()
-    else:  # one zero-area placeholder: a log colour bar needs a positive range
-        x0, w, y, v = np.zeros(1), np.zeros(1), np.full(1, 0.5), np.full(1, 1e-3)
-        names = np.array([""])
-    data = {"step": x0, "y0": y - 0.5, "x1": x0 + w, "y1": y + 0.5, value: v, "layer": names}
+    else:
+        x0 = w = y = v = _EMPTY
+        names = np.zeros(0, dtype=str)
+    data = {"step": x0, "y0": y - 0.5, "x1": x0 + w, "y1": y + 0.5, value: np.log10(v), "value": v,
+            "layer": names}
     kdims = ["step", hv.Dimension("y0", label="layer #"), "x1", "y1"]
-    return hv.Rectangles(data, kdims=kdims, vdims=[value, "layer"]).opts(
-        title=title, color=value, cmap="viridis", logz=True)
+    return hv.Rectangles(data, kdims=kdims, vdims=[value, "value", "layer"]).opts(
+        title=title, color=value, cmap="viridis")
 
 
 def weight_hist_rectangles(df: pd.DataFrame, title: str = "Weight histogram over time") -> hv.Rectangles:
-    """Histogram of log2|w| per telemetry step (columns step, bin, count, width), log colour."""
+    """Histogram of log2|w| per telemetry step (columns step, bin, count, width); colour log10 count."""
     if len(df):
         x0 = df["step"].to_numpy(float)
         w = df["width"].to_numpy(float)
         b = df["bin"].to_numpy(float)
         c = df["count"].to_numpy(float)
-    else:  # zero-area placeholder (see are_rectangles)
-        x0, w, b, c = np.zeros(1), np.zeros(1), np.full(1, 0.25), np.ones(1)
-    data = {"step": x0, "y0": b - 0.25, "x1": x0 + w, "y1": b + 0.25, "count": np.maximum(c, 1.0)}
+    else:
+        x0 = w = b = c = _EMPTY
+    data = {"step": x0, "y0": b - 0.25, "x1": x0 + w, "y1": b + 0.25, "log10 count": np.log10(np.maximum(c, 1.0)),
+            "count": c}
     kdims = ["step", hv.Dimension("y0", label="log2|w|"), "x1", "y1"]
-    return hv.Rectangles(data, kdims=kdims, vdims=["count"]).opts(
-        title=title, color="count", cmap="magma", logz=True)
+    return hv.Rectangles(data, kdims=kdims, vdims=["log10 count", "count"]).opts(
+        title=title, color="log10 count", cmap="magma")
 
 
 def tail_plot(d: Mapping[str, Any]) -> hv.Overlay:

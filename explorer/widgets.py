@@ -39,7 +39,8 @@ def knob_widgets(knobs: param.Parameterized) -> dict[str, Any]:
         elif isinstance(p, param.Selector):
             objs = p.objects
             n = len(objs) if objs is not None else 0
-            out[name] = pn.widgets.RadioButtonGroup if 0 < n <= 4 else pn.widgets.Select
+            short = n > 0 and sum(len(str(o)) for o in objs) <= 20
+            out[name] = pn.widgets.RadioButtonGroup if 0 < n <= 4 and short else pn.widgets.Select
     return out
 
 

@@ -1,0 +1,472 @@
+"""Comparison of stored runs: data loading, figures, and files (PNG, SVG, standalone HTML).
+
+``explorer.export(runs, out_dir)`` (this module is callable) and the CLI
+``python -m explorer.export --runs ID [ID ...] --out DIR`` write:
+
+* ``<name>.png`` and ``<name>.svg`` drawn with matplotlib (no browser); the runs' configs are
+  in the image metadata (PNG text chunk / SVG ``<metadata>``) and a caption under the plots
+  names each run's dataset, model, optimizer settings and final accuracy;
+* ``<name>.html``: the interactive Bokeh version with every resource inlined
+  (``bokeh.resources.INLINE``), so it opens offline, with a caption table of the configs;
+* ``<name>.json``: the configs, final metrics and the list of files.
+
+Runs come from a :class:`core.store.RunStore` by id; nothing else is read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import html
+import json
+import math
+import sys
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import holoviews as hv
+import numpy as np
+import pandas as pd
+
+from . import plots
+
+__all__ = [
+    "export",
+    "load_comparison",
+    "Comparison",
+    "comparison_figure",
+    "flatten_config",
+    "run_label",
+    "STEP_METRICS",
+    "EPOCH_METRICS",
+    "main",
+]
+
+#: per-step curves available from ``store.scalars``
+STEP_METRICS: tuple[str, ...] = ("loss", "train_acc", "lr", "step_time")
+#: per-epoch curves available from ``store.epochs``
+EPOCH_METRICS: tuple[str, ...] = ("test_acc", "test_loss", "epoch_train_loss", "epoch_train_acc")
+FORMATS: tuple[str, ...] = ("png", "svg", "html")
+
+
+def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"scheme": {"mx": 1}}`` -> ``{"scheme.mx": 1}`` (lists become tuples)."""
+    out: dict[str, Any] = {}
+    for k, v in config.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten_config(v, key + "."))
+        else:
+            out[key] = tuple(v) if isinstance(v, list) else v
+    return out
+
+
+def _scheme_defaults(name: str) -> dict[str, Any]:
+    try:
+        from core.train import get_scheme
+
+        return get_scheme(name).to_dict()
+    except (ImportError, ValueError):
+        return {}
+
+
+def run_label(run_id: str, config: Mapping[str, Any]) -> str:
+    """Short label: ``<id6> <scheme>(<fields that differ from the scheme's defaults>)``."""
+    sch = dict(config.get("scheme", {}))
+    name = str(sch.get("name", "?"))
+    defaults = _scheme_defaults(name)
+    diff = [f"{k}={v}" for k, v in sch.items() if k != "name" and defaults.get(k, object()) != v]
+    return f"{run_id[:6]} {name}" + (f"({','.join(diff)})" if diff else "")
+
+
+@dataclass
+class Comparison:
+    """Everything needed to draw and describe a comparison of stored runs.
+
+    Attributes:
+        run_ids: the runs, in the order given.
+        labels: short label per run id.
+        configs: ``RunConfig.to_dict()`` per run id.
+        steps: per-step scalars per run id (``store.scalars``).
+        epochs: per-epoch values per run id (``store.epochs``).
+        summary: one row per run: id, label, status, dataset, model, scheme, steps, final/best test
+            accuracy, final loss, plus the flattened config columns.
+    """
+
+    run_ids: list[str]
+    labels: dict[str, str]
+    configs: dict[str, dict[str, Any]]
+    steps: dict[str, pd.DataFrame]
+    epochs: dict[str, pd.DataFrame]
+    summary: pd.DataFrame
+    store_path: str = ""
+
+    def varying_keys(self) -> list[str]:
+        """Flattened config keys whose values differ between the runs (candidate grid axes)."""
+        if len(self.run_ids) < 2:
+            return []
+        flat = [flatten_config(self.configs[r]) for r in self.run_ids]
+        keys = sorted(set().union(*flat))
+        return [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
+
+
+def _open_store(store: Any) -> Any:
+    from core.store import RunStore
+
+    return store if isinstance(store, RunStore) else RunStore(store)
+
+
+def load_comparison(run_ids: Sequence[str], store: Any = None) -> Comparison:
+    """Load runs from the store.
+
+    Args:
+        run_ids: run ids (unique prefixes of at least 4 characters are accepted).
+        store: a ``RunStore``, a store path, or None for the default store.
+
+    Raises:
+        ValueError: no runs given, or an id that matches no run (or several).
+    """
+    st = _open_store(store)
+    if not run_ids:
+        raise ValueError("no runs to compare")
+    known = [str(r) for r in st.list_runs()["run_id"]]
+    ids: list[str] = []
+    for rid in run_ids:
+        match = [k for k in known if k == rid] or [k for k in known if len(rid) >= 4 and k.startswith(rid)]
+        if len(match) != 1:
+            raise ValueError(f"run {rid!r} {'is ambiguous' if match else 'is not in the store'} ({st.path})")
+        if match[0] not in ids:
+            ids.append(match[0])
+    configs, steps, epochs, labels, rows = {}, {}, {}, {}, []
+    for rid in ids:
+        info = st.get_run(rid)
+        cfg = info["config"]
+        configs[rid] = cfg
+        labels[rid] = run_label(rid, cfg)
+        sc = st.scalars(rid)
+        ep = st.epochs(rid)
+        steps[rid] = sc
+        epochs[rid] = ep
+        final_loss = float(sc["loss"].dropna().iloc[-1]) if len(sc) and "loss" in sc and sc["loss"].notna().any() else math.nan
+        row = {
+            "run_id": rid, "label": labels[rid], "status": info.get("status"), "dataset": info.get("dataset"),
+            "model": info.get("model"), "scheme": info.get("scheme"), "steps": info.get("step"),
+            "final_test_acc": _num(info.get("final_test_acc")), "best_test_acc": _num(info.get("best_test_acc")),
+            "final_loss": final_loss,
+        }
+        row.update({k: (str(v) if isinstance(v, tuple) else v) for k, v in flatten_config(cfg).items()})
+        rows.append(row)
+    return Comparison(ids, labels, configs, steps, epochs, pd.DataFrame(rows), str(st.path))
+
+
+def _num(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _smooth(df: pd.DataFrame, col: str, window: int) -> pd.DataFrame:
+    if window <= 1 or col not in df or not len(df):
+        return df
+    out = df.copy()
+    out[col] = out[col].rolling(window, min_periods=1).mean()
+    return out
+
+
+def curves(comp: Comparison, metric: str, smooth: int = 1) -> hv.Overlay:
+    """Overlay of one metric per run (per step or per epoch, by the metric's name)."""
+    per_epoch = metric in EPOCH_METRICS
+    src = comp.epochs if per_epoch else comp.steps
+    frames = {r: _smooth(src[r], metric, 1 if per_epoch else smooth) for r in comp.run_ids}
+    title = metric.replace("_", " ") + (" (per epoch)" if per_epoch else "")
+    return plots.curves_plot(frames, metric, x="step", labels=comp.labels, title=title)
+
+
+def final_table(comp: Comparison) -> pd.DataFrame:
+    """Final metrics: label, status, steps, final/best test accuracy, final loss."""
+    cols = ["label", "status", "steps", "final_test_acc", "best_test_acc", "final_loss"]
+    return comp.summary.reindex(columns=cols)
+
+
+def grid_plot(comp: Comparison, x: str, y: str, value: str = "final_test_acc") -> hv.HeatMap:
+    """Heat map of ``value`` over two config keys of the runs (e.g. scheme.ex x scheme.mx)."""
+    return plots.grid_heatmap(comp.summary, x, y, value, title=f"{value} over {x} x {y}")
+
+
+def comparison_figure(
+    comp: Comparison,
+    metrics: Sequence[str] = ("loss", "test_acc"),
+    grid: tuple[str, str] | None = None,
+    value: str = "final_test_acc",
+    smooth: int = 1,
+) -> hv.Layout:
+    """The comparison as a HoloViews layout: one overlay per metric, plus a grid heat map."""
+    items: list[Any] = [curves(comp, m, smooth) for m in metrics]
+    if grid is not None:
+        items.append(grid_plot(comp, grid[0], grid[1], value))
+    return hv.Layout(items).cols(2)
+
+
+def _caption_lines(comp: Comparison) -> list[str]:
+    lines = []
+    for r in comp.run_ids:
+        c = comp.configs[r]
+        s = comp.summary.set_index("run_id").loc[r]
+        acc = s["final_test_acc"]
+        acc_s = f"{acc:.2%}" if isinstance(acc, float) and math.isfinite(acc) else "n/a"
+        lines.append(
+            f"{comp.labels[r]}: {c.get('data', {}).get('name')} / {c.get('model', {}).get('name')}, "
+            f"lr={c.get('optim', {}).get('lr')}, bs={c.get('batch_size')}, epochs={c.get('epochs')}, "
+            f"seed={c.get('seed')}; final test acc {acc_s}")
+    return lines
+
+
+def _metadata(comp: Comparison) -> dict[str, Any]:
+    return {
+        "title": "Lowbit Explorer comparison",
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "store": comp.store_path,
+        "runs": [{"run_id": r, "label": comp.labels[r], "config": comp.configs[r]} for r in comp.run_ids],
+        "final": json.loads(final_table(comp).assign(run_id=comp.run_ids).to_json(orient="records")),
+    }
+
+
+def _bokeh_options(obj: Any) -> Any:
+    return obj.opts(
+        hv.opts.Curve(width=560, height=340, tools=["hover"], line_width=2, backend="bokeh"),
+        hv.opts.Overlay(width=560, height=340, legend_position="right", backend="bokeh"),
+        hv.opts.HeatMap(width=460, height=340, cmap="viridis", colorbar=True, tools=["hover"], backend="bokeh"),
+    )
+
+
+def static_figure(
+    comp: Comparison,
+    metrics: Sequence[str] = ("loss", "test_acc"),
+    grid: tuple[str, str] | None = None,
+    value: str = "final_test_acc",
+    smooth: int = 1,
+) -> Any:
+    """The comparison as a matplotlib Figure: one panel per metric (+ grid heat map), a shared
+    legend and a caption with each run's data/model/optimizer settings and final accuracy."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    n = len(metrics) + (1 if grid is not None else 0)
+    ncols = 1 if n == 1 else 2
+    nrows = math.ceil(n / ncols)
+    caption = _caption_lines(comp)
+    if len(caption) > 16:
+        caption = caption[:16] + [f"... and {len(caption) - 16} more runs (see the metadata)"]
+    legend_rows = math.ceil(len(comp.run_ids) / 2)
+    text_h = 0.2 * (legend_rows + len(caption)) + 0.4
+    fig = Figure(figsize=(6.2 * ncols, 3.3 * nrows + text_h))
+    gs = fig.add_gridspec(nrows + 1, ncols, height_ratios=[3.3] * nrows + [text_h], hspace=0.45, wspace=0.28,
+                          left=0.08, right=0.97, top=0.95, bottom=0.02)
+    handles = []
+    for i, m in enumerate(metrics):
+        ax = fig.add_subplot(gs[i // ncols, i % ncols])
+        per_epoch = m in EPOCH_METRICS
+        src = comp.epochs if per_epoch else comp.steps
+        for j, r in enumerate(comp.run_ids):
+            df = _smooth(src[r], m, 1 if per_epoch else smooth)
+            color = plots.RUN_COLORS[j % len(plots.RUN_COLORS)]
+            if m in df and len(df):
+                d = df[["step", m]].dropna()
+                (line,) = ax.plot(d["step"], d[m], color=color, lw=1.4, marker="o" if per_epoch else None,
+                                  ms=3, label=comp.labels[r])
+            else:
+                (line,) = ax.plot([], [], color=color, label=comp.labels[r])
+            if i == 0:
+                handles.append(line)
+        ax.set_title(m.replace("_", " ") + (" (per epoch)" if per_epoch else ""), fontsize=10)
+        ax.set_xlabel("step")
+        ax.set_ylabel(m)
+        ax.grid(alpha=0.3)
+    if grid is not None:
+        k = len(metrics)
+        ax = fig.add_subplot(gs[k // ncols, k % ncols])
+        t = comp.summary[[grid[0], grid[1], value]].copy()
+        t[grid[0]] = t[grid[0]].astype(str)
+        t[grid[1]] = t[grid[1]].astype(str)
+        piv = t.pivot_table(index=grid[1], columns=grid[0], values=value, aggfunc="mean")
+        im = ax.imshow(piv.to_numpy(float), cmap="viridis", origin="lower", aspect="auto")
+        ax.set_xticks(range(piv.shape[1]), piv.columns)
+        ax.set_yticks(range(piv.shape[0]), piv.index)
+        ax.set_xlabel(grid[0])
+        ax.set_ylabel(grid[1])
+        for (yy, xx), v in np.ndenumerate(piv.to_numpy(float)):
+            if math.isfinite(v):
+                ax.text(xx, yy, f"{v:.3g}", ha="center", va="center", color="white", fontsize=8)
+        fig.colorbar(im, ax=ax, label=value)
+        ax.set_title(f"{value} over {grid[0]} x {grid[1]}", fontsize=10)
+    tax = fig.add_subplot(gs[nrows, :])
+    tax.axis("off")
+    tax.legend(handles=handles, loc="upper left", ncol=2, fontsize=8, frameon=False)
+    tax.text(0.0, 0.0, "\n".join(caption), fontsize=7, family="monospace", va="bottom", ha="left",
+             transform=tax.transAxes)
+    return fig
+
+
+def _write_static(comp: Comparison, path: Path, fmt: str, **kw: Any) -> Path:
+    fig = static_figure(comp, **kw)
+    meta_json = json.dumps(_metadata(comp), default=str)
+    meta = {"Title": "Lowbit Explorer comparison", "Description": meta_json}
+    if fmt == "png":
+        meta["Software"] = "lowbit-explorer"
+        fig.savefig(path, dpi=110, metadata=meta)
+    else:
+        fig.savefig(path, metadata=meta)
+    return path
+
+
+def _write_html(fig_obj: Any, comp: Comparison, path: Path) -> Path:
+    from bokeh.io import save
+    from bokeh.layouts import column
+    from bokeh.models import Div
+    from bokeh.resources import INLINE
+
+    model = hv.render(fig_obj, backend="bokeh")
+    rows = "".join(
+        f"<tr><td><b>{html.escape(comp.labels[r])}</b></td><td><code>{r}</code></td>"
+        f"<td><pre style='margin:0;font-size:11px'>{html.escape(json.dumps(comp.configs[r], indent=1))}</pre></td></tr>"
+        for r in comp.run_ids)
+    table = final_table(comp).to_html(index=False, float_format=lambda v: f"{v:.4g}")
+    header = Div(text="<h2>Lowbit Explorer comparison</h2><p>" + "<br>".join(html.escape(x) for x in _caption_lines(comp)) + "</p>")
+    caption = Div(text=f"<h3>Final metrics</h3>{table}<h3>Run configs</h3>"
+                       f"<table border='1' style='border-collapse:collapse'>{rows}</table>"
+                       f"<script type='application/json' id='run-configs'>{html.escape(json.dumps(_metadata(comp), default=str))}</script>",
+                  width=1100)
+    save(column(header, model, caption), filename=str(path), resources=INLINE, title="Lowbit Explorer comparison")
+    return path
+
+
+def export(
+    runs: Sequence[str],
+    out_dir: str | Path | None = None,
+    store: Any = None,
+    formats: Iterable[str] = FORMATS,
+    metrics: Sequence[str] = ("loss", "test_acc"),
+    grid: tuple[str, str] | None = None,
+    value: str = "final_test_acc",
+    smooth: int = 1,
+    name: str = "comparison",
+) -> list[Path]:
+    """Write the comparison of stored runs as PNG, SVG and standalone HTML (plus a JSON sidecar).
+
+    Args:
+        runs: run ids (or unique prefixes) in the store.
+        out_dir: directory to write into (created); default ``<store dir>/exports/<timestamp>``.
+        store: ``RunStore``, store path, or None for the default store.
+        formats: any of ``png``, ``svg``, ``html``.
+        metrics: curves to draw (``loss``, ``train_acc``, ``lr``, ``test_acc``, ``test_loss`` ...).
+        grid: two flattened config keys for a heat map of ``value`` (e.g. ``("scheme.ex", "scheme.mx")``).
+        value: the summary column shown in the grid heat map.
+        smooth: rolling-mean window for per-step curves.
+        name: file stem.
+
+    Returns:
+        The written files (the JSON sidecar last).
+
+    Raises:
+        ValueError: unknown run, format or metric.
+    """
+    fmts = [f.lower().lstrip(".") for f in formats]
+    bad = [f for f in fmts if f not in FORMATS]
+    if bad:
+        raise ValueError(f"unknown export format(s) {', '.join(bad)}; valid: {', '.join(FORMATS)}")
+    unknown = [m for m in metrics if m not in STEP_METRICS + EPOCH_METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {', '.join(unknown)}; valid: {', '.join(STEP_METRICS + EPOCH_METRICS)}")
+    st = _open_store(store)
+    comp = load_comparison(list(runs), st)
+    if grid is not None:
+        missing = [k for k in grid if k not in comp.summary.columns]
+        if missing:
+            raise ValueError(f"grid key(s) {', '.join(missing)} are not config keys of these runs")
+    if out_dir is None:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out_dir = Path(st.path).parent / "exports" / stamp
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fig_obj = comparison_figure(comp, metrics, grid, value, smooth)
+    written: list[Path] = []
+    for fmt in fmts:
+        path = out / f"{name}.{fmt}"
+        if fmt == "html":
+            written.append(_write_html(_bokeh_options(fig_obj), comp, path))
+        else:
+            written.append(_write_static(comp, path, fmt, metrics=metrics, grid=grid, value=value,
+                                         smooth=smooth))
+    side = out / f"{name}.json"
+    meta = _metadata(comp)
+    meta["files"] = [p.name for p in written]
+    side.write_text(json.dumps(meta, indent=1, default=str))
+    written.append(side)
+    return written
+
+
+# ----------------------------------------------------------------------- CLI
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m explorer.export",
+        description="Export a comparison of stored runs as PNG, SVG and offline HTML.")
+    p.add_argument("--runs", nargs="+", default=None, help="run ids (or unique prefixes); see --list")
+    p.add_argument("--last", type=int, default=None, help="compare the N most recent runs instead of --runs")
+    p.add_argument("--store", default=None, help="run store file (default: $LOWBIT_STORE or the user data dir)")
+    p.add_argument("--out", default=None, help="output directory (default: <store dir>/exports/<timestamp>)")
+    p.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS)
+    p.add_argument("--metrics", nargs="+", default=["loss", "test_acc"], choices=STEP_METRICS + EPOCH_METRICS)
+    p.add_argument("--grid", nargs=2, default=None, metavar=("X", "Y"),
+                   help="two config keys for a heat map, e.g. scheme.ex scheme.mx")
+    p.add_argument("--value", default="final_test_acc", help="summary column of the grid heat map")
+    p.add_argument("--smooth", type=int, default=1, help="rolling mean window for per-step curves")
+    p.add_argument("--name", default="comparison", help="file stem")
+    p.add_argument("--list", action="store_true", help="list the runs in the store and exit")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns the exit code (0 ok, 2 bad input)."""
+    args = _parser().parse_args(argv)
+    try:
+        st = _open_store(args.store)
+        if args.list:
+            runs = st.list_runs()
+            cols = [c for c in ("run_id", "status", "dataset", "model", "scheme", "step", "final_test_acc", "created")
+                    if c in runs]
+            sys.stdout.write(runs[cols].to_string(index=False) + "\n")
+            return 0
+        if args.last:
+            ids = [str(r) for r in st.list_runs()["run_id"][: args.last]]
+        else:
+            ids = list(args.runs or [])
+        if not ids:
+            sys.stderr.write("error: give --runs ID [ID ...] or --last N (see --list)\n")
+            return 2
+        files = export(ids, args.out, st, args.formats, args.metrics,
+                       tuple(args.grid) if args.grid else None, args.value, args.smooth, args.name)
+    except (ValueError, OSError) as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    for f in files:
+        sys.stdout.write(f"{f}\n")
+    return 0
+
+
+class _CallableModule(types.ModuleType):
+    """Lets ``explorer.export(...)`` call :func:`export` while ``explorer.export`` stays a module."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> list[Path]:
+        return export(*args, **kwargs)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+else:
+    sys.modules[__name__].__class__ = _CallableModule
+
