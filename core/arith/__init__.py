@@ -2,10 +2,16 @@
 
 * :func:`mls_conv2d`, :func:`mls_matmul`: MLS low-bit convolution (seed 000 Eq. 5-8) with
   integer intra-group accumulators of configurable width and overflow counting.
+* :func:`niti_matmul`, :func:`niti_linear`, :func:`niti_conv2d`: NITI int8 x int8 -> int32 with
+  effective-bitwidth shift-and-round and exponent bookkeeping (seed 002).
 """
 
 from __future__ import annotations
 
 from .mls import MLSResult, aligned_integers, mls_conv2d, mls_matmul, product_bits
+from .niti import (NitiResult, effective_bits, niti_conv2d, niti_linear, niti_matmul,
+                   shift_round)
 
-__all__ = ["MLSResult", "aligned_integers", "mls_conv2d", "mls_matmul", "product_bits"]
+__all__ = ["MLSResult", "aligned_integers", "mls_conv2d", "mls_matmul", "product_bits",
+           "NitiResult", "effective_bits", "niti_conv2d", "niti_linear", "niti_matmul",
+           "shift_round"]
