@@ -4,14 +4,17 @@
   integer intra-group accumulators of configurable width and overflow counting.
 * :func:`niti_matmul`, :func:`niti_linear`, :func:`niti_conv2d`: NITI int8 x int8 -> int32 with
   effective-bitwidth shift-and-round and exponent bookkeeping (seed 002).
+* :func:`lowp_matmul`: matmul with the running sum re-quantized to a low-precision format after
+  every addition or every ``chunk`` additions, counting swamped addends.
 """
 
 from __future__ import annotations
 
+from .lowp import LowpResult, lowp_matmul
 from .mls import MLSResult, aligned_integers, mls_conv2d, mls_matmul, product_bits
 from .niti import (NitiResult, effective_bits, niti_conv2d, niti_linear, niti_matmul,
                    shift_round)
 
 __all__ = ["MLSResult", "aligned_integers", "mls_conv2d", "mls_matmul", "product_bits",
            "NitiResult", "effective_bits", "niti_conv2d", "niti_linear", "niti_matmul",
-           "shift_round"]
+           "shift_round", "LowpResult", "lowp_matmul"]
