@@ -1,0 +1,14 @@
+"""The seed papers' training schemes (issue 5), registered with :func:`core.train.register_scheme`
+on import: ``logbtq`` (seed 001), ``niti`` (seed 002), ``sbm``, ``cpt``, ``pfq`` (seed 003).
+
+Importing this package (or ``core.train`` once it imports it) makes them available to
+``get_scheme``; SPEC-NOTES sections 2-4 say how the papers are read.
+"""
+
+from __future__ import annotations
+
+from .cost import BitopsCounter, attach_counter, cost_rows, spec_bits
+from .logbtq import ChunkedSGD, ClampQuant, LogBTQScheme, psi, tail_bound
+
+__all__ = ["LogBTQScheme", "psi", "tail_bound", "ClampQuant", "ChunkedSGD",
+           "BitopsCounter", "attach_counter", "cost_rows", "spec_bits"]

@@ -1,0 +1,315 @@
+"""LogBTQ (seed 001; SPEC-NOTES 2): log-barrier tail-bounded quantized training.
+
+Owns :class:`LogBTQScheme` (registered as ``logbtq``), the log-barrier extension :func:`psi`
+(Eq. 5), the tail bound of Eq. 7-12 (:func:`tail_bound`), the clamping quantizer
+:class:`ClampQuant` and the chunked-update optimizer :class:`ChunkedSGD`.
+
+* One global range ``[-clip, clip]`` (2 in the paper) for x, w, a, e and g: values are clamped, then
+  rounded into the codebook (``mu8(mu=..)`` by default, Eq. 14-16, stochastic in the y domain; or
+  ``fp8_143`` / ``fp8_152`` / any spec); the rounding is a straight-through estimator.
+* Loss (Eq. 13): ``CE + lam * sum_n psi_t(|theta_n| - u) + gamma * sum_n |theta_n|`` with ``reduction``
+  ``"mean"`` (default; sums divided by the parameter count, so ``lam``/``gamma`` do not scale with the
+  model size) or ``"sum"`` (the paper's literal sum). ``t = t0 * t_growth ** epoch`` (Kervadec et al.
+  2019: t0 = 5, x1.1 per epoch). ``barrier_activations`` adds ``psi_t(|z| - clip)`` over every
+  layer output z (the range itself is the activation bound).
+* Chunked updates: the gradients are summed into an accumulator kept in the codebook (clamped and
+  re-quantized after each addition) for ``k`` steps; then the optimizer applies it once.
+* ``accumulate``: ``"fp32"`` or a low-precision accumulation format run through
+  ``core.arith.lowp_matmul`` (seed 001 Table 1 "acc 8"); a clear ValueError while that simulator is
+  missing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import core
+from core.train import (MetricRow, QuantConfig, Scheme, StepContext, TensorQuant, convert, qlayers,
+                        register_scheme)
+from core.train.qlayers import LayerInfo
+from core.train.schemes import default_optimizer
+
+from .cost import attach_counter, cost_rows
+
+__all__ = ["LogBTQScheme", "psi", "tail_bound", "ClampQuant", "ChunkedSGD", "lowp_available"]
+
+
+def _doc(doc: str, choices: tuple[Any, ...] | None = None) -> dict[str, Any]:
+    return {"doc": doc, "choices": choices} if choices else {"doc": doc}
+
+
+def psi(z: torch.Tensor, t: float) -> torch.Tensor:
+    """Log-barrier extension (seed 001 Eq. 5; Kervadec et al. 2019).
+
+    ``psi_t(z) = -(1/t) log(-z)`` for ``z <= -1/t^2``, else ``t z - (1/t) log(1/t^2) + 1/t``
+    (continuous with a continuous derivative at ``z = -1/t^2``).
+    """
+    thr = -1.0 / (t * t)
+    inside = z <= thr
+    zi = torch.where(inside, z, torch.full_like(z, thr))
+    barrier = -(1.0 / t) * torch.log(-zi)
+    linear = t * z - (1.0 / t) * math.log(1.0 / (t * t)) + 1.0 / t
+    return torch.where(inside, barrier, linear)
+
+
+def tail_bound(e1: float, layers: int, u: float) -> tuple[float, float]:
+    """Seed 001 Eq. 7-12: the average over ``layers`` of the per-layer Chebyshev bounds
+    ``E(l) / (2 - sqrt(E(l)))^2`` with ``E(l) = u^(l-1) E(1)`` (exact), and the closed-form
+    approximation ``E(1) / (4 L (1 - u))``.
+
+    Returns:
+        ``(exact, approx)``; a layer with ``E(l) >= 4`` contributes the trivial bound 1.
+    """
+    if layers < 1:
+        raise ValueError(f"tail_bound: layers must be >= 1, got {layers}")
+    if not u > 0:
+        raise ValueError(f"tail_bound: u must be > 0, got {u}")
+    tot = 0.0
+    for l in range(1, layers + 1):
+        el = (u ** (l - 1)) * e1
+        tot += 1.0 if el >= 4.0 else min(1.0, el / (2.0 - math.sqrt(el)) ** 2)
+    approx = e1 / (4.0 * layers * (1.0 - u)) if u < 1 else float("inf")
+    return tot / layers, approx
+
+
+def lowp_available() -> bool:
+    """True when ``core.arith.lowp_matmul`` (the low-precision accumulation simulator) exists."""
+    try:
+        import core.arith as arith  # noqa: PLC0415
+    except ImportError:
+        return False
+    return hasattr(arith, "lowp_matmul")
+
+
+@dataclass(frozen=True)
+class ClampQuant(TensorQuant):
+    """Clamp to ``[-clip, clip]`` (seed 001: one global range), then quantize with the spec."""
+
+    clip: float = 2.0
+
+    def __call__(self, x: torch.Tensor, seed: int | None = None) -> torch.Tensor:
+        return core.quantize(x.clamp(-self.clip, self.clip), self.spec, rounding=self.rounding, seed=seed)
+
+
+class ChunkedSGD(torch.optim.SGD):
+    """SGD whose gradients are summed for ``k`` steps in a low-precision accumulator (seed 001,
+    "chunked updates"): ``acc <- Q(acc + g)`` every step, the SGD step with ``acc`` every k-th step."""
+
+    def __init__(self, params: Any, k: int, quant: TensorQuant | None, **kw: Any) -> None:
+        super().__init__(params, **kw)
+        self.k = int(k)
+        self.quant = quant
+        self.calls = 0
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+        self.calls += 1
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                st = self.state[p]
+                acc = st.get("chunk_acc")
+                acc = p.grad.clone() if acc is None else acc + p.grad
+                st["chunk_acc"] = self.quant(acc) if self.quant is not None else acc
+        if self.calls % self.k:
+            return None
+        for group in self.param_groups:
+            for p in group["params"]:
+                st = self.state[p]
+                if "chunk_acc" in st:
+                    p.grad = st.pop("chunk_acc")
+        return super().step(closure)
+
+
+class _Tail:
+    """Per-layer counts of values outside the range (and second moments) between telemetry steps."""
+
+    def __init__(self, clip: float) -> None:
+        self.clip = clip
+        self.out: dict[tuple[str, str], list[float]] = {}
+        self.z2: dict[str, list[float]] = {}
+        self.acts: list[torch.Tensor] = []
+        self.keep_acts = False
+
+    def count(self, layer: str, tensor: str, x: torch.Tensor) -> None:
+        x = x.detach()
+        c = self.out.setdefault((layer, tensor), [0.0, 0.0])
+        c[0] += float((x.abs() > self.clip).sum())
+        c[1] += x.numel()
+
+    def attach(self, model: nn.Module) -> None:
+        for name, layer in qlayers(model):
+            def fwd(mod: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor, name: str = name) -> None:
+                if not mod.training:
+                    return
+                self.count(name, "a", inp[0])
+                self.count(name, "z", out)
+                z2 = self.z2.setdefault(name, [0.0, 0.0])
+                z2[0] += float(out.detach().double().pow(2).sum())
+                z2[1] += out.numel()
+                if self.keep_acts:
+                    self.acts.append(out)
+                if out.requires_grad:
+                    out.register_hook(lambda g, name=name: self.count(name, "e", g))
+            layer.register_forward_hook(fwd)
+
+
+@register_scheme("logbtq")
+@dataclass(frozen=True)
+class LogBTQScheme(Scheme):
+    """LogBTQ (seed 001, section 3; SPEC-NOTES 2). See the module docstring."""
+
+    description: ClassVar[str] = "log-barrier tail-bounded quantization (seed 001)"
+    first_last: bool = field(default=True, metadata=_doc("quantize the first and last layer too (the paper: everything)"))
+    codebook: str = field(default="mu8", metadata=_doc("'mu8' (Eq. 14-16 with mu) or any spec (fp8_143, fp8_152, ...)"))
+    mu: float = field(default=255.0, metadata=_doc("mu of the MU8 codebook"))
+    clip: float = field(default=2.0, metadata=_doc("the global range [-clip, clip]"))
+    rounding: str = field(default="stochastic", metadata=_doc("rounding (MU8: in the y domain, Eq. 15)",
+                                                              ("nearest", "stochastic", "truncate")))
+    u: float = field(default=0.1, metadata=_doc("barrier bound u on |theta| (Eq. 13)"))
+    t0: float = field(default=5.0, metadata=_doc("initial barrier sharpness t"))
+    t_growth: float = field(default=1.1, metadata=_doc("t multiplier per epoch"))
+    lam: float = field(default=1.0, metadata=_doc("barrier weight (0 = no barrier)"))
+    gamma: float = field(default=1e-4, metadata=_doc("L1 weight"))
+    reduction: str = field(default="mean", metadata=_doc("barrier/L1 reduction over parameters", ("mean", "sum")))
+    barrier_activations: bool = field(default=False, metadata=_doc("also bar |z| > clip for layer outputs"))
+    k: int = field(default=20, metadata=_doc("chunked updates: steps of gradient accumulation"))
+    accumulate: str = field(default="fp32", metadata=_doc("matmul accumulation: 'fp32' or a spec (needs core.arith.lowp_matmul)"))
+
+    def __post_init__(self) -> None:
+        if not self.u > 0:
+            raise ValueError(f"logbtq.u must be > 0, got {self.u}")
+        if not self.mu > 0:
+            raise ValueError(f"logbtq.mu must be > 0, got {self.mu}")
+        if int(self.k) != self.k or self.k < 1:
+            raise ValueError(f"logbtq.k must be an integer >= 1, got {self.k}")
+        if not self.clip > 0:
+            raise ValueError(f"logbtq.clip must be > 0, got {self.clip}")
+        if not self.t0 > 0 or not self.t_growth > 0:
+            raise ValueError(f"logbtq.t0 and t_growth must be > 0, got {self.t0}, {self.t_growth}")
+        if self.lam < 0 or self.gamma < 0:
+            raise ValueError(f"logbtq.lam and gamma must be >= 0, got {self.lam}, {self.gamma}")
+        if self.reduction not in ("mean", "sum"):
+            raise ValueError(f"logbtq.reduction must be 'mean' or 'sum', got {self.reduction!r}")
+        if self.accumulate != "fp32":
+            if not lowp_available():
+                raise ValueError(
+                    f"logbtq.accumulate={self.accumulate!r} needs the low-precision accumulation simulator "
+                    "core.arith.lowp_matmul, which has not landed yet; use accumulate='fp32'")
+            raise ValueError("logbtq.accumulate: wiring to core.arith.lowp_matmul is not implemented yet; "
+                             "use accumulate='fp32'")
+        self.tq()  # validates the spec and rounding
+
+    @property
+    def spec(self) -> str:
+        """The codebook spec string."""
+        if self.codebook.strip().lower() == "mu8":
+            return f"mu8(mu={self.mu},range={self.clip})"
+        return self.codebook
+
+    def tq(self, rounding: str | None = None) -> ClampQuant:
+        return ClampQuant(self.spec, rounding or self.rounding, clip=float(self.clip))
+
+    def quant(self) -> QuantConfig | None:
+        q = self.tq()
+        return QuantConfig(w=q, a=q, e=q, g=q)
+
+    def t_at(self, epoch: int) -> float:
+        """Barrier sharpness at ``epoch`` (0-based)."""
+        return self.t0 * self.t_growth ** epoch
+
+    # ---- hooks
+    def prepare(self, model: nn.Module, seed: int) -> nn.Module:
+        model = convert(model, self, seed=seed)
+        tail = _Tail(self.clip)
+        tail.attach(model)
+        model._logbtq_tail = tail  # type: ignore[assignment]
+        attach_counter(model)
+        return model
+
+    def _params(self, model: nn.Module) -> list[torch.Tensor]:
+        return [l.weight for _, l in qlayers(model)]
+
+    def penalties(self, model: nn.Module, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(barrier, l1)`` terms of Eq. 13 (before ``lam``/``gamma``)."""
+        ws = self._params(model)
+        t = self.t_at(epoch)
+        red = (lambda v: v.mean()) if self.reduction == "mean" else (lambda v: v.sum())
+        flat = torch.cat([w.reshape(-1) for w in ws])
+        return red(psi(flat.abs() - self.u, t)), red(flat.abs())
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor, model: nn.Module, ctx: StepContext) -> torch.Tensor:
+        ce = F.cross_entropy(logits.float(), target)
+        barrier, l1 = self.penalties(model, ctx.epoch)
+        total = ce + self.lam * barrier + self.gamma * l1
+        tail: _Tail | None = getattr(model, "_logbtq_tail", None)
+        if self.barrier_activations and tail is not None and tail.acts:
+            t = self.t_at(ctx.epoch)
+            za = torch.cat([z.reshape(-1) for z in tail.acts])
+            total = total + self.lam * psi(za.abs() - self.clip, t).mean()
+        if tail is not None:
+            tail.acts = []
+            tail.keep_acts = self.barrier_activations
+        ctx.state["logbtq_last"] = {"ce": float(ce.detach()), "barrier": float(barrier.detach()),
+                                    "l1": float(l1.detach()), "t": self.t_at(ctx.epoch)}
+        return total
+
+    def make_optimizer(self, params: Any, optim: Any) -> torch.optim.Optimizer:
+        if optim.name != "sgd":
+            return default_optimizer(params, optim)
+        return ChunkedSGD(params, self.k, self.tq(), lr=optim.lr, momentum=optim.momentum,
+                          weight_decay=optim.weight_decay, nesterov=optim.nesterov and optim.momentum > 0)
+
+    def schedule(self, ctx: StepContext) -> "Scheme | None":
+        model = ctx.model
+        if model is not None:
+            tail = getattr(model, "_logbtq_tail", None)
+            if tail is not None:
+                tail.keep_acts = self.barrier_activations
+            c = getattr(model, "_bitops_counter", None)
+            if c is not None:
+                c.mark(ctx.epoch)
+        return None
+
+    def extra_metrics(self, model: nn.Module, ctx: StepContext) -> list[MetricRow]:
+        rows: list[MetricRow] = []
+        tail: _Tail | None = getattr(model, "_logbtq_tail", None)
+        fmt = self.spec
+        layers = list(qlayers(model))
+        for name, layer in layers:
+            w = layer.weight.detach()
+            rows.append(MetricRow(name, "w", fmt, "logbtq", "outside", float((w.abs() > self.clip).float().mean())))
+            if layer.weight.grad is not None:
+                g = layer.weight.grad.detach()
+                rows.append(MetricRow(name, "g", fmt, "logbtq", "outside", float((g.abs() > self.clip).float().mean())))
+        if tail is not None:
+            for (name, t), (o, n) in sorted(tail.out.items()):
+                if n:
+                    rows.append(MetricRow(name, t, fmt, "logbtq", "outside", o / n))
+            e1 = None
+            if layers and layers[0][0] in tail.z2 and tail.z2[layers[0][0]][1]:
+                s, n = tail.z2[layers[0][0]]
+                e1 = s / n
+            if e1 is not None:
+                exact, approx = tail_bound(e1, len(layers), self.u)
+                rows += [MetricRow("", "", fmt, "logbtq", "E1", e1),
+                         MetricRow("", "", fmt, "logbtq", "tail_bound_exact", exact),
+                         MetricRow("", "", fmt, "logbtq", "tail_bound_approx", approx)]
+            zo = [v for (nm, t), v in tail.out.items() if t == "z"]
+            if zo:
+                rows.append(MetricRow("", "z", fmt, "logbtq", "outside_mean",
+                                      sum(o for o, _ in zo) / max(1.0, sum(n for _, n in zo))))
+            tail.out.clear()
+            tail.z2.clear()
+        last = ctx.state.get("logbtq_last")
+        if last:
+            for k in ("ce", "barrier", "l1", "t"):
+                rows.append(MetricRow("", "", "", "logbtq", k, float(last[k])))
+        return rows + cost_rows(model, ctx)

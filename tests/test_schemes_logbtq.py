@@ -1,0 +1,74 @@
+"""LogBTQ (seed 001; SPEC-NOTES 2): barrier, tail bound, codebooks, chunked updates, bad input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import core.schemes  # noqa: F401 - registers the schemes
+from core.schemes.compare import train
+from core.schemes.logbtq import psi, tail_bound
+from core.train import get_scheme
+
+
+def test_tail_bound_paper_numbers():
+    exact, approx = tail_bound(1.0, 50, 0.1)
+    assert exact == pytest.approx(0.0208, abs=5e-4)  # "about 2.1%" (the paper's "under 2.3%")
+    assert approx == pytest.approx(1 / (4 * 50 * 0.9))  # 0.56%
+    assert approx == pytest.approx(0.00556, abs=1e-5)
+
+
+def test_psi_continuous_and_barrier():
+    t = 5.0
+    thr = -1 / t**2
+    z = torch.tensor([thr - 1e-9, thr + 1e-9], dtype=torch.float64)
+    v = psi(z, t)
+    assert abs(float(v[0] - v[1])) < 1e-6
+    assert float(psi(torch.tensor(-0.5), t)) == pytest.approx(-math.log(0.5) / t)
+    zz = torch.linspace(-1, 1, 101, dtype=torch.float64, requires_grad=True)
+    psi(zz, t).sum().backward()
+    assert bool((zz.grad > 0).all())  # increasing: pushes |theta| below u
+
+
+def _outside(run) -> float:
+    m = run.store.metrics(run.id, role="logbtq", name="outside_mean")
+    return float(m.value.mean())
+
+
+def test_logbtq_trains_and_barrier_reduces_tail():
+    on = train(get_scheme("logbtq", k=1, barrier_activations=True), epochs=2)
+    off = train(get_scheme("logbtq", k=1, lam=0.0, gamma=0.0), epochs=2)
+    assert on.status == "done" and off.status == "done"
+    assert on.result["test_acc"] > 0.8
+    assert _outside(on) < _outside(off)
+    names = set(on.store.metrics(on.id, role="logbtq").name)
+    assert {"tail_bound_exact", "tail_bound_approx", "barrier", "l1", "outside", "E1"} <= names
+    assert len(on.store.metrics(on.id, role="cost", name="bitops")) > 0
+
+
+def test_weight_barrier_alone_reduces_tail():
+    on = train(get_scheme("logbtq", k=1), epochs=2)
+    off = train(get_scheme("logbtq", k=1, lam=0.0, gamma=0.0), epochs=2)
+    assert _outside(on) < _outside(off)
+
+
+def test_mu8_vs_fp8_143_digits():
+    """The paper's ordering (MU8 >= FP8 1-4-3) is asserted only as 'both learn'; the numbers go to
+    docs/schemes.md (with seed 0 here MU8 is not always ahead)."""
+    mu = train(get_scheme("logbtq", k=1), epochs=2)
+    fp = train(get_scheme("logbtq", k=1, codebook="fp8_143"), epochs=2)
+    assert mu.result["test_acc"] > 0.8 and fp.result["test_acc"] > 0.8
+
+
+def test_chunked_updates_train():
+    r = train(get_scheme("logbtq", k=4), epochs=2)
+    assert r.status == "done" and r.result["test_acc"] > 0.5
+
+
+@pytest.mark.parametrize("kw", [dict(u=0.0), dict(u=-1.0), dict(mu=0.0), dict(k=0), dict(k=1.5),
+                                dict(accumulate="fp8_143"), dict(codebook="nonsense")])
+def test_bad_input(kw):
+    with pytest.raises(ValueError):
+        get_scheme("logbtq", **kw)
