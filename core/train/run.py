@@ -56,6 +56,19 @@ def _versions() -> dict[str, str]:
             "lowbit": getattr(core, "__version__", "?"), "platform": platform.platform()}
 
 
+def _set_threads(n: int | None) -> None:
+    """``torch.set_num_threads(n)`` (process-wide) and Numba's thread count for the calling thread."""
+    if not n:
+        return
+    torch.set_num_threads(n)
+    try:
+        import numba
+
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    except Exception:  # noqa: BLE001 - numba missing or not initialised: nothing to limit
+        log.debug("could not set numba threads", exc_info=True)
+
+
 class _Stop(Exception):
     pass
 
@@ -150,8 +163,7 @@ class Run:
             if self.model is not None:
                 return self
             cfg = self.config
-            if cfg.threads:
-                torch.set_num_threads(cfg.threads)
+            _set_threads(cfg.threads)
             self.data = load_dataset(cfg.data)
             with _INIT_LOCK, torch.random.fork_rng(devices=[]):
                 torch.manual_seed(cfg.seed)
@@ -312,6 +324,7 @@ class Run:
     # ------------------------------------------------------------------ worker
     def _worker(self) -> None:
         self._t_start = time.perf_counter()
+        _set_threads(self.config.threads)
         self._writer = self.store.writer(self.id)  # type: ignore[arg-type]
         final = "done"
         try:
