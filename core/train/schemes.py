@@ -48,7 +48,8 @@ def register_scheme(name: str) -> Callable[[S], S]:
     """Class decorator: register a frozen ``Scheme`` dataclass under ``name``."""
 
     def deco(cls: S) -> S:
-        if not (dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen):  # type: ignore[attr-defined]
+        own = "__dataclass_params__" in cls.__dict__  # decorated itself, not just inheriting
+        if not (own and cls.__dataclass_params__.frozen):  # type: ignore[attr-defined]
             raise TypeError(f"scheme {name!r} must be a frozen dataclass")
         if name in SCHEMES and SCHEMES[name] is not cls:
             raise ValueError(f"scheme {name!r} registered twice")

@@ -1,0 +1,136 @@
+"""Configs and the scheme registry: validation, dict/TOML round trips, dotted changes, live keys."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import pytest
+
+import core
+from core.train import (
+    SCHEMES,
+    DataConfig,
+    OptimConfig,
+    QuantConfig,
+    RunConfig,
+    Scheme,
+    TelemetryConfig,
+    TensorQuant,
+    get_scheme,
+    list_schemes,
+    register_scheme,
+)
+from core.train.config import coerce_value, lr_factor
+
+
+def test_builtin_schemes_registered():
+    assert {"fp32", "amp", "mls", "custom"} <= set(list_schemes())
+    with pytest.raises(ValueError, match="unknown scheme 'logbtq'"):
+        get_scheme("logbtq")
+    with pytest.raises(ValueError, match="no field.*bogus"):
+        get_scheme("mls", bogus=1)
+
+
+def test_scheme_configs_are_frozen_and_validated():
+    s = get_scheme("mls", mx=3)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.mx = 4  # type: ignore[misc]
+    assert s.spec == "mls(ex=2,mx=3,eg=8,mg=1,group=nc)"
+    with pytest.raises(ValueError):
+        get_scheme("mls", group="hw")
+    with pytest.raises(ValueError):
+        get_scheme("custom", w="fp8_e9m9")
+    with pytest.raises(ValueError, match="amp.dtype"):
+        get_scheme("amp", dtype="fp8")
+    c = get_scheme("custom", w=" fp8_e4m3 ", e="none")
+    assert c.w == str(core.parse_format("fp8_e4m3")) and c.e is None
+    assert c.quant() == QuantConfig(w=TensorQuant("fp8_e4m3"))
+
+
+def test_new_scheme_plugs_in_by_decorator():
+    @register_scheme("test_halfbits")
+    @dataclass(frozen=True)
+    class Half(Scheme):
+        bits: int = field(default=8, metadata={"doc": "integer bits"})
+
+        def quant(self):
+            return QuantConfig(w=f"int(bits={self.bits},scale=tensor)")
+
+    try:
+        s = get_scheme("test_halfbits", bits=4)
+        assert s.to_dict() == {"name": "test_halfbits", "first_last": False, "bits": 4}
+        assert Scheme.from_dict(s.to_dict()) == s
+        assert [d["name"] for d in Half.describe()] == ["first_last", "bits"]
+        cfg = RunConfig(scheme=s).with_changes({"bits": 6})  # bare scheme field -> scheme.bits
+        assert cfg.scheme.bits == 6
+    finally:
+        SCHEMES.pop("test_halfbits")
+
+    with pytest.raises(TypeError, match="frozen dataclass"):
+        register_scheme("mutable")(type("Mutable", (Scheme,), {}))
+
+
+def test_run_config_round_trips_through_dict_and_toml(tmp_path):
+    cfg = RunConfig(data=DataConfig(name="digits", train_subset=100), scheme=get_scheme("mls", ex=3),
+                    optim=OptimConfig(lr=0.02, milestones=(2, 4), schedule="step"),
+                    telemetry=TelemetryConfig(shadow=("fp8_e4m3", "mu8(mu=255,range=2)")), epochs=3)
+    d = cfg.to_dict()
+    assert RunConfig.from_dict(d) == cfg
+    toml = tmp_path / "run.toml"
+    toml.write_text(
+        'epochs = 3\nseed = 4\n[data]\nname = "digits"\ntrain_subset = 100\n'
+        '[scheme]\nname = "mls"\nex = 3\nfirst_last = true\n[optim]\nlr = 0.02\n'
+        '[telemetry]\nshadow = ["fp8_e4m3"]\nevery = 5\n'
+    )
+    t = RunConfig.from_toml(toml)
+    assert t.scheme == get_scheme("mls", ex=3, first_last=True) and t.seed == 4 and t.telemetry.every == 5
+    toml.write_text("[data]\nnmae = 'digits'\n")
+    with pytest.raises(ValueError, match="unknown key.*nmae"):
+        RunConfig.from_toml(toml)
+    toml.write_text("epochs = [")
+    with pytest.raises(ValueError, match="not valid TOML"):
+        RunConfig.from_toml(toml)
+
+
+def test_with_changes_dotted_shorthand_and_coercion():
+    cfg = RunConfig(scheme=get_scheme("mls"))
+    new = cfg.with_changes({"optim.lr": "0.05", "mx": "3", "telemetry.shadow": "fp8_e4m3,bf16", "epochs": 7})
+    assert new.optim.lr == 0.05 and new.scheme.mx == 3 and new.epochs == 7
+    assert new.telemetry.shadow == (str(core.parse_format("fp8_e4m3")), "bf16")
+    assert cfg.optim.lr == 0.1  # original untouched
+    assert cfg.with_changes({"scheme": "custom"}).scheme.name == "custom"
+    assert cfg.with_changes({"scheme": {"name": "amp", "dtype": "fp16"}}).scheme.dtype == "fp16"
+    with pytest.raises(ValueError, match="unknown config key 'optim.lrr'"):
+        cfg.with_changes({"optim.lrr": 1})
+    with pytest.raises(ValueError, match="cannot change while a run is going"):
+        cfg.with_changes({"data.name": "mnist"}, live=True)
+    with pytest.raises(ValueError, match="cannot read 'abc' as int"):
+        cfg.with_changes({"scheme.mx": "abc"})
+
+
+def test_validation_messages_name_the_field():
+    with pytest.raises(ValueError, match="OptimConfig.lr"):
+        OptimConfig(lr=-1)
+    with pytest.raises(ValueError, match="TelemetryConfig.tensors"):
+        TelemetryConfig(tensors=("x",))
+    with pytest.raises(ValueError):
+        TelemetryConfig(shadow=("nope(",))
+    with pytest.raises(ValueError, match="RunConfig.epochs"):
+        RunConfig(epochs=0)
+    with pytest.raises(TypeError, match="RunConfig.optim"):
+        RunConfig(optim=3)  # type: ignore[arg-type]
+
+
+def test_coerce_value_and_lr_schedule():
+    assert coerce_value("none", int | None) is None
+    assert coerce_value("1,2", tuple[int, ...]) == (1, 2)
+    assert coerce_value("off", bool) is False
+    with pytest.raises(ValueError):
+        coerce_value(1.5, int)
+    o = OptimConfig(schedule="cosine")
+    assert lr_factor(0, 100, 10, o) == 1.0 and abs(lr_factor(50, 100, 10, o) - 0.5) < 1e-12
+    s = OptimConfig(schedule="step", milestones=(2,), gamma=0.1)
+    assert lr_factor(19, 100, 10, s) == 1.0 and lr_factor(20, 100, 10, s) == pytest.approx(0.1)
+    w = OptimConfig(warmup_steps=4)
+    assert lr_factor(1, 100, 10, w) == 0.5
