@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .cost import BitopsCounter, attach_counter, cost_rows, spec_bits
 from .logbtq import ChunkedSGD, ClampQuant, LogBTQScheme, psi, tail_bound
+from .niti import NitiNet, NitiScheme, integer_ce_grad
 
-__all__ = ["LogBTQScheme", "psi", "tail_bound", "ClampQuant", "ChunkedSGD",
+__all__ = ["LogBTQScheme", "NitiScheme", "NitiNet", "integer_ce_grad", "psi", "tail_bound", "ClampQuant", "ChunkedSGD",
            "BitopsCounter", "attach_counter", "cost_rows", "spec_bits"]
