@@ -10,6 +10,9 @@ from __future__ import annotations
 from .cost import BitopsCounter, attach_counter, cost_rows, spec_bits
 from .logbtq import ChunkedSGD, ClampQuant, LogBTQScheme, psi, tail_bound
 from .niti import NitiNet, NitiScheme, integer_ce_grad
+from .survey import (CPTScheme, PFQScheme, RangeBatchNorm, SBMScheme, cpt_bits, plateau,
+                     precision_range_test)
 
-__all__ = ["LogBTQScheme", "NitiScheme", "NitiNet", "integer_ce_grad", "psi", "tail_bound", "ClampQuant", "ChunkedSGD",
+__all__ = ["LogBTQScheme", "NitiScheme", "NitiNet", "integer_ce_grad", "SBMScheme", "RangeBatchNorm",
+           "CPTScheme", "cpt_bits", "precision_range_test", "PFQScheme", "plateau", "psi", "tail_bound", "ClampQuant", "ChunkedSGD",
            "BitopsCounter", "attach_counter", "cost_rows", "spec_bits"]
