@@ -1,6 +1,6 @@
 """MLS low-bit conv simulator vs torch conv2d (float32) on a ResNet-20 layer, ratios from one run.
 
-    python benchmarks/bench_arith.py [--repeat 5] [--batch 32]
+    python benchmarks/bench_arith.py [--repeat 20] [--batch 32]
 
 Layer: batch 32, 16 -> 16 channels, 32x32, 3x3, padding 1 (ResNet-20 stage 1).
 Operands MLS <2,4> (eg=8, mg=1, grouping nc), encoded once outside the timing.
@@ -24,19 +24,22 @@ import core
 from core.arith import mls_conv2d
 
 
-def best_time(fn, repeat: int) -> float:
-    fn()  # warm-up / compile
-    best = float("inf")
+def best_times(fns, repeat: int) -> list[float]:
+    """Best-of-``repeat`` times of each function, calls interleaved so all see the same load."""
+    for fn in fns:
+        fn()  # warm-up / compile
+    best = [float("inf")] * len(fns)
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - t0)
     return best
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--batch", type=int, default=32)
     args = ap.parse_args()
     g = torch.Generator().manual_seed(0)
@@ -48,10 +51,9 @@ def main() -> None:
     print(f"{platform.machine()} cores={os.cpu_count()} torch={torch.__version__} "
           f"numba={numba.__version__} threads={torch.get_num_threads()}")
     print(f"layer: N={args.batch} 16->16 32x32 3x3 pad 1; operands {fmt}")
-    t_ref = best_time(lambda: F.conv2d(ad, wd, padding=1), args.repeat)
-    t_sim = best_time(lambda: mls_conv2d(wq, aq, padding=1, acc_bits=32), args.repeat)
-    t_slow = best_time(lambda: mls_conv2d(wq, aq, padding=1, acc_bits=16, path="simulate"),
-                       max(1, args.repeat // 2))
+    t_ref, t_sim = best_times([lambda: F.conv2d(ad, wd, padding=1),
+                               lambda: mls_conv2d(wq, aq, padding=1, acc_bits=32)], args.repeat)
+    (t_slow,) = best_times([lambda: mls_conv2d(wq, aq, padding=1, acc_bits=16, path="simulate")], 3)
     r = mls_conv2d(wq, aq, padding=1, acc_bits=32)
     rs = mls_conv2d(wq, aq, padding=1, acc_bits=16, path="simulate")
     print(f"{'case':44s} {'ms':>9s} {'x conv2d fp32':>14s}")

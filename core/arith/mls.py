@@ -45,10 +45,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..formats import Encoded
-from ..kernels.arith_mls import MODE_SATURATE, MODE_WRAP, mls_align_fold, mls_conv_accumulate
+from ..kernels.arith_mls import (MODE_SATURATE, MODE_WRAP, im2col_f64, mls_align_fold,
+                                 mls_conv_accumulate)
 
 __all__ = ["MLSResult", "mls_conv2d", "mls_matmul", "aligned_integers", "product_bits"]
 
@@ -151,6 +151,34 @@ def _align(q):
             torch.from_numpy(gmax))
 
 
+def _im2col(x, kh, kw, stride, padding, oh, ow):
+    """``F.unfold`` layout in a serial Numba kernel (torch's float64 im2col fights Numba's
+    OpenMP pool on small machines)."""
+    out = np.empty((x.shape[0], x.shape[1] * kh * kw, oh * ow), dtype=np.float64)
+    im2col_f64(x.contiguous().numpy(), kh, kw, int(stride), int(padding), oh, ow, out)
+    return torch.from_numpy(out)
+
+
+def _folded_gemm(x, wmat, kh, kw, stride, padding, oh, ow):
+    """``W' @ im2col(A')`` in at most ~4 batch chunks (im2col buffer <= 16 MiB, reused).
+
+    Few chunks keep the number of torch thread-pool barriers small: on a loaded 2-core
+    machine each barrier can wait a scheduler slice.
+    """
+    n, c = x.shape[0], x.shape[1]
+    rows, cols_n = c * kh * kw, oh * ow
+    nb = max(1, min(-(-n // 4), (1 << 21) // max(1, rows * cols_n)))
+    xn = x.contiguous().numpy()
+    out = torch.empty(n, wmat.shape[0], cols_n, dtype=torch.float64)
+    buf = np.empty((nb, rows, cols_n), dtype=np.float64)
+    for n0 in range(0, n, nb):
+        n1 = min(n, n0 + nb)
+        b = buf[: n1 - n0]
+        im2col_f64(xn[n0:n1], kh, kw, int(stride), int(padding), oh, ow, b)
+        torch.matmul(wmat, torch.from_numpy(b), out=out[n0:n1])
+    return out.reshape(n, wmat.shape[0], oh, ow)
+
+
 def _lsb_exp(sg: torch.Tensor, live: torch.Tensor, mg: int) -> int | None:
     """Smallest exponent of the lowest set bit of the group scales of non-empty groups."""
     if not bool(live.any()):
@@ -216,12 +244,12 @@ def _conv_core(w_q, a_q, stride, padding, acc_bits, overflow, path):
         if _single_gemm_exact(sgw, sga, wsum, amax, w_q.spec.mg, a_q.spec.mg):
             # every partial sum in any order is exact in float64: one GEMM == stated order
             path = "gemm"
-            cols = F.unfold(fa.reshape(n, cin, h, w), (kh, kw), padding=padding, stride=stride)
-            z = torch.matmul(fw.reshape(cout, cin * kh * kw), cols).reshape(n, cout, oh, ow)
+            z = _folded_gemm(fa.reshape(n, cin, h, w), fw.reshape(cout, cin * kh * kw),
+                             kh, kw, stride, padding, oh, ow)
         else:
             path = "gemm_per_group"
-            cols = F.unfold(ia.reshape(n, cin, h, w).to(torch.float64), (kh, kw),
-                            padding=padding, stride=stride)
+            cols = _im2col(ia.reshape(n, cin, h, w).to(torch.float64), kh, kw, stride, padding,
+                           oh, ow)
             cols = cols.reshape(n, cin, kh * kw, oh * ow)                        # (N, Cin, KK, L)
             wm = iw.to(torch.float64).reshape(cout, cin, kh * kw).permute(1, 0, 2)  # (Cin, Cout, KK)
             p = torch.matmul(wm.unsqueeze(0), cols)                              # (N, Cin, Cout, L)

@@ -103,7 +103,7 @@ def mls_conv_accumulate(iw, ia, sgw, sga, stride, padding, acc_bits, mode, out, 
         ovf[co] = count
 
 
-@njit(parallel=True, **JIT_OPTIONS)
+@njit(**JIT_OPTIONS)
 def mls_align_fold(codes, sg, ex, mx, ints, folded, gsum, gmax):
     """Decode MLS element codes to aligned integers and fold in the group scale.
 
@@ -117,7 +117,9 @@ def mls_align_fold(codes, sg, ex, mx, ints, folded, gsum, gmax):
     A, B, R = codes.shape
     mmask = (1 << mx) - 1
     emask = (1 << ex) - 1
-    for t in prange(A * B):
+    # serial on purpose: a Numba parallel region right before torch's OpenMP im2col/GEMM
+    # makes the two thread pools fight (measured 500 ms instead of 8 ms on 2 cores)
+    for t in range(A * B):
         a = t // B
         b = t % B
         s = sg[a, b]
@@ -140,3 +142,30 @@ def mls_align_fold(codes, sg, ex, mx, ints, folded, gsum, gmax):
             folded[a, b, r] = s * np.float64(mag)
         gsum[a, b] = tot
         gmax[a, b] = mxv
+
+
+@njit(**JIT_OPTIONS)
+def im2col_f64(x, kh_, kw_, stride, padding, oh_, ow_, out):
+    """``out[n, (c*KH + kh)*KW + kw, oh*OW + ow] = x[n, c, oh*s - p + kh, ow*s - p + kw]`` (0 outside).
+
+    Same layout as ``torch.nn.functional.unfold``; serial (see :func:`mls_align_fold`).
+    """
+    n_, c_, h, w = x.shape
+    for n in range(n_):
+        for c in range(c_):
+            for kh in range(kh_):
+                for kw in range(kw_):
+                    row = (c * kh_ + kh) * kw_ + kw
+                    for oh in range(oh_):
+                        ih = oh * stride - padding + kh
+                        base = oh * ow_
+                        if ih < 0 or ih >= h:
+                            for ow in range(ow_):
+                                out[n, row, base + ow] = 0.0
+                            continue
+                        for ow in range(ow_):
+                            iw = ow * stride - padding + kw
+                            if iw < 0 or iw >= w:
+                                out[n, row, base + ow] = 0.0
+                            else:
+                                out[n, row, base + ow] = x[n, c, ih, iw]
