@@ -68,7 +68,14 @@ def test_chunked_updates_train():
 
 
 @pytest.mark.parametrize("kw", [dict(u=0.0), dict(u=-1.0), dict(mu=0.0), dict(k=0), dict(k=1.5),
-                                dict(accumulate="fp8_143"), dict(codebook="nonsense")])
+                                dict(accumulate="nonsense"), dict(acc_chunk=0), dict(codebook="nonsense")])
 def test_bad_input(kw):
     with pytest.raises(ValueError):
         get_scheme("logbtq", **kw)
+
+
+def test_low_precision_accumulation_swamping():
+    r = train(get_scheme("logbtq", k=1, accumulate="fp8_143"), epochs=1, hidden=(32,))
+    assert r.status == "done" and r.result["test_acc"] > 0.3
+    sw = r.store.metrics(r.id, role="logbtq", name="swamped_fraction")
+    assert len(sw) and float(sw.value.max()) > 0

@@ -14,9 +14,9 @@ Owns :class:`LogBTQScheme` (registered as ``logbtq``), the log-barrier extension
   layer output z (the range itself is the activation bound).
 * Chunked updates: the gradients are summed into an accumulator kept in the codebook (clamped and
   re-quantized after each addition) for ``k`` steps; then the optimizer applies it once.
-* ``accumulate``: ``"fp32"`` or a low-precision accumulation format run through
-  ``core.arith.lowp_matmul`` (seed 001 Table 1 "acc 8"); a clear ValueError while that simulator is
-  missing.
+* ``accumulate``: ``"fp32"`` or a low-precision accumulation format: the forward sums of the Linear
+  layers run through ``core.arith.lowp_matmul`` (seed 001 Table 1 "acc 8"; the backward GEMMs stay
+  fp32), with the swamped-addend fraction as telemetry; conv layers raise a ValueError.
 """
 
 from __future__ import annotations
@@ -128,6 +128,24 @@ class ChunkedSGD(torch.optim.SGD):
         return super().step(closure)
 
 
+class _LowpLinearOp:
+    """``F.linear`` whose sums are accumulated in ``acc`` (``core.arith.lowp_matmul``); counts swamping."""
+
+    def __init__(self, acc: str, chunk: int, layer: nn.Module) -> None:
+        self.acc, self.chunk, self.swamped, self.adds = acc, chunk, 0, 0
+        layer._lowp = self  # type: ignore[assignment]
+
+    def __call__(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        from core.arith import lowp_matmul  # noqa: PLC0415
+
+        x2 = x.reshape(-1, x.shape[-1])
+        r = lowp_matmul(x2.detach(), w.detach().t().contiguous(), self.acc, chunk=self.chunk)
+        self.swamped += r.swamped
+        self.adds += x2.shape[0] * w.shape[0] * w.shape[1]
+        y = r.output.to(x.dtype).reshape(*x.shape[:-1], w.shape[0])
+        return y + b if b is not None else y
+
+
 class _Tail:
     """Per-layer counts of values outside the range (and second moments) between telemetry steps."""
 
@@ -181,7 +199,9 @@ class LogBTQScheme(Scheme):
     reduction: str = field(default="mean", metadata=_doc("barrier/L1 reduction over parameters", ("mean", "sum")))
     barrier_activations: bool = field(default=False, metadata=_doc("also bar |z| > clip for layer outputs"))
     k: int = field(default=20, metadata=_doc("chunked updates: steps of gradient accumulation"))
-    accumulate: str = field(default="fp32", metadata=_doc("matmul accumulation: 'fp32' or a spec (needs core.arith.lowp_matmul)"))
+    accumulate: str = field(default="fp32", metadata=_doc("forward matmul accumulation of Linear layers: 'fp32' or a spec "
+                                                          "(core.arith.lowp_matmul; seed 001 Table 1 'acc 8')"))
+    acc_chunk: int = field(default=1, metadata=_doc("chunk of the low-precision accumulation (1 = after every addition)"))
 
     def __post_init__(self) -> None:
         if not self.u > 0:
@@ -202,9 +222,10 @@ class LogBTQScheme(Scheme):
             if not lowp_available():
                 raise ValueError(
                     f"logbtq.accumulate={self.accumulate!r} needs the low-precision accumulation simulator "
-                    "core.arith.lowp_matmul, which has not landed yet; use accumulate='fp32'")
-            raise ValueError("logbtq.accumulate: wiring to core.arith.lowp_matmul is not implemented yet; "
-                             "use accumulate='fp32'")
+                    "core.arith.lowp_matmul, which is not available; use accumulate='fp32'")
+            core.parse_format(self.accumulate)  # a bad spec fails here
+        if int(self.acc_chunk) != self.acc_chunk or self.acc_chunk < 1:
+            raise ValueError(f"logbtq.acc_chunk must be an integer >= 1, got {self.acc_chunk}")
         self.tq()  # validates the spec and rounding
 
     @property
@@ -232,6 +253,12 @@ class LogBTQScheme(Scheme):
         tail.attach(model)
         model._logbtq_tail = tail  # type: ignore[assignment]
         attach_counter(model)
+        if self.accumulate != "fp32":
+            for name, layer in qlayers(model):
+                if not isinstance(layer, nn.Linear):
+                    raise ValueError(f"logbtq.accumulate={self.accumulate!r}: only Linear layers are simulated; "
+                                     f"{name} is {type(layer).__name__}")
+                layer._op = _LowpLinearOp(self.accumulate, int(self.acc_chunk), layer)  # type: ignore[method-assign]
         return model
 
     def _params(self, model: nn.Module) -> list[torch.Tensor]:
@@ -308,6 +335,11 @@ class LogBTQScheme(Scheme):
                                       sum(o for o, _ in zo) / max(1.0, sum(n for _, n in zo))))
             tail.out.clear()
             tail.z2.clear()
+        for name, layer in layers:
+            lp = getattr(layer, "_lowp", None)
+            if lp is not None and lp.adds:
+                rows.append(MetricRow(name, "a", lp.acc, "logbtq", "swamped_fraction", lp.swamped / lp.adds))
+                lp.swamped = lp.adds = 0
         last = ctx.state.get("logbtq_last")
         if last:
             for k in ("ce", "barrier", "l1", "t"):
