@@ -266,7 +266,9 @@ def _conv_core(w_q, a_q, stride, padding, acc_bits, overflow, path):
                             sgw.numpy(), sga.numpy(), int(stride), int(padding), acc_bits, mode, zn, on)
         z = torch.from_numpy(zn)
         ovf = torch.from_numpy(on)
-    return MLSResult(output=scale * z, overflows=ovf, product_bits=pbits,
+    zn = z.contiguous().numpy()
+    np.multiply(zn, scale, out=zn)  # step 3, in place (serial; z is a fresh buffer)
+    return MLSResult(output=torch.from_numpy(zn), overflows=ovf, product_bits=pbits,
                      acc_bits=acc_bits, path=path)
 
 
