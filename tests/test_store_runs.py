@@ -1,0 +1,145 @@
+"""Run store: SIGKILL -> interrupted with the logged steps kept, bad files, export, live readers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from core.store import RunStore, StoreError, default_store_path, resolve_store_path
+from core.store.store import process_start_time
+from core.train import ModelConfig, OptimConfig, Run, RunConfig, TelemetryConfig, get_scheme
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_sigkill_mid_run_leaves_a_readable_store_and_interrupted_run(tmp_path):
+    db = tmp_path / "runs.sqlite"
+    script = textwrap.dedent(f"""
+        from core.train import Run, RunConfig, TelemetryConfig, get_scheme
+        cfg = RunConfig(scheme=get_scheme("mls", first_last=True), epochs=10000, telemetry=TelemetryConfig(every=5), threads=1,
+                        checkpoint=False)
+        run = Run(cfg, store={str(db)!r}).start()
+        run.wait()
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 120
+        logged = 0
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            if not db.exists():
+                continue
+            try:
+                with sqlite3.connect(db, timeout=5) as c:
+                    row = c.execute("SELECT COUNT(*) FROM metrics WHERE name='loss'").fetchone()
+            except sqlite3.Error:
+                continue
+            logged = row[0]
+            if logged >= 30:
+                break
+        assert logged >= 30, "the training process logged nothing"
+        with RunStore(db) as s:  # opened while the process is alive: still running
+            assert list(s.list_runs().status) == ["running"]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    with RunStore(db) as store:
+        runs = store.list_runs()
+        assert len(runs) == 1 and runs.status.iloc[0] == "interrupted"
+        run_id = runs.run_id.iloc[0]
+        sc = store.scalars(run_id)
+        assert len(sc) >= logged and list(sc.step) == list(range(len(sc)))  # every logged step, in order
+        assert store.metrics(run_id, name="are").shape[0] > 0
+        assert "interrupted" in set(store.events(run_id).kind)
+        assert store.get_run(run_id)["ended"] is not None
+
+
+def test_not_a_database_and_foreign_database_are_clear_errors(tmp_path):
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"this is not sqlite at all" * 200)
+    with pytest.raises(StoreError, match="not a run store"):
+        RunStore(junk)
+    assert junk.read_bytes() == b"this is not sqlite at all" * 200  # untouched
+    other = tmp_path / "other.sqlite"
+    with sqlite3.connect(other) as c:
+        c.execute("CREATE TABLE people (name TEXT)")
+    with pytest.raises(StoreError, match="not a Lowbit run store.*people"):
+        RunStore(other)
+    with pytest.raises(StoreError, match="is a directory"):
+        RunStore(tmp_path)
+
+
+def test_store_location_env_and_default(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOWBIT_STORE", str(tmp_path / "env.sqlite"))
+    assert resolve_store_path() == tmp_path / "env.sqlite"
+    assert resolve_store_path(tmp_path / "arg.sqlite") == tmp_path / "arg.sqlite"
+    monkeypatch.delenv("LOWBIT_STORE")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    if sys.platform.startswith("linux"):
+        assert default_store_path() == tmp_path / "xdg" / "lowbit-explorer" / "runs.sqlite"
+    s = RunStore()
+    assert s.path == default_store_path() and s.path.exists()
+    with sqlite3.connect(s.path) as c:
+        assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_readers_and_export(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    cfg = RunConfig(scheme=get_scheme("mls"), model=ModelConfig(hidden=(32, 32)), epochs=2, threads=1,
+                    optim=OptimConfig(lr=0.05), telemetry=TelemetryConfig(every=10, shadow=("fp8_e4m3",)))
+    run = Run(cfg, store).start()
+    assert run.wait(120) == "done"
+    info = store.get_run(run.id)
+    assert info["config"] == cfg.to_dict() and RunConfig.from_dict(info["config"]) == cfg
+    assert info["versions"]["torch"] and info["dataset"] == "digits" and info["scheme"] == "mls"
+    m = store.metrics(run.id)
+    assert list(m.columns) == ["run_id", "step", "epoch", "layer", "tensor", "fmt", "role", "name", "value"]
+    assert set(m.role) == {"", "stat", "live", "shadow"}
+    assert set(store.metrics(run.id, since_step=40).step) <= set(range(40, 46))
+    h = store.histograms(run.id, tensor="a")
+    assert len(h) and all(len(c) == 112 for c in h.counts) and set(h.kind) == {"x"}
+    assert set(store.histograms(run.id, kind=None).kind) == {"x", "q"}
+    ev = store.events(run.id)
+    assert ev.kind.iloc[0] == "start" and ev.kind.iloc[-1] == "done"
+    assert store.checkpoints(run.id).shape[0] == 1 and Path(store.checkpoints(run.id).path.iloc[0]).is_file()
+    assert set(store.samples(run.id).tensor) == {"w", "a", "e", "g"}
+
+    csv = store.export(run.id, tmp_path / "csv", "csv")
+    assert {p.name for p in csv} == {f"{run.id}_{t}.csv" for t in
+                                     ("run", "metrics", "histograms", "events", "layers", "checkpoints")}
+    back = pd.read_csv(tmp_path / "csv" / f"{run.id}_metrics.csv", keep_default_na=False)
+    assert len(back) == len(m)
+    pq = store.export(run.id, tmp_path / "pq", "parquet")
+    hp = pd.read_parquet([p for p in pq if p.name.endswith("histograms.parquet")][0])
+    hall = store.histograms(run.id, kind=None)
+    assert len(hp) == len(hall) and json.loads(hp.counts.iloc[0]) == hall.counts.iloc[0].tolist()
+    with pytest.raises(ValueError, match="csv' or 'parquet"):
+        store.export(run.id, tmp_path, "xlsx")
+    with pytest.raises(StoreError, match="no run"):
+        store.get_run("nope")
+    store.delete_run(run.id)
+    assert store.list_runs().empty and store.metrics(run.id).empty
+
+
+def test_dead_pid_is_interrupted_live_one_is_not(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    alive = store.create_run({"x": 1})
+    dead = store.create_run({"x": 2})
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    store.update_run(dead, pid=proc.pid, pid_start=process_start_time(os.getpid()))
+    assert store.mark_interrupted() == [dead]
+    st = store.list_runs().set_index("run_id").status
+    assert st[alive] == "running" and st[dead] == "interrupted"

@@ -1,0 +1,68 @@
+"""CLI: ``python -m core.train`` prints one summary line; bad input exits 2 with one clear message."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.store import RunStore
+from core.train.__main__ import build_parser, config_from_args, main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "core.train", "--store", str(tmp_path / "runs.sqlite"), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={"LOWBIT_DATA": str(tmp_path / "data"), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+
+
+def test_cli_trains_and_prints_one_summary_line(tmp_path):
+    toml = tmp_path / "run.toml"
+    toml.write_text('epochs = 2\nthreads = 1\n[scheme]\nname = "mls"\nfirst_last = true\n[telemetry]\nevery = 10\n')
+    r = _cli("--config", str(toml), "--set", "scheme.mx=3", "--shadow", "fp8_e4m3", "--lr", "0.05", tmp_path=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 1
+    m = re.fullmatch(r"run ([0-9a-f]{12}) done: test_acc=(0\.\d{4}) steps=46 epochs=2 time=[\d.]+s store=.*", lines[0])
+    assert m, lines[0]
+    assert "step" in r.stderr  # the tqdm bar went to stderr
+    run = RunStore(tmp_path / "runs.sqlite").get_run(m.group(1))
+    assert run["config"]["scheme"]["mx"] == 3 and run["config"]["telemetry"]["shadow"] == ["fp8_e4m3"]
+    assert run["final_test_acc"] == pytest.approx(float(m.group(2)), abs=1e-4)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+    (["--model", "alexnet"], "unknown model 'alexnet'"),
+    (["--scheme", "nope"], "unknown scheme 'nope'"),
+    (["--scheme", "custom", "--w", "mls(ex=2"], "cannot parse format"),
+    (["--scheme", "fp32", "--ex", "3"], "--ex does not apply to scheme 'fp32'"),
+    (["--dataset", "mnist"], "not found in"),
+    (["--set", "optim.lrr=1"], "unknown config key 'optim.lrr'"),
+])
+def test_cli_bad_input_exits_2_with_one_message(tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.setenv("LOWBIT_DATA", str(tmp_path / "data"))
+    assert main(["--store", str(tmp_path / "runs.sqlite"), *args]) == 2
+    out = capsys.readouterr()
+    assert out.err.startswith("error: ") and message in out.err and out.err.count("\n") == 1
+    assert out.out == ""
+
+
+def test_cli_bad_store_file_in_a_real_process(tmp_path):
+    (tmp_path / "runs.sqlite").write_text("not a database " * 100)
+    r = _cli(tmp_path=tmp_path)
+    assert r.returncode == 2 and "not a run store" in r.stderr and r.stdout == ""
+
+
+def test_cli_options_map_onto_config():
+    args = build_parser().parse_args(["--scheme", "custom", "--w", "fp8_e4m3", "--e-rounding", "stochastic",
+                                      "--no-first-last", "--hidden", "64,32", "--epochs", "3", "--download"])
+    cfg = config_from_args(args)
+    assert cfg.scheme.name == "custom" and cfg.scheme.w == "fp8_e4m3" and cfg.scheme.e_rounding == "stochastic"
+    assert cfg.scheme.first_last is False and cfg.model.hidden == (64, 32) and cfg.epochs == 3
+    assert cfg.data.download is True
