@@ -167,3 +167,21 @@ def test_per_group_gemm_path_on_wide_scale_range():
     s = mls_conv2d(wq, aq, padding=1, acc_bits=64, path="simulate")
     assert torch.equal(r.output, s.output)
     torch.testing.assert_close(r.output, F.conv2d(deq(aq), deq(wq), padding=1), rtol=1e-12, atol=1e-13)
+
+
+def test_64bit_accumulator_wrap_and_saturate():
+    from core.kernels.arith_mls import _acc_add
+
+    lo, hi = -(2 ** 63), 2 ** 63 - 1
+    s, o = _acc_add(hi - 5, 10, 64, 0, lo, hi, -1, 0)
+    assert o and s == lo + 4  # two's complement wrap
+    s, o = _acc_add(hi - 5, 10, 64, 1, lo, hi, -1, 0)
+    assert o and s == hi
+    s, o = _acc_add(lo + 5, -10, 64, 1, lo, hi, -1, 0)
+    assert o and s == lo
+    s, o = _acc_add(-7, 3, 64, 0, lo, hi, -1, 0)
+    assert not o and s == -4
+    # 4-bit accumulator: 7 + 1 wraps to -8, saturates to 7
+    assert tuple(_acc_add(7, 1, 4, 0, -8, 7, 15, 8)) == (-8, True)
+    assert tuple(_acc_add(7, 1, 4, 1, -8, 7, 15, 8)) == (7, True)
+    assert tuple(_acc_add(-8, -3, 4, 0, -8, 7, 15, 8)) == (5, True)

@@ -33,8 +33,11 @@ MODE_SATURATE = 1
 def _acc_add(acc, p, bits, mode, lo, hi, mask, half):
     """Add ``p`` to ``acc`` in a ``bits``-bit signed accumulator; return (sum, overflowed)."""
     if bits == 64:
-        s = acc + p  # int64 add wraps (two's complement)
-        ovf = (acc > 0 and p > 0 and s < 0) or (acc < 0 and p < 0 and s >= 0)
+        # add in uint64 (defined wrap-around; a signed add is ``nsw`` in LLVM, so an
+        # overflow check on it could be optimized away), overflow iff the sign of the
+        # result differs from the signs of both operands
+        s = np.int64(np.uint64(acc) + np.uint64(p))
+        ovf = ((acc ^ s) & (p ^ s)) < 0
         if ovf and mode == 1:
             s = hi if p > 0 else lo
         return s, ovf
