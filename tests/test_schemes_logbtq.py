@@ -55,11 +55,13 @@ def test_weight_barrier_alone_reduces_tail():
 
 
 def test_mu8_vs_fp8_143_digits():
-    """The paper's ordering (MU8 >= FP8 1-4-3) is asserted only as 'both learn'; the numbers go to
-    docs/schemes.md (with seed 0 here MU8 is not always ahead)."""
+    """The paper's ordering (seed 001 Table 1): MU8 at least as accurate as FP8(1-4-3), same seed.
+    Measured with seed 0: 2 epochs 0.9331 vs 0.9192, 3 epochs 0.9248 vs 0.9192, 5 epochs 0.9694 vs
+    0.9582 (docs/schemes.md)."""
     mu = train(get_scheme("logbtq", k=1), epochs=2)
     fp = train(get_scheme("logbtq", k=1, codebook="fp8_143"), epochs=2)
     assert mu.result["test_acc"] > 0.8 and fp.result["test_acc"] > 0.8
+    assert mu.result["test_acc"] >= fp.result["test_acc"], (mu.result["test_acc"], fp.result["test_acc"])
 
 
 def test_chunked_updates_train():

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 import core.schemes  # noqa: F401 - registers the schemes
+from core.schemes.cost import attach_counter
 from core.store import RunStore
 from core.train import DataConfig, ModelConfig, OptimConfig, Run, RunConfig, Scheme, TelemetryConfig, get_scheme
 
@@ -34,6 +35,8 @@ def train(scheme: Scheme, dataset: str = "digits", epochs: int = 3, *, model: st
         telemetry=TelemetryConfig(every=telemetry_every, sample_every=0, hist=False, stats=False, stagnation=False),
         epochs=epochs, batch_size=batch_size, seed=seed, checkpoint=False, threads=threads, **run_kw)
     run = Run(cfg, store)
+    run.prepare()
+    attach_counter(run.model)  # BitOPs for every scheme (the seed schemes attach their own already)
     run.start()
     run.wait()
     return run
@@ -89,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         root = a.root if d != "digits" else None
         run = train(scheme, d, a.epochs, hidden=(a.hidden,), seed=a.seed, store=store, root=root,
                     train_subset=a.train_subset)
-        m = store.metrics(run.id, name="bitops", role="cost")
-        bitops = float(m.value.iloc[-1]) if len(m) else None
+        c = getattr(run.model, "_bitops_counter", None)
+        bitops = c.total if c is not None else None
         results[(d, label)] = (run.result.get("test_acc"), run.status, time.perf_counter() - t0, bitops)
     labels = [l for l, _ in lineup]
     w = max(len(l) for l in labels) + 2

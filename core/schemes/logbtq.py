@@ -32,7 +32,7 @@ from torch import nn
 import core
 from core.train import (MetricRow, QuantConfig, Scheme, StepContext, TensorQuant, convert, qlayers,
                         register_scheme)
-from core.train.qlayers import LayerInfo
+from core.train.qlayers import LayerInfo, tensor_seed
 from core.train.schemes import default_optimizer
 
 from .cost import attach_counter, cost_rows
@@ -106,18 +106,24 @@ class ChunkedSGD(torch.optim.SGD):
         self.k = int(k)
         self.quant = quant
         self.calls = 0
+        self.seed = 0  # the run seed (set by LogBTQScheme.schedule); stochastic rounding is seeded
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:  # type: ignore[override]
         self.calls += 1
+        i = 0
         for group in self.param_groups:
             for p in group["params"]:
+                i += 1
                 if p.grad is None:
                     continue
                 st = self.state[p]
                 acc = st.get("chunk_acc")
                 acc = p.grad.clone() if acc is None else acc + p.grad
-                st["chunk_acc"] = self.quant(acc) if self.quant is not None else acc
+                if self.quant is not None:
+                    sd = tensor_seed(self.seed, self.calls, 1000 + i, "update") if self.quant.rounding == "stochastic" else None
+                    acc = self.quant(acc, sd)
+                st["chunk_acc"] = acc
         if self.calls % self.k:
             return None
         for group in self.param_groups:
@@ -295,6 +301,8 @@ class LogBTQScheme(Scheme):
                           weight_decay=optim.weight_decay, nesterov=optim.nesterov and optim.momentum > 0)
 
     def schedule(self, ctx: StepContext) -> "Scheme | None":
+        if isinstance(ctx.optimizer, ChunkedSGD):
+            ctx.optimizer.seed = ctx.seed
         model = ctx.model
         if model is not None:
             tail = getattr(model, "_logbtq_tail", None)
