@@ -59,12 +59,12 @@ class FloatTrap(TorchDispatchMode):
         return out
 
 
-@pytest.mark.parametrize("model", ["mlp", "lenet5"])
+@pytest.mark.parametrize("model", ["mlp", "lenet5", "vgg7"])
 def test_no_float_kernel_in_training_step(model):
     torch.manual_seed(0)
     x = torch.randn(16, 1, 8, 8)
     y = torch.randint(0, 10, (16,))
-    net = NitiNet(build_model(ModelConfig(name=model, hidden=(32,)), (1, 8, 8), 10), seed=0)
+    net = NitiNet(build_model(ModelConfig(name=model, hidden=(32,), width=0.125), (1, 8, 8), 10), seed=0)
     q, s = quantize_input(x)  # the float step: before the trap
     w_before = [op.w.clone() for op in net.layers()]
     with FloatTrap() as trap:
