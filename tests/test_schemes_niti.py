@@ -95,6 +95,18 @@ def test_integer_ce_grad_sign_and_order(s_a):
         assert bool((ir[order][1:] >= ir[order][:-1]).all())
 
 
+@pytest.mark.parametrize("model", ["mlp", "lenet5"])
+def test_arith_gemm_matches_torch_gemm(model):
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    nets = [NitiNet(build_model(ModelConfig(name=model, hidden=(32,)), (1, 8, 8), 10), seed=0, gemm=g)
+            for g in ("torch", "arith")]
+    q, s = quantize_input(x)
+    outs = [n.integer_step(q, s, y, m_u=3, step=0) for n in nets]
+    assert torch.equal(outs[0][0], outs[1][0]) and outs[0][1] == outs[1][1]
+    assert all(torch.equal(a.w, b.w) for a, b in zip(nets[0].layers(), nets[1].layers()))
+
+
 def test_niti_trains_digits():
     r = train(get_scheme("niti"), epochs=3)
     assert r.status == "done"
@@ -103,7 +115,8 @@ def test_niti_trains_digits():
     assert {"s_a", "s_w", "B_acc", "B_g", "sat_w", "psr_bin00"} <= names
 
 
-@pytest.mark.parametrize("kw", [dict(m_u=0), dict(m_u=8), dict(m_u_schedule="10:9"), dict(m_u_schedule="x")])
+@pytest.mark.parametrize("kw", [dict(m_u=0), dict(m_u=8), dict(m_u_schedule="10:9"), dict(m_u_schedule="x"),
+                                dict(gemm="float")])
 def test_bad_input(kw):
     with pytest.raises(ValueError):
         get_scheme("niti", **kw)

@@ -7,8 +7,9 @@ B(V)), :func:`shift_round` (Alg. 1-2: shift right by ``max(0, B - 7)``), :func:`
 (section 3.5) and :func:`psr_bits_hist` (the pseudo-random bits of Alg. 3, Fig. 3).
 
 A training step (:meth:`NitiNet.integer_step`) is integer from the quantized input on: int8 x int8
-products accumulated exactly in int64 tensors (identical to int32 accumulation while no sum overflows
-2^31, which B(V) <= 31 in the telemetry shows), activations and errors rounded to nearest, the loss
+products accumulated exactly in int64 torch tensors (``gemm="torch"``, identical to int32
+accumulation while no sum overflows 2^31, which B(V) <= 31 in the telemetry shows) or through
+``core.arith.niti_matmul`` (``gemm="arith"``, int8 x int8 -> int32), activations and errors rounded to nearest, the loss
 error rounded stochastically (integer random bits), weight gradients with Alg. 3
 (:func:`core.formats.pseudo_stochastic_round`), and the RPROP-like update ``w <- clamp(w - g, -127,
 127)`` where ``g`` keeps ``m_u`` bits (section 3.3). Only the input quantization before, and the loss
@@ -151,8 +152,24 @@ def parse_mu_schedule(text: str) -> list[tuple[int, int]]:
 
 
 # ---------------------------------------------------------------------------------------------- layers
+def _mm_torch(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return a.matmul(b)
+
+
+def _mm_arith(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """int8 x int8 -> int32 through ``core.arith.niti_matmul`` (Numba on the CPU, ``torch._int_mm`` on
+    CUDA), widened back to int64."""
+    from core.arith import niti_matmul  # noqa: PLC0415
+
+    return niti_matmul(a.to(torch.int8), b.to(torch.int8).contiguous()).to(torch.int64)
+
+
+GEMMS = {"torch": _mm_torch, "arith": _mm_arith}
+
+
 class _ILayer:
     kind = ""
+    mm = staticmethod(_mm_torch)
 
 
 class _ILinear(_ILayer):
@@ -162,13 +179,13 @@ class _ILinear(_ILayer):
         self.name, self.w, self.s_w = name, w, s_w  # w: int64 (values in int8 range), shape (out, in)
 
     def fwd(self, a: torch.Tensor) -> tuple[torch.Tensor, Any]:
-        return a.matmul(self.w.t()), a
+        return self.mm(a, self.w.t()), a
 
     def macs(self, a: torch.Tensor) -> int:
         return a.shape[0] * self.w.numel()
 
     def bwd(self, e: torch.Tensor, saved: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        return e.matmul(self.w), e.t().matmul(saved)
+        return self.mm(e, self.w), self.mm(e.t(), saved)
 
 
 class _IConv(_ILayer):
@@ -188,7 +205,7 @@ class _IConv(_ILayer):
     def fwd(self, a: torch.Tensor) -> tuple[torch.Tensor, Any]:
         cols, geo = self._cols(a)
         n, _, oh, ow = geo[:4]
-        y = cols.matmul(self.w.reshape(self.w.shape[0], -1).t())
+        y = self.mm(cols, self.w.reshape(self.w.shape[0], -1).t())
         return y.reshape(n, oh, ow, -1).permute(0, 3, 1, 2).contiguous(), (cols, geo)
 
     def macs(self, a: torch.Tensor) -> int:
@@ -200,8 +217,8 @@ class _IConv(_ILayer):
         cols, (n, c, oh, ow, hp, wp) = saved
         k, s, p = self.w.shape[2], self.stride, self.pad
         em = e.permute(0, 2, 3, 1).reshape(n * oh * ow, -1)
-        g = em.t().matmul(cols).reshape(self.w.shape)
-        dcols = em.matmul(self.w.reshape(self.w.shape[0], -1)).reshape(n, oh, ow, c, k, k)
+        g = self.mm(em.t(), cols).reshape(self.w.shape)
+        dcols = self.mm(em, self.w.reshape(self.w.shape[0], -1)).reshape(n, oh, ow, c, k, k)
         dx = torch.zeros((n, c, hp, wp), dtype=torch.int64)
         for i in range(k):
             for j in range(k):
@@ -229,8 +246,10 @@ class _IFlatten(_ILayer):
 class NitiNet(nn.Module):
     """Integer twin of a feed-forward ``core.models`` network (weights are int8-valued buffers)."""
 
-    def __init__(self, model: nn.Module, seed: int, bits: int = 8) -> None:
+    def __init__(self, model: nn.Module, seed: int, bits: int = 8, gemm: str = "torch") -> None:
         super().__init__()
+        if gemm not in GEMMS:
+            raise ValueError(f"niti.gemm must be one of {', '.join(GEMMS)}, got {gemm!r}")
         self.bits = bits
         self.ops: list[_ILayer] = []
         self.seed = seed
@@ -253,6 +272,7 @@ class NitiNet(nn.Module):
                         raise ValueError(f"niti: unsupported conv {name}")
                     op = _IConv(name, w, s_w, m.stride[0], m.padding[0])
                 op.key = key  # type: ignore[attr-defined]
+                op.mm = GEMMS[gemm]  # type: ignore[method-assign]
                 names.append(name)
                 self.ops.append(op)
             elif isinstance(m, nn.ReLU):
@@ -390,11 +410,15 @@ class NitiScheme(Scheme):
     first_last: bool = field(default=True, metadata=_doc("every layer is integer"))
     m_u: int = field(default=3, metadata=_doc("bits kept in the weight update (1..7)"))
     m_u_schedule: str = field(default="", metadata=_doc("'epoch:m_u,...' changes of m_u"))
+    gemm: str = field(default="torch", metadata=_doc("'torch' (int64 torch matmul, exact) or 'arith' "
+                                                     "(core.arith.niti_matmul: int8 x int8 -> int32)"))
 
     def __post_init__(self) -> None:
         if int(self.m_u) != self.m_u or not 1 <= self.m_u <= 7:
             raise ValueError(f"niti.m_u must be an integer in 1..7, got {self.m_u}")
         parse_mu_schedule(self.m_u_schedule)
+        if self.gemm not in GEMMS:
+            raise ValueError(f"niti.gemm must be one of {', '.join(GEMMS)}, got {self.gemm!r}")
 
     def quant(self) -> QuantConfig | None:
         return None
@@ -407,7 +431,7 @@ class NitiScheme(Scheme):
         return mu
 
     def prepare(self, model: nn.Module, seed: int) -> nn.Module:
-        return NitiNet(model, seed)
+        return NitiNet(model, seed, gemm=self.gemm)
 
     def make_optimizer(self, params: Any, optim: Any) -> torch.optim.Optimizer:
         # NITI has no float optimizer; the engine needs an object with param_groups and state_dict.
