@@ -3,11 +3,20 @@ chance and ends ``done``; parameters out of their domain fail at config time."""
 
 from __future__ import annotations
 
+import tempfile
+
 import pytest
 
 import core.schemes  # noqa: F401
 from core.schemes.compare import train
 from core.train import RunConfig, Scheme, get_scheme, list_schemes
+
+
+@pytest.fixture(autouse=True)
+def _stores_in_tmp(tmp_path, monkeypatch):
+    """compare.train() puts each run store in tempfile's directory: keep them in tmp_path."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
 
 SEED_SCHEMES = {"logbtq": dict(k=1), "niti": {}, "sbm": {}, "cpt": {}, "pfq": {}}
 

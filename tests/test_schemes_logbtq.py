@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+
 import math
 
 import pytest
@@ -11,6 +13,12 @@ import core.schemes  # noqa: F401 - registers the schemes
 from core.schemes.compare import train
 from core.schemes.logbtq import psi, tail_bound
 from core.train import get_scheme
+
+
+@pytest.fixture(autouse=True)
+def _stores_in_tmp(tmp_path, monkeypatch):
+    """compare.train() puts each run store in tempfile's directory: keep them in tmp_path."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
 
 
 def test_tail_bound_paper_numbers():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -13,6 +15,13 @@ from core.models import ModelConfig, build_model
 from core.schemes.compare import train
 from core.schemes.niti import NitiNet, bitlen, integer_ce_grad, psr_bits_hist, quantize_input, shift_round
 from core.train import get_scheme
+
+
+@pytest.fixture(autouse=True)
+def _stores_in_tmp(tmp_path, monkeypatch):
+    """compare.train() puts each run store in tempfile's directory: keep them in tmp_path."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
 
 # (value, bp, expected) worked by hand from Alg. 3 (bits written out)
 ALG3_CASES = [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+
 import math
 
 import pytest
@@ -11,6 +13,12 @@ import core.schemes  # noqa: F401
 from core.schemes.compare import train
 from core.schemes.survey import RangeBatchNorm, cpt_bits, plateau, precision_range_test, range_bn_constant
 from core.train import get_scheme, qlayers
+
+
+@pytest.fixture(autouse=True)
+def _stores_in_tmp(tmp_path, monkeypatch):
+    """compare.train() puts each run store in tempfile's directory: keep them in tmp_path."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
 
 
 def _bits_trace(run, initial: int) -> list[int]:
