@@ -13,6 +13,9 @@ from .niti import NitiNet, NitiScheme, integer_ce_grad
 from .survey import (CPTScheme, PFQScheme, RangeBatchNorm, SBMScheme, cpt_bits, plateau,
                      precision_range_test)
 
-__all__ = ["LogBTQScheme", "NitiScheme", "NitiNet", "integer_ce_grad", "SBMScheme", "RangeBatchNorm",
-           "CPTScheme", "cpt_bits", "precision_range_test", "PFQScheme", "plateau", "psi", "tail_bound", "ClampQuant", "ChunkedSGD",
-           "BitopsCounter", "attach_counter", "cost_rows", "spec_bits"]
+__all__ = [
+    "LogBTQScheme", "psi", "tail_bound", "ClampQuant", "ChunkedSGD",
+    "NitiScheme", "NitiNet", "integer_ce_grad",
+    "SBMScheme", "RangeBatchNorm", "CPTScheme", "cpt_bits", "precision_range_test", "PFQScheme", "plateau",
+    "BitopsCounter", "attach_counter", "cost_rows", "spec_bits",
+]
