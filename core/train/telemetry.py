@@ -22,8 +22,11 @@ import core
 from .config import TelemetryConfig
 from .context import MetricRow
 from .qlayers import TensorQuant, qlayers, tensor_seed
+from .telemetry_kernels import error_metrics, range_fractions, stats_hist
 
-__all__ = ["Histogram", "Telemetry", "tensor_stats", "log2_histogram", "stagnation_rate", "STAT_NAMES"]
+__all__ = ["Histogram", "Telemetry", "tensor_stats", "log2_histogram", "stats_and_histogram", "quant_metrics",
+           "stagnation_rate",
+           "STAT_NAMES"]
 
 STAT_NAMES = ("min", "max", "mean", "std", "amax", "amin_nz", "dynamic_range", "zero_fraction", "numel")
 
@@ -87,6 +90,46 @@ def log2_histogram(x: torch.Tensor, lo: float, hi: float, bins: int) -> tuple[li
     idx = torch.floor((l2 - lo) * (bins / (hi - lo))).clamp_(0, bins - 1).long()
     counts = torch.bincount(idx, minlength=bins)
     return counts.tolist(), zeros, nonfinite
+
+
+def stats_and_histogram(x: torch.Tensor, lo: float, hi: float, bins: int,
+                        hist: bool = True) -> tuple[dict[str, float], tuple[list[int], int, int] | None]:
+    """:func:`tensor_stats` and :func:`log2_histogram` together: one Numba pass for CPU tensors, the
+    PyTorch reference otherwise."""
+    if x.device.type != "cpu":
+        return tensor_stats(x), (log2_histogram(x, lo, hi, bins) if hist else None)
+    v = x.detach()
+    v = v.float() if v.dtype in (torch.float16, torch.bfloat16) else v
+    r = stats_hist(v.reshape(-1).numpy(), lo, hi, bins)
+    n = int(r["n"])  # type: ignore[call-overload]
+    if n == 0:
+        stats = {k: math.nan for k in STAT_NAMES} | {"numel": 0.0}
+    else:
+        amax, amin_nz = float(r["amax"]), float(r["amin_nz"])  # type: ignore[arg-type]
+        stats = {"min": float(r["min"]), "max": float(r["max"]), "mean": float(r["mean"]),  # type: ignore[arg-type]
+                 "std": float(r["std"]), "amax": amax, "amin_nz": amin_nz,  # type: ignore[arg-type]
+                 "dynamic_range": math.log2(amax / amin_nz) if amin_nz > 0 else 0.0,
+                 "zero_fraction": int(r["zeros"]) / n, "numel": float(n)}  # type: ignore[call-overload]
+    h = (r["counts"].tolist(), int(r["zeros"]), int(r["nonfinite"])) if hist else None  # type: ignore[union-attr, call-overload]
+    return stats, h
+
+
+def quant_metrics(x: torch.Tensor, y: torch.Tensor, spec: Any) -> dict[str, float]:
+    """``core.metrics.summary(x, y, spec)`` computed in one fused pass on CPU (same definitions: ARE,
+    relative error, SQNR, overflow and underflow against ``spec.range_for(x)``); ``core.metrics`` itself
+    on other devices or when the spec has no ``range_for``."""
+    range_for = getattr(spec, "range_for", None)
+    if x.device.type != "cpu" or range_for is None or x.shape != y.shape:
+        return core.metrics.summary(x, y, spec)
+    xd, yd = x.detach(), y.detach()
+    xn = (xd.float() if xd.dtype in (torch.float16, torch.bfloat16) else xd).reshape(-1).numpy()
+    yn = (yd.float() if yd.dtype in (torch.float16, torch.bfloat16) else yd).reshape(-1).numpy()
+    out = error_metrics(xn, yn)
+    big, small = range_for(xd)
+    big = torch.as_tensor(big, dtype=torch.float64).expand(xd.shape).reshape(-1).numpy()
+    small = torch.as_tensor(small, dtype=torch.float64).expand(xd.shape).reshape(-1).numpy()
+    out["overflow"], out["underflow"] = range_fractions(xn, big, small)
+    return out
 
 
 def stagnation_rate(before: torch.Tensor, after: torch.Tensor, fmt: Any) -> float:
@@ -171,26 +214,29 @@ class Telemetry:
                  hists: list[Histogram], step: int, index: int, seed: int) -> list[MetricRow]:
         cfg = self.cfg
         rows: list[MetricRow] = []
-        if cfg.stats:
-            rows += [MetricRow(layer, t, "", "stat", k, v) for k, v in tensor_stats(x).items()]
-        if cfg.hist:
-            hists.append(self._hist(layer, t, "x", x))
+        if cfg.stats or cfg.hist:
+            stats, h = stats_and_histogram(x, cfg.hist_lo, cfg.hist_hi, cfg.hist_bins, cfg.hist)
+            if cfg.stats:
+                rows += [MetricRow(layer, t, "", "stat", k, v) for k, v in stats.items()]
+            if h is not None:
+                hists.append(Histogram(layer, t, "x", cfg.hist_lo, cfg.hist_hi, cfg.hist_bins, h[1], h[2], tuple(h[0])))
         if tq is not None:
             if xq is None:  # not captured (custom step): re-quantize with the same seed
                 seed_ = tensor_seed(seed, step, index, t) if tq.rounding == "stochastic" else None
                 xq = tq(x, seed_)
-            rows += [MetricRow(layer, t, tq.fmt, "live", k, v) for k, v in core.metrics.summary(x, xq, tq.spec).items()]
+            rows += [MetricRow(layer, t, tq.fmt, "live", k, v) for k, v in quant_metrics(x, xq, tq.spec).items()]
             if cfg.hist:
                 hists.append(self._hist(layer, t, "q", xq))
         for s in self._shadow:
             ys = s(x)
-            rows += [MetricRow(layer, t, s.fmt, "shadow", k, v) for k, v in core.metrics.summary(x, ys, s.spec).items()]
+            rows += [MetricRow(layer, t, s.fmt, "shadow", k, v) for k, v in quant_metrics(x, ys, s.spec).items()]
         return rows
 
     def _hist(self, layer: str, t: str, kind: str, x: torch.Tensor) -> Histogram:
         c = self.cfg
-        counts, zeros, nonfinite = log2_histogram(x, c.hist_lo, c.hist_hi, c.hist_bins)
-        return Histogram(layer, t, kind, c.hist_lo, c.hist_hi, c.hist_bins, zeros, nonfinite, tuple(counts))
+        _, h = stats_and_histogram(x, c.hist_lo, c.hist_hi, c.hist_bins)
+        assert h is not None
+        return Histogram(layer, t, kind, c.hist_lo, c.hist_hi, c.hist_bins, h[1], h[2], tuple(h[0]))
 
     def _sample(self, x: torch.Tensor, step: int, index: int, t: str) -> torch.Tensor:
         v = x.detach().reshape(-1).float()

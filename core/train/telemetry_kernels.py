@@ -1,0 +1,142 @@
+"""One-pass Numba kernels for the telemetry: tensor statistics with the log2|x| histogram, and the
+quantization-error sums behind ``core.metrics`` (ARE, relative error, SQNR, overflow/underflow).
+
+Owns :func:`stats_hist`, which reads a float32/float64 array once and returns the finite values' min,
+max, mean, std (float64 sums of values shifted by the first finite one), max |x|, smallest non-zero |x|, the zero/non-finite counts and the
+histogram of ``log2|x|`` on ``bins`` equal bins over ``[lo, hi)`` (values outside go to the end bins).
+The plain-PyTorch twins (``telemetry.tensor_stats``/``log2_histogram`` on the reference path) define
+the same numbers; the tests compare both. :func:`error_metrics` and :func:`range_fractions` follow
+``core.metrics``'s definitions (float64 sums; only the summation order differs).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+__all__ = ["stats_hist", "error_metrics", "range_fractions"]
+
+
+@njit(cache=True, fastmath=False, nogil=True)
+def _stats_hist(v, lo, hi, bins):  # type: ignore[no-untyped-def]
+    counts = np.zeros(bins, dtype=np.int64)
+    n = 0
+    zeros = 0
+    nonfinite = 0
+    shift = 0.0
+    for i in range(v.size):  # shift by the first finite value: keeps the sum-of-squares variance accurate
+        if math.isfinite(np.float64(v[i])):
+            shift = np.float64(v[i])
+            break
+    s1 = 0.0
+    s2 = 0.0
+    vmin = math.inf
+    vmax = -math.inf
+    amax = 0.0
+    amin_nz = math.inf
+    scale = bins / (hi - lo)
+    for i in range(v.size):
+        x = np.float64(v[i])
+        if not math.isfinite(x):
+            nonfinite += 1
+            continue
+        n += 1
+        d = x - shift
+        s1 += d
+        s2 += d * d
+        if x < vmin:
+            vmin = x
+        if x > vmax:
+            vmax = x
+        a = abs(x)
+        if a == 0.0:
+            zeros += 1
+            continue
+        if a > amax:
+            amax = a
+        if a < amin_nz:
+            amin_nz = a
+        k = math.floor((math.log2(a) - lo) * scale)
+        if k < 0:
+            k = 0
+        elif k >= bins:
+            k = bins - 1
+        counts[int(k)] += 1
+    mean = shift + s1 / n if n > 0 else 0.0
+    std = math.sqrt(max(0.0, (s2 - s1 * s1 / n) / (n - 1))) if n > 1 else 0.0
+    return counts, n, zeros, nonfinite, mean, std, vmin, vmax, amax, amin_nz
+
+
+def stats_hist(v: np.ndarray, lo: float, hi: float, bins: int) -> dict[str, object]:
+    """Statistics and histogram of a 1-D float array in one pass (see module docstring)."""
+    counts, n, zeros, nonfinite, mean, std, vmin, vmax, amax, amin_nz = _stats_hist(
+        np.ascontiguousarray(v).reshape(-1), float(lo), float(hi), int(bins))
+    return {"counts": counts, "n": int(n), "zeros": int(zeros), "nonfinite": int(nonfinite), "mean": mean,
+            "std": std, "min": vmin, "max": vmax, "amax": amax, "amin_nz": amin_nz if amin_nz != math.inf else 0.0}
+
+
+@njit(cache=True, fastmath=False, nogil=True)
+def _error_sums(x, y):  # type: ignore[no-untyped-def]
+    n = 0
+    n_nz = 0
+    rel_sum = 0.0
+    sig = 0.0
+    noise = 0.0
+    for i in range(x.size):
+        xi = np.float64(x[i])
+        yi = np.float64(y[i])
+        if not (math.isfinite(xi) and math.isfinite(yi)):
+            continue
+        n += 1
+        d = yi - xi
+        sig += xi * xi
+        noise += d * d
+        if xi != 0.0:
+            n_nz += 1
+            rel_sum += abs(d) / abs(xi)
+    return n, n_nz, rel_sum, sig, noise
+
+
+@njit(cache=True, fastmath=False, nogil=True)
+def _range_counts(x, big, small):  # type: ignore[no-untyped-def]
+    n = 0
+    over = 0
+    under = 0
+    for i in range(x.size):
+        a = abs(np.float64(x[i]))
+        if not math.isfinite(a):
+            continue
+        n += 1
+        if a > big[i]:
+            over += 1
+        if a > 0.0 and a < small[i]:
+            under += 1
+    return n, over, under
+
+
+def error_metrics(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """ARE, relative error and SQNR (dB) of ``y`` against ``x`` in one float64 pass.
+
+    Same definitions as ``core.metrics.are/rel_error/sqnr_db`` (elements where x or y is not finite are
+    excluded; NaN for an empty selection; SQNR inf when exact)."""
+    n, n_nz, rel_sum, sig, noise = _error_sums(np.ascontiguousarray(x).reshape(-1), np.ascontiguousarray(y).reshape(-1))
+    nan = math.nan
+    are = rel_sum / n_nz if n_nz else nan
+    if n == 0:
+        return {"are": nan, "rel_error": nan, "sqnr_db": nan}
+    if sig == 0:
+        rel = math.inf if noise > 0 else 0.0 * math.inf
+        sq = math.inf if noise == 0 else -math.inf
+    else:
+        rel = math.sqrt(noise) / math.sqrt(sig)
+        sq = math.inf if noise == 0 else 10.0 * math.log10(sig / noise)
+    return {"are": are, "rel_error": rel, "sqnr_db": sq}
+
+
+def range_fractions(x: np.ndarray, big: np.ndarray, small: np.ndarray) -> tuple[float, float]:
+    """Overflow and underflow fractions of the finite elements of ``x`` (limits broadcast to x)."""
+    n, over, under = _range_counts(np.ascontiguousarray(x).reshape(-1), np.ascontiguousarray(big).reshape(-1),
+                                   np.ascontiguousarray(small).reshape(-1))
+    return (over / n, under / n) if n else (math.nan, math.nan)

@@ -1,0 +1,71 @@
+"""Telemetry kernels equal their references: stats/histogram vs PyTorch, fused metrics vs core.metrics."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import core
+from core.train.telemetry import (
+    log2_histogram,
+    quant_metrics,
+    stagnation_rate,
+    stats_and_histogram,
+    tensor_stats,
+)
+
+CASES = {
+    "small normal": torch.randn(1000) * 1e-3,
+    "relu conv act": torch.relu(torch.randn(8, 16, 6, 6)) * 50,
+    "inf nan zero tiny": torch.tensor([0.0, 1.0, float("inf"), -2.0, float("nan"), 3e-30, -float("inf")]),
+    "all zero": torch.zeros(5),
+    "bf16": torch.randn(33).bfloat16(),
+    "large offset": torch.randn(4096) * 0.01 + 1000.0,
+    "outside bins": torch.tensor([2.0 ** -60, 2.0 ** 30, 1.0]),
+}
+
+
+def _same(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or a == b or math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-300)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_one_pass_kernel_equals_torch_reference(name):
+    x = CASES[name]
+    stats, hist = stats_and_histogram(x, -40.0, 16.0, 112)
+    ref = tensor_stats(x)
+    assert set(stats) == set(ref)
+    assert all(_same(stats[k], ref[k]) for k in ref), {k: (stats[k], ref[k]) for k in ref}
+    assert hist == log2_histogram(x, -40.0, 16.0, 112)
+
+
+def test_histogram_edges_and_counts_by_hand():
+    x = torch.tensor([0.0, 1.0, 1.5, 2.0, -4.0, 2.0 ** -50, 2.0 ** 20])
+    counts, zeros, nonfinite = log2_histogram(x, -2.0, 3.0, 5)  # bins [-2,-1) [-1,0) [0,1) [1,2) [2,3)
+    assert (counts, zeros, nonfinite) == ([1, 0, 2, 1, 2], 1, 0)
+    assert stats_and_histogram(x, -2.0, 3.0, 5)[1] == (counts, zeros, nonfinite)
+
+
+FORMATS = ["mls(ex=2,mx=1,eg=8,mg=1,group=nc)", "fp8_e4m3", "fp8_e5m2", "bf16", "int(bits=8,scale=tensor)",
+           "mu8(mu=255,range=2)", "mx(elem=fp8_e4m3,block=32,axis=-1)", "niti(bits=8)", "fp32"]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_fused_metrics_equal_core_metrics(fmt):
+    torch.manual_seed(0)
+    for x in (torch.randn(64, 32) * 1e-3, torch.relu(torch.randn(16, 8, 4, 4)) * 100, torch.zeros(3, 32),
+              torch.tensor([[1e-30, 1.0, 5.0] * 32])):
+        y = core.quantize(x, fmt, "stochastic" if fmt.startswith("mls") else "nearest", seed=3)
+        got, ref = quant_metrics(x, y, core.parse_format(fmt)), core.metrics.summary(x, y, fmt)
+        assert set(got) == set(ref)
+        for k in ref:
+            assert (math.isnan(got[k]) and math.isnan(ref[k])) or got[k] == pytest.approx(ref[k], rel=1e-12), (k, x.shape)
+
+
+def test_stagnation_rate_by_hand():
+    before = torch.tensor([1.0, 1.0, 1.0, 1.0])
+    # fp8_e4m3 spacing at 1.0 is 2^-3: updates below 2^-4 are rounded away
+    after = before + torch.tensor([0.0, 0.05, 0.07, -0.2])
+    assert stagnation_rate(before, after, "fp8_e4m3") == 0.5
