@@ -353,7 +353,8 @@ class Run:
                        "test_acc": self._test_acc, "best_test_acc": self._best_acc, "seconds": seconds}
         try:
             if self._writer is not None:
-                self._writer.event(self.step, final, {k: v for k, v in self.result.items() if k != "run_id"})
+                if final in ("done", "stopped"):  # diverged/error were logged with their details already
+                    self._writer.event(self.step, final, {k: v for k, v in self.result.items() if k != "run_id"})
                 self._flush(ended=time.time(), final_test_acc=self._test_acc, best_test_acc=self._best_acc,
                             error=(f"{type(self.error).__name__}: {self.error}" if self.error else None))
                 self._writer.close()
@@ -361,7 +362,8 @@ class Run:
             log.exception("run %s: could not write its final state", self.id)
         with _ACTIVE_LOCK:
             _ACTIVE.pop(self.id or "", None)
-        self._emit({"type": "event", "kind": final, "payload": dict(self.result)})
+        if final in ("done", "stopped"):
+            self._emit({"type": "event", "kind": final, "payload": dict(self.result)})
         self._emit({"type": "status", "status": final})
         self._done.set()
 
