@@ -17,7 +17,7 @@ __all__ = ["Compare"]
 
 hv.renderer("bokeh")
 
-_OPTS = dict(height=330, responsive=True, min_width=380)
+_OPTS = dict(height=380, responsive=True, min_width=380)
 
 
 class Compare(Viewer):
@@ -82,7 +82,8 @@ class Compare(Viewer):
         if comp is None:
             return hv.Curve([], "step", metric).opts(title=metric, **_OPTS)
         return curves(comp, metric, smooth).opts(
-            hv.opts.Curve(tools=["hover"], line_width=2), hv.opts.Overlay(legend_position="right", **_OPTS))
+            hv.opts.Curve(tools=["hover"], line_width=2), hv.opts.Scatter(size=7),
+            hv.opts.Overlay(legend_position="bottom", **_OPTS))
 
     @staticmethod
     def _table(comp: Comparison | None) -> Any:
@@ -91,7 +92,7 @@ class Compare(Viewer):
         return final_table(comp) if comp is not None else pd.DataFrame()
 
     def _grid(self, comp: Comparison | None, x: str, y: str, value: str) -> Any:
-        if comp is None or not x or not y:
+        if comp is None or not x:
             return pn.pane.Markdown("*Grid heat map: select runs whose configs differ (e.g. a sweep over Ex x Mx).*")
         return pn.pane.HoloViews(grid_plot(comp, x, y, value).opts(
             cmap="viridis", colorbar=True, tools=["hover"], height=330, width=520), sizing_mode="fixed")

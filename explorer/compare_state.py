@@ -109,16 +109,16 @@ class CompareState(param.Parameterized):
         with param.parameterized.batch_call_watchers(self):
             if self.grid_x not in keys:
                 self.grid_x = keys[0] if keys else _NONE
-            if self.grid_y not in keys:
-                self.grid_y = keys[1] if len(keys) > 1 else (keys[0] if keys else _NONE)
+            if self.grid_y not in keys or self.grid_y == self.grid_x:
+                self.grid_y = next((k for k in keys if k != self.grid_x), _NONE)
             with param.edit_constant(self):
                 self.comparison = comp
                 self.message = msg or (f"{len(self.selected)} run(s) selected" if self.selected else "select runs")
 
     @property
     def grid(self) -> tuple[str, str] | None:
-        """The grid heat map's axes, or None when not both are set."""
-        if self.grid_x and self.grid_y and self.comparison is not None:
+        """The grid heat map's axes (y may be '' for a single row), or None without an x key."""
+        if self.grid_x and self.comparison is not None and self.grid_x != self.grid_y:
             return (self.grid_x, self.grid_y)
         return None
 

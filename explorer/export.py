@@ -20,6 +20,7 @@ import datetime as _dt
 import html
 import json
 import math
+import re
 import sys
 import types
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ STEP_METRICS: tuple[str, ...] = ("loss", "train_acc", "lr", "step_time")
 #: per-epoch curves available from ``store.epochs``
 EPOCH_METRICS: tuple[str, ...] = ("test_acc", "test_loss", "epoch_train_loss", "epoch_train_acc")
 FORMATS: tuple[str, ...] = ("png", "svg", "html")
+_RELATIVE_SCRIPT = re.compile(r'<script[^>]*src="static/[^"]*"[^>]*></script>\s*|<link[^>]*href="static/[^"]*"[^>]*>\s*')
 
 
 def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -182,7 +184,7 @@ def curves(comp: Comparison, metric: str, smooth: int = 1) -> hv.Overlay:
     src = comp.epochs if per_epoch else comp.steps
     frames = {r: _smooth(src[r], metric, 1 if per_epoch else smooth) for r in comp.run_ids}
     title = metric.replace("_", " ") + (" (per epoch)" if per_epoch else "")
-    return plots.curves_plot(frames, metric, x="step", labels=comp.labels, title=title)
+    return plots.curves_plot(frames, metric, x="step", labels=comp.labels, title=title, markers=per_epoch)
 
 
 def final_table(comp: Comparison) -> pd.DataFrame:
@@ -193,7 +195,7 @@ def final_table(comp: Comparison) -> pd.DataFrame:
 
 def grid_plot(comp: Comparison, x: str, y: str, value: str = "final_test_acc") -> hv.HeatMap:
     """Heat map of ``value`` over two config keys of the runs (e.g. scheme.ex x scheme.mx)."""
-    return plots.grid_heatmap(comp.summary, x, y, value, title=f"{value} over {x} x {y}")
+    return plots.grid_heatmap(comp.summary, x, y, value, title=f"{value} over {x} x {y}" if y and y != x else "")
 
 
 def comparison_figure(
@@ -237,7 +239,8 @@ def _metadata(comp: Comparison) -> dict[str, Any]:
 def _bokeh_options(obj: Any) -> Any:
     return obj.opts(
         hv.opts.Curve(width=560, height=340, tools=["hover"], line_width=2, backend="bokeh"),
-        hv.opts.Overlay(width=560, height=340, legend_position="right", backend="bokeh"),
+        hv.opts.Scatter(size=7, backend="bokeh"),
+        hv.opts.Overlay(width=560, height=380, legend_position="bottom", backend="bokeh"),
         hv.opts.HeatMap(width=460, height=340, cmap="viridis", colorbar=True, tools=["hover"], backend="bokeh"),
     )
 
@@ -290,7 +293,9 @@ def static_figure(
     if grid is not None:
         k = len(metrics)
         ax = fig.add_subplot(gs[k // ncols, k % ncols])
-        t = comp.summary[[grid[0], grid[1], value]].copy()
+        gy = grid[1] if grid[1] and grid[1] != grid[0] else "runs"
+        t = comp.summary.assign(runs="all")[[grid[0], gy, value]].copy()
+        grid = (grid[0], gy)
         t[grid[0]] = t[grid[0]].astype(str)
         t[grid[1]] = t[grid[1]].astype(str)
         piv = t.pivot_table(index=grid[1], columns=grid[0], values=value, aggfunc="mean")
@@ -303,7 +308,7 @@ def static_figure(
             if math.isfinite(v):
                 ax.text(xx, yy, f"{v:.3g}", ha="center", va="center", color="white", fontsize=8)
         fig.colorbar(im, ax=ax, label=value)
-        ax.set_title(f"{value} over {grid[0]} x {grid[1]}", fontsize=10)
+        ax.set_title(f"{value} over {grid[0]}" + (f" x {grid[1]}" if gy != "runs" else ""), fontsize=10)
     tax = fig.add_subplot(gs[nrows, :])
     tax.axis("off")
     tax.legend(handles=handles, loc="upper left", ncol=2, fontsize=8, frameon=False)
@@ -342,6 +347,10 @@ def _write_html(fig_obj: Any, comp: Comparison, path: Path) -> Path:
                        f"<script type='application/json' id='run-configs'>{html.escape(json.dumps(_metadata(comp), default=str))}</script>",
                   width=1100)
     save(column(header, model, caption), filename=str(path), resources=INLINE, title="Lowbit Explorer comparison")
+    # Panel (imported by HoloViews) adds relative <script>/<link> tags ("static/extensions/...") for its
+    # own components; none are used here, and next to the file they do not exist: drop them.
+    text = path.read_text(encoding="utf-8")
+    path.write_text(_RELATIVE_SCRIPT.sub("", text), encoding="utf-8")
     return path
 
 
@@ -385,7 +394,7 @@ def export(
     st = _open_store(store)
     comp = load_comparison(list(runs), st)
     if grid is not None:
-        missing = [k for k in grid if k not in comp.summary.columns]
+        missing = [k for k in grid if k and k not in comp.summary.columns]
         if missing:
             raise ValueError(f"grid key(s) {', '.join(missing)} are not config keys of these runs")
     if out_dir is None:

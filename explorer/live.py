@@ -54,7 +54,7 @@ class LiveTraining(Viewer):
     """
 
     state = param.ClassSelector(class_=LiveTrainingState, doc="The page's state (one per session).")
-    period = param.Integer(default=400, bounds=(50, 10_000), doc="Milliseconds between polls of the run.")
+    period = param.Integer(default=500, bounds=(50, 10_000), doc="Milliseconds between polls of the run.")
 
     def __init__(self, state: LiveTrainingState | None = None, **params: Any) -> None:
         super().__init__(state=state if state is not None else LiveTrainingState(), **params)

@@ -21,6 +21,7 @@ import dataclasses
 import logging
 import math
 import queue
+import time
 import typing
 from functools import lru_cache
 from typing import Any, Callable
@@ -170,10 +171,11 @@ class LiveTrainingState(param.Parameterized):
     epochs = param.Integer(default=10, bounds=(1, 10000), doc="Epochs to train (live: can be extended).")
     batch_size = param.Selector(default=64, objects=[16, 32, 64, 128, 256], doc="Mini-batch size.")
     seed = param.Integer(default=0, bounds=(0, None), doc="Seed of the run (deterministic on the CPU).")
-    every = param.Integer(default=5, bounds=(1, 1000), doc="Steps between telemetry snapshots (live).")
+    every = param.Integer(default=10, bounds=(1, 1000), doc="Steps between telemetry snapshots (live).")
     shadow = param.String(default="fp8_e4m3", doc="Extra 'shadow' formats measured on the live tensors, separated by ';'.")
     max_steps = param.Integer(default=0, bounds=(0, None), doc="Stop after this many steps (0: the epochs decide).")
     threads = param.Integer(default=1, bounds=(1, 64), doc="Torch threads of the training worker.")
+    redraw = param.Number(default=1.5, bounds=(0.0, 60.0), doc="Seconds between redraws of the telemetry plots (heat maps, tail, histograms); curves stream on every poll.")
     heat_source = param.Selector(default="live", objects=["live"], doc="ARE of the format in use ('live') or of a shadow format.")
     hist_layer = param.Selector(default="", objects=[""], doc="Layer whose weight histogram is shown over time.")
     bound_u = param.Number(default=0.1, bounds=(0.0, 0.99), step=0.01, doc="Barrier u of the LogBTQ bound (the scheme's u when it has one).")
@@ -217,6 +219,8 @@ class LiveTrainingState(param.Parameterized):
         self._a_hists: dict[str, tuple[np.ndarray, float, float, int]] = {}
         self._seen = {"step": -1, "telemetry": -1, "epoch": -1}
         self._syncing = False
+        self._tele_dirty = False
+        self._last_redraw = 0.0
         self._spec_watchers: list[Any] = []
         self._knob_watcher: Any = None
         self._build_scheme(self.scheme)
@@ -476,10 +480,13 @@ class LiveTrainingState(param.Parameterized):
             log.warning("backfill of run %s failed: %s", run_id, exc)
         self._publish_telemetry()
 
-    def poll(self, max_items: int = 100_000) -> int:
+    def poll(self, max_items: int = 100_000, force: bool = False) -> int:
         """Drain queued payloads into the streams and status; returns how many were handled.
 
-        Call from the page's periodic callback (or directly in tests and notebooks).
+        Curves stream on every call; the telemetry plots are redrawn at most every ``redraw``
+        seconds (or when ``force``, or when the run has ended) so the page stays light while
+        the worker trains.  Call from the page's periodic callback (or directly in tests and
+        notebooks).
         """
         steps: list[dict[str, Any]] = []
         epochs: list[dict[str, Any]] = []
@@ -515,8 +522,13 @@ class LiveTrainingState(param.Parameterized):
             self._push_steps(pd.DataFrame(steps, columns=_STEP_COLS))
         if epochs:
             self._push_epochs(pd.DataFrame(epochs, columns=_EPOCH_COLS))
-        if tele:
+        self._tele_dirty = self._tele_dirty or tele
+        now = time.monotonic()
+        ended = self._run is not None and self._run.status not in registry.ACTIVE_STATUSES
+        if self._tele_dirty and (force or ended or now - self._last_redraw >= self.redraw):
             self._publish_telemetry()
+            self._tele_dirty = False
+            self._last_redraw = now
         self._refresh_status()
         return n
 

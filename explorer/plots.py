@@ -181,8 +181,10 @@ def curves_plot(
     x: str = "step",
     labels: Mapping[str, str] | None = None,
     title: str | None = None,
+    markers: bool = False,
 ) -> hv.Overlay:
-    """One curve of column ``y`` against ``x`` per run (``frames``: run id -> DataFrame)."""
+    """One curve of column ``y`` against ``x`` per run (``frames``: run id -> DataFrame); with
+    ``markers`` each point is also drawn (per-epoch values, where a run may have one point)."""
     items = []
     for i, (rid, df) in enumerate(frames.items()):
         lab = (labels or {}).get(rid, rid)
@@ -191,7 +193,10 @@ def curves_plot(
         else:
             d = df[[x, y]].dropna()
             xs, ys = d[x].to_numpy(float), d[y].to_numpy(float)
-        items.append(hv.Curve((xs, ys), x, y, label=lab).opts(color=RUN_COLORS[i % len(RUN_COLORS)]))
+        color = RUN_COLORS[i % len(RUN_COLORS)]
+        items.append(hv.Curve((xs, ys), x, y, label=lab).opts(color=color))
+        if markers:
+            items.append(hv.Scatter((xs, ys), x, y, label=lab).opts(color=color))
     return hv.Overlay(items).opts(title=title or y)
 
 
@@ -212,7 +217,14 @@ def heatmap_plot(df: pd.DataFrame, layers: Sequence[str], title: str = "", value
 
 
 def grid_heatmap(table: pd.DataFrame, x: str, y: str, value: str, title: str = "") -> hv.HeatMap:
-    """Heat map of ``value`` over a grid of runs (e.g. Ex x Mx); cells averaged when repeated."""
+    """Heat map of ``value`` over a grid of runs (e.g. Ex x Mx); cells averaged when repeated.
+
+    An empty ``y`` (or ``y == x``) gives a single row over ``x``.
+    """
+    if not y or y == x:
+        y = "runs"
+        table = table.assign(runs="all")
+        title = title or f"{value} over {x}"
     if not len(table):
         return hv.HeatMap(([], [], []), [x, y], value).opts(title=title)
     d = table[[x, y, value]].copy()

@@ -1,0 +1,200 @@
+"""Browser tests of the Explorer: ``panel serve apps/explorer.py`` driven by Playwright in Chromium.
+
+Each page loads without console errors; moving a Format Lab slider changes the plotted data (and a
+bad hand-typed spec shows the parser's message and changes nothing); starting a short digits run
+makes the curves grow and the heat maps fill, a reload reattaches to it and Stop ends it; an export
+from Compare writes PNG/SVG/HTML/JSON, and the HTML renders with the network blocked.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import screenshot, wait_until
+
+pytestmark = [pytest.mark.ui, pytest.mark.timeout(300)]
+
+# Summary of every ColumnDataSource in the page: {column: [length, sum of finite numbers]}.
+_CDS_JS = """
+() => {
+  const out = {};
+  for (const doc of window.Bokeh.documents) {
+    for (const m of doc.all_models) {
+      const data = m.data;
+      if (data === undefined || data === null || typeof data !== 'object' || m.selected === undefined) continue;
+      const keys = data instanceof Map ? [...data.keys()] : Object.keys(data);
+      for (const k of keys) {
+        const col = data instanceof Map ? data.get(k) : data[k];
+        if (!col || col.length === undefined) continue;
+        let s = 0;
+        for (let i = 0; i < col.length; i++) { const v = Number(col[i]); if (isFinite(v)) s += v; }
+        const prev = out[k] || [0, 0];
+        out[k] = [prev[0] + col.length, prev[1] + s];
+      }
+    }
+  }
+  return out;
+}
+"""
+
+
+# Rendered text of an element, descending into shadow roots.
+_TEXT_JS = """
+(e) => {
+  const text = (n) => {
+    if (n.nodeType === 3) return n.textContent;
+    if (n.nodeType !== 1 && n.nodeType !== 11) return '';
+    if (n.nodeName === 'STYLE' || n.nodeName === 'SCRIPT') return '';
+    const kids = n.shadowRoot ? [...n.shadowRoot.childNodes] : [...n.childNodes];
+    return kids.map(text).join(' ');
+  };
+  return text(e);
+}
+"""
+
+
+def deep_text(locator: Any) -> str:
+    return " ".join(locator.evaluate(_TEXT_JS).split())
+
+
+def cds(page: Any) -> dict[str, list[float]]:
+    return page.evaluate(_CDS_JS)
+
+
+def col_len(page: Any, column: str) -> int:
+    """Rows in all sources' columns named ``column`` (HoloViews turns spaces into underscores)."""
+    data = cds(page)
+    return int(sum(v[0] for k, v in data.items() if k in (column, column.replace(" ", "_"))))
+
+
+def open_page(page: Any, url: str, name: str) -> None:
+    page.goto(f"{url}?page={name}", timeout=120_000)
+    page.wait_for_selector("canvas", timeout=120_000)
+    wait_until(lambda: page.evaluate("() => window.Bokeh !== undefined && window.Bokeh.documents.length > 0"),
+               message="Bokeh document")
+
+
+@pytest.mark.parametrize("name", ["lab", "live", "compare"])
+def test_page_loads_without_console_errors(page: Any, explorer_url: str, name: str) -> None:
+    open_page(page, explorer_url, name)
+    time.sleep(1.5)
+    assert page.locator(".explorer-tabs").count() == 1
+    assert page.console_log.errors() == []
+
+
+def test_format_lab_slider_changes_plotted_data(page: Any, explorer_url: str) -> None:
+    open_page(page, explorer_url, "lab")
+    card = page.locator(".spec-builder").first
+    spec = card.locator(".spec-input input")
+    wait_until(lambda: "mls(ex=2,mx=1" in spec.input_value(), message="MLS spec in card 1")
+    wait_until(lambda: col_len(page, "x0") > 0, message="segments plotted")
+    before = cds(page)
+    handle = card.locator(".noUi-handle").nth(1)  # Ex, Mx, Eg, Mg: the Mx slider
+    handle.focus()
+    page.keyboard.press("ArrowRight")
+    wait_until(lambda: "mx=2" in spec.input_value(), message="spec string follows the slider")
+    wait_until(lambda: cds(page) != before, message="plotted data to change")
+    after = cds(page)
+    assert after["x0"] != before["x0"]  # codebook/error/histogram segments moved
+    screenshot(page, "format-lab")
+
+    # a bad hand-typed spec shows the parser's message and changes nothing
+    settled = wait_until(lambda: (lambda a: a if (time.sleep(0.5) or cds(page) == a) else None)(cds(page)),
+                         message="plots to settle")
+    spec.fill("mls(ex=9,mx=2)")
+    spec.press("Enter")
+    err = card.locator(".spec-error")
+    wait_until(lambda: err.is_visible() and "out of range" in deep_text(err), message="parser message")
+    time.sleep(1.0)
+    assert cds(page) == settled
+    assert page.console_log.errors() == []
+
+
+def _status(page: Any) -> str:
+    return deep_text(page.locator(".run-status"))
+
+
+def test_live_training_streams_reattaches_and_stops(page: Any, explorer_url: str, browser: Any) -> None:
+    open_page(page, explorer_url, "live")
+    t0 = time.monotonic()
+    epochs = page.locator(".live-training input").nth(2)  # hidden sizes, learning rate, epochs
+    epochs.fill("500")  # long enough to still be running when Stop is pressed
+    epochs.press("Enter")
+    time.sleep(0.5)
+    page.locator(".btn-start button").click()
+    wait_until(lambda: "running" in _status(page), timeout=60, message="run to start")
+    assert "/11500" in _status(page).replace(" ", ""), _status(page)  # 500 epochs x 23 steps
+    run_id = _status(page).split()[1]
+    lap = lambda what: print(f"{what}: {time.monotonic() - t0:.1f} s")  # noqa: E731
+    lap("started")
+    n1 = wait_until(lambda: col_len(page, "loss"), timeout=60, message="loss curve")
+    wait_until(lambda: col_len(page, "loss") > n1, timeout=60, message="loss curve to grow")
+    lap("curve grows")
+    wait_until(lambda: col_len(page, "log10 ARE") > 0, timeout=60, message="ARE heat map to fill")
+    h1 = col_len(page, "log10 ARE")
+    wait_until(lambda: col_len(page, "log10 ARE") > h1, timeout=60, message="heat map to grow")
+    lap("heat map grows")
+    screenshot(page, "live-training")
+    lap("screenshot")
+
+    # a reload (new session) reattaches to the run and backfills its history
+    page.reload()
+    page.wait_for_selector(".run-status", timeout=120_000)
+    lap("reloaded")
+    wait_until(lambda: run_id in _status(page) and "running" in _status(page), timeout=60,
+               message="reattached status")
+    wait_until(lambda: col_len(page, "loss") > n1, timeout=60, message="backfilled loss curve")
+    lap("reattached")
+
+    page.locator(".btn-stop button").click()
+    wait_until(lambda: "stopped" in _status(page), timeout=60, message="run to stop")
+    print(f"live test: {time.monotonic() - t0:.1f} s")
+    assert page.console_log.errors() == []
+
+
+def test_compare_export_writes_files_that_render_offline(page: Any, explorer_url: str, browser: Any,
+                                                          ui_store: dict[str, Any]) -> None:
+    open_page(page, explorer_url, "compare")
+    select = page.locator(".run-select select")
+    wait_until(lambda: select.locator("option").count() >= 2, message="runs listed")
+    select.select_option(index=[0, 1])
+    wait_until(lambda: col_len(page, "loss") > 0, message="overlaid curves")
+    page.locator(".btn-export button").click()
+    wait_until(lambda: deep_text(page.locator(".export-files")).count("comparison") >= 4, timeout=90,
+               message="download buttons")
+    time.sleep(0.5)
+    screenshot(page, "compare")
+    exports = sorted((ui_store["dir"] / "exports").glob("*/comparison.html"))
+    assert exports, "no export directory"
+    out = exports[-1].parent
+    for ext in ("png", "svg", "html", "json"):
+        f = out / f"comparison.{ext}"
+        assert f.exists() and f.stat().st_size > 1000, f
+    meta = json.loads((out / "comparison.json").read_text())
+    assert len(meta["runs"]) == 2 and all("config" in r for r in meta["runs"])
+    assert page.console_log.errors() == []
+
+    # the standalone HTML renders with every network request refused
+    ctx = browser.new_context(viewport={"width": 1300, "height": 900})
+    offline = ctx.new_page()
+    errors: list[str] = []
+    offline.on("pageerror", lambda e: errors.append(str(e)))
+    offline.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    requested: list[str] = []
+
+    def block(route: Any) -> None:
+        requested.append(route.request.url)
+        route.abort()
+
+    offline.route("http*://**", block)
+    offline.goto(Path(out / "comparison.html").as_uri())
+    offline.wait_for_selector("canvas", timeout=30_000)
+    assert offline.evaluate("() => window.Bokeh.documents.length") >= 1
+    screenshot(offline, "export-html")
+    ctx.close()
+    assert requested == [] and errors == []
