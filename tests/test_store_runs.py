@@ -26,8 +26,8 @@ def test_sigkill_mid_run_leaves_a_readable_store_and_interrupted_run(tmp_path):
     db = tmp_path / "runs.sqlite"
     script = textwrap.dedent(f"""
         from core.train import Run, RunConfig, TelemetryConfig, get_scheme
-        cfg = RunConfig(scheme=get_scheme("mls", first_last=True), epochs=10000, telemetry=TelemetryConfig(every=5), threads=1,
-                        checkpoint=False)
+        cfg = RunConfig(scheme=get_scheme("mls", first_last=True), epochs=10000, threads=1,
+                        telemetry=TelemetryConfig(every=5), checkpoint=False)
         run = Run(cfg, store={str(db)!r}).start()
         run.wait()
     """)

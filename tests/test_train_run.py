@@ -15,7 +15,16 @@ import core
 from core.data import DataConfig, load_dataset
 from core.models import ModelConfig, build_model
 from core.store import RunStore
-from core.train import OptimConfig, Run, RunConfig, TelemetryConfig, active_runs, get_scheme, load_checkpoint
+from core.train import (
+    OptimConfig,
+    Run,
+    RunConfig,
+    TelemetryConfig,
+    active_runs,
+    get_scheme,
+    load_checkpoint,
+    qlayers,
+)
 from core.train.qlayers import tensor_seed
 
 T10K = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "mnist-t10k"
@@ -62,7 +71,7 @@ def test_mls_2_1_nc_within_1_5_points_of_fp32(fp32_digits, store):
     mls = run_to_end(digits_cfg(scheme=scheme), store)
     assert abs(mls.result["test_acc"] - fp32_digits.result["test_acc"]) <= 0.015
     # the middle layer really was quantized, the first and last were not
-    q = [layer.quant for _, layer in __import__("core.train", fromlist=["qlayers"]).qlayers(mls.model)]
+    q = [layer.quant for _, layer in qlayers(mls.model)]
     assert q[0] is None and q[2] is None and q[1].w.fmt == MLS21 and q[1].e.fmt == MLS21
 
 

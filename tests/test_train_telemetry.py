@@ -61,7 +61,8 @@ def test_fused_metrics_equal_core_metrics(fmt):
         got, ref = quant_metrics(x, y, core.parse_format(fmt)), core.metrics.summary(x, y, fmt)
         assert set(got) == set(ref)
         for k in ref:
-            assert (math.isnan(got[k]) and math.isnan(ref[k])) or got[k] == pytest.approx(ref[k], rel=1e-12), (k, x.shape)
+            same = (math.isnan(got[k]) and math.isnan(ref[k])) or got[k] == pytest.approx(ref[k], rel=1e-12)
+            assert same, (k, x.shape)
 
 
 def test_stagnation_rate_by_hand():

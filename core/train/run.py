@@ -29,7 +29,7 @@ from core.store import RunStore, RunWriter
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import RunConfig, lr_factor
-from .context import MetricRow, StepContext, StepOutput
+from .context import StepContext, StepOutput
 from .qlayers import assign, qlayers
 from .schemes import Scheme
 from .telemetry import Telemetry
@@ -67,6 +67,13 @@ def _set_threads(n: int | None) -> None:
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     except Exception:  # noqa: BLE001 - numba missing or not initialised: nothing to limit
         log.debug("could not set numba threads", exc_info=True)
+
+
+def _autocast(device: str, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
+    """``torch.autocast`` for ``dtype`` on ``device``'s type, or a no-op context."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
 
 class _Stop(Exception):
@@ -537,8 +544,7 @@ class Run:
         model.train()
         opt.zero_grad(set_to_none=True)
         dtype = cfg.scheme.autocast_dtype()
-        ac = torch.autocast(device_type=torch.device(cfg.device).type, dtype=dtype) if dtype else contextlib.nullcontext()
-        with ac:
+        with _autocast(cfg.device, dtype):
             logits = model(x)
         loss = cfg.scheme.loss(logits, y, model, self._ctx)
         lv = float(loss.detach())
@@ -574,8 +580,7 @@ class Run:
             idx = torch.arange(i, min(n, i + cfg.eval_batch_size))
             x, y = test.batch(idx)
             x, y = x.to(cfg.device), y.to(cfg.device)
-            ac = torch.autocast(device_type=torch.device(cfg.device).type, dtype=dtype) if dtype else contextlib.nullcontext()
-            with ac:
+            with _autocast(cfg.device, dtype):
                 logits = model(x).float()
             loss_sum += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())

@@ -101,16 +101,13 @@ def stats_and_histogram(x: torch.Tensor, lo: float, hi: float, bins: int,
     v = x.detach()
     v = v.float() if v.dtype in (torch.float16, torch.bfloat16) else v
     r = stats_hist(v.reshape(-1).numpy(), lo, hi, bins)
-    n = int(r["n"])  # type: ignore[call-overload]
-    if n == 0:
+    if r.n == 0:
         stats = {k: math.nan for k in STAT_NAMES} | {"numel": 0.0}
     else:
-        amax, amin_nz = float(r["amax"]), float(r["amin_nz"])  # type: ignore[arg-type]
-        stats = {"min": float(r["min"]), "max": float(r["max"]), "mean": float(r["mean"]),  # type: ignore[arg-type]
-                 "std": float(r["std"]), "amax": amax, "amin_nz": amin_nz,  # type: ignore[arg-type]
-                 "dynamic_range": math.log2(amax / amin_nz) if amin_nz > 0 else 0.0,
-                 "zero_fraction": int(r["zeros"]) / n, "numel": float(n)}  # type: ignore[call-overload]
-    h = (r["counts"].tolist(), int(r["zeros"]), int(r["nonfinite"])) if hist else None  # type: ignore[union-attr, call-overload]
+        stats = {"min": r.min, "max": r.max, "mean": r.mean, "std": r.std, "amax": r.amax, "amin_nz": r.amin_nz,
+                 "dynamic_range": math.log2(r.amax / r.amin_nz) if r.amin_nz > 0 else 0.0,
+                 "zero_fraction": r.zeros / r.n, "numel": float(r.n)}
+    h = (r.counts.tolist(), r.zeros, r.nonfinite) if hist else None
     return stats, h
 
 

@@ -2,9 +2,9 @@
 quantization-error sums behind ``core.metrics`` (ARE, relative error, SQNR, overflow/underflow).
 
 Owns :func:`stats_hist`, which reads a float32/float64 array once and returns the finite values' min,
-max, mean, std (float64 sums of values shifted by the first finite one), max |x|, smallest non-zero |x|, the zero/non-finite counts and the
-histogram of ``log2|x|`` on ``bins`` equal bins over ``[lo, hi)`` (values outside go to the end bins).
-The plain-PyTorch twins (``telemetry.tensor_stats``/``log2_histogram`` on the reference path) define
+max, mean, std (float64 sums of values shifted by the first finite one), max |x|, smallest non-zero
+|x|, the zero/non-finite counts and the histogram of ``log2|x|`` on ``bins`` equal bins over
+``[lo, hi)`` (values outside go to the end bins). The plain-PyTorch twins (``telemetry.tensor_stats``/``log2_histogram`` on the reference path) define
 the same numbers; the tests compare both. :func:`error_metrics` and :func:`range_fractions` follow
 ``core.metrics``'s definitions (float64 sums; only the summation order differs).
 """
@@ -12,11 +12,12 @@ the same numbers; the tests compare both. :func:`error_metrics` and :func:`range
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
 
-__all__ = ["stats_hist", "error_metrics", "range_fractions"]
+__all__ = ["StatsHist", "stats_hist", "error_metrics", "range_fractions"]
 
 
 @njit(cache=True, fastmath=False, nogil=True)
@@ -69,12 +70,27 @@ def _stats_hist(v, lo, hi, bins):  # type: ignore[no-untyped-def]
     return counts, n, zeros, nonfinite, mean, std, vmin, vmax, amax, amin_nz
 
 
-def stats_hist(v: np.ndarray, lo: float, hi: float, bins: int) -> dict[str, object]:
+class StatsHist(NamedTuple):
+    """Result of :func:`stats_hist` (statistics over the ``n`` finite values)."""
+
+    counts: np.ndarray
+    n: int
+    zeros: int
+    nonfinite: int
+    mean: float
+    std: float
+    min: float
+    max: float
+    amax: float
+    amin_nz: float
+
+
+def stats_hist(v: np.ndarray, lo: float, hi: float, bins: int) -> StatsHist:
     """Statistics and histogram of a 1-D float array in one pass (see module docstring)."""
     counts, n, zeros, nonfinite, mean, std, vmin, vmax, amax, amin_nz = _stats_hist(
         np.ascontiguousarray(v).reshape(-1), float(lo), float(hi), int(bins))
-    return {"counts": counts, "n": int(n), "zeros": int(zeros), "nonfinite": int(nonfinite), "mean": mean,
-            "std": std, "min": vmin, "max": vmax, "amax": amax, "amin_nz": amin_nz if amin_nz != math.inf else 0.0}
+    return StatsHist(counts, int(n), int(zeros), int(nonfinite), float(mean), float(std), float(vmin), float(vmax),
+                     float(amax), float(amin_nz) if amin_nz != math.inf else 0.0)
 
 
 @njit(cache=True, fastmath=False, nogil=True)
