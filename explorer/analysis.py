@@ -279,7 +279,8 @@ class FormatResult:
         bits: storage bits per element.
         scaled: whether the format carries data-dependent scales.
         metrics: ``are``, ``rel_error``, ``sqnr_db``, ``overflow``, ``underflow`` (as in core.metrics).
-        codebook: positive codebook values (element units for scaled formats).
+        codebook: positive codebook values (element units for scaled formats); empty when the
+            format has too many codes to enumerate (fp32, fp64).
         codes: positive code values in data units at the scale of the largest element.
         err_mean: mean relative error per ``log2|x|`` bin of the data (NaN where empty).
         seconds: time taken by quantization and reduction.
@@ -319,8 +320,11 @@ def analyze(data: DataSummary, fmt: FormatSpec | str, rounding: str = "nearest",
     """
     spec = core.parse_format(fmt)
     t0 = time.perf_counter()
-    cb = core.codebook(spec).numpy()
-    cb = cb[cb > 0]
+    try:
+        cb = core.codebook(spec).numpy()
+        cb = cb[cb > 0]
+    except ValueError:  # too many codes to enumerate (fp32, fp64): no codebook plot
+        cb = np.zeros(0)
     nb = len(data.counts)
     try:
         y = core.quantize(data.x, spec, rounding=rounding, seed=seed)

@@ -34,21 +34,21 @@ class Compare(Viewer):
     def __init__(self, state: CompareState | None = None, **params: Any) -> None:
         super().__init__(state=state if state is not None else CompareState(), **params)
         s = self.state
-        self._select = pn.widgets.MultiSelect(name="Runs (newest first)", options=self._options(), value=list(s.selected),
+        self._select = pn.widgets.MultiSelect(label="Runs (newest first)", options=self._options(), value=list(s.selected),
                                               size=14, width=330, css_classes=["run-select"])
         self._select.param.watch(lambda e: setattr(s, "selected", list(e.new)), "value")
         s.param.watch(self._sync_select, ["runs", "selected"])
-        refresh = pn.widgets.Button.from_param(s.param.refresh, name="Refresh", width=90, description=None)
+        refresh = pn.widgets.Button.from_param(s.param.refresh, label="Refresh", width=90, description=None)
         controls = pn.Param(
             s, parameters=["metric", "metric2", "smooth", "grid_x", "grid_y", "grid_value"],
-            widgets={"metric": {"type": pn.widgets.Select, "name": "Curve 1"},
-                     "metric2": {"type": pn.widgets.Select, "name": "Curve 2"},
-                     "smooth": {"type": pn.widgets.IntSlider, "name": "Smoothing (steps)"},
-                     "grid_x": {"type": pn.widgets.Select, "name": "Grid x"},
-                     "grid_y": {"type": pn.widgets.Select, "name": "Grid y"},
-                     "grid_value": {"type": pn.widgets.Select, "name": "Grid value"}},
+            widgets={"metric": {"type": pn.widgets.Select, "label": "Curve 1"},
+                     "metric2": {"type": pn.widgets.Select, "label": "Curve 2"},
+                     "smooth": {"type": pn.widgets.IntSlider, "label": "Smoothing (steps)"},
+                     "grid_x": {"type": pn.widgets.Select, "label": "Grid x"},
+                     "grid_y": {"type": pn.widgets.Select, "label": "Grid y"},
+                     "grid_value": {"type": pn.widgets.Select, "label": "Grid value"}},
             show_name=False, width=330, margin=0)
-        export = pn.widgets.Button.from_param(s.param.export, name="Export PNG / SVG / HTML", button_type="primary",
+        export = pn.widgets.Button.from_param(s.param.export, label="Export PNG / SVG / HTML", color="primary",
                                               width=220, css_classes=["btn-export"], description=None)
         downloads = pn.panel(pn.bind(self._downloads, s.param.exported), css_classes=["export-files"])
         message = pn.pane.Markdown(s.param.message, css_classes=["compare-status"], margin=(0, 10))
@@ -101,7 +101,7 @@ class Compare(Viewer):
     def _downloads(files: list[str]) -> Any:
         if not files:
             return pn.Column()
-        return pn.Column(*[pn.widgets.FileDownload(file=f, filename=Path(f).name, button_type="light", width=220,
+        return pn.Column(*[pn.widgets.FileDownload(file=f, filename=Path(f).name, color="light", width=220,
                                                    embed=False) for f in files])
 
     def __panel__(self) -> pn.Row:

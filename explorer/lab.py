@@ -51,26 +51,28 @@ class FormatLab(Viewer):
             s,
             parameters=["count", "rounding", "source", "distribution", "log2_scale", "binades", "size", "seed"],
             widgets={
-                "count": {"type": pn.widgets.IntSlider, "name": "Formats", "throttled": False},
-                "rounding": {"type": pn.widgets.Select, "name": "Rounding"},
-                "source": {"type": pn.widgets.RadioButtonGroup, "name": "Data"},
-                "distribution": {"type": pn.widgets.Select, "name": "Distribution"},
-                "log2_scale": {"type": pn.widgets.FloatSlider, "name": "log2 scale", "throttled": False},
-                "binades": {"type": pn.widgets.FloatSlider, "name": "Binades (log-uniform)", "throttled": False},
-                "size": {"type": pn.widgets.RadioButtonGroup, "name": "Elements"},
-                "seed": {"type": pn.widgets.IntInput, "name": "Seed"},
+                "count": {"type": pn.widgets.IntSlider, "label": "Formats", "throttled": False, "width": 230},
+                "rounding": {"type": pn.widgets.Select, "label": "Rounding", "width": 230},
+                "source": {"type": pn.widgets.RadioButtonGroup, "label": "Data", "width": 230},
+                "distribution": {"type": pn.widgets.Select, "label": "Distribution", "width": 230},
+                "log2_scale": {"type": pn.widgets.FloatSlider, "label": "log2 scale", "throttled": False,
+                               "width": 230},
+                "binades": {"type": pn.widgets.FloatSlider, "label": "Binades (log-uniform)", "throttled": False,
+                            "width": 230},
+                "size": {"type": pn.widgets.RadioButtonGroup, "label": "Elements", "width": 230},
+                "seed": {"type": pn.widgets.IntInput, "label": "Seed", "width": 230},
             },
             show_name=False, width=250, margin=0,
         )
         stored_widgets = pn.Param(
             s, parameters=["run_id", "layer", "tensor", "step"],
-            widgets={"run_id": {"type": pn.widgets.Select, "name": "Run"},
-                     "layer": {"type": pn.widgets.Select, "name": "Layer"},
-                     "tensor": {"type": pn.widgets.RadioButtonGroup, "name": "Tensor"},
-                     "step": {"type": pn.widgets.Select, "name": "Step"}},
+            widgets={"run_id": {"type": pn.widgets.Select, "label": "Run", "width": 230},
+                     "layer": {"type": pn.widgets.Select, "label": "Layer", "width": 230},
+                     "tensor": {"type": pn.widgets.RadioButtonGroup, "label": "Tensor", "width": 230},
+                     "step": {"type": pn.widgets.Select, "label": "Step", "width": 230}},
             show_name=False, width=250, margin=0,
         )
-        refresh = pn.widgets.Button(name="Refresh runs", width=120)
+        refresh = pn.widgets.Button(label="Refresh runs", width=120)
         refresh.on_click(lambda _e: s.refresh_runs())
         stored = pn.Column(pn.pane.Markdown("**Stored tensor**", margin=(0, 5)), refresh, stored_widgets,
                            visible=s.param.source.rx() == "stored run")

@@ -127,6 +127,11 @@ class FormatLabState(param.Parameterized):
     @param.depends("source", "distribution", "log2_scale", "binades", "size", "seed",
                    "run_id", "layer", "tensor", "step", watch=True)
     def _on_data(self) -> None:
+        if self.source == "stored run" and not self.run_id:
+            ids = self.refresh_runs()
+            if ids:
+                self.run_id = ids[0]  # loads the data through the run/layer watchers
+                return
         self._load_data()
         self._update_results()
 

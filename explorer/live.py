@@ -63,26 +63,26 @@ class LiveTraining(Viewer):
             s, parameters=["dataset", "model", "hidden", "scheme", "lr", "momentum", "epochs", "batch_size",
                            "seed", "every", "shadow", "max_steps"],
             widgets={
-                "dataset": {"type": pn.widgets.Select, "name": "Dataset"},
-                "model": {"type": pn.widgets.Select, "name": "Model"},
-                "hidden": {"type": pn.widgets.TextInput, "name": "MLP hidden sizes"},
-                "scheme": {"type": pn.widgets.Select, "name": "Scheme"},
-                "lr": {"type": pn.widgets.FloatInput, "name": "Learning rate", "step": 0.01},
-                "momentum": {"type": pn.widgets.FloatSlider, "name": "Momentum", "throttled": True},
-                "epochs": {"type": pn.widgets.IntInput, "name": "Epochs"},
-                "batch_size": {"type": pn.widgets.Select, "name": "Batch size"},
-                "seed": {"type": pn.widgets.IntInput, "name": "Seed"},
-                "every": {"type": pn.widgets.IntInput, "name": "Telemetry every (steps)"},
-                "shadow": {"type": pn.widgets.TextInput, "name": "Shadow formats (;)"},
-                "max_steps": {"type": pn.widgets.IntInput, "name": "Max steps (0 = all)"},
+                "dataset": {"type": pn.widgets.Select, "label": "Dataset"},
+                "model": {"type": pn.widgets.Select, "label": "Model"},
+                "hidden": {"type": pn.widgets.TextInput, "label": "MLP hidden sizes"},
+                "scheme": {"type": pn.widgets.Select, "label": "Scheme"},
+                "lr": {"type": pn.widgets.FloatInput, "label": "Learning rate", "step": 0.01},
+                "momentum": {"type": pn.widgets.FloatSlider, "label": "Momentum", "throttled": True},
+                "epochs": {"type": pn.widgets.IntInput, "label": "Epochs"},
+                "batch_size": {"type": pn.widgets.Select, "label": "Batch size"},
+                "seed": {"type": pn.widgets.IntInput, "label": "Seed"},
+                "every": {"type": pn.widgets.IntInput, "label": "Telemetry every (steps)"},
+                "shadow": {"type": pn.widgets.TextInput, "label": "Shadow formats (;)"},
+                "max_steps": {"type": pn.widgets.IntInput, "label": "Max steps (0 = all)"},
             },
             show_name=False, width=270, margin=0,
         )
-        start = pn.widgets.Button.from_param(s.param.start, name="Start", button_type="primary", width=80,
+        start = pn.widgets.Button.from_param(s.param.start, label="Start", color="primary", width=80,
                                              css_classes=["btn-start"], description=None)
-        pause = pn.widgets.Button.from_param(s.param.pause, name="Pause / Resume", width=120,
+        pause = pn.widgets.Button.from_param(s.param.pause, label="Pause / Resume", width=120,
                                              css_classes=["btn-pause"], description=None)
-        stop = pn.widgets.Button.from_param(s.param.stop, name="Stop", button_type="danger", width=70,
+        stop = pn.widgets.Button.from_param(s.param.stop, label="Stop", color="danger", width=70,
                                             css_classes=["btn-stop"], description=None)
         progress = pn.indicators.Progress(value=pn.bind(lambda p: int(round(100 * p)), s.param.progress), max=100, bar_color="primary",
                                           sizing_mode="stretch_width", css_classes=["run-progress"])
@@ -127,9 +127,9 @@ class LiveTraining(Viewer):
             hv.opts.Overlay(**_OPTS, framewise=True))
 
         extras = pn.Param(s, parameters=["heat_source", "hist_layer", "bound_u"],
-                          widgets={"heat_source": {"type": pn.widgets.Select, "name": "Heat map ARE of"},
-                                   "hist_layer": {"type": pn.widgets.Select, "name": "Weight histogram layer"},
-                                   "bound_u": {"type": pn.widgets.FloatSlider, "name": "Bound u"}},
+                          widgets={"heat_source": {"type": pn.widgets.Select, "label": "Heat map ARE of"},
+                                   "hist_layer": {"type": pn.widgets.Select, "label": "Weight histogram layer"},
+                                   "bound_u": {"type": pn.widgets.FloatSlider, "label": "Bound u"}},
                           default_layout=pn.Row, show_name=False, margin=0)
         main = pn.Column(
             pn.Row(start, pause, stop, progress, sizing_mode="stretch_width"),

@@ -55,12 +55,12 @@ class SpecBuilderView(Viewer):
         super().__init__(builder=builder if builder is not None else SpecBuilder(), **params)
         b = self.builder
         top = pn.Row(
-            pn.widgets.Select.from_param(b.param.family, name="Family", width=135, margin=(0, 5)),
-            pn.widgets.Select.from_param(b.param.preset, name="Preset", width=135, margin=(0, 5)),
+            pn.widgets.Select.from_param(b.param.family, label="Family", width=135, margin=(0, 5)),
+            pn.widgets.Select.from_param(b.param.preset, label="Preset", width=135, margin=(0, 5)),
             margin=0,
         )
         spec_input = pn.widgets.TextInput.from_param(
-            b.param.spec, name="Spec", width=280, css_classes=["spec-input"], margin=(0, 5))
+            b.param.spec, label="Spec", width=280, css_classes=["spec-input"], margin=(0, 5))
         error = pn.pane.Alert(b.param.error, alert_type="danger", visible=b.param.error.rx.bool(),
                               width=280, margin=(0, 5), css_classes=["spec-error"])
         knobs = pn.panel(pn.bind(self._knobs, b.param.knobs))

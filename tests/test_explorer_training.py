@@ -1,0 +1,222 @@
+"""Live Training state (drives core.train.Run), Compare state, exports and the export CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from explorer import registry
+from explorer.compare_state import CompareState
+from explorer.export import load_comparison, main, run_label
+from explorer.live_state import LiveTrainingState, logbtq_bound, scheme_knob_class, spec_fields, tail_fraction
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _finished_run(store: Path, mx: int) -> str:
+    from core.data import DataConfig
+    from core.models import ModelConfig
+    from core.train import Run, RunConfig, TelemetryConfig, get_scheme
+
+    cfg = RunConfig(data=DataConfig(name="digits"), model=ModelConfig(name="mlp", hidden=(32,)),
+                    scheme=get_scheme("mls", mx=mx, first_last=True), telemetry=TelemetryConfig(every=10),
+                    epochs=1, seed=0)
+    run = Run(cfg, store=str(store)).start()
+    assert run.wait(120) == "done"
+    return str(run.id)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    d = tmp_path_factory.mktemp("explorer-store")
+    path = d / "runs.sqlite"
+    ids = [_finished_run(path, mx) for mx in (1, 2)]
+    return {"path": path, "dir": d, "runs": ids}
+
+
+def _drain(state: LiveTrainingState, timeout: float = 120.0) -> None:
+    end = time.monotonic() + timeout
+    while state.run.status in registry.ACTIVE_STATUSES and time.monotonic() < end:
+        state.poll()
+        time.sleep(0.05)
+    state.run.wait(10)
+    state.poll(force=True)
+
+
+# ------------------------------------------------------------------ live training
+def test_scheme_knobs_come_from_the_scheme_dataclass() -> None:
+    from core.train import SCHEMES
+
+    knobs = scheme_knob_class("mls")()
+    assert knobs.param["ex"].bounds == (0, 5) and knobs.param["mx"].bounds == (0, 10)  # from the mls family
+    assert knobs.param["group"].objects == ["none", "n", "c", "nc"]
+    assert spec_fields(SCHEMES["custom"]) == ["w", "a", "e", "ew", "g", "update"]
+    assert "g" in spec_fields(SCHEMES["mls"])
+    for name in SCHEMES:
+        k = scheme_knob_class(name)()
+        for p in set(k.param.values()) - {"name"}:
+            assert k.param[p].doc
+
+
+def test_short_run_streams_everything(store: dict[str, Any]) -> None:
+    s = LiveTrainingState(store=str(store["path"]), attach=False, max_steps=40, every=5, epochs=2)
+    run = s.start_run()
+    assert run is not None and s.running, s.message
+    _drain(s)
+    assert s.status == "done" and s.step == 40 and s.progress == 1.0
+    steps = s.steps.data
+    assert list(steps["step"]) == list(range(40))
+    sc = run.store.scalars(run.id)
+    assert steps["loss"].tolist() == pytest.approx(sc["loss"].tolist())
+    assert s.layers == ["1", "3", "5"]  # module paths of the MLP's Linear layers (hidden 128,64)
+    heat = s.heat.data
+    assert set(heat["tensor"]) >= {"w", "a", "e"} and len(heat) > 0 and (heat["value"] > 0).all()
+    live = run.store.metrics(run.id, name="are", role="live")
+    assert len(heat) == len(live)
+    tail = s.tail.data
+    assert tail["layers"] == s.layers and len(tail["measured"]) == 3
+    assert tail["average"] == pytest.approx(logbtq_bound(tail["e1"], 0.1, 3)["average"])
+    assert len(s.whist.data) > 0 and len(s.epoch_rows.data) >= 1
+    s.heat_source = "fp8_e4m3"  # the default shadow format: G is measured there too
+    assert "g" in set(s.heat.data["tensor"])
+
+
+def test_live_update_marks_steps_then_stop_and_reattach(store: dict[str, Any]) -> None:
+    s = LiveTrainingState(store=str(store["path"]), attach=False, epochs=400, every=5)
+    run = s.start_run()
+    try:
+        end = time.monotonic() + 60
+        while run.step < 5 and time.monotonic() < end:
+            s.poll()
+            time.sleep(0.05)
+        # a second session started now reattaches to the active run
+        other = LiveTrainingState(store=str(store["path"]))
+        assert other.run is run and other.running and other.knobs is not s.knobs
+        s.knobs.mx = 3
+        assert "scheme.mx=3" in s.message
+        s.lr = 0.05
+        end = time.monotonic() + 60
+        while not (s.markers and run.config.scheme.mx == 3 and run.config.optim.lr == 0.05) \
+                and time.monotonic() < end:
+            s.poll()
+            time.sleep(0.05)
+        assert len(s.markers) >= 1 and run.config.scheme.mx == 3 and run.config.optim.lr == 0.05
+        assert s.start_run() is None and "stop it first" in s.message
+    finally:
+        s.stop_run()
+        _drain(s)
+    assert s.status == "stopped"
+    other.poll(force=True)
+    again = LiveTrainingState(store=str(store["path"]), attach=False)
+    again.attach(run)
+    again.poll(force=True)
+    assert again.steps.data["step"].tolist() == s.steps.data["step"].tolist()
+    assert again.markers == s.markers and len(again.heat.data) == len(s.heat.data)
+    assert again.knobs.mx == 3  # the controls show the run's current config
+
+
+def test_bad_config_is_reported(store: dict[str, Any]) -> None:
+    s = LiveTrainingState(store=str(store["path"]), attach=False)
+    s.hidden = "12,x"
+    assert s.start_run() is None and "hidden sizes" in s.message
+    s.hidden = "32"
+    s.shadow = "mls(ex=99)"
+    assert s.start_run() is None and "out of range" in s.message
+
+
+def test_logbtq_bound_matches_spec_notes() -> None:
+    b = logbtq_bound(1.0, 0.1, 50)
+    assert b["average"] == pytest.approx(0.021, abs=0.001)  # "about 2.1%", the paper's "under 2.3%"
+    assert b["approx"] == pytest.approx(0.0056, abs=0.0001)  # closed form 0.56%
+    assert b["per_layer"][0] == 1.0
+    # bins of log2|x|: [-2,-1) [-1,0) [0,1) [1,2); |x| >= 2 is the last one
+    assert tail_fraction([1, 1, 2, 4], lo=-2.0, hi=2.0) == pytest.approx(4 / 8)
+    assert tail_fraction([1, 1, 2, 4], lo=-2.0, hi=2.0, zeros=8) == pytest.approx(4 / 16)
+    assert math.isnan(tail_fraction([0, 0], 0.0, 1.0))
+
+
+def test_live_model_tier_streams_into_bokeh(store: dict[str, Any]) -> None:
+    from bokeh.document import Document
+    from bokeh.models import ColumnDataSource
+
+    from explorer import LiveTraining
+
+    s = LiveTrainingState(store=str(store["path"]), attach=False, max_steps=15, every=5)
+    view = LiveTraining(s)
+    root = view.__panel__().get_root(Document())
+    s.start_run()
+    _drain(s)
+
+    def rows(col: str) -> int:
+        return sum(len(m.data[col]) for m in root.select({"type": ColumnDataSource}) if col in m.data)
+
+    assert rows("loss") == 15
+    assert rows("log10_ARE") > 0
+
+
+# ------------------------------------------------------------------ compare + export
+def test_compare_state_and_grid(store: dict[str, Any], tmp_path: Path) -> None:
+    s = CompareState(store=str(store["path"]), export_dir=tmp_path / "out")
+    ids = [i for i in store["runs"]]
+    s.selected = ids
+    comp = s.comparison
+    assert comp is not None and comp.run_ids == ids
+    assert "scheme.mx" in comp.varying_keys() and s.grid_x == "scheme.mx" and s.grid == ("scheme.mx", "")
+    assert set(comp.summary["scheme.mx"]) == {1, 2}
+    files = s.export_files()
+    assert [f.suffix for f in files] == [".png", ".svg", ".html", ".json"] and s.exported
+    assert run_label(ids[0], comp.configs[ids[0]]).startswith(ids[0][:6] + " mls(")
+
+
+def test_export_files_carry_configs_and_work_offline(store: dict[str, Any], tmp_path: Path) -> None:
+    import explorer
+
+    ids = store["runs"]
+    files = explorer.export(ids, tmp_path, store=str(store["path"]), grid=("scheme.mx", "seed"),
+                            metrics=("loss", "train_acc", "test_acc"))
+    png, svg, html, side = files
+    from PIL import Image
+
+    desc = json.loads(Image.open(png).text["Description"])
+    assert [r["run_id"] for r in desc["runs"]] == ids and desc["runs"][0]["config"]["scheme"]["name"] == "mls"
+    svg_text = svg.read_text()
+    assert "<metadata" in svg_text and ids[0] in svg_text
+    page = html.read_text()
+    import re
+
+    tags = re.findall(r"<(?:script|link)\b[^>]*>", page)
+    assert tags and not [t for t in tags if re.search(r'(?:src|href)="', t)]  # every resource inline
+    assert "Bokeh" in page and len(page) > 1_000_000
+    assert all(i in page for i in ids) and "run-configs" in page
+    meta = json.loads(side.read_text())
+    assert meta["files"] == ["comparison.png", "comparison.svg", "comparison.html"]
+
+
+def test_export_cli(store: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    st = str(store["path"])
+    assert main(["--store", st, "--runs", *[i[:6] for i in store["runs"]], "--out", str(tmp_path / "a"),
+                 "--formats", "png", "html"]) == 0
+    out = capsys.readouterr().out.split()
+    assert [Path(p).name for p in out] == ["comparison.png", "comparison.html", "comparison.json"]
+    assert main(["--store", st, "--last", "2", "--out", str(tmp_path / "b"), "--grid", "scheme.mx", "seed"]) == 0
+    assert (tmp_path / "b" / "comparison.svg").exists()
+    assert main(["--store", st, "--runs", "nosuchrun", "--out", str(tmp_path / "c")]) == 2
+    assert "not in the store" in capsys.readouterr().err
+    assert main(["--store", st, "--list"]) == 0 and store["runs"][0] in capsys.readouterr().out
+    with pytest.raises(ValueError, match="unknown metric"):
+        load_comparison(store["runs"], st) and __import__("explorer").export(store["runs"], tmp_path, st, metrics=("nope",))
+
+
+def test_export_module_runs_as_script(store: dict[str, Any], tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "explorer.export", "--store", str(store["path"]), "--runs",
+                        store["runs"][0], "--out", str(tmp_path), "--formats", "png"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "comparison.png").exists() and "RuntimeWarning" not in r.stderr
