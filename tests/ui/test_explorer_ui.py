@@ -101,7 +101,16 @@ def test_format_lab_slider_changes_plotted_data(page: Any, explorer_url: str) ->
     wait_until(lambda: cds(page) != before, message="plotted data to change")
     after = cds(page)
     assert after["x0"] != before["x0"]  # codebook/error/histogram segments moved
-    screenshot(page, "format-lab")
+
+    # four formats side by side (the Formats slider is the first slider of the page)
+    count = page.locator(".format-lab .noUi-handle").first
+    count.focus()
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    wait_until(lambda: page.locator(".spec-builder").nth(3).is_visible(), message="four format cards")
+    wait_until(lambda: deep_text(page.locator(".metrics-table")).count("int8") == 1, message="four rows")
+    time.sleep(1.0)
+    screenshot(page, "format-lab", full_page=True)
 
     # a bad hand-typed spec shows the parser's message and changes nothing
     settled = wait_until(lambda: (lambda a: a if (time.sleep(0.5) or cds(page) == a) else None)(cds(page)),
@@ -139,7 +148,8 @@ def test_live_training_streams_reattaches_and_stops(page: Any, explorer_url: str
     h1 = col_len(page, "log10 ARE")
     wait_until(lambda: col_len(page, "log10 ARE") > h1, timeout=60, message="heat map to grow")
     lap("heat map grows")
-    screenshot(page, "live-training")
+    time.sleep(2.0)  # one more telemetry redraw for the picture
+    screenshot(page, "live-training", full_page=True)
     lap("screenshot")
 
     # a reload (new session) reattaches to the run and backfills its history
