@@ -154,10 +154,19 @@ class LiveTraining(Viewer):
         s = self.state
 
         def cb(data: Any) -> hv.Rectangles:
-            d = data[data["tensor"] == tensor] if len(data) else data
             title = f"ARE of {_TENSOR_TITLES[tensor]}"
+            d = data[(data["tensor"] == tensor) & (data["source"] == s.heat_source)] if len(data) else data
             if not len(d) and len(data):
-                title += f" - none from '{s.heat_source}'"
+                # e.g. G is not quantized by the scheme: show it in a shadow format instead
+                alt = data[(data["tensor"] == tensor) & (data["source"] != "live")]
+                if len(alt):
+                    src = str(alt["source"].iloc[0])
+                    d = alt[alt["source"] == src]
+                    title += f" in {src} (shadow)"
+                else:
+                    title += " - not measured"
+            elif s.heat_source != "live":
+                title += f" in {s.heat_source} (shadow)"
             return plots.are_rectangles(d, s.layers, title=title).opts(hooks=[_layer_ticks(s.layers)])
 
         return cb

@@ -206,7 +206,7 @@ class LiveTrainingState(param.Parameterized):
         self.param.scheme.objects = list_schemes()
         self.steps = streams.Buffer(_empty(_STEP_COLS), length=200_000, index=False)
         self.epoch_rows = streams.Buffer(_empty(_EPOCH_COLS), length=100_000, index=False)
-        self.heat = streams.Pipe(data=_empty(["step", "layer", "tensor", "value", "width"]))
+        self.heat = streams.Pipe(data=_empty(["step", "layer", "tensor", "value", "width", "source"]))
         self.tail = streams.Pipe(data={})
         self.whist = streams.Pipe(data=_empty(["step", "bin", "count", "width"]))
         self.marks = streams.Pipe(data=[])
@@ -426,7 +426,7 @@ class LiveTrainingState(param.Parameterized):
         with param.edit_constant(self):
             self.param.update(markers=[], layers=[], test_acc=None, step=0, progress=0.0)
         self.marks.send([])
-        self.heat.send(_empty(["step", "layer", "tensor", "value", "width"]))
+        self.heat.send(_empty(["step", "layer", "tensor", "value", "width", "source"]))
         self.whist.send(_empty(["step", "bin", "count", "width"]))
         self.tail.send({})
 
@@ -600,17 +600,18 @@ class LiveTrainingState(param.Parameterized):
         self._publish_tail()
 
     def heat_frame(self) -> pd.DataFrame:
-        """ARE rows of the selected source: columns step, layer, tensor, value, width."""
+        """ARE rows of every source: columns step, layer, tensor, value, width, source.
+
+        ``source`` is ``live`` (the format in use) or a shadow spec string.
+        """
         t = self._tele
+        cols = ["step", "layer", "tensor", "value", "width", "source"]
         if not len(t):
-            return _empty(["step", "layer", "tensor", "value", "width"])
-        sel = t[t["name"] == "are"]
-        if self.heat_source == "live":
-            sel = sel[sel["role"] == "live"]
-        else:
-            sel = sel[(sel["role"] == "shadow") & (sel["fmt"] == self.heat_source)]
+            return _empty(cols)
+        sel = t[(t["name"] == "are") & t["role"].isin(["live", "shadow"])]
         out = sel[["step", "layer", "tensor", "value"]].copy()
         out["width"] = float(max(1, self.every if self._run is None else self._run.config.telemetry.every))
+        out["source"] = np.where(sel["role"] == "live", "live", sel["fmt"].astype(str))
         return out.reset_index(drop=True)
 
     @param.depends("heat_source", watch=True)

@@ -77,15 +77,15 @@ def test_short_run_streams_everything(store: dict[str, Any]) -> None:
     assert steps["loss"].tolist() == pytest.approx(sc["loss"].tolist())
     assert s.layers == ["1", "3", "5"]  # module paths of the MLP's Linear layers (hidden 128,64)
     heat = s.heat.data
-    assert set(heat["tensor"]) >= {"w", "a", "e"} and len(heat) > 0 and (heat["value"] > 0).all()
+    assert set(heat["tensor"]) >= {"w", "a", "e", "g"} and len(heat) > 0 and (heat["value"] > 0).all()
     live = run.store.metrics(run.id, name="are", role="live")
-    assert len(heat) == len(live)
+    assert (heat["source"] == "live").sum() == len(live) and set(heat["source"]) == {"live", "fp8_e4m3"}
     tail = s.tail.data
     assert tail["layers"] == s.layers and len(tail["measured"]) == 3
     assert tail["average"] == pytest.approx(logbtq_bound(tail["e1"], 0.1, 3)["average"])
     assert len(s.whist.data) > 0 and len(s.epoch_rows.data) >= 1
-    s.heat_source = "fp8_e4m3"  # the default shadow format: G is measured there too
-    assert "g" in set(s.heat.data["tensor"])
+    g_shadow = heat[(heat["tensor"] == "g")]
+    assert len(g_shadow) and set(g_shadow["source"]) == {"fp8_e4m3"}  # G is float in mls: shadow only
 
 
 def test_live_update_marks_steps_then_stop_and_reattach(store: dict[str, Any]) -> None:
@@ -119,6 +119,8 @@ def test_live_update_marks_steps_then_stop_and_reattach(store: dict[str, Any]) -
     again.poll(force=True)
     assert again.steps.data["step"].tolist() == s.steps.data["step"].tolist()
     assert again.markers == s.markers and len(again.heat.data) == len(s.heat.data)
+    assert again.heat.data.sort_values(["step", "layer", "tensor", "source"]).reset_index(drop=True).equals(
+        s.heat.data.sort_values(["step", "layer", "tensor", "source"]).reset_index(drop=True))
     assert again.knobs.mx == 3  # the controls show the run's current config
 
 
