@@ -73,7 +73,7 @@ class FormatLab(Viewer):
             show_name=False, width=250, margin=0,
         )
         refresh = pn.widgets.Button(label="Refresh runs", width=120)
-        refresh.on_click(lambda _e: s.refresh_runs())
+        refresh.on_click(self._refresh)
         stored = pn.Column(pn.pane.Markdown("**Stored tensor**", margin=(0, 5)), refresh, stored_widgets,
                            visible=s.param.source.rx() == "stored run")
         sidebar = pn.Column(pn.pane.Markdown("### Data", margin=(0, 5)), data_widgets, stored, width=280)
@@ -104,6 +104,9 @@ class FormatLab(Viewer):
         )
         main = pn.Column(cards, status, table, grid, sizing_mode="stretch_width")
         self._layout = pn.Row(sidebar, main, sizing_mode="stretch_width", css_classes=["format-lab"])
+
+    def _refresh(self, _event: Any = None) -> None:
+        self.state.refresh_runs()
 
     def __panel__(self) -> pn.Row:
         return self._layout

@@ -53,7 +53,7 @@ class FormatLabState(param.Parameterized):
     layer = param.Selector(default=_NONE, objects=[_NONE], doc="Layer of the stored tensor.")
     tensor = param.Selector(default="w", objects=["w", "a", "e", "g"], doc="Which tensor: W (weight), A (input activation), E (output gradient), G (weight gradient).")
     step = param.Selector(default=None, objects=[None], allow_None=True, doc="Training step of the stored sample (None: the latest).")
-    store = param.Parameter(default=None, doc="Run store for stored tensors (None: core.store.RunStore() opened on first use).")
+    store = param.Parameter(default=None, doc="Run store (or its path) for stored tensors; None: the default store, opened on first use.")
     data = param.ClassSelector(class_=DataSummary, constant=True, doc="The current tensor and its log2|x| binning (read-only).")
     results = param.List(default=[], constant=True, doc="One FormatResult per shown slot, in slot order (read-only).")
     latency = param.Number(default=0.0, constant=True, doc="Seconds taken by the last update (data + all formats), read-only.")
@@ -95,12 +95,12 @@ class FormatLabState(param.Parameterized):
 
     # ----------------------------------------------------------- internals
     def _store(self) -> Any:
-        if self.store is None:
-            try:
-                from core.store import RunStore
-            except ImportError:
-                return None
-            self.store = RunStore()
+        try:
+            from core.store import RunStore
+        except ImportError:
+            return None
+        if not isinstance(self.store, RunStore):
+            self.store = RunStore(self.store)  # None: $LOWBIT_STORE or the user data dir
         return self.store
 
     @param.depends("run_id", watch=True)

@@ -186,9 +186,12 @@ class LiveTraining(Viewer):
         return pn.Column(*items, margin=0)
 
     def _start_polling(self) -> None:
-        self._callback = pn.state.add_periodic_callback(self.state.poll, period=self.period, start=True)
+        self._callback = pn.state.add_periodic_callback(self._poll, period=self.period, start=True)
         if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
             pn.state.on_session_destroyed(self._destroyed)
+
+    def _poll(self) -> None:
+        self.state.poll()
 
     def _destroyed(self, session_context: Any) -> None:
         if self._callback is not None:

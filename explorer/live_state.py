@@ -63,7 +63,7 @@ def _hint_name(t: Any) -> str:
     return getattr(t, "__name__", str(t))
 
 
-def spec_fields(scheme_cls: type) -> list[str]:
+def spec_fields(scheme_cls: Any) -> list[str]:
     """Fields of a scheme that hold format spec strings (``str`` or ``str | None`` without choices)."""
     out = []
     for d in scheme_cls.describe():

@@ -53,7 +53,7 @@ def _thin(v: np.ndarray) -> np.ndarray:
     return v[idx]
 
 
-def _segments(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, str, str]], xdim: str, ydim: str) -> hv.Segments:
+def _segments(parts: list[tuple[np.ndarray, Any, Any, str, str]], xdim: str, ydim: str) -> hv.Segments:
     """Vertical segments ``(x, y0) - (x, y1)`` from per-slot (x, y0, y1, color, spec) tuples."""
     cols: dict[str, list[np.ndarray]] = {k: [] for k in ("x0", "y0", "x1", "y1", "color", "format")}
     for x, y0, y1, color, spec in parts:

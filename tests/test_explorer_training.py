@@ -109,6 +109,17 @@ def test_live_update_marks_steps_then_stop_and_reattach(store: dict[str, Any]) -
             time.sleep(0.05)
         assert len(s.markers) >= 1 and run.config.scheme.mx == 3 and run.config.optim.lr == 0.05
         assert s.start_run() is None and "stop it first" in s.message
+        s.toggle_pause()
+        end = time.monotonic() + 30
+        while run.status != "paused" and time.monotonic() < end:
+            time.sleep(0.05)
+        paused_at = run.step
+        time.sleep(0.5)
+        s.poll()
+        assert s.status == "paused" and run.step == paused_at
+        s.toggle_pause()
+        while run.status != "running" and time.monotonic() < end:
+            time.sleep(0.05)
     finally:
         s.stop_run()
         _drain(s)
@@ -222,3 +233,18 @@ def test_export_module_runs_as_script(store: dict[str, Any], tmp_path: Path) -> 
                        capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "comparison.png").exists() and "RuntimeWarning" not in r.stderr
+
+
+def test_format_lab_reads_a_stored_tensor(store: dict[str, Any]) -> None:
+    from explorer.lab_state import FormatLabState
+
+    lab = FormatLabState(store=str(store["path"]), size="16K")
+    lab.source = "stored run"
+    assert lab.run_id in store["runs"] and lab.layer == "1"
+    assert lab.data.key.startswith(f"run:{lab.run_id}:1:w:") and tuple(lab.data.x.shape) == (32, 64)
+    lab.tensor = "a"
+    assert ":1:a:" in lab.data.key and lab.results[0].metrics["are"] > 0
+    steps = [s for s in lab.param.step.objects if s is not None]
+    assert steps and lab.message.startswith(f"run {lab.run_id}")
+    lab.step = steps[0]
+    assert lab.data.key.endswith(f":{steps[0]}")

@@ -87,7 +87,7 @@ def test_page_loads_without_console_errors(page: Any, explorer_url: str, name: s
     assert page.console_log.errors() == []
 
 
-def test_format_lab_slider_changes_plotted_data(page: Any, explorer_url: str) -> None:
+def test_format_lab_slider_changes_plotted_data(page: Any, explorer_url: str, browser: Any) -> None:
     open_page(page, explorer_url, "lab")
     card = page.locator(".spec-builder").first
     spec = card.locator(".spec-input input")
@@ -111,6 +111,15 @@ def test_format_lab_slider_changes_plotted_data(page: Any, explorer_url: str) ->
     wait_until(lambda: deep_text(page.locator(".metrics-table")).count("int8") == 1, message="four rows")
     time.sleep(1.0)
     screenshot(page, "format-lab", full_page=True)
+
+    # another browser session has its own widget state
+    ctx = browser.new_context(viewport={"width": 1200, "height": 800})
+    other = ctx.new_page()
+    open_page(other, explorer_url, "lab")
+    other_spec = other.locator(".spec-builder").first.locator(".spec-input input")
+    wait_until(lambda: "mls(ex=2,mx=1," in other_spec.input_value(), message="fresh session keeps Mx=1")
+    assert other.locator(".spec-builder").nth(3).is_hidden()  # and two formats, not four
+    ctx.close()
 
     # a bad hand-typed spec shows the parser's message and changes nothing
     settled = wait_until(lambda: (lambda a: a if (time.sleep(0.5) or cds(page) == a) else None)(cds(page)),
