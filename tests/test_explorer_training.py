@@ -239,9 +239,12 @@ def test_format_lab_reads_a_stored_tensor(store: dict[str, Any]) -> None:
     from explorer.lab_state import FormatLabState
 
     lab = FormatLabState(store=str(store["path"]), size="16K")
-    lab.source = "stored run"
-    assert lab.run_id in store["runs"] and lab.layer == "1"
-    assert lab.data.key.startswith(f"run:{lab.run_id}:1:w:") and tuple(lab.data.x.shape) == (32, 64)
+    lab.source = "stored run"  # picks the newest run that has tensor samples
+    assert lab.run_id == lab.param.run_id.objects[1] and lab.layer == "1"
+    shape = json.loads(str(lab.store.samples(lab.run_id, layer="1", tensor="w")["shape"].iloc[-1]))
+    assert lab.data.key.startswith(f"run:{lab.run_id}:1:w:") and list(lab.data.x.shape) == shape
+    lab.run_id = store["runs"][0]
+    assert tuple(lab.data.x.shape) == (32, 64)  # W of the first Linear layer of the 64-32-10 MLP
     lab.tensor = "a"
     assert ":1:a:" in lab.data.key and lab.results[0].metrics["are"] > 0
     steps = [s for s in lab.param.step.objects if s is not None]
