@@ -110,7 +110,7 @@ class Comparison:
         if len(self.run_ids) < 2:
             return []
         flat = [flatten_config(self.configs[r]) for r in self.run_ids]
-        keys = sorted(set().union(*flat))
+        keys = sorted(set().union(*flat), key=lambda k: (not k.startswith("scheme."), k))  # formats first
         return [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
 
 

@@ -154,7 +154,7 @@ def histogram_plot(data: DataSummary, results: Sequence[FormatResult]) -> hv.Ove
     seg = _segments(parts, "|x|", "count")
     # Segments' ranges only see y0: make room for every rug row explicitly
     ymax = top * (1.04 + 0.1 * max(1, len(results[:4])) + 0.02)
-    return (hist * seg).opts(title="Data histogram with codes", logx=True).redim.range(count=(0, ymax))
+    return (hist * seg).opts(title="Data histogram with codes", logx=True, ylim=(0, ymax))
 
 
 def metrics_frame(results: Sequence[FormatResult]) -> pd.DataFrame:

@@ -182,7 +182,8 @@ def test_compare_export_writes_files_that_render_offline(page: Any, explorer_url
     open_page(page, explorer_url, "compare")
     select = page.locator(".run-select select")
     wait_until(lambda: select.locator("option").count() >= 2, message="runs listed")
-    select.select_option(index=[0, 1])
+    n = select.locator("option").count()
+    select.select_option(index=[n - 2, n - 1])  # the two seeded runs (oldest): an Mx sweep
     wait_until(lambda: col_len(page, "loss") > 0, message="overlaid curves")
     page.locator(".btn-export button").click()
     wait_until(lambda: deep_text(page.locator(".export-files")).count("comparison") >= 4, timeout=90,
