@@ -26,8 +26,10 @@ from core.train.config import coerce_value, lr_factor
 
 def test_builtin_schemes_registered():
     assert {"fp32", "amp", "mls", "custom"} <= set(list_schemes())
-    with pytest.raises(ValueError, match="unknown scheme 'logbtq'"):
-        get_scheme("logbtq")
+    # the seed papers' schemes come with core.train, no extra import needed
+    assert {"logbtq", "niti", "sbm", "cpt", "pfq"} <= set(list_schemes())
+    with pytest.raises(ValueError, match="unknown scheme 'bogus'.*known: amp, cpt, custom"):
+        get_scheme("bogus")
     with pytest.raises(ValueError, match="no field.*bogus"):
         get_scheme("mls", bogus=1)
 

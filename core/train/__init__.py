@@ -61,3 +61,7 @@ __all__ = [
     "load_checkpoint",
     "save_checkpoint",
 ]
+
+# The seed papers' schemes (logbtq, niti, sbm, cpt, pfq) register themselves on import; they build on
+# the names above, so they are imported last (``core.schemes`` imports ``core.train``).
+from core import schemes as _seed_schemes  # noqa: E402,F401
