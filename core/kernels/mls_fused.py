@@ -1,0 +1,215 @@
+"""Numba CPU kernels of the fused MLS quantizer (seed 000, section 3.1, Alg. 1; SPEC-NOTES 1).
+
+Arrays in, arrays out.  Three calls replace the torch scale arithmetic and the
+generic rounding loop of the MLS format on contiguous CPU data:
+
+1. :func:`group_absmax_rows`: max |x| per (dim0, dim1) group;
+2. :func:`mls_scales`: the grouping reduction (``none``/``n``/``c``/``nc``), the
+   tensor scale ``St`` and the group scales ``Sg = Ceil_G(gmax / St)``, written
+   into ``s2 = St * Sg`` (all float64, exact: the same operations as
+   :func:`core.formats.mls.group_scale_ceil`);
+3. :func:`round_rows_sat`: every element rounded onto the element grid with its
+   row's scale, saturating (nearest-even vectorized, stochastic through the
+   branch-light :func:`stochastic_sat_value`, truncate through the generic path).
+
+Bit-identical to the reference path (tests compare them).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from .bits import bits_f64, f64_bits
+from .config import CHUNK, JIT_OPTIONS
+from .grid_round import (
+    floor_log2,
+    nearest_sat_consts,
+    nearest_sat_value,
+    pow2,
+    quantize_value,
+    random_word,
+    seed_key,
+)
+
+__all__ = ["GROUP_CODES", "group_scale_ceil_value", "mls_scales", "stochastic_sat_value", "group_absmax_rows",
+           "round_rows_sat"]
+
+#: grouping name -> integer code used by the kernels
+GROUP_CODES = {"none": 0, "n": 1, "c": 2, "nc": 3}
+
+_TWO32 = 4294967296.0
+_S52 = np.uint64(52)
+_EXPMASK = np.uint64(0x7FF)
+_MANT = np.uint64((1 << 52) - 1)
+
+
+@njit(**JIT_OPTIONS)
+def group_scale_ceil_value(sgf, eg, mg):
+    """Smallest member ``(1 + k/2^mg) 2^e`` (``e in [1-2^eg, 0]``) of G that is >= ``sgf``.
+
+    Values below the smallest member (and 0) take the smallest member; values above 1 take 1.
+    Integer arithmetic on the float64 bit pattern: ``k`` is the ceiling of the top ``mg``
+    mantissa bits (a carry moves to the next binade) and the value is assembled from its bits.
+    Returns (value, e, k).
+    """
+    emin = np.int64(1) - (np.int64(1) << eg)
+    b = f64_bits(sgf)
+    e = np.int64((b >> _S52) & _EXPMASK) - 1023  # -1023 for 0 and subnormals: below emin
+    drop = np.uint64(52 - mg)
+    k = np.int64(((b & _MANT) + (np.uint64(1) << drop) - np.uint64(1)) >> drop)
+    carry = k >> mg  # 1 when the ceiling reaches the next binade
+    e = e + carry
+    k = k & ((np.int64(1) << mg) - 1)
+    if e < emin:
+        e = emin
+        k = 0
+    if e >= 0:
+        e = 0
+        k = 0
+    v = bits_f64((np.uint64(e + 1023) << _S52) | (np.uint64(k) << drop))
+    return v, e, k
+
+
+@njit(**JIT_OPTIONS)
+def mls_scales(gmax, group, eg, mg, s2, sg, ge, gk):
+    """Fill ``s2 = St * Sg`` (and ``Sg``, its exponent and mantissa) per (dim0, dim1) group.
+
+    ``gmax`` is the (d0, d1) float64 max |x| per group; ``group`` a :data:`GROUP_CODES` value.
+    Returns ``St = max|X|``.
+    """
+    d0, d1 = gmax.shape
+    st = 0.0
+    for i in range(d0):
+        for j in range(d1):
+            if gmax[i, j] > st:
+                st = gmax[i, j]
+    red = gmax
+    if group == 0:
+        red = np.empty((d0, d1), dtype=np.float64)
+        red[:, :] = st
+    elif group == 1:
+        red = np.empty((d0, d1), dtype=np.float64)
+        for i in range(d0):
+            m = 0.0
+            for j in range(d1):
+                m = max(m, gmax[i, j])
+            red[i, :] = m
+    elif group == 2:
+        red = np.empty((d0, d1), dtype=np.float64)
+        for j in range(d1):
+            m = 0.0
+            for i in range(d0):
+                m = max(m, gmax[i, j])
+            red[:, j] = m
+    for i in range(d0):
+        for j in range(d1):
+            sgf = red[i, j] / st if st > 0.0 else 0.0
+            v, e, k = group_scale_ceil_value(sgf, eg, mg)
+            sg[i, j] = v
+            ge[i, j] = e
+            gk[i, j] = k
+            s2[i, j] = st * v
+    return st
+
+
+@njit(**JIT_OPTIONS)
+def stochastic_sat_value(v, s, m, emin, sub, maxval, rword):
+    """Stochastic rounding with saturation of one value with scale ``s``.
+
+    Same results as :func:`~core.kernels.grid_round.quantize_value` in mode 1 with
+    ``ovf = infv = maxval``: the quantum is ``2^k``, ``k = max(e, emin) - m``
+    (``emin`` when the grid has no subnormals and ``e < emin``); ``q = a 2^-k`` is
+    rounded up iff ``floor(frac(q) 2^32) + rword >= 2^32``.  That is the bit-pattern
+    rule of ``round_grid`` for normals (a carry out of the dropped bits) written
+    as float arithmetic, so one formula covers normals and subnormals.  Requires
+    ``emin - m >= -1000`` and ``maxval < 2^1000`` (checked by the caller), so both
+    powers of two are built from their bit patterns without range branches.
+    """
+    if v != v:
+        return v
+    if s == 0.0:
+        return math.copysign(0.0, v)
+    a = abs(v)
+    if s != 1.0:
+        a = a / s
+    e = floor_log2(a)  # -1023 for 0 and float64 subnormals, 1024 for inf
+    if e >= emin:
+        k = e - m
+    elif sub:
+        k = emin - m
+    else:
+        k = emin
+    k = min(k, 1000)  # a >= 2^1000 saturates in any case
+    q = a * bits_f64(np.uint64(1023 - k) << _S52)  # a * 2^-k, exact
+    fl = np.floor(q)  # float floor (math.floor returns an int64 in Numba)
+    if np.floor((q - fl) * _TWO32) + rword >= _TWO32:
+        fl += 1.0
+    r = fl * bits_f64(np.uint64(1023 + k) << _S52)
+    if not (r <= maxval) or a == math.inf:
+        r = maxval
+    if s != 1.0:
+        r = r * s
+    return math.copysign(r, v)
+
+
+@njit(**JIT_OPTIONS)
+def _rows_per_task(rows, R):
+    """Whole rows per parallel task, about ``CHUNK`` elements each (at least one row)."""
+    per = CHUNK // R if R > 0 else rows
+    return max(1, per)
+
+
+@njit(parallel=True, **JIT_OPTIONS)
+def group_absmax_rows(x, rows):
+    """Max of |x| per row of a C-contiguous flat ``x`` of ``rows`` equal rows, ignoring NaN
+    and inf (float64).  Tasks are runs of whole rows of about ``CHUNK`` elements, so tiny
+    rows (MLS ``nc`` grouping of a Linear layer: one element per group) cost no task each."""
+    out = np.zeros(rows, dtype=np.float64)
+    R = x.size // rows if rows else 0
+    per = _rows_per_task(rows, R)
+    ntask = (rows + per - 1) // per
+    for t in prange(ntask):
+        for row in range(t * per, min(rows, t * per + per)):
+            best = 0.0
+            for i in range(row * R, row * R + R):
+                a = abs(np.float64(x[i]))
+                if a > best and a != math.inf:
+                    best = a
+            out[row] = best
+    return out
+
+
+@njit(parallel=True, **JIT_OPTIONS)
+def round_rows_sat(x, scale, out, m, emin, sub, maxval, mode, seed):
+    """``out[i] = sign * s * round(|x[i]| / s)`` with saturation at ``maxval``, for a
+    C-contiguous flat ``x`` of ``scale.size`` rows with one float64 scale per row.
+
+    mode 0 nearest-even, 1 stochastic (random word of flat index ``i``), 2 truncate.
+    Tasks are runs of whole rows of about ``CHUNK`` elements.
+    """
+    rows = scale.size
+    R = x.size // rows if rows else 0
+    per = _rows_per_task(rows, R)
+    ntask = (rows + per - 1) // per
+    shift, low_mask, up, down, min_biased = nearest_sat_consts(m, emin, sub)
+    key = seed_key(seed)
+    for t in prange(ntask):
+        for row in range(t * per, min(rows, t * per + per)):
+            s = scale[row]
+            lo = row * R
+            hi = lo + R
+            if mode == 0:
+                for i in range(lo, hi):
+                    out[i] = nearest_sat_value(np.float64(x[i]), s, shift, low_mask, up, down,
+                                               min_biased, maxval)
+            elif mode == 1:
+                for i in range(lo, hi):
+                    out[i] = stochastic_sat_value(np.float64(x[i]), s, m, emin, sub, maxval,
+                                                  random_word(key, i))
+            else:
+                for i in range(lo, hi):
+                    out[i] = quantize_value(np.float64(x[i]), s, m, emin, sub, maxval, maxval,
+                                            maxval, mode, 0.0)
