@@ -235,3 +235,18 @@ def test_group_scale_kernel_equals_torch_reference_at_every_member_and_neighbour
     ref_v, ref_e, ref_k = group_scale_ceil(torch.from_numpy(pts), eg, mg)
     for p, v, e, k in zip(pts, ref_v.tolist(), ref_e.tolist(), ref_k.tolist()):
         assert group_scale_ceil_value(p, eg, mg) == (v, e, k), (p, eg, mg)
+
+
+@pytest.mark.parametrize("group", ["none", "n", "c", "nc"])
+@pytest.mark.parametrize("shape", [(5,), (3, 4), (6, 2, 3, 3), (1, 1)])
+def test_mls_scales_kernel_equals_torch_reference(group, shape):
+    """MLSFormat.scales through the Numba kernel (metrics, telemetry) == the torch reference."""
+    fmt = core.parse_format(f"mls(ex=2,mx=3,eg=4,mg=1,group={group})")
+    g = torch.Generator().manual_seed(len(shape))
+    x = torch.randn(shape, generator=g) * torch.exp2(torch.randint(-30, 5, shape, generator=g).float())
+    x3 = fmt.view(x).to_x3(x)
+    a2, a = fmt.scales(x3, "numba")
+    b2, b = fmt.scales(x3, "reference")
+    assert torch.equal(a2, b2) and a.keys() == b.keys()
+    for k in a:
+        assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), k

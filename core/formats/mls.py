@@ -128,6 +128,8 @@ class MLSFormat(ScaledFormat):
 
     def scales(self, x3: torch.Tensor, backend: str = "auto"):
         """(St*Sg per (dim0, dim1), {"tensor": St, "group": Sg, "group_exp", "group_mant"})."""
+        if backend in ("auto", "numba") and x3.device.type == "cpu" and x3.shape[0] * x3.shape[1] > 0:
+            return self._scales_numba(group_absmax(x3, backend))
         gmax = group_absmax(x3, backend).to(x3.device)  # (d0, d1), float64, exact
         if gmax.numel() and self.group == "n":
             gmax = gmax.amax(dim=1, keepdim=True).expand_as(gmax)
@@ -146,6 +148,20 @@ class MLSFormat(ScaledFormat):
             "group_mant": k,
         }
         return s2, named
+
+    def _scales_numba(self, gmax: torch.Tensor):
+        """:meth:`scales` through the :func:`~core.kernels.mls_fused.mls_scales` kernel (same values)."""
+        from ..kernels.mls_fused import GROUP_CODES, mls_scales
+
+        g = np.ascontiguousarray(gmax.numpy(), dtype=np.float64)
+        s2 = np.empty(g.shape, dtype=np.float64)
+        sg = np.empty_like(s2)
+        ge = np.empty(g.shape, dtype=np.int64)
+        gk = np.empty_like(ge)
+        st = mls_scales(g, GROUP_CODES[self.group], self.eg, self.mg, s2, sg, ge, gk)
+        named = {"tensor": torch.tensor(st, dtype=torch.float32), "group": torch.from_numpy(sg),
+                 "group_exp": torch.from_numpy(ge), "group_mant": torch.from_numpy(gk)}
+        return torch.from_numpy(s2), named
 
     def quantize(self, x, rounding="nearest", seed=None, backend="auto"):
         """Fake-quantize ``x`` (Alg. 1).  Contiguous float32/float64 CPU tensors take the fused
