@@ -237,3 +237,30 @@ def test_mulaw_kernel_equals_reference_for_any_mu_and_range(mu, rng, bits):
     a = core.quantize(x, fmt, backend="numba")
     b = core.quantize(x, fmt, backend="reference")
     assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("spec", ["mu8", "mu8(mu=10,range=0.3)", "mulaw(bits=5,mu=50,range=4)",
+                                  "mulaw(bits=8,mu=1000000,range=1e-20)", "mulaw(bits=3,mu=0.01,range=7.7)"])
+def test_mulaw_float32_nearest_path_equals_reference(spec):
+    """The integer-compare float32 path (thresholds as float32 bit patterns) against the float64
+    searchsorted reference: every code, every threshold rounded to float32 and 3 float32 ulps
+    either side, the range edge, specials, and a random sweep."""
+    from core.formats.mulaw import _tables
+
+    fmt = core.parse_format(spec)
+    codes, thr = _tables(fmt.bits, fmt.mu, fmt.range)
+    pts = np.concatenate([codes, thr, [fmt.range, 0.0, 1e-45, 1e-38, 3e38]]).astype(np.float32)
+    near = [pts]
+    for _ in range(3):
+        near.append(np.nextafter(near[-1], np.float32(np.inf)))
+    lo = [pts]
+    for _ in range(3):
+        lo.append(np.nextafter(lo[-1], np.float32(0)))
+    rnd = np.random.default_rng(0).uniform(-1.3, 1.3, 20000).astype(np.float32) * np.float32(fmt.range)
+    v = np.concatenate(near + lo + [rnd])
+    x = torch.from_numpy(np.concatenate([v, -v, np.array([np.nan, np.inf, -np.inf], dtype=np.float32)]))
+    a = core.quantize(x, fmt, backend="numba")
+    b = core.quantize(x, fmt, backend="reference")
+    assert a.dtype == torch.float32
+    assert torch.equal(a.isnan(), b.isnan())
+    assert torch.equal(a.nan_to_num(0.0), b.nan_to_num(0.0)) and torch.equal(a.signbit(), b.signbit())

@@ -45,6 +45,14 @@ def _padded(bits: int, mu: float, rng: float) -> np.ndarray:
 
 
 @lru_cache(maxsize=64)
+def _f32_tables(bits: int, mu: float, rng: float) -> tuple[np.ndarray, ...]:
+    from ..kernels.mulaw import f32_threshold_tables
+
+    codes, thr = _tables(bits, mu, rng)
+    return f32_threshold_tables(thr, codes, rng)
+
+
+@lru_cache(maxsize=64)
 def _tables(bits: int, mu: float, rng: float) -> tuple[np.ndarray, np.ndarray]:
     K = 2 ** (bits - 1) - 1
     k = np.arange(K + 1, dtype=np.float64)
@@ -132,6 +140,16 @@ class MuLawFormat(FormatSpec):
 
     def _kernel(self, x, rounding, seed, which):
         codes, thr = _tables(self.bits, self.mu, self.range)
+        if which == "numba" and rounding == "nearest" and x.dtype == torch.float32 and self.K <= 127 \
+                and thr[0] >= 2.0**-126:
+            from ..kernels.mulaw import mulaw_nearest_f32
+
+            above, equal, start, code_bits, rng_bits = _f32_tables(self.bits, self.mu, self.range)
+            xin = x.detach().reshape(-1).contiguous()
+            out = torch.empty_like(xin)
+            mulaw_nearest_f32(xin.numpy().view(np.uint32), out.numpy().view(np.uint32), above, equal,
+                              start, code_bits, rng_bits, self.K, code_bits[self.K])
+            return out.reshape(x.shape)
         mode = {"nearest": 0, "stochastic": 1, "truncate": 2}[rounding]
         seed_ = resolve_seed(seed) if rounding == "stochastic" else 0
         half = x.dtype not in (torch.float32, torch.float64)

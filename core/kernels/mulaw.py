@@ -19,7 +19,7 @@ from .config import JIT_OPTIONS
 from .bits import f64_bits
 from .grid_round import random_word, seed_key
 
-__all__ = ["mulaw_quantize", "padded_thresholds", "mulaw_companded", "mulaw_round_y", "bucket_starts", "BUCKET_SHIFT"]
+__all__ = ["mulaw_quantize", "mulaw_nearest_f32", "f32_threshold_tables", "padded_thresholds", "mulaw_companded", "mulaw_round_y", "bucket_starts", "BUCKET_SHIFT"]
 
 _TWO32 = 4294967296.0
 
@@ -106,3 +106,66 @@ def mulaw_quantize(x, out, codes, thr, start, K, mu, rng, mode, seed):
             a, y = mulaw_companded(v, K, mu, lg, rng)
             c = mulaw_round_y(y, K, mode, random_word(key, i) if mode == 1 else 0.0)
         out[i] = math.copysign(codes[c], v)
+
+
+# --------------------------------------------------------------- float32 fast path (nearest)
+F32_BUCKET_SHIFT = 16  # float32 bits >> 16: exponent + 7 mantissa bits (relative width 2^-7)
+
+
+def f32_threshold_tables(thr: np.ndarray, codes: np.ndarray, rng: float) -> tuple[np.ndarray, ...]:
+    """Integer tables of the float32 nearest path, built once per codebook (float64 in, exact).
+
+    ``above[k]``: the smallest float32 bit pattern whose value is > ``thr[k]`` (so for a float32
+    magnitude ``a``, ``thr[k] < a`` iff ``bits(a) >= above[k]``); ``equal[k]``: the bit pattern
+    of ``thr[k]`` when it is a float32 value, else a pattern no input has; both padded with one
+    never-reached entry.  ``start``: for every bucket of float32 patterns up to ``rng``, the
+    number of thresholds below the bucket's lower edge.  ``code_bits``: the codes rounded once to
+    float32, as bit patterns.  ``rng_bits``: the clamp, rounded down to a float32 (an input
+    above it is above ``rng`` too, since inputs are float32).
+    """
+    t32 = thr.astype(np.float32)  # round to nearest
+    below_or_eq = t32.astype(np.float64) <= thr
+    above = t32.view(np.uint32).astype(np.int64) + below_or_eq.astype(np.int64)
+    exact = t32.astype(np.float64) == thr
+    equal = np.where(exact, t32.view(np.uint32).astype(np.int64), -1)
+    never = np.int64(0xFFFFFFFF)
+    above = np.append(above, never)
+    equal = np.append(equal, -1)
+    r32 = np.float32(rng)
+    if float(r32) > rng:
+        r32 = np.nextafter(r32, np.float32(0))
+    rng_bits = int(np.array(r32).view(np.uint32))
+    top = rng_bits >> F32_BUCKET_SHIFT
+    edges = (np.arange(top + 1, dtype=np.uint32) << np.uint32(F32_BUCKET_SHIFT)).view(np.float32)
+    start = np.searchsorted(thr, edges.astype(np.float64), side="left").astype(np.int16)
+    code_bits = codes.astype(np.float32).view(np.uint32).astype(np.uint32)
+    return above, equal, start, code_bits, np.int64(rng_bits)
+
+
+@njit(parallel=True, **JIT_OPTIONS)
+def mulaw_nearest_f32(xb, ob, above, equal, start, code_bits, rng_bits, K, rng_code_bits):
+    """Nearest mu-law rounding of float32 bit patterns ``xb`` into ``ob`` (uint32 views).
+
+    The same decision as :func:`mulaw_nearest` (count of float64 thresholds below the clamped
+    magnitude, exact ties to the even code) in integer compares only; NaN stays NaN, a
+    magnitude above ``rng`` (+-inf included) takes the top code ``rng_code_bits``.  Same bits
+    as the float64 kernel rounded to float32 (tested).
+    """
+    for i in prange(xb.size):
+        u = np.int64(xb[i])
+        a = u & 0x7FFFFFFF
+        sign = np.uint32(u & 0x80000000)
+        if a > 0x7F800000:
+            ob[i] = xb[i]
+            continue
+        if a > rng_bits:
+            ob[i] = np.uint32(rng_code_bits) | sign
+            continue
+        c = np.int64(start[a >> F32_BUCKET_SHIFT])
+        c += np.int64(a >= above[c])
+        c += np.int64(a >= above[c])
+        if K > 127:
+            while a >= above[c]:
+                c += 1
+        c += np.int64((a == equal[c]) & (c % 2 == 1))
+        ob[i] = code_bits[c] | sign
