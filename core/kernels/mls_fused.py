@@ -188,19 +188,30 @@ def round_rows_sat(x, scale, out, m, emin, sub, maxval, mode, seed):
     C-contiguous flat ``x`` of ``scale.size`` rows with one float64 scale per row.
 
     mode 0 nearest-even, 1 stochastic (random word of flat index ``i``), 2 truncate.
-    Tasks are runs of whole rows of about ``CHUNK`` elements.
+    Tasks are runs of whole rows of about ``CHUNK`` elements, or chunks of one row when
+    rows are longer than that.
     """
     rows = scale.size
     R = x.size // rows if rows else 0
     per = _rows_per_task(rows, R)
     ntask = (rows + per - 1) // per
+    nchunk = (R + CHUNK - 1) // CHUNK
+    if per == 1:  # long rows: one task per chunk of a row
+        ntask = rows * nchunk
     shift, low_mask, up, down, min_biased = nearest_sat_consts(m, emin, sub)
     key = seed_key(seed)
     for t in prange(ntask):
-        for row in range(t * per, min(rows, t * per + per)):
+        r0 = t * per
+        r1 = min(rows, t * per + per)
+        c0 = 0
+        if per == 1:
+            r0 = t // nchunk
+            r1 = r0 + 1
+            c0 = (t - r0 * nchunk) * CHUNK
+        for row in range(r0, r1):
             s = scale[row]
-            lo = row * R
-            hi = lo + R
+            lo = row * R + c0
+            hi = min(row * R + R, lo + CHUNK) if per == 1 else row * R + R
             if mode == 0:
                 for i in range(lo, hi):
                     out[i] = nearest_sat_value(np.float64(x[i]), s, shift, low_mask, up, down,
