@@ -55,6 +55,10 @@ def main() -> None:
                      "mx(elem=fp4_e2m1)", "int(bits=8,scale=channel)", "bfp(bits=8,block=16)"]:
             xs = x if spec.startswith(("mx", "bfp")) else x4  # blocks along a long last axis
             cases.append((spec, lambda s=spec, xs=xs: core.quantize(xs, s)))
+        for spec, rnd in [("mls(ex=2,mx=1,eg=8,mg=1,group=nc)", "stochastic"), ("mu8", "stochastic"),
+                          ("niti", "pseudo_stochastic"), ("mx(elem=fp8_e4m3)", "stochastic")]:
+            xs = x if spec.startswith("mx") else x4
+            cases.append((f"{spec} {rnd}", lambda s=spec, r=rnd, xs=xs: core.quantize(xs, s, r, seed=1)))
     torch_ref = None
     print(f"# {n} float32 elements, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")

@@ -66,3 +66,19 @@ def test_cli_options_map_onto_config():
     assert cfg.scheme.name == "custom" and cfg.scheme.w == "fp8_e4m3" and cfg.scheme.e_rounding == "stochastic"
     assert cfg.scheme.first_last is False and cfg.model.hidden == (64, 32) and cfg.epochs == 3
     assert cfg.data.download is True
+
+
+def test_seed_scheme_fields_have_their_own_options():
+    """Every field of the seed schemes is an option (LogBTQ mu/u/k, NITI m_u, CPT b_min ...),
+    coerced and validated like --set; a field of another scheme is refused by name."""
+    p = build_parser()
+    cfg = config_from_args(p.parse_args(["--scheme", "logbtq", "--mu", "100", "--u", "0.2", "--k", "5",
+                                         "--codebook", "fp8_143", "--barrier-activations", "true"]))
+    s = cfg.scheme
+    assert (s.name, s.mu, s.u, s.k, s.codebook, s.barrier_activations) == ("logbtq", 100.0, 0.2, 5, "fp8_143", True)
+    assert config_from_args(p.parse_args(["--scheme", "niti", "--m-u", "4"])).scheme.m_u == 4
+    assert config_from_args(p.parse_args(["--scheme", "cpt", "--b-min", "4", "--b-max", "6"])).scheme.b_max == 6
+    with pytest.raises(ValueError, match="--m-u does not apply to scheme 'mls'"):
+        config_from_args(p.parse_args(["--scheme", "mls", "--m-u", "3"]))
+    with pytest.raises(ValueError, match="u"):
+        config_from_args(p.parse_args(["--scheme", "logbtq", "--u", "0"]))

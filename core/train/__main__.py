@@ -5,6 +5,8 @@ Examples::
     python -m core.train --dataset digits --model mlp --scheme mls --ex 2 --mx 1 --group nc --epochs 10
     python -m core.train --scheme custom --w fp8_e4m3 --a fp8_e4m3 --e fp8_e5m2 --e-rounding stochastic
     python -m core.train --config run.toml --set scheme.mx=3 --set optim.lr=0.05
+    python -m core.train --scheme logbtq --codebook mu8 --mu 100 --u 0.1 --k 20
+    python -m core.train --scheme niti --m-u 3
 
 Exit status: 0 when the run ends ``done``, 1 for ``diverged``/``stopped``/``error``, 2 for bad input.
 """
@@ -43,6 +45,17 @@ _SCHEME_OPTS = ("ex", "mx", "eg", "mg", "group", "rounding", "w", "a", "e", "ew"
                 "a_rounding", "e_rounding", "ew_rounding", "g_rounding", "update_rounding", "dtype")
 
 
+def _extra_scheme_fields() -> dict[str, list[str]]:
+    """Fields of the registered schemes that have no option of their own -> the schemes having them."""
+    out: dict[str, list[str]] = {}
+    taken = set(_SCHEME_OPTS) | {"first_last"} | set(_DIRECT) | {"shadow", "download", "config", "set", "list"}
+    for name in list_schemes():
+        for f in dataclasses.fields(SCHEMES[name]):
+            if f.name not in taken and f.init:
+                out.setdefault(f.name, []).append(name)
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used for ``--help``)."""
     p = argparse.ArgumentParser(prog="python -m core.train", description="Train one (quantized) run.")
@@ -65,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{k}", help=f"spec string for {k.upper()} (custom scheme; --g also for mls)")
         p.add_argument(f"--{k}-rounding", dest=f"{k}_rounding", help=f"rounding of {k.upper()}")
     p.add_argument("--dtype", help="amp: bf16 or fp16")
+    seed_opts = p.add_argument_group("other scheme fields (LogBTQ, NITI, SBM, CPT, PFQ ...)")
+    for field, owners in _extra_scheme_fields().items():
+        seed_opts.add_argument(f"--{field.replace('_', '-')}", dest=f"scheme_{field}", metavar="VALUE",
+                               help=f"{', '.join(owners)}: {field}")
     fl = p.add_mutually_exclusive_group()
     fl.add_argument("--first-last", dest="first_last", action="store_true", default=None,
                     help="also quantize the first and last layer")
@@ -121,6 +138,14 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             raise ValueError(f"{flag} does not apply to scheme {cfg.scheme.name!r} "
                              f"(its fields: {', '.join(sorted(scheme_fields))})")
         changes[f"scheme.{opt}"] = v
+    for field in _extra_scheme_fields():
+        v = getattr(args, f"scheme_{field}", None)
+        if v is None:
+            continue
+        if field not in scheme_fields:
+            raise ValueError(f"--{field.replace('_', '-')} does not apply to scheme {cfg.scheme.name!r} "
+                             f"(its fields: {', '.join(sorted(scheme_fields))})")
+        changes[f"scheme.{field}"] = v
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
