@@ -60,8 +60,13 @@ def seed_key(seed):
 
 @njit(**JIT_OPTIONS)
 def random_word(key, index):
-    """32-bit random word of element ``index`` (as float64 in [0, 2^32))."""
-    z = _mix(key + (np.uint64(index) + np.uint64(1)) * _GAMMA)
+    """32-bit random word of element ``index`` (as float64 in [0, 2^32)).
+
+    ``key`` is re-typed as uint64 first: a key that arrives as int64 (a Python int below 2^63
+    passed into a kernel) would otherwise turn the sum into float64 arithmetic (Numba's
+    int64 + uint64 promotion) and give other words than the CPU kernels.
+    """
+    z = _mix(np.uint64(key) + (np.uint64(index) + np.uint64(1)) * _GAMMA)
     return np.float64(z >> _S32)
 
 

@@ -20,6 +20,7 @@ from numba import cuda
 
 from . import config
 from .grid_round import quantize_value, random_word, seed_key
+from .mls_fused import group_scale_ceil_value, stochastic_sat_value
 from .mulaw import mulaw_companded, mulaw_round_y
 from .bits import f64_bits as _f64_bits_intrinsic
 from .mulaw import BUCKET_SHIFT
@@ -32,7 +33,8 @@ if numba_config.ENABLE_CUDASIM:  # the simulator runs kernel bodies as Python
 else:
     f64_bits = _f64_bits_intrinsic
 
-__all__ = ["quantize_grid_3d_cuda", "group_absmax_3d_cuda", "mulaw_quantize_cuda", "cuda_available"]
+__all__ = ["quantize_grid_3d_cuda", "group_absmax_3d_cuda", "mulaw_quantize_cuda", "mls_group_scales_cuda",
+           "round_rows_sat_cuda", "cuda_available"]
 
 
 def cuda_available() -> bool:
@@ -86,7 +88,7 @@ def quantize_grid_3d_cuda(x, scale, out, m, emin, sub, maxval, ovf, infv, mode, 
     if n == 0:
         return
     grid, tpb = _blocks(n)
-    key = seed_key(np.uint64(seed))
+    key = np.uint64(seed_key(np.uint64(seed)))  # njit returns a Python int: re-type it as uint64
     _quantize_kernel[grid, tpb](x, scale, out, m, emin, sub, maxval, ovf, infv, mode, key)
 
 
@@ -134,5 +136,52 @@ def mulaw_quantize_cuda(x, out, codes, thr, start, K, mu, rng, mode, seed) -> No
         return
     grid, tpb = _blocks(n)
     d = [cuda.to_device(np.ascontiguousarray(t)) for t in (codes, thr, start)]
-    key = seed_key(np.uint64(seed))
+    key = np.uint64(seed_key(np.uint64(seed)))  # njit returns a Python int: re-type it as uint64
     _mulaw_kernel[grid, tpb](x, out, d[0], d[1], d[2], K, mu, math.log1p(mu), rng, mode, key)
+
+
+# ------------------------------------------------------------------ fused MLS twins
+@cuda.jit
+def _mls_scale_kernel(red, st, eg, mg, s2, sg, ge, gk):
+    i = cuda.grid(1)
+    if i < red.size:
+        sgf = red[i] / st if st > 0.0 else 0.0
+        v, e, k = group_scale_ceil_value(sgf, eg, mg)
+        sg[i] = v
+        ge[i] = e
+        gk[i] = k
+        s2[i] = st * v
+
+
+@cuda.jit
+def _round_rows_kernel(x, scale, out, R, m, emin, sub, maxval, mode, key):
+    i = cuda.grid(1)
+    if i < x.size:
+        s = scale[i // R]
+        v = np.float64(x[i])
+        if mode == 1:
+            out[i] = stochastic_sat_value(v, s, m, emin, sub, maxval, random_word(key, i))
+        else:  # nearest / truncate: the generic element rule (== nearest_sat_value for mode 0)
+            out[i] = quantize_value(v, s, m, emin, sub, maxval, maxval, maxval, mode, 0.0)
+
+
+def mls_group_scales_cuda(red, st, eg, mg, s2, sg, ge, gk) -> None:
+    """GPU twin of the per-group part of :func:`core.kernels.mls_fused.mls_scales`: ``red`` is
+    the flat float64 group max after the grouping reduction, ``st`` the tensor scale (a float);
+    writes ``s2 = St * Sg``, ``Sg``, its exponent and mantissa (flat arrays)."""
+    n = int(red.size)
+    if n == 0:
+        return
+    grid, tpb = _blocks(n)
+    _mls_scale_kernel[grid, tpb](red, float(st), eg, mg, s2, sg, ge, gk)
+
+
+def round_rows_sat_cuda(x, scale, out, m, emin, sub, maxval, mode, seed) -> None:
+    """GPU twin of :func:`core.kernels.mls_fused.round_rows_sat` (flat arrays, same arguments)."""
+    n = int(x.size)
+    if n == 0:
+        return
+    grid, tpb = _blocks(n)
+    R = n // int(scale.size)
+    key = np.uint64(seed_key(np.uint64(seed)))  # njit returns a Python int: re-type it as uint64
+    _round_rows_kernel[grid, tpb](x, scale, out, R, m, emin, sub, maxval, mode, key)

@@ -88,3 +88,45 @@ def test_cuda_mulaw_equals_cpu(rounding):
     mulaw_quantize_cuda(x, a, codes, thr, st, 127, 255.0, 2.0, mode, 4)
     mulaw_quantize(x, b, codes, thr, st, 127, 255.0, 2.0, mode, 4)
     np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+@pytest.mark.parametrize("rounding", ["nearest", "stochastic", "truncate"])
+@pytest.mark.parametrize("group", ["nc", "none"])
+def test_cuda_fused_mls_twins_equal_cpu_kernels(rounding, group):
+    """Group scales and the row rounding of the fused MLS path: GPU twin == CPU kernel, bit for bit."""
+    from core.kernels.grid_round_cuda import mls_group_scales_cuda, round_rows_sat_cuda
+    from core.kernels.mls_fused import GROUP_CODES, group_absmax_rows, mls_scales, round_rows_sat
+
+    mode = {"nearest": 0, "stochastic": 1, "truncate": 2}[rounding]
+    fmt = core.parse_format(f"mls(ex=2,mx=1,eg=4,mg=1,group={group})")
+    g = fmt.element_grid
+    x = (np.random.default_rng(3).standard_normal((4, 3, 5)) * np.logspace(-5, 2, 5)).astype(np.float32)
+    x[0, 0, :3] = [np.nan, np.inf, -0.0]
+    flat = x.reshape(-1)
+    gmax = group_absmax_rows(flat, 12).reshape(4, 3)
+    s2, sg = np.empty((4, 3)), np.empty((4, 3))
+    ge, gk = np.empty((4, 3), np.int64), np.empty((4, 3), np.int64)
+    st = mls_scales(gmax, GROUP_CODES[group], fmt.eg, fmt.mg, s2, sg, ge, gk)
+    red = gmax if group == "nc" else np.full_like(gmax, st)
+    d = [np.empty(12), np.empty(12), np.empty(12, np.int64), np.empty(12, np.int64)]
+    mls_group_scales_cuda(red.reshape(-1), st, fmt.eg, fmt.mg, *d)
+    for a, b in zip(d, (s2, sg, ge, gk)):
+        np.testing.assert_array_equal(a, b.reshape(-1))
+    out_cpu, out_gpu = np.empty_like(flat), np.empty_like(flat)
+    round_rows_sat(flat, s2.reshape(-1), out_cpu, g.m, g.emin, g.subnormals, g.maxval, mode, 7)
+    round_rows_sat_cuda(flat, s2.reshape(-1), out_gpu, g.m, g.emin, g.subnormals, g.maxval, mode, 7)
+    np.testing.assert_array_equal(out_gpu.view(np.uint32), out_cpu.view(np.uint32))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7, 9, 2**31 - 1, 2**62 + 5])
+def test_cuda_stochastic_words_equal_cpu_for_every_seed(seed):
+    """Regression: keys below 2^63 reached the kernels as int64 and the random words were computed
+    in float64 (int64 + uint64 promotion), so GPU and CPU disagreed for about half of the seeds."""
+    x3, s2, g, ovf, infv = _case("fp8_e4m3")
+    xn, sn = x3.numpy(), s2.numpy()
+    a, b = np.empty_like(xn), np.empty_like(xn)
+    quantize_grid_3d_cuda(xn, sn, a, g.m, g.emin, g.subnormals, g.maxval, ovf, infv, 1, seed)
+    quantize_grid_3d(xn, sn, b, g.m, g.emin, g.subnormals, g.maxval, ovf, infv, 1, seed)
+    np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
+    ref = _reference(x3, s2, g, ovf, infv, "stochastic", seed).to(torch.float32).numpy()
+    np.testing.assert_array_equal(np.nan_to_num(a), np.nan_to_num(ref))
