@@ -263,3 +263,20 @@ def test_mls_fused_long_rows_equal_reference(rounding, shape):
     assert torch.equal(a, b)
     n = core.quantize(x, "niti", rounding, seed=4, backend="numba")
     assert torch.equal(n, core.quantize(x, "niti", rounding, seed=4, backend="reference"))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rows, R", [(7, 1), (5, 13), (3, 40000), (1, 16384), (4, 0)])
+def test_group_absmax_rows_equals_numpy(dtype, rows, R):
+    """The integer (bit-pattern) max of |x| per row == NumPy's nanmax over finite values."""
+    from core.kernels.mls_fused import group_absmax_rows
+
+    rng = np.random.default_rng(rows * 1000 + R)
+    x = (rng.standard_normal((rows, R)) * np.exp2(rng.integers(-140, 100, (rows, R)))).astype(dtype)
+    if x.size > 4:
+        x.flat[:4] = [np.nan, np.inf, -np.inf, -0.0]
+        x.flat[-1] = np.finfo(dtype).smallest_subnormal
+    finite = np.where(np.isfinite(x), np.abs(x), 0).astype(np.float64)
+    want = finite.max(axis=1) if R else np.zeros(rows)
+    got = group_absmax_rows(np.ascontiguousarray(x).reshape(-1), rows)
+    assert got.dtype == np.float64 and np.array_equal(got, want)

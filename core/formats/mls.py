@@ -181,18 +181,13 @@ class MLSFormat(ScaledFormat):
         return super().quantize(x, rounding, seed, backend)
 
     def _fused_cpu(self, x: torch.Tensor, rounding: str, seed: int | None) -> torch.Tensor:
-        from ..kernels.config import CHUNK
-        from ..kernels.grid_round import group_absmax_3d
         from ..kernels.mls_fused import GROUP_CODES, group_absmax_rows, mls_scales, round_rows_sat
 
         xn = x.detach().contiguous().numpy()
         d0 = x.shape[0] if x.dim() >= 1 else 1
         d1 = x.shape[1] if x.dim() >= 2 else 1
         flat = xn.reshape(-1)
-        if flat.size // (d0 * d1) < CHUNK:  # many short rows: runs of rows per task
-            gmax = group_absmax_rows(flat, d0 * d1).reshape(d0, d1)
-        else:  # few long rows: chunks of a row per task
-            gmax = group_absmax_3d(flat.reshape(d0, d1, -1))
+        gmax = group_absmax_rows(flat, d0 * d1).reshape(d0, d1)
         s2 = np.empty((d0, d1), dtype=np.float64)
         sg = np.empty_like(s2)
         ge = np.empty((d0, d1), dtype=np.int64)

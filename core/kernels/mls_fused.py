@@ -162,24 +162,61 @@ def _rows_per_task(rows, R):
     return max(1, per)
 
 
+@njit(**JIT_OPTIONS)
+def _bits_max(xb, lo, hi, absmask, infbits):
+    """Max of the magnitude bit patterns in ``xb[lo:hi]``, inf and NaN counted as 0.
+
+    For IEEE floats the order of magnitude bit patterns is the order of the magnitudes, so
+    this is max |x| as an integer reduction, which the compiler vectorizes (a float max
+    with NaN/inf tests does not vectorize without fastmath)."""
+    best = xb.dtype.type(0)
+    zero = xb.dtype.type(0)
+    for i in range(lo, hi):
+        a = xb[i] & absmask
+        a = a if a < infbits else zero
+        best = a if a > best else best
+    return best
+
+
 @njit(parallel=True, **JIT_OPTIONS)
-def group_absmax_rows(x, rows):
-    """Max of |x| per row of a C-contiguous flat ``x`` of ``rows`` equal rows, ignoring NaN
-    and inf (float64).  Tasks are runs of whole rows of about ``CHUNK`` elements, so tiny
-    rows (MLS ``nc`` grouping of a Linear layer: one element per group) cost no task each."""
-    out = np.zeros(rows, dtype=np.float64)
-    R = x.size // rows if rows else 0
+def _absmax_bits_rows(xb, rows, absmask, infbits):
+    out = np.zeros(rows, dtype=xb.dtype)
+    R = xb.size // rows if rows else 0
     per = _rows_per_task(rows, R)
-    ntask = (rows + per - 1) // per
-    for t in prange(ntask):
-        for row in range(t * per, min(rows, t * per + per)):
-            best = 0.0
-            for i in range(row * R, row * R + R):
-                a = abs(np.float64(x[i]))
-                if a > best and a != math.inf:
-                    best = a
-            out[row] = best
+    if per > 1 or R <= CHUNK:  # runs of short rows per task
+        ntask = (rows + per - 1) // per
+        for t in prange(ntask):
+            for row in range(t * per, min(rows, t * per + per)):
+                out[row] = _bits_max(xb, row * R, row * R + R, absmask, infbits)
+        return out
+    nchunk = (R + CHUNK - 1) // CHUNK  # long rows: partial maxima per chunk, then per row
+    part = np.zeros(rows * nchunk, dtype=xb.dtype)
+    for t in prange(rows * nchunk):
+        row = t // nchunk
+        lo = row * R + (t - row * nchunk) * CHUNK
+        part[t] = _bits_max(xb, lo, min(row * R + R, lo + CHUNK), absmask, infbits)
+    for row in range(rows):
+        best = part[row * nchunk]
+        for c in range(1, nchunk):
+            if part[row * nchunk + c] > best:
+                best = part[row * nchunk + c]
+        out[row] = best
     return out
+
+
+def group_absmax_rows(x: np.ndarray, rows: int) -> np.ndarray:
+    """Max of |x| per row (float64) of a C-contiguous flat float32/float64 ``x`` of ``rows``
+    equal rows, ignoring NaN and inf.  Integer max over the bit patterns (vectorized);
+    tasks are runs of whole rows of about ``CHUNK`` elements (tiny rows, such as MLS ``nc``
+    groups of a Linear layer, cost no task each) or chunks of one long row."""
+    if x.dtype == np.float32:
+        m = _absmax_bits_rows(x.view(np.int32), rows, np.int32(0x7FFFFFFF), np.int32(0x7F800000))
+        return m.view(np.float32).astype(np.float64)
+    if x.dtype == np.float64:
+        m = _absmax_bits_rows(x.view(np.int64), rows, np.int64(0x7FFFFFFFFFFFFFFF),
+                              np.int64(0x7FF0000000000000))
+        return m.view(np.float64).copy()
+    raise TypeError(f"group_absmax_rows takes float32 or float64 arrays, got {x.dtype}")
 
 
 @njit(parallel=True, **JIT_OPTIONS)
