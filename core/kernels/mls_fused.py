@@ -41,6 +41,8 @@ __all__ = ["GROUP_CODES", "group_scale_ceil_value", "mls_scales", "stochastic_sa
 GROUP_CODES = {"none": 0, "n": 1, "c": 2, "nc": 3}
 
 _TWO32 = 4294967296.0
+#: inputs with fewer elements run serially (a parallel region costs ~20-30 us on this VM)
+SERIAL_BELOW = 1 << 16
 _S52 = np.uint64(52)
 _EXPMASK = np.uint64(0x7FF)
 _MANT = np.uint64((1 << 52) - 1)
@@ -204,60 +206,107 @@ def _absmax_bits_rows(xb, rows, absmask, infbits):
     return out
 
 
+@njit(**JIT_OPTIONS)
+def _absmax_bits_rows_serial(xb, rows, absmask, infbits):
+    out = np.zeros(rows, dtype=xb.dtype)
+    R = xb.size // rows if rows else 0
+    for row in range(rows):
+        out[row] = _bits_max(xb, row * R, row * R + R, absmask, infbits)
+    return out
+
+
 def group_absmax_rows(x: np.ndarray, rows: int) -> np.ndarray:
     """Max of |x| per row (float64) of a C-contiguous flat float32/float64 ``x`` of ``rows``
     equal rows, ignoring NaN and inf.  Integer max over the bit patterns (vectorized);
     tasks are runs of whole rows of about ``CHUNK`` elements (tiny rows, such as MLS ``nc``
     groups of a Linear layer, cost no task each) or chunks of one long row."""
+    kernel = _absmax_bits_rows_serial if x.size < SERIAL_BELOW else _absmax_bits_rows
     if x.dtype == np.float32:
-        m = _absmax_bits_rows(x.view(np.int32), rows, np.int32(0x7FFFFFFF), np.int32(0x7F800000))
+        m = kernel(x.view(np.int32), rows, np.int32(0x7FFFFFFF), np.int32(0x7F800000))
         return m.view(np.float32).astype(np.float64)
     if x.dtype == np.float64:
-        m = _absmax_bits_rows(x.view(np.int64), rows, np.int64(0x7FFFFFFFFFFFFFFF),
+        m = kernel(x.view(np.int64), rows, np.int64(0x7FFFFFFFFFFFFFFF),
                               np.int64(0x7FF0000000000000))
         return m.view(np.float64).copy()
     raise TypeError(f"group_absmax_rows takes float32 or float64 arrays, got {x.dtype}")
 
 
+@njit(**JIT_OPTIONS)
+def _round_task(t, x, scale, out, R, per, nchunk, m, emin, sub, maxval, mode, key,
+                shift, low_mask, up, down, min_biased):
+    """Task ``t`` of :func:`round_rows_sat`: a run of ``per`` whole rows, or (``per == 1``)
+    chunk ``t % nchunk`` of row ``t // nchunk``."""
+    rows = scale.size
+    r0 = t * per
+    r1 = min(rows, t * per + per)
+    if R == 1 and mode == 0:  # one element per row (MLS nc of a 2-d tensor): a flat, vectorizable loop
+        for i in range(r0, r1):
+            out[i] = nearest_sat_value(np.float64(x[i]), scale[i], shift, low_mask, up, down,
+                                       min_biased, maxval)
+        return
+    c0 = 0
+    if per == 1:
+        r0 = t // nchunk
+        r1 = r0 + 1
+        c0 = (t - r0 * nchunk) * CHUNK
+    for row in range(r0, r1):
+        s = scale[row]
+        lo = row * R + c0
+        hi = min(row * R + R, lo + CHUNK) if per == 1 else row * R + R
+        if mode == 0:
+            for i in range(lo, hi):
+                out[i] = nearest_sat_value(np.float64(x[i]), s, shift, low_mask, up, down,
+                                           min_biased, maxval)
+        elif mode == 1:
+            for i in range(lo, hi):
+                out[i] = stochastic_sat_value(np.float64(x[i]), s, m, emin, sub, maxval,
+                                              random_word(key, i))
+        else:
+            for i in range(lo, hi):
+                out[i] = quantize_value(np.float64(x[i]), s, m, emin, sub, maxval, maxval,
+                                        maxval, mode, 0.0)
+
+
+@njit(**JIT_OPTIONS)
+def _round_plan(rows, R):
+    per = _rows_per_task(rows, R)
+    nchunk = (R + CHUNK - 1) // CHUNK
+    ntask = rows * nchunk if per == 1 else (rows + per - 1) // per
+    return per, nchunk, ntask
+
+
 @njit(parallel=True, **JIT_OPTIONS)
-def round_rows_sat(x, scale, out, m, emin, sub, maxval, mode, seed):
+def _round_rows_parallel(x, scale, out, m, emin, sub, maxval, mode, seed):
+    rows = scale.size
+    R = x.size // rows if rows else 0
+    per, nchunk, ntask = _round_plan(rows, R)
+    shift, low_mask, up, down, min_biased = nearest_sat_consts(m, emin, sub)
+    key = seed_key(seed)
+    for t in prange(ntask):
+        _round_task(t, x, scale, out, R, per, nchunk, m, emin, sub, maxval, mode, key,
+                    shift, low_mask, up, down, min_biased)
+
+
+@njit(**JIT_OPTIONS)
+def _round_rows_serial(x, scale, out, m, emin, sub, maxval, mode, seed):
+    rows = scale.size
+    R = x.size // rows if rows else 0
+    per, nchunk, ntask = _round_plan(rows, R)
+    shift, low_mask, up, down, min_biased = nearest_sat_consts(m, emin, sub)
+    key = seed_key(seed)
+    for t in range(ntask):
+        _round_task(t, x, scale, out, R, per, nchunk, m, emin, sub, maxval, mode, key,
+                    shift, low_mask, up, down, min_biased)
+
+
+def round_rows_sat(x, scale, out, m, emin, sub, maxval, mode, seed) -> None:
     """``out[i] = sign * s * round(|x[i]| / s)`` with saturation at ``maxval``, for a
     C-contiguous flat ``x`` of ``scale.size`` rows with one float64 scale per row.
 
     mode 0 nearest-even, 1 stochastic (random word of flat index ``i``), 2 truncate.
     Tasks are runs of whole rows of about ``CHUNK`` elements, or chunks of one row when
-    rows are longer than that.
+    rows are longer than that; inputs below :data:`SERIAL_BELOW` elements run on the calling
+    thread (a parallel region costs more than the work there).
     """
-    rows = scale.size
-    R = x.size // rows if rows else 0
-    per = _rows_per_task(rows, R)
-    ntask = (rows + per - 1) // per
-    nchunk = (R + CHUNK - 1) // CHUNK
-    if per == 1:  # long rows: one task per chunk of a row
-        ntask = rows * nchunk
-    shift, low_mask, up, down, min_biased = nearest_sat_consts(m, emin, sub)
-    key = seed_key(seed)
-    for t in prange(ntask):
-        r0 = t * per
-        r1 = min(rows, t * per + per)
-        c0 = 0
-        if per == 1:
-            r0 = t // nchunk
-            r1 = r0 + 1
-            c0 = (t - r0 * nchunk) * CHUNK
-        for row in range(r0, r1):
-            s = scale[row]
-            lo = row * R + c0
-            hi = min(row * R + R, lo + CHUNK) if per == 1 else row * R + R
-            if mode == 0:
-                for i in range(lo, hi):
-                    out[i] = nearest_sat_value(np.float64(x[i]), s, shift, low_mask, up, down,
-                                               min_biased, maxval)
-            elif mode == 1:
-                for i in range(lo, hi):
-                    out[i] = stochastic_sat_value(np.float64(x[i]), s, m, emin, sub, maxval,
-                                                  random_word(key, i))
-            else:
-                for i in range(lo, hi):
-                    out[i] = quantize_value(np.float64(x[i]), s, m, emin, sub, maxval, maxval,
-                                            maxval, mode, 0.0)
+    kernel = _round_rows_serial if x.size < SERIAL_BELOW else _round_rows_parallel
+    kernel(x, scale, out, m, emin, sub, maxval, mode, seed)
