@@ -239,10 +239,15 @@ def _round_task(t, x, scale, out, R, per, nchunk, m, emin, sub, maxval, mode, ke
     rows = scale.size
     r0 = t * per
     r1 = min(rows, t * per + per)
-    if R == 1 and mode == 0:  # one element per row (MLS nc of a 2-d tensor): a flat, vectorizable loop
-        for i in range(r0, r1):
-            out[i] = nearest_sat_value(np.float64(x[i]), scale[i], shift, low_mask, up, down,
-                                       min_biased, maxval)
+    if R == 1 and mode != 2:  # one element per row (MLS nc of a 2-d tensor): flat loops
+        if mode == 0:  # vectorizable
+            for i in range(r0, r1):
+                out[i] = nearest_sat_value(np.float64(x[i]), scale[i], shift, low_mask, up, down,
+                                           min_biased, maxval)
+        else:
+            for i in range(r0, r1):
+                out[i] = stochastic_sat_value(np.float64(x[i]), scale[i], m, emin, sub, maxval,
+                                              random_word(key, i))
         return
     c0 = 0
     if per == 1:
