@@ -18,7 +18,7 @@ def _stores_in_tmp(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
 
 
-SEED_SCHEMES = {"logbtq": dict(k=1), "niti": {}, "sbm": {}, "cpt": {}, "pfq": {}}
+SEED_SCHEMES = {"logbtq": dict(k=1), "niti": {}, "sbm": {}, "cpt": {}, "pfq": {}, "dfq": {}}
 
 
 def test_registered():
@@ -45,6 +45,7 @@ def test_trains_digits_mlp(name):
     ("logbtq", dict(u=0)), ("logbtq", dict(mu=-1)), ("logbtq", dict(k=0)),
     ("niti", dict(m_u=0)), ("niti", dict(m_u=8)),
     ("cpt", dict(b_min=6, b_max=4)),
+    ("dfq", dict(levels=(6, 4))), ("dfq", dict(levels=(4, 20))), ("dfq", dict(beta=-1)), ("dfq", dict(tau=0)),
 ])
 def test_bad_input_at_config_time(name, kw):
     with pytest.raises(ValueError):

@@ -54,7 +54,8 @@ def default_lineup() -> list[tuple[str, Scheme]]:
 
 def _more() -> list[tuple[str, Scheme]]:
     out = []
-    for label, name, kw in (("niti", "niti", {}), ("sbm", "sbm", {}), ("cpt", "cpt", {}), ("pfq", "pfq", {})):
+    for label, name, kw in (("niti", "niti", {}), ("sbm", "sbm", {}), ("cpt", "cpt", {}), ("pfq", "pfq", {}),
+                           ("dfq", "dfq", {})):
         try:
             out.append((label, get_scheme(name, **kw)))
         except ValueError:

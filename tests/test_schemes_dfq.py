@@ -1,0 +1,65 @@
+"""FracTrain DFQ (seed 003): per-input branch selection, the cost term's effect, determinism."""
+
+from __future__ import annotations
+
+import tempfile
+
+import pytest
+import torch
+from torch import nn
+
+from core.schemes.compare import train
+from core.schemes.dfq import DFQLayer, DFQScheme, dfq_layers
+from core.train import get_scheme, qlayers
+
+
+@pytest.fixture(autouse=True)
+def _stores_in_tmp(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+
+def test_each_input_gets_the_output_of_the_branch_its_gate_picks():
+    torch.manual_seed(0)
+    scheme = DFQScheme(levels=(2, 8))
+    model = scheme.prepare(nn.Sequential(nn.Linear(6, 5)), seed=3)
+    block = model[0]
+    assert isinstance(block, DFQLayer) and [q.quant.w.fmt for _, q in qlayers(model)] == [
+        "int(bits=2,scale=tensor)", "int8"]  # canonical alias
+    with torch.no_grad():  # gate: branch 1 (8 bits) iff the first feature is positive
+        block.gate[0].weight.zero_()
+        block.gate[0].weight[0, 0] = 1.0
+        block.gate[0].bias.zero_()
+        block.gate[2].weight.zero_()
+        block.gate[2].weight[1, 0] = 10.0
+        block.gate[2].bias.copy_(torch.tensor([1.0, 0.0]))
+    x = torch.randn(32, 6)
+    model.eval()
+    y = model(x)
+    high = x[:, 0] > 0.1
+    low = x[:, 0] <= 0
+    y2, y8 = block.branches[0](x), block.branches[1](x)
+    assert high.any() and low.any()
+    assert torch.equal(y[high], y8[high]) and torch.equal(y[low], y2[low])
+    assert not torch.equal(y2, y8)  # the branches really differ in precision
+    assert block.branches[0].weight is block.branches[1].weight  # one set of parameters
+
+
+def test_cost_term_trades_bitops_for_accuracy_and_gates_adapt():
+    cheap = train(get_scheme("dfq", beta=2.0), epochs=3)
+    free = train(get_scheme("dfq", beta=0.0), epochs=3)
+    for r in (cheap, free):
+        assert r.status == "done" and r.result["test_acc"] > 0.7
+    ops = {k: r.model._bitops_counter.total for k, r in (("cheap", cheap), ("free", free))}
+    assert ops["cheap"] < 0.8 * ops["free"], ops
+    m = cheap.store.metrics(cheap.id, role="dfq", name="bits_mean")
+    assert len(m) and set(m.layer) == {n for n, _ in dfq_layers(cheap.model)}
+    assert m.value.min() >= 3 and m.value.max() <= 8
+    cost = cheap.store.metrics(cheap.id, role="dfq", name="relative_cost").value
+    assert 0 < cost.iloc[-1] < cost.iloc[0]  # the gates learned to pick cheaper branches
+
+
+def test_dfq_runs_are_deterministic():
+    a = train(get_scheme("dfq"), epochs=1)
+    b = train(get_scheme("dfq"), epochs=1)
+    assert a.result["test_acc"] == b.result["test_acc"]
+    assert a.model._bitops_counter.total == b.model._bitops_counter.total
