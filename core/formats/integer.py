@@ -173,6 +173,14 @@ class NitiFormat(ScaledFormat):
         view = self.view(x)
         x3 = view.to_x3(x)
         s2, _ = self.scales(x3, backend)
+        if backend in ("auto", "numba") and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+            from ..kernels.arith_niti import pseudo_stochastic_quantize
+
+            xin = x.detach().contiguous().reshape(-1)
+            out = torch.empty_like(xin)
+            pseudo_stochastic_quantize(xin.numpy(), out.numpy(), float(s2.reshape(-1)[0]) if s2.numel() else 1.0,
+                                       2 ** (self.bits - 1) - 1, self._PS_FRAC)
+            return out.reshape(x.shape)
         r = self._pseudo_stochastic_elements(x3, s2)
         y = torch.where(torch.isnan(x3), x3.to(torch.float64), r * s2.unsqueeze(-1))
         return to_dtype(view.from_x3(y), x.dtype)

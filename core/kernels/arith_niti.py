@@ -6,12 +6,14 @@ hardware); callers bound K so that it cannot overflow (|a*b| <= 2^14).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit, prange
 
 from .config import JIT_OPTIONS
 
-__all__ = ["int8_matmul"]
+__all__ = ["int8_matmul", "pseudo_stochastic_magnitude", "pseudo_stochastic_quantize"]
 
 
 @njit(parallel=True, **JIT_OPTIONS)
@@ -33,3 +35,41 @@ def int8_matmul(a, b, out):
                 row[j] += av * np.int32(b[k, j])
         for j in range(n):
             out[i, j] = row[j]
+
+
+@njit(**JIT_OPTIONS)
+def pseudo_stochastic_magnitude(fixed, bp):
+    """NITI Alg. 3 on one non-negative fixed-point magnitude with ``bp`` fraction bits: drop the
+    lowest bit when ``bp`` is odd, then round up iff the upper half of the fraction bits, read as
+    an integer, is greater than the lower half (no random number generator)."""
+    q = fixed >> bp
+    frac = fixed & ((np.int64(1) << bp) - 1)
+    if bp % 2 == 1:
+        frac >>= 1
+        bp -= 1
+    if bp == 0:
+        return q
+    h = bp // 2
+    return q + np.int64((frac >> h) > (frac & ((np.int64(1) << h) - 1)))
+
+
+@njit(parallel=True, **JIT_OPTIONS)
+def pseudo_stochastic_quantize(x, out, s, qmax, bp):
+    """``out = sign(x) * s * min(qmax, Alg3(floor(|x| / s * 2^bp)))`` element-wise for a flat float
+    array and one power-of-two scale ``s`` (NITI's shared exponent); NaN stays NaN, +-inf takes
+    +-qmax.  Same values as :meth:`core.formats.integer.NitiFormat.quantize` with
+    ``rounding="pseudo_stochastic"`` on the reference path (tested)."""
+    scale_bp = 2.0**bp
+    for i in prange(x.size):
+        v = np.float64(x[i])
+        if v != v:
+            out[i] = v
+            continue
+        a = abs(v)
+        if a == np.inf:
+            mag = qmax
+        else:
+            mag = pseudo_stochastic_magnitude(np.int64(np.floor(a / s * scale_bp)), bp)
+            if mag > qmax:
+                mag = qmax
+        out[i] = math.copysign(np.float64(mag) * s, v)

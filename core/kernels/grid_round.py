@@ -28,6 +28,7 @@ __all__ = [
     "group_absmax_3d",
     "quantize_f32_flat",
     "quantize_rows_nearest_sat",
+    "stochastic_sat_value",
 ]
 
 MODE_CODES = {"nearest": 0, "stochastic": 1, "truncate": 2}
@@ -310,6 +311,46 @@ def floor_log2(a):
     return np.int64((f64_bits(a) >> _S52) & _EXPMASK) - 1023
 
 
+@njit(**JIT_OPTIONS)
+def stochastic_sat_value(v, s, m, emin, sub, maxval, rword):
+    """Stochastic rounding with saturation of one value with scale ``s``.
+
+    Same results as :func:`~core.kernels.grid_round.quantize_value` in mode 1 with
+    ``ovf = infv = maxval``: the quantum is ``2^k``, ``k = max(e, emin) - m``
+    (``emin`` when the grid has no subnormals and ``e < emin``); ``q = a 2^-k`` is
+    rounded up iff ``floor(frac(q) 2^32) + rword >= 2^32``.  That is the bit-pattern
+    rule of ``round_grid`` for normals (a carry out of the dropped bits) written
+    as float arithmetic, so one formula covers normals and subnormals.  Requires
+    ``emin - m >= -1000`` and ``maxval < 2^1000`` (checked by the caller), so both
+    powers of two are built from their bit patterns without range branches.
+    """
+    if v != v:
+        return v
+    if s == 0.0:
+        return math.copysign(0.0, v)
+    a = abs(v)
+    if s != 1.0:
+        a = a / s
+    e = floor_log2(a)  # -1023 for 0 and float64 subnormals, 1024 for inf
+    if e >= emin:
+        k = e - m
+    elif sub:
+        k = emin - m
+    else:
+        k = emin
+    k = min(k, 1000)  # a >= 2^1000 saturates in any case
+    q = a * bits_f64(np.uint64(1023 - k) << _S52)  # a * 2^-k, exact
+    fl = np.floor(q)  # float floor (math.floor returns an int64 in Numba)
+    if np.floor((q - fl) * _TWO32) + rword >= _TWO32:
+        fl += 1.0
+    r = fl * bits_f64(np.uint64(1023 + k) << _S52)
+    if not (r <= maxval) or a == math.inf:
+        r = maxval
+    if s != 1.0:
+        r = r * s
+    return math.copysign(r, v)
+
+
 @njit(parallel=True, **JIT_OPTIONS)
 def quantize_pow2_blocks(x, out, exps, block, offset, elo, ehi, ezero, rceil_max,
                          m, emin, sub, maxval, mode, seed):
@@ -352,9 +393,11 @@ def quantize_pow2_blocks(x, out, exps, block, offset, elo, ehi, ezero, rceil_max
                 out[i] = nearest_sat_value(np.float64(x[i]), s, shift, low_mask, up, down,
                                            min_biased, maxval)
             continue
+        if mode == 1:
+            for i in range(lo, lo + block):
+                out[i] = stochastic_sat_value(np.float64(x[i]), s, m, emin, sub, maxval,
+                                              random_word(key, i))
+            continue
         for i in range(lo, lo + block):
-            rw = 0.0
-            if mode == 1:
-                rw = random_word(key, i)
             out[i] = quantize_value(np.float64(x[i]), s, m, emin, sub, maxval, maxval, maxval,
-                                    mode, rw)
+                                    mode, 0.0)

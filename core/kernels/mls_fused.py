@@ -25,13 +25,13 @@ from numba import njit, prange
 from .bits import bits_f64, f64_bits
 from .config import CHUNK, JIT_OPTIONS
 from .grid_round import (
-    floor_log2,
     nearest_sat_consts,
     nearest_sat_value,
     pow2,
     quantize_value,
     random_word,
     seed_key,
+    stochastic_sat_value,
 )
 
 __all__ = ["GROUP_CODES", "group_scale_ceil_value", "mls_scales", "stochastic_sat_value", "group_absmax_rows",
@@ -115,46 +115,6 @@ def mls_scales(gmax, group, eg, mg, s2, sg, ge, gk):
             gk[i, j] = k
             s2[i, j] = st * v
     return st
-
-
-@njit(**JIT_OPTIONS)
-def stochastic_sat_value(v, s, m, emin, sub, maxval, rword):
-    """Stochastic rounding with saturation of one value with scale ``s``.
-
-    Same results as :func:`~core.kernels.grid_round.quantize_value` in mode 1 with
-    ``ovf = infv = maxval``: the quantum is ``2^k``, ``k = max(e, emin) - m``
-    (``emin`` when the grid has no subnormals and ``e < emin``); ``q = a 2^-k`` is
-    rounded up iff ``floor(frac(q) 2^32) + rword >= 2^32``.  That is the bit-pattern
-    rule of ``round_grid`` for normals (a carry out of the dropped bits) written
-    as float arithmetic, so one formula covers normals and subnormals.  Requires
-    ``emin - m >= -1000`` and ``maxval < 2^1000`` (checked by the caller), so both
-    powers of two are built from their bit patterns without range branches.
-    """
-    if v != v:
-        return v
-    if s == 0.0:
-        return math.copysign(0.0, v)
-    a = abs(v)
-    if s != 1.0:
-        a = a / s
-    e = floor_log2(a)  # -1023 for 0 and float64 subnormals, 1024 for inf
-    if e >= emin:
-        k = e - m
-    elif sub:
-        k = emin - m
-    else:
-        k = emin
-    k = min(k, 1000)  # a >= 2^1000 saturates in any case
-    q = a * bits_f64(np.uint64(1023 - k) << _S52)  # a * 2^-k, exact
-    fl = np.floor(q)  # float floor (math.floor returns an int64 in Numba)
-    if np.floor((q - fl) * _TWO32) + rword >= _TWO32:
-        fl += 1.0
-    r = fl * bits_f64(np.uint64(1023 + k) << _S52)
-    if not (r <= maxval) or a == math.inf:
-        r = maxval
-    if s != 1.0:
-        r = r * s
-    return math.copysign(r, v)
 
 
 @njit(**JIT_OPTIONS)
