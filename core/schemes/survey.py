@@ -16,7 +16,7 @@ Owns :class:`SBMScheme` (``sbm``) with :class:`RangeBatchNorm`, :class:`CPTSchem
   the last ``patience`` steps is not below the mean of the ``patience`` steps before by more than
   ``threshold`` (relative). With ``force_at`` in (0, 1], the target is reached at that fraction of the
   run at the latest, so the run ends at the static target (event reason ``deadline``).
-  DFQ (per-input gates trained with a cost term) is not implemented (see docs/schemes.md).
+  DFQ (per-input gates trained with a cost term) is in :mod:`core.schemes.dfq`.
 """
 
 from __future__ import annotations
