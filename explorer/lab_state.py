@@ -182,10 +182,12 @@ class FormatLabState(param.Parameterized):
 
 
 def core_tensor(arr: Any, shape: Any) -> "Any":
-    """A float32 tensor of a stored sample, in its original shape when the sample is complete.
+    """A float32 tensor of a stored sample, in the shape it was stored with.
 
-    Samples larger than the store's ``sample_size`` are random subsets: those stay 1-D, so
-    grouped formats see them as one group.
+    Samples of tensors larger than the run's ``sample_size`` keep their grouping structure (whole
+    dim-0 x dim-1 groups, see ``core.train.telemetry.structured_sample``), so grouped formats (MLS,
+    per-channel scales) see real groups. Stores written before that kept flat random subsets with
+    the original shape: those stay 1-D.
     """
     import json
 

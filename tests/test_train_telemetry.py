@@ -70,3 +70,23 @@ def test_stagnation_rate_by_hand():
     # fp8_e4m3 spacing at 1.0 is 2^-3: updates below 2^-4 are rounded away
     after = before + torch.tensor([0.0, 0.05, 0.07, -0.2])
     assert stagnation_rate(before, after, "fp8_e4m3") == 0.5
+
+
+@pytest.mark.parametrize("shape, k", [((64, 32), 500), ((8, 16, 5, 5), 1000), ((2, 3, 40, 40), 700),
+                                      ((5000,), 300), ((6, 4), 100)])
+def test_structured_sample_keeps_whole_groups(shape, k):
+    """A stored sample keeps (dim0, dim1, rest) groups whole, so grouped formats see real groups."""
+    from core.train.telemetry import structured_sample
+
+    x = torch.arange(math.prod(shape), dtype=torch.float32).reshape(shape)
+    s = structured_sample(x, k, torch.Generator().manual_seed(0))
+    assert s.numel() <= k and s.dim() == (x.dim() if math.prod(shape[2:] or (1,)) <= k else 3)
+    if x.numel() <= k:
+        assert torch.equal(s, x)
+    elif x.dim() >= 2 and math.prod(shape[2:] or (1,)) <= k:
+        # each (i, j) block of the sample is a whole (i', j') block of x
+        blocks = {tuple(b.reshape(-1).tolist()) for b in x.reshape(shape[0], shape[1], -1).reshape(-1, math.prod(shape[2:] or (1,)))}
+        for b in s.reshape(-1, math.prod(shape[2:] or (1,))):
+            assert tuple(b.tolist()) in blocks
+        assert s.shape[0] * s.shape[1] * math.prod(shape[2:] or (1,)) > k // 2  # uses most of the budget
+    assert torch.isin(s, x).all()

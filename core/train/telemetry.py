@@ -25,7 +25,7 @@ from .qlayers import TensorQuant, qlayers, tensor_seed
 from .telemetry_kernels import error_metrics, range_fractions, stats_hist
 
 __all__ = ["Histogram", "Telemetry", "tensor_stats", "log2_histogram", "stats_and_histogram", "quant_metrics",
-           "stagnation_rate",
+           "stagnation_rate", "structured_sample",
            "STAT_NAMES"]
 
 STAT_NAMES = ("min", "max", "mean", "std", "amax", "amin_nz", "dynamic_range", "zero_fraction", "numel")
@@ -198,7 +198,8 @@ class Telemetry:
                 xq = cap.get(t + "q") if tq is not None else None
                 rows += self._measure(name, t, x, xq, tq, hists, step, layer.layer_index, layer.seed)
                 if sample:
-                    samples.append((name, t, self._sample(x, step, layer.layer_index, t), list(x.shape)))
+                    part = self._sample(x, step, layer.layer_index, t)
+                    samples.append((name, t, part.reshape(-1), list(part.shape)))
             if self.cfg.stagnation and before is not None and name in before:
                 w_fmt = q.w.fmt if (q is not None and q.w is not None) else "fp32"
                 b, a = before[name], layer.weight.detach()
@@ -236,12 +237,39 @@ class Telemetry:
         return Histogram(layer, t, kind, c.hist_lo, c.hist_hi, c.hist_bins, h[1], h[2], tuple(h[0]))
 
     def _sample(self, x: torch.Tensor, step: int, index: int, t: str) -> torch.Tensor:
-        v = x.detach().reshape(-1).float()
-        k = self.cfg.sample_size
-        if v.numel() <= k:
-            return v.clone()
         g = torch.Generator().manual_seed(tensor_seed(self.seed, step, index, t))
-        return v[torch.randperm(v.numel(), generator=g)[:k]]
+        return structured_sample(x.detach().float(), self.cfg.sample_size, g)
+
+
+def structured_sample(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """A random sub-tensor of at most ``k`` elements that keeps the grouping structure.
+
+    Grouped formats see a tensor as (dim0, dim1, rest) groups (MLS ``n``/``c``/``nc``, per-channel
+    scales): a flat random subset would make every element its own dim-0 group. So the sample takes
+    whole ``rest`` blocks of a random subset of dim-0 and dim-1 indices (sorted, ``k0 x k1`` chosen
+    near the tensor's aspect ratio); when one block alone exceeds ``k``, one random (dim0, dim1) group
+    and a random subset of its elements (shape ``(1, 1, k)``). Tensors of at most ``k`` elements
+    come back whole; 1-D tensors as a random subset of elements.
+    """
+    if x.numel() <= k:
+        return x.clone()
+    if x.dim() == 1:
+        return x[torch.randperm(x.numel(), generator=generator)[:k].sort().values].clone()
+    d0, d1 = x.shape[0], x.shape[1]
+    rest = x.numel() // (d0 * d1)
+    if rest > k:
+        i = int(torch.randint(d0, (1,), generator=generator))
+        j = int(torch.randint(d1, (1,), generator=generator))
+        block = x[i, j].reshape(-1)
+        pick = torch.randperm(block.numel(), generator=generator)[:k].sort().values
+        return block[pick].reshape(1, 1, k).clone()
+    groups = k // rest
+    k0 = min(d0, max(1, round(math.sqrt(groups * d0 / d1))))
+    k1 = min(d1, max(1, groups // k0))
+    k0 = min(d0, max(1, groups // k1))
+    i0 = torch.randperm(d0, generator=generator)[:k0].sort().values
+    i1 = torch.randperm(d1, generator=generator)[:k1].sort().values
+    return x.index_select(0, i0).index_select(1, i1).clone()
 
 
 def rows_to_dicts(rows: Iterable[MetricRow]) -> list[dict[str, Any]]:
