@@ -93,6 +93,15 @@ def _format_ranges(scheme: Any) -> dict[str, tuple[int, int]]:
     return {f.name: tuple(f.metadata["range"]) for f in family_fields(fam) if "range" in f.metadata}
 
 
+def _knob_text(value: Any) -> str:
+    """A scheme field value as the text of a String knob (tuples as ``3,4,6,8``)."""
+    if value is None:
+        return ""
+    if isinstance(value, (tuple, list)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
 @lru_cache(maxsize=None)
 def scheme_knob_class(name: str) -> type[param.Parameterized]:
     """A ``param`` class with one parameter per non-spec field of scheme ``name``.
@@ -124,7 +133,7 @@ def scheme_knob_class(name: str) -> type[param.Parameterized]:
         elif ann in ("float", "float|None", "int|float"):
             params[n] = param.Number(default=value, allow_None=ann.endswith("None"), doc=doc)
         else:
-            params[n] = param.String(default="" if value is None else str(value), doc=doc)
+            params[n] = param.String(default=_knob_text(value), doc=doc)
     return param.parameterized_class(f"{name.capitalize()}SchemeKnobs", params)
 
 
@@ -242,7 +251,16 @@ class LiveTrainingState(param.Parameterized):
 
     def scheme_fields(self) -> dict[str, Any]:
         """The scheme's field values from the knobs and spec builders."""
-        vals: dict[str, Any] = {k: v for k, v in self.knobs.param.values().items() if k != "name"}
+        from core.train import SCHEMES
+        from core.train.config import coerce_value
+
+        hints = typing.get_type_hints(SCHEMES[self.scheme])
+        vals: dict[str, Any] = {}
+        for k, v in self.knobs.param.values().items():
+            if k == "name":
+                continue
+            hint = hints.get(k)  # String knobs of tuple fields hold "3,4,6,8"
+            vals[k] = coerce_value(v, hint, k) if isinstance(v, str) and typing.get_origin(hint) is tuple else v
         for k, b in self.specs.items():
             vals[k] = b.value
         return vals
@@ -288,6 +306,7 @@ class LiveTrainingState(param.Parameterized):
         values = values or {}
         knobs = scheme_knob_class(name)()
         kv = {k: values.get(k, getattr(default, k)) for k in knobs.param.values() if k != "name"}
+        kv = {k: (_knob_text(v) if isinstance(knobs.param[k], param.String) else v) for k, v in kv.items()}
         with param.parameterized.discard_events(knobs):
             knobs.param.update(**kv)
         specs: dict[str, SpecBuilder] = {}

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+import core
+
 from explorer import registry
 from explorer.compare_state import CompareState
 from explorer.export import load_comparison, main, run_label
@@ -254,3 +256,27 @@ def test_format_lab_reads_a_stored_tensor(store: dict[str, Any]) -> None:
     assert steps and lab.message.startswith(f"run {lab.run_id}")
     lab.step = steps[0]
     assert lab.data.key.endswith(f":{steps[0]}")
+
+
+def test_every_scheme_can_be_picked_and_started_from_its_knobs(tmp_path: Path) -> None:
+    """Switching the page to any registered scheme rebuilds its knobs (tuple fields as "3,4,6,8"
+    text) and yields a valid run config; edited tuple text comes back as a tuple."""
+    from core.train import get_scheme, list_schemes
+
+    s = LiveTrainingState(store=str(tmp_path / "runs.sqlite"), attach=False)
+    for name in list_schemes():
+        s.scheme = name
+        cfg = s.run_config()
+        assert cfg.scheme.name == name
+        base = get_scheme(name, first_last=True) if name not in ("fp32", "amp") else get_scheme(name)
+        for k, v in base.to_dict().items():  # spec strings compare as formats ('mu8' == 'mu8(mu=255.0,...)')
+            got = cfg.scheme.to_dict()[k]
+            if isinstance(v, str) and isinstance(got, str) and v != got:
+                assert core.parse_format(v) == core.parse_format(got), (name, k)
+            else:
+                assert got == v, (name, k)
+    s.scheme = "pfq"
+    assert s.knobs.fw_levels == "3,4,6,8"
+    s.knobs.fw_levels = "2, 4,8"
+    s.knobs.bw_levels = "6,8,8"
+    assert s.run_config().scheme.fw_levels == (2, 4, 8)

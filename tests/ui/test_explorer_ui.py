@@ -219,3 +219,26 @@ def test_compare_export_writes_files_that_render_offline(page: Any, explorer_url
     screenshot(offline, "export-html")
     ctx.close()
     assert requested == [] and errors == []
+
+
+@pytest.mark.parametrize("scheme", ["dfq", "niti"])
+def test_seed_schemes_that_rebuild_the_model_run_from_the_page(page: Any, explorer_url: str, scheme: str) -> None:
+    """DFQ (gated branches per layer) and NITI (an integer network) start from the page, stream
+    telemetry, and end ``done`` with no console errors."""
+    open_page(page, explorer_url, "live")
+    page.locator(".live-training select").nth(2).select_option(scheme)  # dataset, model, scheme
+    time.sleep(1.0)
+    epochs = page.locator(".live-training input").nth(2)  # hidden sizes, learning rate, epochs
+    epochs.fill("2")
+    epochs.press("Enter")
+    time.sleep(0.5)
+    page.locator(".btn-start button").click()
+    try:
+        wait_until(lambda: "done" in _status(page), timeout=120, message=f"{scheme} run to finish")
+    except AssertionError:
+        screenshot(page, f"live-training-{scheme}-failed", full_page=True)
+        raise AssertionError(f"{scheme}: page status {_status(page)!r}") from None
+    assert col_len(page, "loss") > 0
+    time.sleep(1.5)
+    screenshot(page, f"live-training-{scheme}", full_page=True)
+    assert page.console_log.errors() == []
