@@ -126,11 +126,19 @@ class LiveTraining(Viewer):
             hv.opts.Rectangles(**_OPTS, colorbar=True, tools=["hover"], line_alpha=0, framewise=True),
             hv.opts.Overlay(**_OPTS, framewise=True))
 
-        extras = pn.Param(s, parameters=["heat_source", "hist_layer", "bound_u"],
+        extras = pn.Param(s, parameters=["heat_source", "hist_layer", "bound_u", "signal"],
                           widgets={"heat_source": {"type": pn.widgets.Select, "label": "Heat map ARE of"},
                                    "hist_layer": {"type": pn.widgets.Select, "label": "Weight histogram layer"},
-                                   "bound_u": {"type": pn.widgets.FloatSlider, "label": "Bound u"}},
+                                   "bound_u": {"type": pn.widgets.FloatSlider, "label": "Bound u"},
+                                   "signal": {"type": pn.widgets.Select, "label": "Scheme signal"}},
                           default_layout=pn.Row, show_name=False, margin=0)
+        signal = hv.DynamicMap(
+            lambda data: plots.signal_plot(data, title=f"Scheme signal: {s.signal or 'none yet'} (per layer)",
+                                           label=s.signal or "value"),
+            streams=[s.signals])
+        signal_plot = (signal * lines).opts(
+            hv.opts.Curve(**_OPTS, framewise=True, tools=["hover"]),
+            hv.opts.Overlay(**_OPTS, framewise=True, title="Scheme signal (per layer)"))
         main = pn.Column(
             pn.Row(start, pause, stop, progress, sizing_mode="stretch_width"),
             status,
@@ -142,6 +150,7 @@ class LiveTraining(Viewer):
             extras,
             pn.GridBox(pn.pane.HoloViews(tail, css_classes=["plot-tail"], sizing_mode="stretch_width"),
                        pn.pane.HoloViews(whist_plot, css_classes=["plot-whist"], sizing_mode="stretch_width"),
+                       pn.pane.HoloViews(signal_plot, css_classes=["plot-signal"], sizing_mode="stretch_width"),
                        ncols=2, sizing_mode="stretch_width"),
             sizing_mode="stretch_width",
         )

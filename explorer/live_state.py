@@ -37,7 +37,7 @@ from core.formats import FAMILIES, family_fields
 from . import registry
 from .builder import FLOAT_NONE, SpecBuilder
 
-__all__ = ["LiveTrainingState", "scheme_knob_class", "spec_fields", "logbtq_bound", "tail_fraction"]
+__all__ = ["LiveTrainingState", "scheme_knob_class", "spec_fields", "logbtq_bound", "tail_fraction", "SIGNAL_ROLES"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,12 @@ TENSORS: tuple[str, ...] = ("w", "a", "e", "g")
 _STEP_COLS = ["step", "loss", "train_acc", "lr"]
 _EPOCH_COLS = ["step", "epoch", "test_acc", "test_loss"]
 _TELE_COLS = ["step", "layer", "tensor", "role", "fmt", "name", "value"]
+#: metric roles of the schemes' own telemetry (plotted as "scheme signals")
+SIGNAL_ROLES = ("schedule", "dfq", "niti", "logbtq", "cost")
+#: signal shown first when a run has it (precision first)
+_SIGNAL_PREFERENCE = ("schedule.bits", "dfq.bits_mean", "niti.s_a", "logbtq.outside_mean", "cost.bitops")
+_SIGNAL_COLS = ["step", "layer", "tensor", "role", "name", "value"]
+_SIGNAL_PLOT_COLS = ["step", "value", "series"]
 _ENDED = ("done", "stopped", "diverged", "error", "interrupted")
 
 
@@ -188,6 +194,7 @@ class LiveTrainingState(param.Parameterized):
     heat_source = param.Selector(default="live", objects=["live"], doc="ARE of the format in use ('live') or of a shadow format.")
     hist_layer = param.Selector(default="", objects=[""], doc="Layer whose weight histogram is shown over time.")
     bound_u = param.Number(default=0.1, bounds=(0.0, 0.99), step=0.01, doc="Barrier u of the LogBTQ bound (the scheme's u when it has one).")
+    signal = param.Selector(default="", objects=[""], doc="Scheme signal plotted over steps: precision schedule (CPT/PFQ bits), DFQ bits per layer, NITI exponents, LogBTQ terms, effective BitOPs.")
 
     start = param.Action(default=lambda self: self.start_run(), doc="Start a new run with this configuration.")
     pause = param.Action(default=lambda self: self.toggle_pause(), doc="Pause the run, or resume a paused one.")
@@ -219,6 +226,10 @@ class LiveTrainingState(param.Parameterized):
         self.tail = streams.Pipe(data={})
         self.whist = streams.Pipe(data=_empty(["step", "bin", "count", "width"]))
         self.marks = streams.Pipe(data=[])
+        self.signals = streams.Pipe(data=_empty(_SIGNAL_PLOT_COLS))
+        self._signals = _empty(_SIGNAL_COLS)
+        self._signal_auto = True
+        self._signal_auto_pick = False
         self._queue: "queue.SimpleQueue[dict[str, Any]]" = queue.SimpleQueue()
         self._run: Any = None
         self._unsubscribe: Callable[[], None] | None = None
@@ -448,6 +459,12 @@ class LiveTrainingState(param.Parameterized):
         self.heat.send(_empty(["step", "layer", "tensor", "value", "width", "source"]))
         self.whist.send(_empty(["step", "bin", "count", "width"]))
         self.tail.send({})
+        self._signals = _empty(_SIGNAL_COLS)
+        self._signal_auto = True
+        self.param.signal.objects = [""]
+        with param.parameterized.discard_events(self):
+            self.signal = ""
+        self.signals.send(_empty(_SIGNAL_PLOT_COLS))
 
     def _sync_controls(self, run: Any) -> None:
         """Show the observed run's configuration in the controls (without triggering updates)."""
@@ -487,6 +504,10 @@ class LiveTrainingState(param.Parameterized):
             m = store.metrics(run_id, name=["are", "overflow", "mean", "std"])
             if len(m):
                 self._add_telemetry(m.reindex(columns=_TELE_COLS))
+            for role in SIGNAL_ROLES:
+                sm = store.metrics(run_id, role=role)
+                if len(sm):
+                    self._add_signals(sm)
             h = store.histograms(run_id, kind="x")
             for row in h.itertuples(index=False):
                 self._add_hist(dict(layer=str(row.layer), tensor=row.tensor, step=int(row.step), lo=row.lo,
@@ -581,6 +602,11 @@ class LiveTrainingState(param.Parameterized):
             df = pd.DataFrame(rows).reindex(columns=_TELE_COLS[1:])
             df.insert(0, "step", int(p["step"]))
             self._add_telemetry(df)
+        sig = [r for r in p.get("rows", []) if r.get("role") in SIGNAL_ROLES]
+        if sig:
+            df = pd.DataFrame(sig).reindex(columns=_SIGNAL_COLS[1:])
+            df.insert(0, "step", int(p["step"]))
+            self._add_signals(df)
         for h in p.get("histograms", []):
             if h.get("kind", "x") == "x":
                 self._add_hist(dict(h, step=int(p["step"])))
@@ -600,6 +626,45 @@ class LiveTrainingState(param.Parameterized):
         if new:
             self._set_layers(known + new)
 
+    def _add_signals(self, df: pd.DataFrame) -> None:
+        df = df.reindex(columns=_SIGNAL_COLS).copy()
+        df["layer"] = df["layer"].fillna("").astype(str)
+        df["tensor"] = df["tensor"].fillna("").astype(str)
+        df["value"] = pd.to_numeric(df["value"], errors="coerce")
+        self._signals = (pd.concat([self._signals, df], ignore_index=True) if len(self._signals)
+                         else df.reset_index(drop=True))
+        found = set(self._signals["role"].astype(str) + "." + self._signals["name"].astype(str))
+        # preferred signals first: a browser Select falls back to its first option when the options change
+        names = [n for n in _SIGNAL_PREFERENCE if n in found] + sorted(found - set(_SIGNAL_PREFERENCE))
+        if names != list(self.param.signal.objects):
+            self.param.signal.objects = names
+            if self.signal not in names or self._signal_auto:  # until the user picks one, prefer precision
+                pick = next((n for n in _SIGNAL_PREFERENCE if n in names), names[0])
+                self._signal_auto_pick = True
+                try:
+                    self.signal = pick
+                finally:
+                    self._signal_auto_pick = False
+
+    def signal_frame(self) -> pd.DataFrame:
+        """Rows of the chosen scheme signal: columns step, value, series (a layer/tensor, or the name)."""
+        t = self._signals
+        if not len(t) or not self.signal:
+            return _empty(_SIGNAL_PLOT_COLS)
+        role, _, name = self.signal.partition(".")
+        sel = t[(t["role"] == role) & (t["name"] == name)]
+        series = np.where(sel["layer"] != "", sel["layer"] + np.where(sel["tensor"] != "", "." + sel["tensor"], ""),
+                          name)
+        out = pd.DataFrame({"step": sel["step"].astype(float).to_numpy(), "value": sel["value"].to_numpy(float),
+                            "series": series})
+        return out.reset_index(drop=True)
+
+    @param.depends("signal", watch=True)
+    def _publish_signals(self) -> None:
+        if not self._signal_auto_pick and self.signal:
+            self._signal_auto = False  # the user chose a signal: keep it
+        self.signals.send(self.signal_frame())
+
     def _add_hist(self, h: dict[str, Any]) -> None:
         counts = np.asarray(h["counts"], dtype=float)
         layer = str(h["layer"])
@@ -617,6 +682,7 @@ class LiveTrainingState(param.Parameterized):
         self._publish_heat()
         self._publish_whist()
         self._publish_tail()
+        self._publish_signals()
 
     def heat_frame(self) -> pd.DataFrame:
         """ARE rows of every source: columns step, layer, tensor, value, width, source.

@@ -202,6 +202,22 @@ def curves_plot(
     return hv.Overlay(items).opts(title=title or y)
 
 
+def signal_plot(df: pd.DataFrame, title: str = "", label: str = "value") -> hv.Overlay:
+    """A scheme signal (``step, value, series`` rows): one step curve per series (layer). No legend
+    (it would be rebuilt as layers appear, which Bokeh does not survive); hover names the series."""
+    items = []
+    series = list(dict.fromkeys(df["series"])) if len(df) else []
+    vdims = [hv.Dimension("value", label=label), "series"]
+    for i, name in enumerate(series):
+        d = df[df["series"] == name].sort_values("step")
+        items.append(hv.Curve(d, "step", vdims).opts(
+            color=RUN_COLORS[i % len(RUN_COLORS)], interpolation="steps-post"))
+    if not items:
+        items = [hv.Curve((_EMPTY, _EMPTY, np.array([], dtype=object)), "step", vdims)]
+    title = title or "Scheme signal"
+    return hv.Overlay([c.opts(title=title) for c in items]).opts(title=title, show_legend=False)
+
+
 def heatmap_plot(df: pd.DataFrame, layers: Sequence[str], title: str = "", value: str = "ARE") -> hv.HeatMap:
     """Layer x step heat map (``df`` has columns step, layer, value); layers keep model order.
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 import core
@@ -280,3 +281,26 @@ def test_every_scheme_can_be_picked_and_started_from_its_knobs(tmp_path: Path) -
     s.knobs.fw_levels = "2, 4,8"
     s.knobs.bw_levels = "6,8,8"
     assert s.run_config().scheme.fw_levels == (2, 4, 8)
+
+
+def test_scheme_signals_stream_and_backfill(tmp_path: Path) -> None:
+    """The schemes' own telemetry (DFQ bits per layer, BitOPs ...) is plotted as a 'scheme signal',
+    live and after a reattach from the store (same rows)."""
+    s = LiveTrainingState(store=str(tmp_path / "runs.sqlite"), attach=False, max_steps=30, every=5, epochs=2)
+    s.scheme = "dfq"
+    run = s.start_run()
+    assert run is not None, s.message
+    _drain(s)
+    assert s.status == "done"
+    assert s.signal == "dfq.bits_mean" and {"cost.bitops", "dfq.relative_cost"} <= set(s.param.signal.objects)
+    live = s.signal_frame()
+    layers = {n.rsplit(".branches.", 1)[0] for n in s.layers}
+    assert set(live["series"]) == layers and list(live["step"].unique()) == [0.0, 5.0, 10.0, 15.0, 20.0, 25.0]
+    assert live["value"].between(3, 8).all()
+    other = LiveTrainingState(store=str(tmp_path / "runs.sqlite"), attach=False)
+    other.attach(run)
+    assert other.signal == "dfq.bits_mean"
+    pd.testing.assert_frame_equal(other.signal_frame(), live)
+    other.signal = "cost.bitops"
+    b = other.signal_frame()
+    assert list(b["series"].unique()) == ["bitops"] and b["value"].is_monotonic_increasing
