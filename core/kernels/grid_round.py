@@ -80,6 +80,17 @@ def pow2(k):
 
 
 @njit(**JIT_OPTIONS)
+def quantum_exponent(e, m, emin, sub):
+    """Exponent k of the grid step ``2^k`` at a value of binade ``e``: ``e - m`` for normals,
+    ``emin - m`` below the normal range with subnormals, ``emin`` without (rounds to 0 or 2^emin)."""
+    if e >= emin:
+        return e - m
+    if sub:
+        return emin - m
+    return emin
+
+
+@njit(**JIT_OPTIONS)
 def round_grid(a, m, emin, sub, mode, rword):
     """Round a non-negative finite float64 ``a`` onto the grid (no saturation).
 
@@ -105,12 +116,7 @@ def round_grid(a, m, emin, sub, mode, rword):
             else:
                 b = b + (r >> (_S32 - shift))
         return bits_f64(b & ~low_mask)
-    if e >= emin:
-        k = e - m
-    elif sub:
-        k = emin - m
-    else:
-        k = emin
+    k = quantum_exponent(e, m, emin, sub)
     if -1022 <= k <= 1022:
         q = a * pow2(-k)
     else:
@@ -332,13 +338,7 @@ def stochastic_sat_value(v, s, m, emin, sub, maxval, rword):
     if s != 1.0:
         a = a / s
     e = floor_log2(a)  # -1023 for 0 and float64 subnormals, 1024 for inf
-    if e >= emin:
-        k = e - m
-    elif sub:
-        k = emin - m
-    else:
-        k = emin
-    k = min(k, 1000)  # a >= 2^1000 saturates in any case
+    k = min(quantum_exponent(e, m, emin, sub), 1000)  # a >= 2^1000 saturates in any case
     q = a * bits_f64(np.uint64(1023 - k) << _S52)  # a * 2^-k, exact
     fl = np.floor(q)  # float floor (math.floor returns an int64 in Numba)
     if np.floor((q - fl) * _TWO32) + rword >= _TWO32:
