@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import torch
@@ -76,6 +78,22 @@ def group_scale_ceil(sgf: torch.Tensor, eg: int, mg: int) -> tuple[torch.Tensor,
     return value, e, k
 
 
+@lru_cache(maxsize=None)
+def _element_grid(ex: int, mx: int) -> ElementGrid:
+    """The unsigned ``<Ex,Mx>`` element grid (largest exponent -1; ``Ex = 0``: fixed point ``k/2^Mx``)."""
+    if ex == 0:
+        return ElementGrid(mx, 0, True, 1.0 - 2.0**-mx)
+    return ElementGrid(mx, 1 - 2**ex, True, (2.0 - 2.0**-mx) * 0.5)
+
+
+@lru_cache(maxsize=None)
+def _kernels() -> Any:
+    """The fused Numba kernels, imported on first use (``import core`` does not load Numba code)."""
+    from ..kernels import mls_fused
+
+    return mls_fused
+
+
 @register_family
 @dataclass(frozen=True)
 class MLSFormat(ScaledFormat):
@@ -114,10 +132,7 @@ class MLSFormat(ScaledFormat):
 
     @property
     def element_grid(self) -> ElementGrid:
-        if self.ex == 0:
-            return ElementGrid(self.mx, 0, True, 1.0 - 2.0**-self.mx)
-        emin = 1 - 2**self.ex
-        return ElementGrid(self.mx, emin, True, (2.0 - 2.0**-self.mx) * 0.5)
+        return _element_grid(self.ex, self.mx)
 
     @property
     def group_bits(self) -> int:
@@ -151,7 +166,7 @@ class MLSFormat(ScaledFormat):
 
     def _scales_numba(self, gmax: torch.Tensor):
         """:meth:`scales` through the :func:`~core.kernels.mls_fused.mls_scales` kernel (same values)."""
-        from ..kernels.mls_fused import GROUP_CODES, mls_scales
+        GROUP_CODES, mls_scales = _kernels().GROUP_CODES, _kernels().mls_scales
 
         g = np.ascontiguousarray(gmax.numpy(), dtype=np.float64)
         s2 = np.empty(g.shape, dtype=np.float64)
@@ -181,22 +196,27 @@ class MLSFormat(ScaledFormat):
         return super().quantize(x, rounding, seed, backend)
 
     def _fused_cpu(self, x: torch.Tensor, rounding: str, seed: int | None) -> torch.Tensor:
-        from ..kernels.mls_fused import GROUP_CODES, group_absmax_rows, mls_scales, round_rows_sat
+        k = _kernels()
 
         xn = x.detach().contiguous().numpy()
         d0 = x.shape[0] if x.dim() >= 1 else 1
         d1 = x.shape[1] if x.dim() >= 2 else 1
         flat = xn.reshape(-1)
-        gmax = group_absmax_rows(flat, d0 * d1).reshape(d0, d1)
+        g = self.element_grid
+        seed_ = resolve_seed(seed) if rounding == "stochastic" else 0
+        if self.group == "nc" and flat.size == d0 * d1 and rounding != "truncate":
+            out = np.empty_like(xn)
+            k.quantize_one_element_groups(flat, out.reshape(-1), self.eg, self.mg, g.m, g.emin, g.subnormals,
+                                        g.maxval, _MODE[rounding], seed_)
+            return torch.from_numpy(out).reshape(x.shape)
+        gmax = k.group_absmax_rows(flat, d0 * d1).reshape(d0, d1)
         s2 = np.empty((d0, d1), dtype=np.float64)
         sg = np.empty_like(s2)
         ge = np.empty((d0, d1), dtype=np.int64)
         gk = np.empty_like(ge)
-        mls_scales(gmax, GROUP_CODES[self.group], self.eg, self.mg, s2, sg, ge, gk)
-        g = self.element_grid
+        k.mls_scales(gmax, k.GROUP_CODES[self.group], self.eg, self.mg, s2, sg, ge, gk)
         out = np.empty_like(xn)
-        seed_ = resolve_seed(seed) if rounding == "stochastic" else 0
-        round_rows_sat(flat, s2.reshape(-1), out.reshape(-1), g.m, g.emin, g.subnormals,
+        k.round_rows_sat(flat, s2.reshape(-1), out.reshape(-1), g.m, g.emin, g.subnormals,
                        g.maxval, _MODE[rounding], seed_)
         return torch.from_numpy(out).reshape(x.shape)
 
