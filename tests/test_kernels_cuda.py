@@ -31,3 +31,23 @@ def test_cuda_backend_without_gpu_is_a_clear_error():
         pytest.skip("this machine has a GPU")
     with pytest.raises(ValueError, match="backend 'cuda' needs a CUDA tensor"):
         core.quantize(torch.randn(4), "fp8_e4m3", backend="cuda")
+
+
+GPU_SPECS = ["fp8_e4m3", "fp8_e5m2", "bf16", "fp4_e2m1", "mls(ex=2,mx=1,eg=8,mg=1,group=nc)",
+             "mls(ex=2,mx=4,eg=8,mg=1,group=c)", "mu8", "niti", "mx(elem=fp8_e4m3)", "int(bits=4,scale=channel)"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU (runs on the device machine)")
+@pytest.mark.parametrize("spec", GPU_SPECS)
+@pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
+def test_quantize_on_cuda_tensors_equals_cpu_bit_for_bit(spec, rounding):
+    """End to end on a real GPU: CUDA tensors in, CUDA tensors out, the CPU kernels' bits."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(64, 16, 6, 6, generator=g) * torch.logspace(-4, 4, 6)
+    x[0, 0, 0, :3] = torch.tensor([float("nan"), float("inf"), -0.0])
+    y_cpu = core.quantize(x, spec, rounding, seed=21)
+    y_gpu = core.quantize(x.cuda(), spec, rounding, seed=21)
+    assert y_gpu.device.type == "cuda" and y_gpu.dtype == x.dtype
+    y_gpu = y_gpu.cpu()
+    assert torch.equal(y_gpu.isnan(), y_cpu.isnan())
+    assert torch.equal(y_gpu.nan_to_num(0.0), y_cpu.nan_to_num(0.0))
