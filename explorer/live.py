@@ -132,13 +132,10 @@ class LiveTraining(Viewer):
                                    "bound_u": {"type": pn.widgets.FloatSlider, "label": "Bound u"},
                                    "signal": {"type": pn.widgets.Select, "label": "Scheme signal"}},
                           default_layout=pn.Row, show_name=False, margin=0)
-        signal = hv.DynamicMap(
-            lambda data: plots.signal_plot(data, title=f"Scheme signal: {s.signal or 'none yet'} (per layer)",
-                                           label=s.signal or "value"),
-            streams=[s.signals])
-        signal_plot = (signal * lines).opts(
+        signal_plot = hv.DynamicMap(self._signal_callback,
+                                    streams={"data": s.signals.param.data, "marks": s.marks.param.data}).opts(
             hv.opts.Curve(**_OPTS, framewise=True, tools=["hover"]),
-            hv.opts.Overlay(**_OPTS, framewise=True, title="Scheme signal (per layer)"))
+            hv.opts.Overlay(**_OPTS, framewise=True))
         main = pn.Column(
             pn.Row(start, pause, stop, progress, sizing_mode="stretch_width"),
             status,
@@ -174,11 +171,25 @@ class LiveTraining(Viewer):
                     title += f" in {src} (shadow)"
                 else:
                     title += " - not measured"
+            elif not len(data) and s.run_id:
+                title += " - none (this scheme logs no ARE)" if s.status not in ("running", "paused") else ""
             elif s.heat_source != "live":
                 title += f" in {s.heat_source} (shadow)"
             return plots.are_rectangles(d, s.layers, title=title).opts(hooks=[_layer_ticks(s.layers)])
 
         return cb
+
+    def _signal_callback(self, data: Any, marks: Any) -> hv.Overlay:
+        """The chosen scheme signal with the knob-change markers; the title names the signal."""
+        s = self.state
+        if s.signal:
+            title = f"Scheme signal: {s.signal}"
+        elif s.run_id:
+            title = "Scheme signal: none logged by this run yet"
+        else:
+            title = "Scheme signal (precision, DFQ bits, exponents, BitOPs ...)"
+        return (plots.signal_plot(data, title=title, label=s.signal or "value")
+                * plots.event_lines(marks)).opts(title=title)
 
     @staticmethod
     def _status_text(run_id: str, status: str, step: int, total: int, test_acc: float | None, message: str) -> str:

@@ -106,7 +106,9 @@ def test_readers_and_export(tmp_path):
     assert info["versions"]["torch"] and info["dataset"] == "digits" and info["scheme"] == "mls"
     m = store.metrics(run.id)
     assert list(m.columns) == ["run_id", "step", "epoch", "layer", "tensor", "fmt", "role", "name", "value"]
-    assert set(m.role) == {"", "stat", "live", "shadow"}
+    assert set(m.role) == {"", "stat", "live", "shadow", "cost"}  # every run logs its effective BitOPs
+    bitops = m[(m.role == "cost") & (m.name == "bitops")].value
+    assert len(bitops) > 1 and bitops.is_monotonic_increasing and bitops.iloc[0] > 0
     assert set(store.metrics(run.id, since_step=40).step) <= set(range(40, 46))
     h = store.histograms(run.id, tensor="a")
     assert len(h) and all(len(c) == 112 for c in h.counts) and set(h.kind) == {"x"}

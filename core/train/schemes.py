@@ -151,8 +151,11 @@ class Scheme:
         return None
 
     def extra_metrics(self, model: nn.Module, ctx: StepContext) -> list[MetricRow]:
-        """Scheme-specific telemetry rows at telemetry steps."""
-        return []
+        """Scheme-specific telemetry rows at telemetry steps; by default the run's effective BitOPs
+        (role ``cost``, seed 003's cost of a schedule) when the model carries a counter."""
+        from core.schemes.cost import cost_rows  # core.schemes builds on core.train: import late
+
+        return cost_rows(model, ctx)
 
     # ---- (de)serialisation
     def to_dict(self) -> dict[str, Any]:
