@@ -51,3 +51,23 @@ def test_quantize_on_cuda_tensors_equals_cpu_bit_for_bit(spec, rounding):
     y_gpu = y_gpu.cpu()
     assert torch.equal(y_gpu.isnan(), y_cpu.isnan())
     assert torch.equal(y_gpu.nan_to_num(0.0), y_cpu.nan_to_num(0.0))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU (runs on the device machine)")
+@pytest.mark.parametrize("chunk", [1, 8])
+def test_lowp_matmul_on_cuda_equals_cpu(chunk):
+    """The low-precision accumulation simulator on CUDA tensors (numba.cuda twin) == the CPU kernel."""
+    from core.arith import lowp_matmul
+
+    g = torch.Generator().manual_seed(chunk)
+    a, b = torch.randn(16, 300, generator=g), torch.randn(300, 9, generator=g)
+    r_cpu = lowp_matmul(a, b, "bf16", chunk=chunk)
+    r_gpu = lowp_matmul(a.cuda(), b.cuda(), "bf16", chunk=chunk)
+    assert torch.equal(r_gpu.output.cpu(), r_cpu.output) and r_gpu.swamped == r_cpu.swamped
+
+
+def test_lowp_matmul_device_mismatch_is_a_clear_error():
+    from core.arith import lowp_matmul
+
+    with pytest.raises(ValueError, match="runs on the CPU or a CUDA GPU"):
+        lowp_matmul(torch.ones(2, 2, device="meta"), torch.ones(2, 2, device="meta"), "bf16")

@@ -54,7 +54,8 @@ def lowp_matmul(a: torch.Tensor, b: torch.Tensor, acc_format: FormatSpec | str, 
     """``a @ b`` with the running sum kept in ``acc_format``.
 
     Args:
-        a: floating (M, K); b: floating (K, N), same dtype, CPU.
+        a: floating (M, K); b: floating (K, N), same dtype and device (CPU: Numba kernel; CUDA:
+            its numba.cuda twin, zero-copy, same results).
         acc_format: any core spec (e.g. ``"fp8_143"``, ``"bf16"``).
         chunk: 1 = re-quantize after every addition; c > 1 = chunk-based accumulation.
         backend: ``auto`` (Numba for float formats), ``numba`` or ``torch``.
@@ -69,8 +70,10 @@ def lowp_matmul(a: torch.Tensor, b: torch.Tensor, acc_format: FormatSpec | str, 
             raise ValueError(f"{nm} must be floating point, got {t.dtype}")
         if t.dim() != 2:
             raise ValueError(f"{nm} must be 2-D, got shape {tuple(t.shape)}")
-        if t.device.type != "cpu":
-            raise ValueError(f"{nm} is on {t.device}; lowp_matmul runs on the CPU")
+        if t.device.type not in ("cpu", "cuda"):
+            raise ValueError(f"{nm} is on {t.device}; lowp_matmul runs on the CPU or a CUDA GPU")
+    if a.device != b.device:
+        raise ValueError(f"device mismatch: a is on {a.device}, b is on {b.device}")
     if a.dtype != b.dtype:
         raise ValueError(f"dtype mismatch: a is {a.dtype}, b is {b.dtype}")
     if a.shape[1] != b.shape[0]:
@@ -86,7 +89,17 @@ def lowp_matmul(a: torch.Tensor, b: torch.Tensor, acc_format: FormatSpec | str, 
     a64 = a.to(torch.float64).contiguous()
     b64 = b.to(torch.float64).contiguous()
     m, n = a.shape[0], b.shape[1]
-    if grid is not None and backend != "torch":
+    if grid is not None and backend != "torch" and a.device.type == "cuda":
+        from numba import cuda
+
+        from ..kernels.arith_cuda import lowp_matmul_grid_cuda
+
+        out_t = torch.zeros((m, n), dtype=torch.float64, device=a.device)
+        sw_t = torch.zeros((m, n), dtype=torch.int64, device=a.device)
+        lowp_matmul_grid_cuda(cuda.as_cuda_array(a64), cuda.as_cuda_array(b64), int(chunk), grid.m, grid.emin,
+                              bool(grid.subnormals), float(grid.maxval), float(fmt.overflow_value),
+                              float(fmt.inf_value), cuda.as_cuda_array(out_t), cuda.as_cuda_array(sw_t))
+    elif grid is not None and backend != "torch":
         out = np.zeros((m, n), dtype=np.float64)
         sw = np.zeros((m, n), dtype=np.int64)
         if out.size:
@@ -103,8 +116,8 @@ def _lowp_torch(a, b, fmt, chunk):
     """Reference loop over k with ``core.quantize`` on the whole (M, N) sum per step."""
     m, k_ = a.shape
     n = b.shape[1]
-    s = torch.zeros(m, n, dtype=torch.float64)
-    cnt = torch.zeros(m, n, dtype=torch.int64)
+    s = torch.zeros(m, n, dtype=torch.float64, device=a.device)
+    cnt = torch.zeros(m, n, dtype=torch.int64, device=a.device)
 
     def step(acc, p):
         new = fmt.quantize(acc + p)
@@ -116,7 +129,7 @@ def _lowp_torch(a, b, fmt, chunk):
             cnt += c
         return s, cnt
     for k0 in range(0, k_, chunk):
-        t = torch.zeros(m, n, dtype=torch.float64)
+        t = torch.zeros(m, n, dtype=torch.float64, device=a.device)
         for k in range(k0, min(k0 + chunk, k_)):
             t, c = step(t, a[:, k:k + 1] * b[k:k + 1, :])
             cnt += c

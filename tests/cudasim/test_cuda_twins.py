@@ -130,3 +130,50 @@ def test_cuda_stochastic_words_equal_cpu_for_every_seed(seed):
     np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
     ref = _reference(x3, s2, g, ovf, infv, "stochastic", seed).to(torch.float32).numpy()
     np.testing.assert_array_equal(np.nan_to_num(a), np.nan_to_num(ref))
+
+
+@pytest.mark.parametrize("acc_bits, mode", [(10, 0), (10, 1), (64, 0), (64, 1), (20, 0)])
+def test_cuda_mls_conv_accumulator_twin_equals_cpu(acc_bits, mode):
+    """Per-addition MLS accumulator simulation (seed 000 Eq. 5-8): outputs and per-channel overflow
+    counts of the GPU twin == the CPU kernel (wrap and saturate, narrow and 64-bit accumulators)."""
+    from core.kernels.arith_cuda import mls_conv_accumulate_cuda
+    from core.kernels.arith_mls import mls_conv_accumulate
+
+    rng = np.random.default_rng(acc_bits + mode)
+    big = {10: 60, 20: 2000, 64: 2**61}[acc_bits]
+    small = 4 if acc_bits == 64 else big
+    iw = rng.integers(-big, big, (3, 2, 3, 3), dtype=np.int64)
+    ia = rng.integers(-small, small, (2, 2, 5, 5), dtype=np.int64)
+    sgw = rng.uniform(0.1, 1, (3, 2))
+    sga = rng.uniform(0.1, 1, (2, 2))
+    for stride, padding in ((1, 1), (2, 0)):
+        oh = (5 + 2 * padding - 3) // stride + 1
+        a, b = np.zeros((2, 3, oh, oh)), np.zeros((2, 3, oh, oh))
+        oa, ob = np.zeros(3, np.int64), np.zeros(3, np.int64)
+        mls_conv_accumulate_cuda(iw, ia, sgw, sga, stride, padding, acc_bits, mode, a, oa)
+        mls_conv_accumulate(iw, ia, sgw, sga, stride, padding, acc_bits, mode, b, ob)
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(oa, ob)
+        assert ob.sum() > 0  # the case really overflows
+
+
+@pytest.mark.parametrize("chunk", [1, 3])
+def test_cuda_lowp_accumulation_twin_equals_cpu(chunk):
+    """Low-precision running sums (LogBTQ 'acc 8', chunked accumulation): GPU twin == CPU kernel,
+    outputs and swamping counts."""
+    from core.kernels.arith_cuda import lowp_matmul_grid_cuda
+    from core.kernels.arith_lowp import lowp_matmul_grid
+
+    fmt = core.parse_format("fp8_143")
+    g = fmt.grid
+    rng = np.random.default_rng(chunk)
+    a = rng.standard_normal((4, 40)) * np.logspace(-3, 1, 40)
+    b = rng.standard_normal((40, 5))
+    args = (chunk, g.m, g.emin, g.subnormals, g.maxval, float(fmt.overflow_value), float(fmt.inf_value))
+    o1, o2 = np.zeros((4, 5)), np.zeros((4, 5))
+    s1, s2 = np.zeros((4, 5), np.int64), np.zeros((4, 5), np.int64)
+    lowp_matmul_grid_cuda(a, b, *args, o1, s1)
+    lowp_matmul_grid(a, b, *args, o2, s2)
+    np.testing.assert_array_equal(o1, o2)
+    np.testing.assert_array_equal(s1, s2)
+    assert s2.sum() > 0  # swamping happens
