@@ -744,8 +744,12 @@ class LiveTrainingState(param.Parameterized):
         mean = self._stats.get((layers[0], "a.mean"))
         std = self._stats.get((layers[0], "a.std"))
         e1 = (mean**2 + std**2) if mean is not None and std is not None else 1.0
-        bound = logbtq_bound(e1, self.bound_u, len(layers))
-        return {"layers": layers, "measured": measured, "overflow": ovf, "e1": e1, "u": self.bound_u, **bound}
+        # the precision branches of a DFQ layer are one layer of depth: the bound is per depth
+        blocks = list(dict.fromkeys(n.split(".branches.")[0] for n in layers))
+        bound = logbtq_bound(e1, self.bound_u, len(blocks))
+        bound["per_layer"] = [bound["per_layer"][blocks.index(n.split(".branches.")[0])] for n in layers]
+        return {"layers": layers, "measured": measured, "overflow": ovf, "e1": e1, "u": self.bound_u,
+                "depth": len(blocks), **bound}
 
     def _refresh_status(self) -> None:
         run = self._run

@@ -332,5 +332,5 @@ def tail_plot(d: Mapping[str, Any]) -> hv.Overlay:
                         label=f"E1/(4L(1-u)): {approx:.2%}").opts(color="gray", line_dash="dashdot")
     title = "Overflow tail vs LogBTQ bound"
     if layers:
-        title += f" (E1={d.get('e1', 1.0):.3g}, u={d.get('u', 0.1):g}, L={len(layers)})"
+        title += f" (E1={d.get('e1', 1.0):.3g}, u={d.get('u', 0.1):g}, L={d.get('depth', len(layers))})"
     return (measured * mpts * ovf * bound * avg_c * approx_c).opts(title=title, logy=True)

@@ -304,3 +304,15 @@ def test_scheme_signals_stream_and_backfill(tmp_path: Path) -> None:
     other.signal = "cost.bitops"
     b = other.signal_frame()
     assert list(b["series"].unique()) == ["bitops"] and b["value"].is_monotonic_increasing
+
+
+def test_logbtq_bound_counts_dfq_branches_as_one_layer(tmp_path: Path) -> None:
+    s = LiveTrainingState(store=str(tmp_path / "runs.sqlite"), attach=False, max_steps=12, every=5, epochs=1)
+    s.scheme = "dfq"
+    assert s.start_run() is not None
+    _drain(s)
+    d = s.tail_data()
+    blocks = {n.split(".branches.")[0] for n in s.layers}
+    assert len(s.layers) == 4 * len(blocks) and d["depth"] == len(blocks)
+    assert len(d["per_layer"]) == len(s.layers) and d["per_layer"] == sorted(d["per_layer"], reverse=True)
+    assert d["average"] == pytest.approx(logbtq_bound(d["e1"], d["u"], len(blocks))["average"])
