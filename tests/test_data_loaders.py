@@ -17,7 +17,7 @@ from core.data import DataConfig, DatasetError, list_datasets, load_dataset
 from core.data import catalogue as load_catalogue
 from core.data.mnist import read_idx
 
-T10K = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "mnist-t10k"
+from datafiles import T10K  # noqa: E402
 needs_t10k = pytest.mark.skipif(not (T10K / "t10k-images-idx3-ubyte.gz").is_file(), reason="MNIST t10k files missing")
 
 

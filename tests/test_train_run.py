@@ -28,7 +28,7 @@ from core.train import (
 )
 from core.train.qlayers import tensor_seed
 
-T10K = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "mnist-t10k"
+from datafiles import T10K  # noqa: E402
 MLS21 = "mls(ex=2,mx=1,eg=8,mg=1,group=nc)"
 
 
