@@ -63,3 +63,27 @@ def test_dfq_runs_are_deterministic():
     b = train(get_scheme("dfq"), epochs=1)
     assert a.result["test_acc"] == b.result["test_acc"]
     assert a.model._bitops_counter.total == b.model._bitops_counter.total
+
+
+def test_structural_changes_are_refused_live_and_tau_applies():
+    """levels/hidden/first_last shape the DFQ model: a live change is refused with a clear error
+    (nothing changes), as is a live switch to or from a scheme that rebuilds the model; tau applies."""
+    from core.train import RunConfig
+
+    cfg = RunConfig(scheme=get_scheme("dfq"))
+    with pytest.raises(ValueError, match="'scheme.levels' shapes the dfq model"):
+        cfg.with_changes({"scheme.levels": "4,8"}, live=True)
+    with pytest.raises(ValueError, match="cannot switch a running run from 'dfq' to 'mls'"):
+        cfg.with_changes({"scheme": "mls"}, live=True)
+    with pytest.raises(ValueError, match="from 'mls' to 'niti'"):
+        RunConfig(scheme=get_scheme("mls")).with_changes({"scheme": "niti"}, live=True)
+    assert cfg.with_changes({"scheme.levels": "4,8"}).scheme.levels == (4, 8)  # fine before a run
+    assert cfg.with_changes({"scheme.beta": 0.5, "scheme.tau": 0.5}, live=True).scheme.tau == 0.5
+    assert RunConfig(scheme=get_scheme("mls")).with_changes({"scheme": "cpt"}, live=True).scheme.name == "cpt"
+
+    from core.train import StepContext
+
+    r = train(get_scheme("dfq"), epochs=1)
+    assert {layer.tau for _, layer in dfq_layers(r.model)} == {1.0}
+    get_scheme("dfq", tau=0.25).schedule(StepContext(model=r.model))  # what the engine calls every step
+    assert {layer.tau for _, layer in dfq_layers(r.model)} == {0.25}

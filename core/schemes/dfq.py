@@ -105,6 +105,8 @@ class DFQScheme(Scheme):
     """FracTrain DFQ (seed 003): per-input precision picked by learned gates, trained with a cost term."""
 
     description: ClassVar[str] = "dynamic fractional quantization (FracTrain DFQ, seed 003)"
+    rebuilds_model: ClassVar[bool] = True
+    static_fields: ClassVar[tuple[str, ...]] = ("levels", "hidden", "first_last")
     first_last: bool = field(default=True, metadata=_doc("also gate the first and last layer (else float)"))
     levels: tuple[int, ...] = field(default=(3, 4, 6, 8), metadata=_doc("forward (W/A) bits a gate picks from"))
     e_bits: int = field(default=8, metadata=_doc("bits of E (static)"))
@@ -183,6 +185,9 @@ class DFQScheme(Scheme):
         c = getattr(ctx.model, "_bitops_counter", None) if ctx.model is not None else None
         if c is not None:
             c.mark(ctx.epoch)
+        if ctx.model is not None:  # tau may change live (beta and e_bits take effect through the scheme)
+            for _, layer in dfq_layers(ctx.model):
+                layer.tau = self.tau
         return None
 
     def extra_metrics(self, model: nn.Module, ctx: StepContext) -> list[MetricRow]:

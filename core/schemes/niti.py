@@ -407,6 +407,7 @@ class NitiScheme(Scheme):
     """
 
     description: ClassVar[str] = "integer-only int8 training (seed 002)"
+    rebuilds_model: ClassVar[bool] = True
     first_last: bool = field(default=True, metadata=_doc("every layer is integer"))
     m_u: int = field(default=3, metadata=_doc("bits kept in the weight update (1..7)"))
     m_u_schedule: str = field(default="", metadata=_doc("'epoch:m_u,...' changes of m_u"))

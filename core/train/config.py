@@ -237,7 +237,15 @@ class RunConfig:
         for key, value in self.normalise_keys(changes).items():
             if live and not any(key == k or (k.endswith(".") and key.startswith(k)) for k in LIVE_KEYS):
                 raise ValueError(f"{key!r} cannot change while a run is going; live keys: {', '.join(LIVE_KEYS)}")
-            cfg = cfg._set(key, value)
+            if live and key.startswith("scheme.") and key[7:] in type(cfg.scheme).static_fields:
+                raise ValueError(f"{key!r} shapes the {cfg.scheme.name} model and cannot change while a run "
+                                 f"is going; start a new run")
+            new = cfg._set(key, value)
+            if live and type(new.scheme) is not type(cfg.scheme) and (
+                    type(new.scheme).rebuilds_model or type(cfg.scheme).rebuilds_model):
+                raise ValueError(f"cannot switch a running run from {cfg.scheme.name!r} to {new.scheme.name!r}: "
+                                 f"one of them rebuilds the model; start a new run")
+            cfg = new
         return cfg
 
     def normalise_keys(self, changes: Mapping[str, Any]) -> dict[str, Any]:

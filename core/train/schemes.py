@@ -108,6 +108,11 @@ class Scheme:
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    #: True when :meth:`prepare` rebuilds the model (NITI's integer net, DFQ's gated branches): a live
+    #: switch to or from such a scheme is refused (the running model cannot be rebuilt in place)
+    rebuilds_model: ClassVar[bool] = False
+    #: fields that shape the prepared model and therefore cannot change while a run is going
+    static_fields: ClassVar[tuple[str, ...]] = ()
 
     first_last: bool = field(default=False, metadata=_doc("also quantize the first and last layer"))
 
