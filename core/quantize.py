@@ -219,8 +219,7 @@ def group_absmax(x3: torch.Tensor, backend: str = "auto") -> torch.Tensor:
     """float64 (A, B) max of |x| over the last axis, ignoring NaN and inf."""
     which = _choose(x3, backend)
     if which == "numba":
-        from .kernels.grid_round import group_absmax_3d
-        from .kernels.mls_fused import group_absmax_rows
+        from .kernels.grid_round import group_absmax_3d, group_absmax_rows
 
         xn = _to_numpy_float(x3)
         A, B = xn.shape[0], xn.shape[1]

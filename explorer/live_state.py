@@ -227,9 +227,8 @@ class LiveTrainingState(param.Parameterized):
         self.whist = streams.Pipe(data=_empty(["step", "bin", "count", "width"]))
         self.marks = streams.Pipe(data=[])
         self.signals = streams.Pipe(data=_empty(_SIGNAL_PLOT_COLS))
-        self._signals = _empty(_SIGNAL_COLS)
-        self._signal_auto = True
         self._signal_auto_pick = False
+        self._reset_signals()
         self._queue: "queue.SimpleQueue[dict[str, Any]]" = queue.SimpleQueue()
         self._run: Any = None
         self._unsubscribe: Callable[[], None] | None = None
@@ -459,6 +458,10 @@ class LiveTrainingState(param.Parameterized):
         self.heat.send(_empty(["step", "layer", "tensor", "value", "width", "source"]))
         self.whist.send(_empty(["step", "bin", "count", "width"]))
         self.tail.send({})
+        self._reset_signals()
+
+    def _reset_signals(self) -> None:
+        """No scheme signals yet; the next ones pick the preferred signal again."""
         self._signals = _empty(_SIGNAL_COLS)
         self._signal_auto = True
         self.param.signal.objects = [""]

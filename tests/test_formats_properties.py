@@ -269,7 +269,7 @@ def test_mls_fused_long_rows_equal_reference(rounding, shape):
 @pytest.mark.parametrize("rows, R", [(7, 1), (5, 13), (3, 40000), (1, 16384), (4, 0)])
 def test_group_absmax_rows_equals_numpy(dtype, rows, R):
     """The integer (bit-pattern) max of |x| per row == NumPy's nanmax over finite values."""
-    from core.kernels.mls_fused import group_absmax_rows
+    from core.kernels.grid_round import group_absmax_rows
 
     rng = np.random.default_rng(rows * 1000 + R)
     x = (rng.standard_normal((rows, R)) * np.exp2(rng.integers(-140, 100, (rows, R)))).astype(dtype)

@@ -164,23 +164,28 @@ class MLSFormat(ScaledFormat):
         }
         return s2, named
 
-    def _scales_numba(self, gmax: torch.Tensor):
-        """:meth:`scales` through the :func:`~core.kernels.mls_fused.mls_scales` kernel (same values)."""
-        GROUP_CODES, mls_scales = _kernels().GROUP_CODES, _kernels().mls_scales
-
-        g = np.ascontiguousarray(gmax.numpy(), dtype=np.float64)
+    def _scale_arrays(self, gmax: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+        """``(St*Sg, Sg, its exponent, its mantissa, St)`` of a (d0, d1) float64 group-max array,
+        through the :func:`~core.kernels.mls_fused.mls_scales` kernel."""
+        k = _kernels()
+        g = np.ascontiguousarray(gmax, dtype=np.float64)
         s2 = np.empty(g.shape, dtype=np.float64)
         sg = np.empty_like(s2)
         ge = np.empty(g.shape, dtype=np.int64)
         gk = np.empty_like(ge)
-        st = mls_scales(g, GROUP_CODES[self.group], self.eg, self.mg, s2, sg, ge, gk)
+        st = k.mls_scales(g, k.GROUP_CODES[self.group], self.eg, self.mg, s2, sg, ge, gk)
+        return s2, sg, ge, gk, st
+
+    def _scales_numba(self, gmax: torch.Tensor):
+        """:meth:`scales` through the Numba kernels (same values as the torch reference)."""
+        s2, sg, ge, gk, st = self._scale_arrays(gmax.numpy())
         named = {"tensor": torch.tensor(st, dtype=torch.float32), "group": torch.from_numpy(sg),
                  "group_exp": torch.from_numpy(ge), "group_mant": torch.from_numpy(gk)}
         return torch.from_numpy(s2), named
 
     def quantize(self, x, rounding="nearest", seed=None, backend="auto"):
-        """Fake-quantize ``x`` (Alg. 1).  Contiguous float32/float64 CPU tensors take the fused
-        Numba path (group max, scales and rounding in three kernel calls, no torch temporaries);
+        """Fake-quantize ``x`` (Alg. 1).  Float32/float64 CPU tensors take the fused Numba path
+        (group max, scales and rounding in kernel calls, no torch temporaries);
         everything else the generic scaled-format path.  Both give the same bits (tested)."""
         check_input(x)
         check_rounding(self, rounding)
@@ -209,12 +214,7 @@ class MLSFormat(ScaledFormat):
             k.quantize_one_element_groups(flat, out.reshape(-1), self.eg, self.mg, g.m, g.emin, g.subnormals,
                                         g.maxval, _MODE[rounding], seed_)
             return torch.from_numpy(out).reshape(x.shape)
-        gmax = k.group_absmax_rows(flat, d0 * d1).reshape(d0, d1)
-        s2 = np.empty((d0, d1), dtype=np.float64)
-        sg = np.empty_like(s2)
-        ge = np.empty((d0, d1), dtype=np.int64)
-        gk = np.empty_like(ge)
-        k.mls_scales(gmax, k.GROUP_CODES[self.group], self.eg, self.mg, s2, sg, ge, gk)
+        s2 = self._scale_arrays(k.group_absmax_rows(flat, d0 * d1).reshape(d0, d1))[0]
         out = np.empty_like(xn)
         k.round_rows_sat(flat, s2.reshape(-1), out.reshape(-1), g.m, g.emin, g.subnormals,
                        g.maxval, _MODE[rounding], seed_)

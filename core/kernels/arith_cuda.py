@@ -5,6 +5,11 @@ thread per output element, calling the very same ``@njit`` element functions as 
 (:func:`~core.kernels.arith_mls._acc_add`, :func:`~core.kernels.grid_round.quantize_value`) in the same
 order, so outputs, overflow counts and swamping counts are bit-identical to the CPU kernels. Arrays in,
 arrays out: host NumPy arrays or device arrays (``__cuda_array_interface__``, e.g. torch CUDA tensors).
+
+The loops over one output's additions are restated here rather than shared with the CPU kernels:
+a shared ``@njit`` helper would take the operand arrays, and under the simulator (where CI runs these
+twins) device arrays cannot enter a CPU ``@njit`` function (as in ``grid_round_cuda``'s mu-law twin).
+Only scalar element functions are shared; the tests compare the twins with the CPU kernels bit for bit.
 """
 
 from __future__ import annotations

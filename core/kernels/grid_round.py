@@ -16,7 +16,7 @@ import numpy as np
 from numba import njit, prange
 
 from .bits import bits_f32, bits_f64, f32_bits, f64_bits
-from .config import CHUNK, JIT_OPTIONS
+from .config import CHUNK, JIT_OPTIONS, SERIAL_BELOW
 
 __all__ = [
     "MODE_CODES",
@@ -29,6 +29,8 @@ __all__ = [
     "quantize_f32_flat",
     "quantize_rows_nearest_sat",
     "stochastic_sat_value",
+    "group_absmax_rows",
+    "rows_per_task",
 ]
 
 MODE_CODES = {"nearest": 0, "stochastic": 1, "truncate": 2}
@@ -401,3 +403,78 @@ def quantize_pow2_blocks(x, out, exps, block, offset, elo, ehi, ezero, rceil_max
         for i in range(lo, lo + block):
             out[i] = quantize_value(np.float64(x[i]), s, m, emin, sub, maxval, maxval, maxval,
                                     mode, 0.0)
+
+
+# ------------------------------------------------ group max over runs of rows (bit patterns)
+@njit(**JIT_OPTIONS)
+def rows_per_task(rows, R):
+    """Whole rows per parallel task, about ``CHUNK`` elements each (at least one row)."""
+    per = CHUNK // R if R > 0 else rows
+    return max(1, per)
+
+
+@njit(**JIT_OPTIONS)
+def _bits_max(xb, lo, hi, absmask, infbits):
+    """Max of the magnitude bit patterns in ``xb[lo:hi]``, inf and NaN counted as 0.
+
+    For IEEE floats the order of magnitude bit patterns is the order of the magnitudes, so
+    this is max |x| as an integer reduction, which the compiler vectorizes (a float max
+    with NaN/inf tests does not vectorize without fastmath)."""
+    best = xb.dtype.type(0)
+    zero = xb.dtype.type(0)
+    for i in range(lo, hi):
+        a = xb[i] & absmask
+        a = a if a < infbits else zero
+        best = a if a > best else best
+    return best
+
+
+@njit(parallel=True, **JIT_OPTIONS)
+def _absmax_bits_rows(xb, rows, absmask, infbits):
+    out = np.zeros(rows, dtype=xb.dtype)
+    R = xb.size // rows if rows else 0
+    per = rows_per_task(rows, R)
+    if per > 1 or R <= CHUNK:  # runs of short rows per task
+        ntask = (rows + per - 1) // per
+        for t in prange(ntask):
+            for row in range(t * per, min(rows, t * per + per)):
+                out[row] = _bits_max(xb, row * R, row * R + R, absmask, infbits)
+        return out
+    nchunk = (R + CHUNK - 1) // CHUNK  # long rows: partial maxima per chunk, then per row
+    part = np.zeros(rows * nchunk, dtype=xb.dtype)
+    for t in prange(rows * nchunk):
+        row = t // nchunk
+        lo = row * R + (t - row * nchunk) * CHUNK
+        part[t] = _bits_max(xb, lo, min(row * R + R, lo + CHUNK), absmask, infbits)
+    for row in range(rows):
+        best = part[row * nchunk]
+        for c in range(1, nchunk):
+            if part[row * nchunk + c] > best:
+                best = part[row * nchunk + c]
+        out[row] = best
+    return out
+
+
+@njit(**JIT_OPTIONS)
+def _absmax_bits_rows_serial(xb, rows, absmask, infbits):
+    out = np.zeros(rows, dtype=xb.dtype)
+    R = xb.size // rows if rows else 0
+    for row in range(rows):
+        out[row] = _bits_max(xb, row * R, row * R + R, absmask, infbits)
+    return out
+
+
+def group_absmax_rows(x: np.ndarray, rows: int) -> np.ndarray:
+    """Max of |x| per row (float64) of a C-contiguous flat float32/float64 ``x`` of ``rows``
+    equal rows, ignoring NaN and inf.  Integer max over the bit patterns (vectorized);
+    tasks are runs of whole rows of about ``CHUNK`` elements (tiny rows, such as MLS ``nc``
+    groups of a Linear layer, cost no task each) or chunks of one long row."""
+    kernel = _absmax_bits_rows_serial if x.size < SERIAL_BELOW else _absmax_bits_rows
+    if x.dtype == np.float32:
+        m = kernel(x.view(np.int32), rows, np.int32(0x7FFFFFFF), np.int32(0x7F800000))
+        return m.view(np.float32).astype(np.float64)
+    if x.dtype == np.float64:
+        m = kernel(x.view(np.int64), rows, np.int64(0x7FFFFFFFFFFFFFFF),
+                              np.int64(0x7FF0000000000000))
+        return m.view(np.float64).copy()
+    raise TypeError(f"group_absmax_rows takes float32 or float64 arrays, got {x.dtype}")

@@ -19,8 +19,8 @@ from numba import config as numba_config
 from numba import cuda
 
 from . import config
-from .grid_round import quantize_value, random_word, seed_key
-from .mls_fused import group_scale_ceil_value, stochastic_sat_value
+from .grid_round import quantize_value, random_word, seed_key, stochastic_sat_value
+from .mls_fused import group_scale_ceil_value
 from .mulaw import mulaw_companded, mulaw_round_y
 from .bits import f64_bits as _f64_bits_intrinsic
 from .mulaw import BUCKET_SHIFT

@@ -3,7 +3,7 @@
 Arrays in, arrays out.  Three calls replace the torch scale arithmetic and the
 generic rounding loop of the MLS format on contiguous CPU data:
 
-1. :func:`group_absmax_rows`: max |x| per (dim0, dim1) group;
+1. :func:`~core.kernels.grid_round.group_absmax_rows`: max |x| per (dim0, dim1) group;
 2. :func:`mls_scales`: the grouping reduction (``none``/``n``/``c``/``nc``), the
    tensor scale ``St`` and the group scales ``Sg = Ceil_G(gmax / St)``, written
    into ``s2 = St * Sg`` (all float64, exact: the same operations as
@@ -23,26 +23,15 @@ import numpy as np
 from numba import njit, prange
 
 from .bits import bits_f64, f64_bits
-from .config import CHUNK, JIT_OPTIONS
-from .grid_round import (
-    nearest_sat_consts,
-    nearest_sat_value,
-    pow2,
-    quantize_value,
-    random_word,
-    seed_key,
-    stochastic_sat_value,
-)
+from .config import CHUNK, JIT_OPTIONS, SERIAL_BELOW
+from .grid_round import (group_absmax_rows, nearest_sat_consts, nearest_sat_value, quantize_value, random_word,
+                         rows_per_task, seed_key, stochastic_sat_value)
 
-__all__ = ["GROUP_CODES", "quantize_one_element_groups", "group_scale_ceil_value", "mls_scales", "stochastic_sat_value", "group_absmax_rows",
-           "round_rows_sat"]
+__all__ = ["GROUP_CODES", "group_scale_ceil_value", "mls_scales", "round_rows_sat", "quantize_one_element_groups"]
 
 #: grouping name -> integer code used by the kernels
 GROUP_CODES = {"none": 0, "n": 1, "c": 2, "nc": 3}
 
-_TWO32 = 4294967296.0
-#: inputs with fewer elements run serially (a parallel region costs ~20-30 us on this VM)
-SERIAL_BELOW = 1 << 16
 _S52 = np.uint64(52)
 _EXPMASK = np.uint64(0x7FF)
 _MANT = np.uint64((1 << 52) - 1)
@@ -118,80 +107,6 @@ def mls_scales(gmax, group, eg, mg, s2, sg, ge, gk):
 
 
 @njit(**JIT_OPTIONS)
-def _rows_per_task(rows, R):
-    """Whole rows per parallel task, about ``CHUNK`` elements each (at least one row)."""
-    per = CHUNK // R if R > 0 else rows
-    return max(1, per)
-
-
-@njit(**JIT_OPTIONS)
-def _bits_max(xb, lo, hi, absmask, infbits):
-    """Max of the magnitude bit patterns in ``xb[lo:hi]``, inf and NaN counted as 0.
-
-    For IEEE floats the order of magnitude bit patterns is the order of the magnitudes, so
-    this is max |x| as an integer reduction, which the compiler vectorizes (a float max
-    with NaN/inf tests does not vectorize without fastmath)."""
-    best = xb.dtype.type(0)
-    zero = xb.dtype.type(0)
-    for i in range(lo, hi):
-        a = xb[i] & absmask
-        a = a if a < infbits else zero
-        best = a if a > best else best
-    return best
-
-
-@njit(parallel=True, **JIT_OPTIONS)
-def _absmax_bits_rows(xb, rows, absmask, infbits):
-    out = np.zeros(rows, dtype=xb.dtype)
-    R = xb.size // rows if rows else 0
-    per = _rows_per_task(rows, R)
-    if per > 1 or R <= CHUNK:  # runs of short rows per task
-        ntask = (rows + per - 1) // per
-        for t in prange(ntask):
-            for row in range(t * per, min(rows, t * per + per)):
-                out[row] = _bits_max(xb, row * R, row * R + R, absmask, infbits)
-        return out
-    nchunk = (R + CHUNK - 1) // CHUNK  # long rows: partial maxima per chunk, then per row
-    part = np.zeros(rows * nchunk, dtype=xb.dtype)
-    for t in prange(rows * nchunk):
-        row = t // nchunk
-        lo = row * R + (t - row * nchunk) * CHUNK
-        part[t] = _bits_max(xb, lo, min(row * R + R, lo + CHUNK), absmask, infbits)
-    for row in range(rows):
-        best = part[row * nchunk]
-        for c in range(1, nchunk):
-            if part[row * nchunk + c] > best:
-                best = part[row * nchunk + c]
-        out[row] = best
-    return out
-
-
-@njit(**JIT_OPTIONS)
-def _absmax_bits_rows_serial(xb, rows, absmask, infbits):
-    out = np.zeros(rows, dtype=xb.dtype)
-    R = xb.size // rows if rows else 0
-    for row in range(rows):
-        out[row] = _bits_max(xb, row * R, row * R + R, absmask, infbits)
-    return out
-
-
-def group_absmax_rows(x: np.ndarray, rows: int) -> np.ndarray:
-    """Max of |x| per row (float64) of a C-contiguous flat float32/float64 ``x`` of ``rows``
-    equal rows, ignoring NaN and inf.  Integer max over the bit patterns (vectorized);
-    tasks are runs of whole rows of about ``CHUNK`` elements (tiny rows, such as MLS ``nc``
-    groups of a Linear layer, cost no task each) or chunks of one long row."""
-    kernel = _absmax_bits_rows_serial if x.size < SERIAL_BELOW else _absmax_bits_rows
-    if x.dtype == np.float32:
-        m = kernel(x.view(np.int32), rows, np.int32(0x7FFFFFFF), np.int32(0x7F800000))
-        return m.view(np.float32).astype(np.float64)
-    if x.dtype == np.float64:
-        m = kernel(x.view(np.int64), rows, np.int64(0x7FFFFFFFFFFFFFFF),
-                              np.int64(0x7FF0000000000000))
-        return m.view(np.float64).copy()
-    raise TypeError(f"group_absmax_rows takes float32 or float64 arrays, got {x.dtype}")
-
-
-@njit(**JIT_OPTIONS)
 def _round_task(t, x, scale, out, R, per, nchunk, m, emin, sub, maxval, mode, key,
                 shift, low_mask, up, down, min_biased):
     """Task ``t`` of :func:`round_rows_sat`: a run of ``per`` whole rows, or (``per == 1``)
@@ -233,20 +148,19 @@ def _round_task(t, x, scale, out, R, per, nchunk, m, emin, sub, maxval, mode, ke
 
 
 @njit(**JIT_OPTIONS)
-def _round_plan(rows, R):
-    per = _rows_per_task(rows, R)
+def _round_setup(x, scale, m, emin, sub, seed):
+    """Task plan and loop constants shared by the serial and the parallel driver."""
+    rows = scale.size
+    R = x.size // rows if rows else 0
+    per = rows_per_task(rows, R)
     nchunk = (R + CHUNK - 1) // CHUNK
     ntask = rows * nchunk if per == 1 else (rows + per - 1) // per
-    return per, nchunk, ntask
+    return R, per, nchunk, ntask, seed_key(seed), nearest_sat_consts(m, emin, sub)
 
 
 @njit(parallel=True, **JIT_OPTIONS)
 def _round_rows_parallel(x, scale, out, m, emin, sub, maxval, mode, seed):
-    rows = scale.size
-    R = x.size // rows if rows else 0
-    per, nchunk, ntask = _round_plan(rows, R)
-    shift, low_mask, up, down, min_biased = nearest_sat_consts(m, emin, sub)
-    key = seed_key(seed)
+    R, per, nchunk, ntask, key, (shift, low_mask, up, down, min_biased) = _round_setup(x, scale, m, emin, sub, seed)
     for t in prange(ntask):
         _round_task(t, x, scale, out, R, per, nchunk, m, emin, sub, maxval, mode, key,
                     shift, low_mask, up, down, min_biased)
@@ -254,11 +168,7 @@ def _round_rows_parallel(x, scale, out, m, emin, sub, maxval, mode, seed):
 
 @njit(**JIT_OPTIONS)
 def _round_rows_serial(x, scale, out, m, emin, sub, maxval, mode, seed):
-    rows = scale.size
-    R = x.size // rows if rows else 0
-    per, nchunk, ntask = _round_plan(rows, R)
-    shift, low_mask, up, down, min_biased = nearest_sat_consts(m, emin, sub)
-    key = seed_key(seed)
+    R, per, nchunk, ntask, key, (shift, low_mask, up, down, min_biased) = _round_setup(x, scale, m, emin, sub, seed)
     for t in range(ntask):
         _round_task(t, x, scale, out, R, per, nchunk, m, emin, sub, maxval, mode, key,
                     shift, low_mask, up, down, min_biased)

@@ -95,7 +95,8 @@ def test_cuda_mulaw_equals_cpu(rounding):
 def test_cuda_fused_mls_twins_equal_cpu_kernels(rounding, group):
     """Group scales and the row rounding of the fused MLS path: GPU twin == CPU kernel, bit for bit."""
     from core.kernels.grid_round_cuda import mls_group_scales_cuda, round_rows_sat_cuda
-    from core.kernels.mls_fused import GROUP_CODES, group_absmax_rows, mls_scales, round_rows_sat
+    from core.kernels.grid_round import group_absmax_rows
+    from core.kernels.mls_fused import GROUP_CODES, mls_scales, round_rows_sat
 
     mode = {"nearest": 0, "stochastic": 1, "truncate": 2}[rounding]
     fmt = core.parse_format(f"mls(ex=2,mx=1,eg=4,mg=1,group={group})")
