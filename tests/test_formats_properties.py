@@ -280,3 +280,54 @@ def test_group_absmax_rows_equals_numpy(dtype, rows, R):
     want = finite.max(axis=1) if R else np.zeros(rows)
     got = group_absmax_rows(np.ascontiguousarray(x).reshape(-1), rows)
     assert got.dtype == np.float64 and np.array_equal(got, want)
+
+
+def _adversarial_nc_tensor(kind: int, n: int, rng: np.random.Generator) -> torch.Tensor:
+    """float32 data aimed at the one-element-group lanes' edges (core.kernels.mls_one_element)."""
+    if kind == 0:  # wide dynamic range
+        x = rng.standard_normal(n) * np.exp(rng.uniform(-60, 60, n))
+    elif kind == 1:  # few-bit values: exact members of G times St, exact grid midpoints
+        x = rng.choice([0.5, 0.75, 1, 1.5, 2, 3, 0.375, -0.25, 0.625, 0.875, 1.25, 0, 1.125, 0.5625], n)
+        x = x * 2.0 ** float(rng.integers(-20, 20))
+    elif kind == 2:  # one float32 ulp around a few values (St and its neighbours)
+        x = float(rng.standard_normal()) * (1 + rng.integers(-4, 5, n) * 2.0**-23)
+    elif kind == 3:  # float32 subnormals and values near 2^-120
+        x = rng.integers(-(1 << 23), 1 << 23, n) * 2.0 ** float(rng.integers(-149, -100))
+    else:  # ReLU-like: half zeros, NaN and inf sprinkled in
+        x = np.maximum(rng.standard_normal(n), 0)
+        x[rng.integers(0, n, 3)] = np.inf
+        x[rng.integers(0, n, 2)] = np.nan
+        x[rng.integers(0, n, 2)] = -np.inf
+    return torch.from_numpy(x.astype(np.float32))
+
+
+@pytest.mark.parametrize("kind", range(5))
+@pytest.mark.parametrize("n", [1, 3, 1000, 70_001])
+def test_mls_one_element_groups_equal_reference(kind, n):
+    """MLS nc on 2-d float32 tensors (every element its own group: the float32 mantissa-ratio lanes
+    and the general path) gives the float64 reference's bits, nearest and stochastic, over element
+    grids Ex 0..5 / Mx 0..10 and group scales Eg 0..8 / Mg 0..4; sizes run serial and parallel."""
+    rng = np.random.default_rng(kind * 100 + n % 97)
+    x = _adversarial_nc_tensor(kind, n, rng).reshape(-1, 1 if n % 2 else 2 if n > 1 else 1)
+    for _ in range(6 if n < 10_000 else 2):
+        ex, eg, mg = int(rng.integers(0, 6)), int(rng.integers(0, 9)), int(rng.integers(0, 5))
+        mx = int(rng.integers(0 if ex else 1, 11))
+        fmt = core.parse_format(f"mls(ex={ex},mx={mx},eg={eg},mg={mg},group=nc)")
+        for rounding in ("nearest", "stochastic"):
+            seed = int(rng.integers(0, 2**63))
+            a = core.quantize(x, fmt, rounding, seed=seed, backend="numba")
+            b = core.quantize(x, fmt, rounding, seed=seed, backend="reference")
+            assert torch.equal(a.isnan(), b.isnan()), (fmt, rounding)
+            assert torch.equal(a.nan_to_num(0.0).view(torch.int32), b.nan_to_num(0.0).view(torch.int32)), \
+                (fmt, rounding)
+
+
+def test_mls_one_element_lanes_cover_the_paper_formats_without_the_general_path():
+    """The lanes (not the general path) quantize ordinary data for Mg <= 2: no element is flagged."""
+    from core.kernels import mls_one_element as k
+
+    x = np.random.default_rng(0).standard_normal(4096).astype(np.float32)
+    st = float(np.abs(x).max())
+    assert not k._needs_general_path(x.view(np.uint32), 0, x.size, k._tiny_bits(st, 8))
+    x[5] = np.inf
+    assert k._needs_general_path(x.view(np.uint32), 0, x.size, k._tiny_bits(st, 8))

@@ -94,6 +94,14 @@ def _kernels() -> Any:
     return mls_fused
 
 
+@lru_cache(maxsize=None)
+def _one_element_kernels() -> Any:
+    """The one-element-group kernels (``nc`` on 2-d tensors), imported on first use."""
+    from ..kernels import mls_one_element
+
+    return mls_one_element
+
+
 @register_family
 @dataclass(frozen=True)
 class MLSFormat(ScaledFormat):
@@ -201,24 +209,24 @@ class MLSFormat(ScaledFormat):
         return super().quantize(x, rounding, seed, backend)
 
     def _fused_cpu(self, x: torch.Tensor, rounding: str, seed: int | None) -> torch.Tensor:
-        k = _kernels()
-
-        xn = x.detach().contiguous().numpy()
+        xc = x.detach()
+        if not xc.is_contiguous():
+            xc = xc.contiguous()
+        y = torch.empty(xc.shape, dtype=xc.dtype)  # written by the kernels through its numpy view
+        flat = xc.numpy().reshape(-1)
+        out = y.numpy().reshape(-1)
         d0 = x.shape[0] if x.dim() >= 1 else 1
         d1 = x.shape[1] if x.dim() >= 2 else 1
-        flat = xn.reshape(-1)
         g = self.element_grid
         seed_ = resolve_seed(seed) if rounding == "stochastic" else 0
         if self.group == "nc" and flat.size == d0 * d1 and rounding != "truncate":
-            out = np.empty_like(xn)
-            k.quantize_one_element_groups(flat, out.reshape(-1), self.eg, self.mg, g.m, g.emin, g.subnormals,
-                                        g.maxval, _MODE[rounding], seed_)
-            return torch.from_numpy(out).reshape(x.shape)
+            _one_element_kernels().quantize_one_element_groups(flat, out, self.eg, self.mg, g.m, g.emin,
+                                                               g.subnormals, g.maxval, _MODE[rounding], seed_)
+            return y
+        k = _kernels()
         s2 = self._scale_arrays(k.group_absmax_rows(flat, d0 * d1).reshape(d0, d1))[0]
-        out = np.empty_like(xn)
-        k.round_rows_sat(flat, s2.reshape(-1), out.reshape(-1), g.m, g.emin, g.subnormals,
-                       g.maxval, _MODE[rounding], seed_)
-        return torch.from_numpy(out).reshape(x.shape)
+        k.round_rows_sat(flat, s2.reshape(-1), out, g.m, g.emin, g.subnormals, g.maxval, _MODE[rounding], seed_)
+        return y
 
     def storage_bits(self, q) -> int:
         groups = {"none": 1, "n": q.scales["group"].shape[0], "c": q.scales["group"].shape[1],

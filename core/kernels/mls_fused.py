@@ -27,7 +27,7 @@ from .config import CHUNK, JIT_OPTIONS, SERIAL_BELOW
 from .grid_round import (group_absmax_rows, nearest_sat_consts, nearest_sat_value, quantize_value, random_word,
                          rows_per_task, seed_key, stochastic_sat_value)
 
-__all__ = ["GROUP_CODES", "group_scale_ceil_value", "mls_scales", "round_rows_sat", "quantize_one_element_groups"]
+__all__ = ["GROUP_CODES", "group_scale_ceil_value", "mls_scales", "round_rows_sat"]
 
 #: grouping name -> integer code used by the kernels
 GROUP_CODES = {"none": 0, "n": 1, "c": 2, "nc": 3}
@@ -185,54 +185,3 @@ def round_rows_sat(x, scale, out, m, emin, sub, maxval, mode, seed) -> None:
     """
     kernel = _round_rows_serial if x.size < SERIAL_BELOW else _round_rows_parallel
     kernel(x, scale, out, m, emin, sub, maxval, mode, seed)
-
-
-# ------------------------------------------------- one-element groups (MLS nc on 2-d tensors)
-@njit(**JIT_OPTIONS)
-def _nc_scale(v, st, eg, mg):
-    """Scale ``St * Sg`` of an element that is its own group: ``Sg = Ceil_G(|v| / St)`` (inf and
-    NaN count as 0 in a group max): the operations of :func:`mls_scales` for one group."""
-    a = abs(v)
-    g = a if a < math.inf else 0.0
-    sg, _, _ = group_scale_ceil_value(g / st if st > 0.0 else 0.0, eg, mg)
-    return st * sg
-
-
-@njit(**JIT_OPTIONS)
-def _nc_range(x, out, lo, hi, st, eg, mg, m, emin, sub, maxval, mode, key):
-    """Elements ``lo:hi``; one loop per mode (a mode test inside the loop stops vectorization)."""
-    if mode == 0:
-        shift, low_mask, up, down, min_biased = nearest_sat_consts(m, emin, sub)
-        for i in range(lo, hi):
-            v = np.float64(x[i])
-            out[i] = nearest_sat_value(v, _nc_scale(v, st, eg, mg), shift, low_mask, up, down, min_biased,
-                                       maxval)
-    else:
-        for i in range(lo, hi):
-            v = np.float64(x[i])
-            out[i] = stochastic_sat_value(v, _nc_scale(v, st, eg, mg), m, emin, sub, maxval, random_word(key, i))
-
-
-@njit(**JIT_OPTIONS)
-def _nc_serial(x, out, st, eg, mg, m, emin, sub, maxval, mode, seed):
-    _nc_range(x, out, 0, x.size, st, eg, mg, m, emin, sub, maxval, mode, seed_key(seed))
-
-
-@njit(parallel=True, **JIT_OPTIONS)
-def _nc_parallel(x, out, st, eg, mg, m, emin, sub, maxval, mode, seed):
-    key = seed_key(seed)
-    ntask = (x.size + CHUNK - 1) // CHUNK
-    for t in prange(ntask):
-        _nc_range(x, out, t * CHUNK, min(x.size, t * CHUNK + CHUNK), st, eg, mg, m, emin, sub, maxval, mode, key)
-
-
-def quantize_one_element_groups(x: np.ndarray, out: np.ndarray, eg: int, mg: int, m: int, emin: int,
-                                sub: bool, maxval: float, mode: int, seed: int) -> float:
-    """MLS quantization of a flat float32/float64 ``x`` in which every element is its own group
-    (``nc`` grouping of a 2-d tensor: Linear weights, activations and errors), nearest (mode 0) or
-    stochastic (mode 1): one pass for ``St``, one fused pass for the group scales and the rounding
-    (no per-group arrays). Returns ``St``. Same bits as :func:`mls_scales` + :func:`round_rows_sat`."""
-    st = float(group_absmax_rows(x, 1)[0])
-    kernel = _nc_serial if x.size < SERIAL_BELOW else _nc_parallel
-    kernel(x, out, st, eg, mg, m, emin, sub, maxval, mode, seed)
-    return st

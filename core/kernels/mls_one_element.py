@@ -1,0 +1,267 @@
+"""Numba CPU kernels of MLS quantization when every element is its own group (seed 000 Alg. 1).
+
+Arrays in, arrays out.  ``nc`` grouping of a 2-d tensor (Linear weights, activations and
+errors: groups are (dim0, dim1) pairs) makes every element a group, so the group scale is
+``Sg = Ceil_G(|x| / St)`` per element and no per-group arrays are needed:
+
+* general path (:func:`_nc_range`): float64 arithmetic per element, the operations of
+  :func:`~core.kernels.mls_fused.mls_scales` + :func:`~core.kernels.mls_fused.round_rows_sat`
+  for one group (two divisions each);
+* float32 path (:func:`_ratio_lane`), for the grids of the MLS format (subnormals,
+  ``maxval = 1 - Q``) and ``Mg <= 2``: everything follows from the 24-bit mantissas (see
+  below), one float64 division and a few integer compares per element.
+
+Why the float32 path gives the same bits.  Write ``|x| = A 2^(a-23)`` and ``St = S 2^(s-23)``
+with integer mantissas ``A, S`` in ``[2^23, 2^24)``.  Then ``q = |x| / St = (A / S) 2^(a-s)``
+and the members of G above and below ``q`` are ``rho 2^(a-s)`` with ``rho`` in
+``R = {(1 + k/2^Mg) 2^delta, delta in {-1, 0}} U {2}``: ``Sg = rho 2^(a-s)`` for the smallest
+``rho`` with ``rho S >= A`` (an integer threshold on ``A``; as ``rho S`` has at most 29
+significant bits, the float64 quotient the reference rounds cannot land on a member unless
+``q`` is one).  The scale is ``s = St Sg = (rho S) 2^(a-23)`` exactly, so the reference's
+``fl(|x| / s) = fl(A / (rho S))``: the same division, on mantissas.  With ``Sg`` not clamped,
+``d = A / (rho S)`` lies in ``(1/2, 1]``, where the element grid has one step ``Q``, so the
+element is ``min(j, 1/Q - 1) Q`` with ``j`` the rounded ``d / Q`` (nearest-even or the
+reference's stochastic rule), and the result ``j Q rho S 2^(a-23)`` is assembled as float32
+bits.  NaN, +-inf and non-zero magnitudes ``<= max(St min(G), 2^-120)`` (a clamped scale,
+or results near the float32 subnormal range) take the general path.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from .bits import bits_f32, bits_f64, f32_bits
+from .config import CHUNK, JIT_OPTIONS, SERIAL_BELOW
+from .grid_round import (group_absmax_rows, nearest_sat_consts, nearest_sat_value, random_word, seed_key,
+                         stochastic_sat_value)
+from .mls_fused import group_scale_ceil_value
+
+__all__ = ["quantize_one_element_groups", "top_quantum"]
+
+_TWO32 = 4294967296.0
+_S52 = np.uint64(52)
+#: float32 magnitudes below 2^-120 take the general path (results stay clear of subnormals)
+_SMALL_F32 = 2.0**-120
+#: the ratio lanes cover Mg <= 2: at most 7 thresholds on the mantissa
+_MAX_MG = 2
+_NO_THRESHOLD = np.int64(1 << 40)  # above every 24-bit mantissa
+#: lane kernels: no Python division checks (divisors are > 0 there); vectorizable
+_LANE_OPTIONS = dict(JIT_OPTIONS, error_model="numpy")
+
+
+def top_quantum(m: int, emin: int) -> float:
+    """Grid step in ``[1/2, 1)`` of an MLS element grid: ``2^(-1-Mx)`` (fixed point: ``2^-Mx``)."""
+    return 2.0 ** (max(-1, emin) - m)
+
+
+# ----------------------------------------------------------------- general path (float64)
+@njit(**JIT_OPTIONS)
+def _nc_scale(v, st, eg, mg):
+    """Scale ``St * Sg`` of an element that is its own group: ``Sg = Ceil_G(|v| / St)`` (inf and
+    NaN count as 0 in a group max): the operations of ``mls_scales`` for one group."""
+    a = abs(v)
+    g = a if a < math.inf else 0.0
+    sg, _, _ = group_scale_ceil_value(g / st if st > 0.0 else 0.0, eg, mg)
+    return st * sg
+
+
+@njit(**JIT_OPTIONS)
+def _nc_range(x, out, lo, hi, st, eg, mg, m, emin, sub, maxval, mode, key):
+    """Elements ``lo:hi``; one loop per mode (a mode test inside the loop stops vectorization)."""
+    if mode == 0:
+        shift, low_mask, up, down, min_biased = nearest_sat_consts(m, emin, sub)
+        for i in range(lo, hi):
+            v = np.float64(x[i])
+            out[i] = nearest_sat_value(v, _nc_scale(v, st, eg, mg), shift, low_mask, up, down, min_biased,
+                                       maxval)
+    else:
+        for i in range(lo, hi):
+            v = np.float64(x[i])
+            out[i] = stochastic_sat_value(v, _nc_scale(v, st, eg, mg), m, emin, sub, maxval, random_word(key, i))
+
+
+@njit(**JIT_OPTIONS)
+def _nc_serial(x, out, st, eg, mg, m, emin, sub, maxval, mode, seed):
+    _nc_range(x, out, 0, x.size, st, eg, mg, m, emin, sub, maxval, mode, seed_key(seed))
+
+
+@njit(parallel=True, **JIT_OPTIONS)
+def _nc_parallel(x, out, st, eg, mg, m, emin, sub, maxval, mode, seed):
+    key = seed_key(seed)
+    ntask = (x.size + CHUNK - 1) // CHUNK
+    for t in prange(ntask):
+        _nc_range(x, out, t * CHUNK, min(x.size, t * CHUNK + CHUNK), st, eg, mg, m, emin, sub, maxval, mode, key)
+
+
+# ------------------------------------------------------------- float32 path (mantissa ratios)
+@njit(**_LANE_OPTIONS)
+def _ratio_tables(S, mg):
+    """Thresholds and divisors of the ratio lanes for the tensor-scale mantissa ``S``.
+
+    ``R`` ascending without ``1/2`` (``q``'s mantissa ratio ``A/S`` is above it): ``rho_0 <
+    ... < rho_(n-1) = 2``, ``n = 2^(Mg+1)``.  ``A`` takes ``rho_t`` with ``t = #{i : A >=
+    T_i}``, ``T_i = floor(rho_i S) + 1``; ``B_t = rho_t S`` (exact).  Unused slots: thresholds
+    no mantissa reaches, the last divisor repeated.
+    """
+    T = np.full(7, _NO_THRESHOLD, dtype=np.int64)
+    B = np.empty(8, dtype=np.float64)
+    one = np.int64(1) << mg
+    n = 0
+    for half in (1, 0):  # delta = -1: (2^Mg + k) / 2^(Mg+1), k >= 1; delta = 0: (2^Mg + k) / 2^Mg
+        for k in range(half, one):
+            num = (one + k) * S  # rho S = num / 2^(Mg + half), exact
+            if n < 7:
+                T[n] = (num >> (mg + half)) + 1
+            B[n] = num / float(one << half)
+            n += 1
+    B[n] = 2.0 * S
+    for t in range(n + 1, 8):
+        B[t] = B[n]
+    return T, B
+
+
+@njit(**_LANE_OPTIONS)
+def _ratio_lane(b, T0, T1, T2, T3, T4, T5, T6, B0, B1, B2, B3, B4, B5, B6, B7, P, Q, mode, rword):
+    """Quantized float32 bits of the float32 bits ``b`` (see the module docstring)."""
+    ab = b & np.uint32(0x7FFFFFFF)
+    A = np.int64((ab & np.uint32(0x7FFFFF)) | np.uint32(0x800000))
+    rs = B0  # rho S, by the thresholds (monotone select chain, vectorizable)
+    rs = B1 if A >= T0 else rs
+    rs = B2 if A >= T1 else rs
+    rs = B3 if A >= T2 else rs
+    rs = B4 if A >= T3 else rs
+    rs = B5 if A >= T4 else rs
+    rs = B6 if A >= T5 else rs
+    rs = B7 if A >= T6 else rs
+    qq = (np.float64(A) / rs) * P  # the reference's fl(|x| / s) / Q
+    j = np.floor(qq)
+    frac = qq - j
+    if mode == 0:  # nearest, ties to even
+        j = j + 1.0 if (frac > 0.5) | ((frac == 0.5) & ((np.int64(j) & 1) == 1)) else j
+    else:  # stochastic: round up iff floor(frac 2^32) + rword >= 2^32 (stochastic_sat_value)
+        j = j + 1.0 if np.floor(frac * _TWO32) + rword >= _TWO32 else j
+    j = min(j, P - 1.0)  # saturate at maxval = 1 - Q
+    eb = np.int64(ab >> np.uint32(23))  # |x| = A 2^(eb - 150): scale the float32 of j Q rho S by that
+    y = np.int64(f32_bits(np.float32(j * Q * rs))) + ((eb - 150) << 23)
+    y = y if ab != np.uint32(0) else np.int64(0)
+    return np.uint32(y) | (b & np.uint32(0x80000000))
+
+
+@njit(**_LANE_OPTIONS)
+def _flagged(v, tiny):
+    """Elements the ratio lanes do not cover: NaN, +-inf, non-zero magnitudes ``<= tiny``."""
+    a = abs(v)
+    return not (a < np.inf) or (a != 0.0 and a <= tiny)
+
+
+@njit(**_LANE_OPTIONS)
+def _tiny(st, eg):
+    """``max(St * min(G), 2^-120)``: the flagged magnitude bound."""
+    return max(st * bits_f64(np.uint64(1023 + 1 - (1 << eg)) << _S52), _SMALL_F32)
+
+
+@njit(**_LANE_OPTIONS)
+def _needs_general_path(xb, lo, hi, tiny_bits):
+    """Whether any of the float32 bit patterns ``xb[lo:hi]`` is flagged (NaN, inf, or a non-zero
+    magnitude with bits ``<= tiny_bits``): two integer reductions, which vectorize."""
+    top = np.uint32(0)
+    low = np.uint32(0xFFFFFFFF)
+    for i in range(lo, hi):
+        a = xb[i] & np.uint32(0x7FFFFFFF)
+        top = max(top, a)
+        low = min(low, a - np.uint32(1))  # zero wraps to the largest word: the smallest non-zero |x| - 1
+    return top >= np.uint32(0x7F800000) or low < tiny_bits
+
+
+@njit(**_LANE_OPTIONS)
+def _tiny_bits(st, eg):
+    """float32 bit bound for :func:`_needs_general_path` (rounding up: never misses a flag)."""
+    return np.uint32(f32_bits(np.float32(_tiny(st, eg)))) + np.uint32(1)
+
+
+@njit(**_LANE_OPTIONS)
+def _ratio_range(xb, x, ob, out, lo, hi, st, eg, mg, m, emin, maxval, mode, key, P, Q, check):
+    """Elements ``lo:hi`` through :func:`_ratio_lane`; with ``check``, the flagged ones again
+    through the general :func:`_nc_range`."""
+    T, B = _ratio_tables(np.int64((f32_bits(np.float32(st)) & np.uint32(0x7FFFFF)) | np.uint32(0x800000)), mg)
+    T0, T1, T2, T3, T4, T5, T6 = T[0], T[1], T[2], T[3], T[4], T[5], T[6]
+    B0, B1, B2, B3, B4, B5, B6, B7 = B[0], B[1], B[2], B[3], B[4], B[5], B[6], B[7]
+    if mode == 0:
+        for i in range(lo, hi):
+            ob[i] = _ratio_lane(xb[i], T0, T1, T2, T3, T4, T5, T6, B0, B1, B2, B3, B4, B5, B6, B7, P, Q, 0, 0.0)
+    else:
+        for i in range(lo, hi):
+            ob[i] = _ratio_lane(xb[i], T0, T1, T2, T3, T4, T5, T6, B0, B1, B2, B3, B4, B5, B6, B7, P, Q, 1,
+                                random_word(key, i))
+    if not check:
+        return
+    tiny = _tiny(st, eg)
+    for i in range(lo, hi):
+        if _flagged(np.float64(x[i]), tiny):
+            _nc_range(x, out, i, i + 1, st, eg, mg, m, emin, True, maxval, mode, key)
+
+
+@njit(**_LANE_OPTIONS)
+def _ratio_serial(xb, x, ob, out, eg, mg, m, emin, maxval, mode, seed, P, Q):
+    """St, the flag check and the lanes in one call (one pass for St and the check); returns St."""
+    top = np.uint32(0)
+    best = np.uint32(0)
+    low = np.uint32(0xFFFFFFFF)
+    for i in range(xb.size):
+        a = xb[i] & np.uint32(0x7FFFFFFF)
+        top = max(top, a)
+        best = max(best, a if a < np.uint32(0x7F800000) else np.uint32(0))
+        low = min(low, a - np.uint32(1))  # zero wraps to the largest word
+    st = np.float64(bits_f32(np.uint32(best)))
+    key = seed_key(seed)
+    if st == 0.0:  # no finite non-zero value: every scale is 0 (NaN stays NaN)
+        _nc_range(x, out, 0, x.size, st, eg, mg, m, emin, True, maxval, mode, key)
+        return st
+    check = top >= np.uint32(0x7F800000) or (low != np.uint32(0xFFFFFFFF) and
+                                             np.float64(bits_f32(np.uint32(low + np.uint32(1)))) <= _tiny(st, eg))
+    _ratio_range(xb, x, ob, out, 0, x.size, st, eg, mg, m, emin, maxval, mode, key, P, Q, check)
+    return st
+
+
+@njit(parallel=True, **_LANE_OPTIONS)
+def _ratio_parallel(xb, x, ob, out, st, eg, mg, m, emin, maxval, mode, seed, P, Q):
+    key = seed_key(seed)
+    if st == 0.0:
+        _nc_range(x, out, 0, x.size, st, eg, mg, m, emin, True, maxval, mode, key)
+        return
+    tiny_bits = _tiny_bits(st, eg)
+    ntask = (x.size + CHUNK - 1) // CHUNK
+    for t in prange(ntask):
+        lo = t * CHUNK
+        hi = min(x.size, lo + CHUNK)
+        _ratio_range(xb, x, ob, out, lo, hi, st, eg, mg, m, emin, maxval, mode, key, P, Q,
+                     _needs_general_path(xb, lo, hi, tiny_bits))
+
+
+def quantize_one_element_groups(x: np.ndarray, out: np.ndarray, eg: int, mg: int, m: int, emin: int,
+                                sub: bool, maxval: float, mode: int, seed: int) -> float:
+    """MLS quantization of a flat float32/float64 ``x`` in which every element is its own group,
+    nearest (mode 0) or stochastic (mode 1), into ``out`` (same dtype).  Returns ``St``.
+
+    Same bits as ``mls_scales`` + ``round_rows_sat`` (tests compare them): float32 data on an
+    MLS element grid with ``Mg <= 2`` takes the ratio lanes (St and the flag check in one
+    pass, then one pass of lanes), everything else the general per-element path.  Inputs below
+    ``SERIAL_BELOW`` elements run on the calling thread.
+    """
+    Q = top_quantum(m, emin)
+    ratio = (x.dtype == np.float32 and out.dtype == np.float32 and sub and mode in (0, 1)
+             and mg <= _MAX_MG and maxval == 1.0 - Q and m <= 20)
+    if ratio and x.size < SERIAL_BELOW:
+        return float(_ratio_serial(x.view(np.uint32), x, out.view(np.uint32), out, eg, mg, m, emin, maxval, mode,
+                                   seed, 1.0 / Q, Q))
+    st = float(group_absmax_rows(x, 1)[0])
+    if ratio:
+        _ratio_parallel(x.view(np.uint32), x, out.view(np.uint32), out, st, eg, mg, m, emin, maxval, mode, seed,
+                        1.0 / Q, Q)
+        return st
+    kernel = _nc_serial if x.size < SERIAL_BELOW else _nc_parallel
+    kernel(x, out, st, eg, mg, m, emin, sub, maxval, mode, seed)
+    return st
