@@ -10,8 +10,9 @@ and :mod:`core.kernels` (Numba).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 
@@ -43,6 +44,10 @@ def check_rounding(spec: "FormatSpec", rounding: str) -> str:
             f"it supports: {', '.join(spec.roundings)}"
         )
     return rounding
+
+
+def _quantize_with(spec: "FormatSpec", rounding: str, x: torch.Tensor, seed: "int | None" = None) -> torch.Tensor:
+    return spec.quantize(x, rounding, seed)
 
 
 def check_input(x: Any) -> torch.Tensor:
@@ -146,6 +151,12 @@ class FormatSpec:
         backend: str = "auto",
     ) -> torch.Tensor:
         raise NotImplementedError
+
+    def quantizer(self, rounding: str = "nearest") -> Callable[[torch.Tensor, "int | None"], torch.Tensor]:
+        """``f(x, seed)``: :meth:`quantize` with this rounding, the mode checked once (for callers
+        that quantize many tensors, like the training loop); families may hoist more per-call work."""
+        check_rounding(self, rounding)
+        return functools.partial(_quantize_with, self, rounding)
 
     def encode(self, x: torch.Tensor, rounding: str = "nearest", seed: int | None = None) -> Encoded:
         raise NotImplementedError

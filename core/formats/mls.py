@@ -208,6 +208,29 @@ class MLSFormat(ScaledFormat):
             return self._fused_cpu(x, rounding, seed)
         return super().quantize(x, rounding, seed, backend)
 
+    def quantizer(self, rounding: str = "nearest"):
+        """``f(x, seed)`` == :meth:`quantize`; with ``nc`` grouping, float32 CPU tensors of at most two
+        dimensions (every element its own group) go straight to the one-element kernel, the
+        path and constants fixed here once (the training loop's W/A/E of Linear layers)."""
+        check_rounding(self, rounding)
+        if self.group != "nc" or rounding not in ("nearest", "stochastic") or self.element_grid.emin - \
+                self.element_grid.m < -1000:
+            return super().quantizer(rounding)
+        g = self.element_grid
+        run = _one_element_kernels().one_element_runner(self.eg, self.mg, g.m, g.emin, g.subnormals, g.maxval,
+                                                        _MODE[rounding])
+        stochastic = rounding == "stochastic"
+        spec = self
+
+        def quantize_one_element(x: torch.Tensor, seed: int | None = None) -> torch.Tensor:
+            if x.dtype is torch.float32 and x.dim() <= 2 and x.is_cpu and x.is_contiguous() and x.numel():
+                y = torch.empty_like(x)
+                run(x.detach().numpy().ravel(), y.numpy().ravel(), resolve_seed(seed) if stochastic else 0)
+                return y
+            return spec.quantize(x, rounding, seed)
+
+        return quantize_one_element
+
     def _fused_cpu(self, x: torch.Tensor, rounding: str, seed: int | None) -> torch.Tensor:
         xc = x.detach()
         if not xc.is_contiguous():

@@ -29,6 +29,7 @@ or results near the float32 subnormal range) take the general path.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 from numba import njit, prange
@@ -39,7 +40,7 @@ from .grid_round import (group_absmax_rows, nearest_sat_consts, nearest_sat_valu
                          stochastic_sat_value)
 from .mls_fused import group_scale_ceil_value
 
-__all__ = ["quantize_one_element_groups", "top_quantum"]
+__all__ = ["quantize_one_element_groups", "one_element_runner", "top_quantum"]
 
 _TWO32 = 4294967296.0
 _S52 = np.uint64(52)
@@ -151,6 +152,90 @@ def _ratio_lane(b, T0, T1, T2, T3, T4, T5, T6, B0, B1, B2, B3, B4, B5, B6, B7, P
 
 
 @njit(**_LANE_OPTIONS)
+def _rho_of(A, S, mg):
+    """``(num, sh)`` with ``rho S = num / 2^sh`` for the smallest ``rho`` in ``R`` with ``rho S >= A``."""
+    one = np.int64(1) << mg
+    for half in (1, 0):
+        for k in range(half, one):
+            num = (one + k) * S
+            if num >= A << (mg + half):
+                return num, mg + half
+    return 2 * S, np.int64(0)
+
+
+@njit(**_LANE_OPTIONS)
+def _j_of(A, num, sh, Pi):
+    """``min(round_half_even(A P / (rho S)), P - 1)``, exactly, in integers."""
+    q, r = divmod(A * Pi << sh, num)
+    if 2 * r > num or (2 * r == num and (q & 1) == 1):
+        q += 1
+    return min(q, Pi - 1)
+
+
+@njit(**_LANE_OPTIONS)
+def _nearest_table(S, mg, P):
+    """Nearest rounding as a step function of the mantissa ``A`` in ``[2^23, 2^24)``.
+
+    Returns ``(T, W, ok)``: the element's float32 bits (before the exponent of ``|x|`` is added)
+    are ``W[t]`` with ``t = #{i : A >= T_i}``.  The walk follows ``A`` upwards from ``2^23``,
+    stopping at the next member threshold of ``rho`` or the next rounding midpoint, whichever
+    comes first (exact integer arithmetic); ``ok`` is False when more than 7 steps would be
+    needed (many element mantissa bits), and the division lanes are used instead.
+    """
+    T = np.full(7, _NO_THRESHOLD, dtype=np.int64)
+    W = np.zeros(8, dtype=np.uint32)
+    Pi = np.int64(P)
+    A = np.int64(1) << 23
+    end = np.int64(1) << 24
+    num, sh = _rho_of(A, S, mg)
+    j = _j_of(A, num, sh, Pi)
+    W[0] = f32_bits(np.float32(j * (num / (P * float(np.int64(1) << sh)))))
+    n = 0
+    while True:
+        gamma_next = (num >> sh) + 1  # first A above rho S: the next rho
+        mid_next = end
+        if j < Pi - 1:  # first A rounding to j + 1 under this rho (ties to even)
+            L = (2 * j + 1) * num
+            R = (2 * Pi) << sh
+            mid_next = L // R + 1
+            if L % R == 0 and ((j + 1) & 1) == 0:
+                mid_next = L // R
+        A = min(gamma_next, mid_next)
+        if A >= end:
+            return T, W, True
+        num, sh = _rho_of(A, S, mg)
+        j = _j_of(A, num, sh, Pi)
+        w = f32_bits(np.float32(j * (num / (P * float(np.int64(1) << sh)))))
+        if w != W[n]:
+            if n == 7:
+                return T, W, False
+            T[n] = A
+            W[n + 1] = w
+            n += 1
+        elif n < 7:  # same value on both sides: no step (keep unused slots consistent)
+            W[n + 1] = w
+
+
+@njit(**_LANE_OPTIONS)
+def _table_lane(b, T0, T1, T2, T3, T4, T5, T6, W0, W1, W2, W3, W4, W5, W6, W7):
+    """Nearest: quantized float32 bits of ``b`` from the :func:`_nearest_table` step function
+    (integer compares and selects only)."""
+    ab = b & np.uint32(0x7FFFFFFF)
+    A = np.int64((ab & np.uint32(0x7FFFFF)) | np.uint32(0x800000))
+    w = W0
+    w = W1 if A >= T0 else w
+    w = W2 if A >= T1 else w
+    w = W3 if A >= T2 else w
+    w = W4 if A >= T3 else w
+    w = W5 if A >= T4 else w
+    w = W6 if A >= T5 else w
+    w = W7 if A >= T6 else w
+    y = np.int64(w) + ((np.int64(ab >> np.uint32(23)) - 150) << 23)
+    y = y if ab != np.uint32(0) else np.int64(0)
+    return np.uint32(y) | (b & np.uint32(0x80000000))
+
+
+@njit(**_LANE_OPTIONS)
 def _flagged(v, tiny):
     """Elements the ratio lanes do not cover: NaN, +-inf, non-zero magnitudes ``<= tiny``."""
     a = abs(v)
@@ -186,10 +271,20 @@ def _tiny_bits(st, eg):
 def _ratio_range(xb, x, ob, out, lo, hi, st, eg, mg, m, emin, maxval, mode, key, P, Q, check):
     """Elements ``lo:hi`` through :func:`_ratio_lane`; with ``check``, the flagged ones again
     through the general :func:`_nc_range`."""
-    T, B = _ratio_tables(np.int64((f32_bits(np.float32(st)) & np.uint32(0x7FFFFF)) | np.uint32(0x800000)), mg)
+    S = np.int64((f32_bits(np.float32(st)) & np.uint32(0x7FFFFF)) | np.uint32(0x800000))
+    T, W, table = _nearest_table(S, mg, P) if mode == 0 else (_ratio_tables(S, mg)[0], np.zeros(8, np.uint32),
+                                                                  False)
+    if table:
+        T0, T1, T2, T3, T4, T5, T6 = T[0], T[1], T[2], T[3], T[4], T[5], T[6]
+        W0, W1, W2, W3, W4, W5, W6, W7 = W[0], W[1], W[2], W[3], W[4], W[5], W[6], W[7]
+        for i in range(lo, hi):
+            ob[i] = _table_lane(xb[i], T0, T1, T2, T3, T4, T5, T6, W0, W1, W2, W3, W4, W5, W6, W7)
+    T, B = _ratio_tables(S, mg)
     T0, T1, T2, T3, T4, T5, T6 = T[0], T[1], T[2], T[3], T[4], T[5], T[6]
     B0, B1, B2, B3, B4, B5, B6, B7 = B[0], B[1], B[2], B[3], B[4], B[5], B[6], B[7]
-    if mode == 0:
+    if table:
+        pass
+    elif mode == 0:
         for i in range(lo, hi):
             ob[i] = _ratio_lane(xb[i], T0, T1, T2, T3, T4, T5, T6, B0, B1, B2, B3, B4, B5, B6, B7, P, Q, 0, 0.0)
     else:
@@ -265,3 +360,20 @@ def quantize_one_element_groups(x: np.ndarray, out: np.ndarray, eg: int, mg: int
     kernel = _nc_serial if x.size < SERIAL_BELOW else _nc_parallel
     kernel(x, out, st, eg, mg, m, emin, sub, maxval, mode, seed)
     return st
+
+
+def one_element_runner(eg: int, mg: int, m: int, emin: int, sub: bool, maxval: float,
+                       mode: int) -> Callable[[np.ndarray, np.ndarray, int], float]:
+    """``run(x, out, seed) -> St``: :func:`quantize_one_element_groups` for one format and mode, with
+    the path choice and constants fixed once (the training loop calls it for every tensor)."""
+    Q = top_quantum(m, emin)
+    P = 1.0 / Q
+    ratio = sub and mode in (0, 1) and mg <= _MAX_MG and maxval == 1.0 - Q and m <= 20
+
+    def run(x: np.ndarray, out: np.ndarray, seed: int) -> float:
+        if ratio and x.size < SERIAL_BELOW and x.dtype == np.float32 and out.dtype == np.float32:
+            return _ratio_serial(x.view(np.uint32), x, out.view(np.uint32), out, eg, mg, m, emin, maxval, mode,
+                                 seed, P, Q)
+        return quantize_one_element_groups(x, out, eg, mg, m, emin, sub, maxval, mode, seed)
+
+    return run

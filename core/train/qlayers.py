@@ -61,11 +61,21 @@ def _splitmix64(z: int) -> int:
 
 def tensor_seed(seed: int, step: int, layer: int, tensor: str) -> int:
     """Deterministic 63-bit rounding seed for one tensor of one layer at one step."""
+    return _splitmix64(_layer_step_key(seed, step, layer) ^ TENSORS[tensor]) >> 1
+
+
+@functools.lru_cache(maxsize=4096)
+def _layer_step_key(seed: int, step: int, layer: int) -> int:
+    """The part of :func:`tensor_seed` shared by a layer's tensors at one step (computed once)."""
     z = _splitmix64(seed & _MASK64)
     z = _splitmix64(z ^ (step & _MASK64))
-    z = _splitmix64(z ^ (layer & _MASK64))
-    z = _splitmix64(z ^ TENSORS[tensor])
-    return z >> 1
+    return _splitmix64(z ^ (layer & _MASK64))
+
+
+@functools.lru_cache(maxsize=512)
+def _quantizer(fmt: str, rounding: str) -> Callable[[torch.Tensor, "int | None"], torch.Tensor]:
+    """The spec's ``quantizer(rounding)`` (per-call work hoisted), one per (spec string, rounding)."""
+    return parse_spec(fmt).quantizer(rounding)
 
 
 @functools.lru_cache(maxsize=512)
@@ -107,8 +117,9 @@ class TensorQuant:
         return parse_spec(self.fmt)
 
     def __call__(self, x: torch.Tensor, seed: int | None = None) -> torch.Tensor:
-        """Quantize ``x`` (same shape, dtype, device)."""
-        return core.quantize(x, self.spec, rounding=self.rounding, seed=seed)
+        """Quantize ``x`` (same shape, dtype, device): ``core.quantize`` through the spec's
+        :meth:`~core.formats.base.FormatSpec.quantizer`."""
+        return _quantizer(self.fmt, self.rounding)(x, seed)
 
     @classmethod
     def coerce(cls, v: "TensorQuant | str | dict[str, Any] | None", rounding: str = "nearest") -> "TensorQuant | None":
@@ -146,7 +157,7 @@ class QuantConfig:
         for f in dataclasses.fields(self):
             object.__setattr__(self, f.name, TensorQuant.coerce(getattr(self, f.name)))
 
-    @property
+    @functools.cached_property
     def is_float(self) -> bool:
         """True when nothing is quantized."""
         return all(getattr(self, f.name) is None for f in dataclasses.fields(self))
@@ -209,8 +220,9 @@ class QLayer:
         tq: TensorQuant | None = getattr(self.quant, kind) if self.quant is not None else None
         if tq is None:
             return x
-        seed = tensor_seed(self.seed, self.step, self.layer_index, kind) if tq.rounding == "stochastic" else None
-        return tq(x, seed)
+        if tq.rounding == "stochastic":
+            return tq(x, tensor_seed(self.seed, self.step, self.layer_index, kind))
+        return tq(x)
 
     def quant_state(self) -> dict[str, Any]:
         """Quantizer state for checkpoints (plain types only)."""
@@ -254,8 +266,8 @@ class _QOp(torch.autograd.Function):
                 cap.update(g=gw.detach(), gq=gwq.detach())
         gb = None
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            dims = [0] + list(range(2, grad_y.dim()))
-            gb = grad_y.sum(dim=dims) if grad_y.dim() > 1 else grad_y
+            nd = grad_y.dim()
+            gb = grad_y.sum(0) if nd == 2 else grad_y.sum(dim=[0, *range(2, nd)]) if nd > 2 else grad_y
         return gx, gwq, gb, None
 
 
@@ -274,11 +286,11 @@ class QLinear(nn.Linear, QLayer):
         gx = eq.matmul(wq) if need_x else None
         gw = None
         if need_w:
-            gw = eqw.reshape(-1, eqw.shape[-1]).t().matmul(xq.reshape(-1, xq.shape[-1]))
+            gw = eqw.t().mm(xq) if eqw.dim() == 2 else eqw.reshape(-1, eqw.shape[-1]).t().mm(xq.reshape(-1, xq.shape[-1]))
         return gx, gw
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.quant is None or self.quant.is_float:
+        if self.quant is None:  # assign() stores float configs as None
             return _plain_forward(self, x, F.linear(x, self.weight, self.bias))
         return _QOp.apply(x, self.weight, self.bias, self)
 
@@ -320,7 +332,7 @@ class QConv2d(nn.Conv2d, QLayer):
         return gx, gw
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.quant is None or self.quant.is_float:
+        if self.quant is None:  # assign() stores float configs as None
             return _plain_forward(self, x, self._op(x, self.weight, self.bias))
         return _QOp.apply(x, self.weight, self.bias, self)
 
