@@ -90,3 +90,32 @@ def test_structured_sample_keeps_whole_groups(shape, k):
             assert tuple(b.tolist()) in blocks
         assert s.shape[0] * s.shape[1] * math.prod(shape[2:] or (1,)) > k // 2  # uses most of the budget
     assert torch.isin(s, x).all()
+
+
+GROUPED = ["mls(ex=2,mx=1,eg=8,mg=1,group=nc)", "mls(ex=2,mx=3,eg=4,mg=1,group=n)", "int(bits=8,scale=tensor)",
+           "mx(elem=fp8_e4m3,block=32,axis=-1)", "mx(elem=fp4_e2m1,block=32,axis=0)", "niti(bits=8)",
+           "bfp(bits=8,block=16)"]
+
+
+@pytest.mark.parametrize("fmt", GROUPED)
+def test_grouped_stagnation_pass_equals_the_code_step_definition(fmt):
+    """The one-pass stagnation count over a scaled format's groups == ``|dw| < code_step(w) / 2``
+    computed with core.code_step (padding blocks and tiny/zero weights included)."""
+    torch.manual_seed(1)
+    for before in (torch.randn(64, 48) * 0.1, torch.randn(16, 8, 3, 3), torch.tensor([[0.0, 1e-30, 2.0, -3.0]]),
+                   torch.randn(7, 33)):
+        after = before - torch.randn_like(before) * torch.exp2(torch.randint(-14, -2, before.shape).float())
+        want = float(((after.double() - before.double()).abs() < core.code_step(before, fmt) / 2).double().mean())
+        assert stagnation_rate(before, after, fmt) == want, (fmt, tuple(before.shape))
+
+
+@pytest.mark.parametrize("per, lo", [(1, -40.0), (2, -40.0), (3, -10.0), (4, -3.0)])
+def test_histogram_binning_from_exponent_bits_equals_log2(per, lo):
+    """Whole binades of ``per`` bins: the exponent-bit binning == floor((log2|x| - lo) * per), also at
+    every bin edge's float32 neighbours and exact powers of two."""
+    bins = per * 30
+    edges = torch.tensor([2.0 ** (e + t / per) for e in range(-12, 12) for t in range(per)], dtype=torch.float64)
+    x32 = edges.float()
+    x = torch.cat([x32, torch.nextafter(x32, torch.zeros(1)), torch.nextafter(x32, torch.full((1,), 1e9)),
+                   torch.randn(5000) * 7, -x32])
+    assert stats_and_histogram(x, lo, lo + 30, bins)[1] == log2_histogram(x, lo, lo + 30, bins)

@@ -209,13 +209,19 @@ class ScaledFormat(FormatSpec):
         return torch.from_numpy(self.element_grid.values())
 
     # ------------------------------------------------------------- metrics
-    def _scale_per_element(self, x: torch.Tensor) -> torch.Tensor:
+    def blocked_scales(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, BlockView]:
+        """``(x3, s2, view)``: the (A, B, R) view of ``x`` and the float64 scale of each (A, B) row as
+        the metrics use it (a zero scale counts as 1); :meth:`range_for` and :meth:`code_step` are
+        these scales per element."""
         view = self.view(x)
         x3 = view.to_x3(x)
         s2, _ = self.scales(x3, "auto")
-        s3 = s2.unsqueeze(-1).expand(x3.shape).to(torch.float64)
-        s3 = torch.where(s3 == 0, torch.ones_like(s3), s3)
-        return view.from_x3(s3)
+        s2 = s2.to(torch.float64)
+        return x3, torch.where(s2 == 0, torch.ones_like(s2), s2), view
+
+    def _scale_per_element(self, x: torch.Tensor) -> torch.Tensor:
+        x3, s2, view = self.blocked_scales(x)
+        return view.from_x3(s2.unsqueeze(-1).expand(x3.shape))
 
     def range_for(self, x):
         s = self._scale_per_element(x)

@@ -459,6 +459,12 @@ def _absmax_bits_rows(xb, rows, absmask, infbits):
 def _absmax_bits_rows_serial(xb, rows, absmask, infbits):
     out = np.zeros(rows, dtype=xb.dtype)
     R = xb.size // rows if rows else 0
+    if R == 1:  # one-element rows (MLS nc groups of a 2-d tensor): a flat, vectorizable loop
+        zero = xb.dtype.type(0)
+        for i in range(rows):
+            a = xb[i] & absmask
+            out[i] = a if a < infbits else zero
+        return out
     for row in range(rows):
         out[row] = _bits_max(xb, row * R, row * R + R, absmask, infbits)
     return out

@@ -18,11 +18,13 @@ import torch
 from torch import nn
 
 import core
+from core.formats.scaled import ScaledFormat
 
 from .config import TelemetryConfig
 from .context import MetricRow
 from .qlayers import TensorQuant, qlayers, tensor_seed
-from .telemetry_kernels import error_metrics, range_fractions, stats_hist
+from .telemetry_kernels import (error_metrics, range_fractions, range_fractions_rows, stagnant_fraction_rows,
+                                stats_hist)
 
 __all__ = ["Histogram", "Telemetry", "tensor_stats", "log2_histogram", "stats_and_histogram", "quant_metrics",
            "stagnation_rate", "structured_sample",
@@ -122,6 +124,14 @@ def quant_metrics(x: torch.Tensor, y: torch.Tensor, spec: Any) -> dict[str, floa
     xn = (xd.float() if xd.dtype in (torch.float16, torch.bfloat16) else xd).reshape(-1).numpy()
     yn = (yd.float() if yd.dtype in (torch.float16, torch.bfloat16) else yd).reshape(-1).numpy()
     out = error_metrics(xn, yn)
+    blocked = getattr(spec, "blocked_scales", None)
+    if blocked is not None and type(spec).range_for is ScaledFormat.range_for:
+        x3, s2, view = blocked(xd)
+        if not view.pad:  # padding would count as elements
+            x3n = (x3.float() if x3.dtype in (torch.float16, torch.bfloat16) else x3).contiguous().numpy()
+            g = spec.element_grid
+            out["overflow"], out["underflow"] = range_fractions_rows(x3n, s2.numpy(), g.maxval, g.smallest)
+            return out
     big, small = range_for(xd)
     big = torch.as_tensor(big, dtype=torch.float64).expand(xd.shape).reshape(-1).numpy()
     small = torch.as_tensor(small, dtype=torch.float64).expand(xd.shape).reshape(-1).numpy()
@@ -132,7 +142,16 @@ def quant_metrics(x: torch.Tensor, y: torch.Tensor, spec: Any) -> dict[str, floa
 def stagnation_rate(before: torch.Tensor, after: torch.Tensor, fmt: Any) -> float:
     """Fraction of elements whose update ``|after - before|`` is below half the code step of ``fmt`` at
     ``before`` (the update would be rounded away if the weight were stored in ``fmt``)."""
-    step = core.code_step(before, fmt)
+    spec = core.parse_format(fmt)
+    if (isinstance(spec, ScaledFormat) and type(spec).code_step is ScaledFormat.code_step and before.device.type == "cpu"
+            and before.dtype in (torch.float32, torch.float64) and before.numel()):
+        x3, s2, view = spec.blocked_scales(before.detach())
+        if not view.pad:  # one Numba pass over the (A, B, R) view, no per-element step tensor
+            a3 = view.to_x3(after.detach().to(before.dtype))
+            g = spec.element_grid
+            return stagnant_fraction_rows(x3.contiguous().numpy(), a3.contiguous().numpy(), s2.numpy(), g.m, g.emin,
+                                          g.subnormals)
+    step = core.code_step(before, spec)
     delta = (after.double() - before.double()).abs()
     return float((delta < step / 2).double().mean())
 

@@ -17,11 +17,31 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-__all__ = ["StatsHist", "stats_hist", "error_metrics", "range_fractions"]
+from core.kernels.bits import bits_f64, f64_bits
+
+__all__ = ["StatsHist", "stats_hist", "error_metrics", "range_fractions", "range_fractions_rows",
+           "stagnant_fraction_rows"]
+
+
+_S52 = np.uint64(52)
+_EXPMASK = np.uint64(0x7FF)
+_MANT = np.uint64((1 << 52) - 1)
+_ONE_BITS = np.uint64(0x3FF0000000000000)
+
+
+@njit(cache=True, fastmath=False, nogil=True)
+def _log2_bin_slow(a, lo, scale, bins):
+    """``clamp(floor((log2 a - lo) * scale), 0, bins - 1)`` through ``math.log2``."""
+    k = math.floor((math.log2(a) - lo) * scale)
+    return min(max(k, 0), bins - 1)
 
 
 @njit(cache=True, fastmath=False, nogil=True)
 def _stats_hist(v, lo, hi, bins):  # type: ignore[no-untyped-def]
+    """One pass; the log2 bin of ``a = m 2^e`` (float64 normal) is ``per (e - lo) + #{edges <= m}``
+    when the bins are whole binades of ``per`` bins from an integer ``lo`` (``edges = 2^(t/per)``);
+    mantissas within ``1e-12`` of an edge, where float rounding of log2 could decide, and other
+    layouts take ``math.log2``."""
     counts = np.zeros(bins, dtype=np.int64)
     n = 0
     zeros = 0
@@ -38,6 +58,12 @@ def _stats_hist(v, lo, hi, bins):  # type: ignore[no-untyped-def]
     amax = 0.0
     amin_nz = math.inf
     scale = bins / (hi - lo)
+    per = np.int64(round(scale))
+    fast = per == scale and 1 <= per <= 64 and math.floor(lo) == lo and abs(lo) < 1e6
+    edges = np.empty(max(per - 1, 1), dtype=np.float64)
+    for t in range(per - 1):
+        edges[t] = 2.0 ** ((t + 1) / per)
+    base = np.int64(lo) if fast else np.int64(0)
     for i in range(v.size):
         x = np.float64(v[i])
         if not math.isfinite(x):
@@ -59,12 +85,23 @@ def _stats_hist(v, lo, hi, bins):  # type: ignore[no-untyped-def]
             amax = a
         if a < amin_nz:
             amin_nz = a
-        k = math.floor((math.log2(a) - lo) * scale)
-        if k < 0:
-            k = 0
-        elif k >= bins:
-            k = bins - 1
-        counts[int(k)] += 1
+        b = f64_bits(a)
+        e = np.int64((b >> _S52) & _EXPMASK) - 1023
+        near = not fast or e == -1023
+        k = per * (e - base)
+        if not near:
+            m = bits_f64((b & _MANT) | _ONE_BITS)
+            for t in range(per - 1):
+                c = edges[t]
+                if abs(m - c) < 1e-12:
+                    near = True
+                if m >= c:
+                    k += 1
+        if near:
+            k = _log2_bin_slow(a, lo, scale, bins)
+        else:
+            k = min(max(k, 0), bins - 1)
+        counts[k] += 1
     mean = shift + s1 / n if n > 0 else 0.0
     std = math.sqrt(max(0.0, (s2 - s1 * s1 / n) / (n - 1))) if n > 1 else 0.0
     return counts, n, zeros, nonfinite, mean, std, vmin, vmax, amax, amin_nz
@@ -149,6 +186,68 @@ def error_metrics(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
         rel = math.sqrt(noise) / math.sqrt(sig)
         sq = math.inf if noise == 0 else 10.0 * math.log10(sig / noise)
     return {"are": are, "rel_error": rel, "sqnr_db": sq}
+
+
+@njit(cache=True, fastmath=False, nogil=True)
+def _range_counts_rows(x, scale, big_mult, small_mult):  # type: ignore[no-untyped-def]
+    rows = scale.size
+    R = x.size // rows if rows else 0
+    n = 0
+    over = 0
+    under = 0
+    for r in range(rows):
+        big = scale[r] * big_mult
+        small = scale[r] * small_mult
+        for i in range(r * R, r * R + R):
+            a = abs(np.float64(x[i]))
+            if not math.isfinite(a):
+                continue
+            n += 1
+            if a > big:
+                over += 1
+            if a > 0.0 and a < small:
+                under += 1
+    return n, over, under
+
+
+def range_fractions_rows(x: np.ndarray, scale: np.ndarray, big_mult: float,
+                         small_mult: float) -> tuple[float, float]:
+    """:func:`range_fractions` with the limits ``scale[row] * big_mult`` / ``scale[row] * small_mult``
+    of equal rows of a flat ``x`` (one scale per row: a scaled format's groups), without per-element
+    limit arrays."""
+    n, over, under = _range_counts_rows(np.ascontiguousarray(x).reshape(-1), np.ascontiguousarray(scale).reshape(-1),
+                                        float(big_mult), float(small_mult))
+    return (over / n, under / n) if n else (math.nan, math.nan)
+
+
+@njit(cache=True, fastmath=False, nogil=True)
+def _stagnant_rows(before, after, scale, m, emin, below):  # type: ignore[no-untyped-def]
+    rows = scale.size
+    R = before.size // rows if rows else 0
+    count = 0
+    for r in range(rows):
+        s = scale[r]
+        for i in range(r * R, r * R + R):
+            b = np.float64(before[i])
+            _, ex = math.frexp(abs(b) / s)
+            e = ex - 1
+            k = e - m if e >= emin else below
+            if abs(np.float64(after[i]) - b) < math.ldexp(s, k) / 2:
+                count += 1
+    return count
+
+
+def stagnant_fraction_rows(before: np.ndarray, after: np.ndarray, scale: np.ndarray, m: int, emin: int,
+                           sub: bool) -> float:
+    """Fraction of elements whose update ``|after - before|`` is below half the code step of a scaled
+    format at ``before``: step ``s 2^k``, ``s = scale[row]``, ``k`` the grid quantum exponent of
+    ``|before| / s`` (``ScaledFormat.code_step``'s definitions; equal rows of flat arrays)."""
+    b = np.ascontiguousarray(before).reshape(-1)
+    if b.size == 0:
+        return math.nan
+    below = emin - m if sub else emin
+    return _stagnant_rows(b, np.ascontiguousarray(after).reshape(-1), np.ascontiguousarray(scale).reshape(-1),
+                          int(m), int(emin), int(below)) / b.size
 
 
 def range_fractions(x: np.ndarray, big: np.ndarray, small: np.ndarray) -> tuple[float, float]:
