@@ -137,3 +137,26 @@ def test_bad_specs_and_roundings_raise_value_error():
         TensorQuant("fp8_e4m3", "up")
     assert TensorQuant(" fp8_e4m3 ").fmt == str(core.parse_format("fp8_e4m3"))
     assert QuantConfig(w="none").is_float
+
+
+def test_compiled_tensor_seed_equals_the_python_definition():
+    """The compiled seed chain == the plain-Python splitmix64 chain, including 64-bit seeds and steps."""
+    from core.train.qlayers import TENSORS, tensor_seed_reference
+
+    for seed in (0, 1, 7, 2**62 + 5, 2**63 + 11, 2**64 - 1, -3):
+        for step in (0, 1, 123456, 2**40):
+            for layer in (0, 3, 1000):
+                for t in TENSORS:
+                    assert tensor_seed(seed, step, layer, t) == tensor_seed_reference(seed, step, layer, t)
+
+
+def test_layer_seeds_per_step_equal_tensor_seed():
+    """A layer's cached per-step seeds are tensor_seed of each tensor, and follow step changes."""
+    from core.train.qlayers import TENSORS, QLinear
+
+    layer = QLinear(3, 2)
+    layer.seed, layer.layer_index = 2**63 + 9, 4
+    for step in (0, 5, 5, 6):
+        layer.step = step
+        for t, code in TENSORS.items():
+            assert layer._seeds_now()[code] == tensor_seed(layer.seed, step, 4, t)

@@ -223,9 +223,13 @@ class MLSFormat(ScaledFormat):
         spec = self
 
         def quantize_one_element(x: torch.Tensor, seed: int | None = None) -> torch.Tensor:
-            if x.dtype is torch.float32 and x.dim() <= 2 and x.is_cpu and x.is_contiguous() and x.numel():
+            if x.dtype is torch.float32 and x.dim() <= 2 and x.is_contiguous() and x.is_cpu:
                 y = torch.empty_like(x)
-                run(x.detach().numpy().ravel(), y.numpy().ravel(), resolve_seed(seed) if stochastic else 0)
+                if not stochastic:
+                    seed = 0
+                elif type(seed) is not int or not 0 <= seed < 2**64:
+                    seed = resolve_seed(seed)
+                run(x.detach().numpy().ravel(), y.numpy().ravel(), seed)
                 return y
             return spec.quantize(x, rounding, seed)
 

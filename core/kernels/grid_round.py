@@ -24,11 +24,14 @@ __all__ = [
     "quantize_value",
     "random_word",
     "seed_key",
+    "chained_seed",
+    "chained_seeds",
     "quantize_grid_3d",
     "group_absmax_3d",
     "quantize_f32_flat",
     "quantize_rows_nearest_sat",
     "stochastic_sat_value",
+    "stochastic_sat_lane",
     "group_absmax_rows",
     "rows_per_task",
 ]
@@ -59,6 +62,29 @@ def _mix(z):
 def seed_key(seed):
     """splitmix64 of the seed: the key of the counter-based generator."""
     return _mix(np.uint64(seed))
+
+
+@njit(**JIT_OPTIONS)
+def chained_seed(seed, step, layer, code):
+    """``splitmix64`` chained over ``(seed, step, layer, code)``, shifted to 63 bits: the rounding
+    seed of one tensor of one layer at one step (``core.train.qlayers.tensor_seed``)."""
+    z = _mix(np.uint64(seed) + _GAMMA)
+    z = _mix((z ^ np.uint64(step)) + _GAMMA)
+    z = _mix((z ^ np.uint64(layer)) + _GAMMA)
+    z = _mix((z ^ np.uint64(code)) + _GAMMA)
+    return np.int64(z >> np.uint64(1))
+
+
+@njit(**JIT_OPTIONS)
+def chained_seeds(seed, step, layer):
+    """:func:`chained_seed` for the codes 0..7 at once (one call per layer and step)."""
+    z = _mix(np.uint64(seed) + _GAMMA)
+    z = _mix((z ^ np.uint64(step)) + _GAMMA)
+    z = _mix((z ^ np.uint64(layer)) + _GAMMA)
+    out = [np.int64(0)] * 8
+    for code in range(8):
+        out[code] = np.int64(_mix((z ^ np.uint64(code)) + _GAMMA) >> np.uint64(1))
+    return (out[0], out[1], out[2], out[3], out[4], out[5], out[6], out[7])
 
 
 @njit(**JIT_OPTIONS)
@@ -317,6 +343,22 @@ def quantize_rows_nearest_sat(x, scale, out, m, emin, sub, maxval):
 def floor_log2(a):
     """floor(log2 a) of a positive normal float64, from its exponent bits."""
     return np.int64((f64_bits(a) >> _S52) & _EXPMASK) - 1023
+
+
+@njit(**JIT_OPTIONS)
+def stochastic_sat_lane(v, s, m, emin, sub, maxval, rword):
+    """:func:`stochastic_sat_value` for a scale ``s > 0`` with the early returns turned into selects
+    (same values; vectorizes in row loops, where ``s == 0`` rows are handled apart)."""
+    a = abs(v) / s
+    e = floor_log2(a)
+    k = min(quantum_exponent(e, m, emin, sub), 1000)
+    q = a * bits_f64(np.uint64(1023 - k) << _S52)
+    fl = np.floor(q)
+    fl = fl + 1.0 if np.floor((q - fl) * _TWO32) + rword >= _TWO32 else fl
+    r = fl * bits_f64(np.uint64(1023 + k) << _S52)
+    r = maxval if not (r <= maxval) or a == math.inf else r
+    y = math.copysign(r * s, v)
+    return v if v != v else y
 
 
 @njit(**JIT_OPTIONS)

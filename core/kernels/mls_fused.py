@@ -25,7 +25,8 @@ from numba import njit, prange
 from .bits import bits_f64, f64_bits
 from .config import CHUNK, JIT_OPTIONS, SERIAL_BELOW
 from .grid_round import (group_absmax_rows, nearest_sat_consts, nearest_sat_value, quantize_value, random_word,
-                         rows_per_task, seed_key, stochastic_sat_value)
+                         rows_per_task, seed_key, stochastic_sat_lane,
+                         stochastic_sat_value)
 
 __all__ = ["GROUP_CODES", "group_scale_ceil_value", "mls_scales", "round_rows_sat"]
 
@@ -137,6 +138,9 @@ def _round_task(t, x, scale, out, R, per, nchunk, m, emin, sub, maxval, mode, ke
             for i in range(lo, hi):
                 out[i] = nearest_sat_value(np.float64(x[i]), s, shift, low_mask, up, down,
                                            min_biased, maxval)
+        elif mode == 1 and s > 0.0:  # the select form vectorizes
+            for i in range(lo, hi):
+                out[i] = stochastic_sat_lane(np.float64(x[i]), s, m, emin, sub, maxval, random_word(key, i))
         elif mode == 1:
             for i in range(lo, hi):
                 out[i] = stochastic_sat_value(np.float64(x[i]), s, m, emin, sub, maxval,

@@ -268,17 +268,21 @@ def _tiny_bits(st, eg):
 
 
 @njit(**_LANE_OPTIONS)
-def _ratio_range(xb, x, ob, out, lo, hi, st, eg, mg, m, emin, maxval, mode, key, P, Q, check):
-    """Elements ``lo:hi`` through :func:`_ratio_lane`; with ``check``, the flagged ones again
-    through the general :func:`_nc_range`."""
+def _ratio_range(x, out, lo, hi, st, eg, mg, m, emin, maxval, mode, key, P, Q, check):
+    """Elements ``lo:hi`` of float32 ``x`` into ``out``: nearest through the :func:`_nearest_table`
+    step function when it has at most 7 steps, else through :func:`_ratio_lane`; with ``check``,
+    the flagged elements again through the general :func:`_nc_range`."""
+    xb = x.view(np.uint32)
+    ob = out.view(np.uint32)
     S = np.int64((f32_bits(np.float32(st)) & np.uint32(0x7FFFFF)) | np.uint32(0x800000))
-    T, W, table = _nearest_table(S, mg, P) if mode == 0 else (_ratio_tables(S, mg)[0], np.zeros(8, np.uint32),
-                                                                  False)
-    if table:
-        T0, T1, T2, T3, T4, T5, T6 = T[0], T[1], T[2], T[3], T[4], T[5], T[6]
-        W0, W1, W2, W3, W4, W5, W6, W7 = W[0], W[1], W[2], W[3], W[4], W[5], W[6], W[7]
-        for i in range(lo, hi):
-            ob[i] = _table_lane(xb[i], T0, T1, T2, T3, T4, T5, T6, W0, W1, W2, W3, W4, W5, W6, W7)
+    table = False
+    if mode == 0:
+        T, W, table = _nearest_table(S, mg, P)
+        if table:
+            T0, T1, T2, T3, T4, T5, T6 = T[0], T[1], T[2], T[3], T[4], T[5], T[6]
+            W0, W1, W2, W3, W4, W5, W6, W7 = W[0], W[1], W[2], W[3], W[4], W[5], W[6], W[7]
+            for i in range(lo, hi):
+                ob[i] = _table_lane(xb[i], T0, T1, T2, T3, T4, T5, T6, W0, W1, W2, W3, W4, W5, W6, W7)
     T, B = _ratio_tables(S, mg)
     T0, T1, T2, T3, T4, T5, T6 = T[0], T[1], T[2], T[3], T[4], T[5], T[6]
     B0, B1, B2, B3, B4, B5, B6, B7 = B[0], B[1], B[2], B[3], B[4], B[5], B[6], B[7]
@@ -300,8 +304,9 @@ def _ratio_range(xb, x, ob, out, lo, hi, st, eg, mg, m, emin, maxval, mode, key,
 
 
 @njit(**_LANE_OPTIONS)
-def _ratio_serial(xb, x, ob, out, eg, mg, m, emin, maxval, mode, seed, P, Q):
+def _ratio_serial(x, out, eg, mg, m, emin, maxval, mode, seed, P, Q):
     """St, the flag check and the lanes in one call (one pass for St and the check); returns St."""
+    xb = x.view(np.uint32)
     top = np.uint32(0)
     best = np.uint32(0)
     low = np.uint32(0xFFFFFFFF)
@@ -317,22 +322,23 @@ def _ratio_serial(xb, x, ob, out, eg, mg, m, emin, maxval, mode, seed, P, Q):
         return st
     check = top >= np.uint32(0x7F800000) or (low != np.uint32(0xFFFFFFFF) and
                                              np.float64(bits_f32(np.uint32(low + np.uint32(1)))) <= _tiny(st, eg))
-    _ratio_range(xb, x, ob, out, 0, x.size, st, eg, mg, m, emin, maxval, mode, key, P, Q, check)
+    _ratio_range(x, out, 0, x.size, st, eg, mg, m, emin, maxval, mode, key, P, Q, check)
     return st
 
 
 @njit(parallel=True, **_LANE_OPTIONS)
-def _ratio_parallel(xb, x, ob, out, st, eg, mg, m, emin, maxval, mode, seed, P, Q):
+def _ratio_parallel(x, out, st, eg, mg, m, emin, maxval, mode, seed, P, Q):
     key = seed_key(seed)
     if st == 0.0:
         _nc_range(x, out, 0, x.size, st, eg, mg, m, emin, True, maxval, mode, key)
         return
+    xb = x.view(np.uint32)
     tiny_bits = _tiny_bits(st, eg)
     ntask = (x.size + CHUNK - 1) // CHUNK
     for t in prange(ntask):
         lo = t * CHUNK
         hi = min(x.size, lo + CHUNK)
-        _ratio_range(xb, x, ob, out, lo, hi, st, eg, mg, m, emin, maxval, mode, key, P, Q,
+        _ratio_range(x, out, lo, hi, st, eg, mg, m, emin, maxval, mode, key, P, Q,
                      _needs_general_path(xb, lo, hi, tiny_bits))
 
 
@@ -350,12 +356,10 @@ def quantize_one_element_groups(x: np.ndarray, out: np.ndarray, eg: int, mg: int
     ratio = (x.dtype == np.float32 and out.dtype == np.float32 and sub and mode in (0, 1)
              and mg <= _MAX_MG and maxval == 1.0 - Q and m <= 20)
     if ratio and x.size < SERIAL_BELOW:
-        return float(_ratio_serial(x.view(np.uint32), x, out.view(np.uint32), out, eg, mg, m, emin, maxval, mode,
-                                   seed, 1.0 / Q, Q))
+        return float(_ratio_serial(x, out, eg, mg, m, emin, maxval, mode, seed, 1.0 / Q, Q))
     st = float(group_absmax_rows(x, 1)[0])
     if ratio:
-        _ratio_parallel(x.view(np.uint32), x, out.view(np.uint32), out, st, eg, mg, m, emin, maxval, mode, seed,
-                        1.0 / Q, Q)
+        _ratio_parallel(x, out, st, eg, mg, m, emin, maxval, mode, seed, 1.0 / Q, Q)
         return st
     kernel = _nc_serial if x.size < SERIAL_BELOW else _nc_parallel
     kernel(x, out, st, eg, mg, m, emin, sub, maxval, mode, seed)
@@ -371,9 +375,8 @@ def one_element_runner(eg: int, mg: int, m: int, emin: int, sub: bool, maxval: f
     ratio = sub and mode in (0, 1) and mg <= _MAX_MG and maxval == 1.0 - Q and m <= 20
 
     def run(x: np.ndarray, out: np.ndarray, seed: int) -> float:
-        if ratio and x.size < SERIAL_BELOW and x.dtype == np.float32 and out.dtype == np.float32:
-            return _ratio_serial(x.view(np.uint32), x, out.view(np.uint32), out, eg, mg, m, emin, maxval, mode,
-                                 seed, P, Q)
+        if ratio and x.size < SERIAL_BELOW and x.dtype == out.dtype == np.float32:
+            return _ratio_serial(x, out, eg, mg, m, emin, maxval, mode, seed, P, Q)
         return quantize_one_element_groups(x, out, eg, mg, m, emin, sub, maxval, mode, seed)
 
     return run

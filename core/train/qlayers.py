@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import core
+from core.kernels.grid_round import chained_seed, chained_seeds
 
 __all__ = [
     "TENSORS",
@@ -50,6 +51,12 @@ __all__ = [
 TENSORS: dict[str, int] = {"w": 1, "a": 2, "e": 3, "ew": 4, "g": 5, "update": 6}
 
 _MASK64 = (1 << 64) - 1
+_SIGN64 = 1 << 63
+
+
+def _as_int64(v: int) -> int:
+    """The low 64 bits of ``v`` as a signed int64 (compiled code reads them back as uint64)."""
+    return ((v & _MASK64) ^ _SIGN64) - _SIGN64
 
 
 def _splitmix64(z: int) -> int:
@@ -59,17 +66,19 @@ def _splitmix64(z: int) -> int:
     return z ^ (z >> 31)
 
 
-def tensor_seed(seed: int, step: int, layer: int, tensor: str) -> int:
-    """Deterministic 63-bit rounding seed for one tensor of one layer at one step."""
-    return _splitmix64(_layer_step_key(seed, step, layer) ^ TENSORS[tensor]) >> 1
-
-
-@functools.lru_cache(maxsize=4096)
-def _layer_step_key(seed: int, step: int, layer: int) -> int:
-    """The part of :func:`tensor_seed` shared by a layer's tensors at one step (computed once)."""
+def tensor_seed_reference(seed: int, step: int, layer: int, tensor: str) -> int:
+    """Plain-Python definition of :func:`tensor_seed`: splitmix64 chained over (seed, step, layer,
+    tensor code), shifted to 63 bits."""
     z = _splitmix64(seed & _MASK64)
     z = _splitmix64(z ^ (step & _MASK64))
-    return _splitmix64(z ^ (layer & _MASK64))
+    z = _splitmix64(z ^ (layer & _MASK64))
+    return _splitmix64(z ^ TENSORS[tensor]) >> 1
+
+
+def tensor_seed(seed: int, step: int, layer: int, tensor: str) -> int:
+    """Deterministic 63-bit rounding seed for one tensor of one layer at one step (one compiled
+    call: the training loop asks for several per layer and step)."""
+    return int(chained_seed(_as_int64(seed), _as_int64(step), _as_int64(layer), TENSORS[tensor]))
 
 
 @functools.lru_cache(maxsize=512)
@@ -194,21 +203,32 @@ class QLayer:
     """Mixin state of a quantized layer (set by :func:`convert` and the training loop).
 
     Attributes:
-        quant: the layer's :class:`QuantConfig`, or None (float).
+        quant: the layer's :class:`QuantConfig`, or None (float).  Assigning it also resolves each
+            tensor's quantizer callable once (``_plan``), so a step does no per-tensor lookups.
         layer_index / layer_name: position and module path in the converted model.
         seed: run seed; ``step``: current step (both feed :func:`tensor_seed`).
         capture: when a dict, the next forward/backward records float and quantized tensors into it
             (keys ``w, wq, a, aq, e, eq, g, gq``); the telemetry reads and clears it.
     """
 
-    quant: QuantConfig | None
     layer_index: int
     layer_name: str
     seed: int
     step: int
     capture: dict[str, torch.Tensor] | None
 
+    @property
+    def quant(self) -> QuantConfig | None:
+        return self._quant
+
+    @quant.setter
+    def quant(self, q: QuantConfig | None) -> None:
+        self._quant = q
+        self._plan = {kind: _plan_entry(getattr(q, kind), kind) if q is not None else None for kind in TENSORS}
+
     def _init_q(self) -> None:
+        self._seed_key: tuple[int, int, int] | None = None
+        self._seeds: tuple[int, ...] = ()
         self.quant = None
         self.layer_index = 0
         self.layer_name = ""
@@ -217,17 +237,34 @@ class QLayer:
         self.capture = None
 
     def _q(self, kind: str, x: torch.Tensor) -> torch.Tensor:
-        tq: TensorQuant | None = getattr(self.quant, kind) if self.quant is not None else None
-        if tq is None:
+        """``x`` quantized as this layer's tensor ``kind`` at the current step (``x`` itself if float)."""
+        entry = self._plan[kind]
+        if entry is None:
             return x
-        if tq.rounding == "stochastic":
-            return tq(x, tensor_seed(self.seed, self.step, self.layer_index, kind))
-        return tq(x)
+        fn, code, stochastic = entry
+        if stochastic:
+            return fn(x, self._seeds_now()[code])
+        return fn(x)
+
+    def _seeds_now(self) -> tuple[int, ...]:
+        """:func:`tensor_seed` of every tensor code at the current step (computed once per step)."""
+        key = (self.seed, self.step, self.layer_index)
+        if self._seed_key != key:
+            self._seed_key = key
+            self._seeds = chained_seeds(_as_int64(self.seed), _as_int64(self.step), _as_int64(self.layer_index))
+        return self._seeds
 
     def quant_state(self) -> dict[str, Any]:
         """Quantizer state for checkpoints (plain types only)."""
         return {"index": self.layer_index, "name": self.layer_name, "seed": self.seed, "step": self.step,
                 "quant": self.quant.to_dict() if self.quant is not None else None}
+
+
+def _plan_entry(tq: TensorQuant | None, kind: str) -> tuple[Callable[..., torch.Tensor], int, bool] | None:
+    """``(quantizer, seed code, stochastic)`` of one tensor kind, or None when it stays float."""
+    if tq is None:
+        return None
+    return _quantizer(tq.fmt, tq.rounding), TENSORS[kind], tq.rounding == "stochastic"
 
 
 class _QOp(torch.autograd.Function):
@@ -241,7 +278,6 @@ class _QOp(torch.autograd.Function):
         ctx.save_for_backward(xq, wq)
         ctx.layer = layer
         ctx.has_bias = b is not None
-        ctx.x_shape = x.shape
         cap = layer.capture
         if cap is not None:
             cap.update(a=x.detach(), aq=xq.detach(), w=w.detach().clone(), wq=wq.detach())
@@ -251,11 +287,10 @@ class _QOp(torch.autograd.Function):
     def backward(ctx: Any, grad_y: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         xq, wq = ctx.saved_tensors
         layer = ctx.layer
-        q = layer.quant
         eq = layer._q("e", grad_y)
-        eqw = layer._q("ew", grad_y) if (q is not None and q.ew is not None) else eq
+        eqw = eq if layer._plan["ew"] is None else layer._q("ew", grad_y)
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        gx, gw = layer._grads(eq, eqw, xq, wq, ctx.x_shape, need_x, need_w)
+        gx, gw = layer._grads(eq, eqw, xq, wq, need_x, need_w)
         cap = layer.capture
         gwq = None
         if gw is not None:
@@ -282,7 +317,7 @@ class QLinear(nn.Linear, QLayer):
         return F.linear(x, w, b)
 
     def _grads(self, eq: torch.Tensor, eqw: torch.Tensor, xq: torch.Tensor, wq: torch.Tensor,
-               x_shape: torch.Size, need_x: bool, need_w: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+               need_x: bool, need_w: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         gx = eq.matmul(wq) if need_x else None
         gw = None
         if need_w:
@@ -319,7 +354,7 @@ class QConv2d(nn.Conv2d, QLayer):
         return F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups)
 
     def _grads(self, eq: torch.Tensor, eqw: torch.Tensor, xq: torch.Tensor, wq: torch.Tensor,
-               x_shape: torch.Size, need_x: bool, need_w: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+               need_x: bool, need_w: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         args = (None, self.stride, self.padding, self.dilation, False, [0, 0], self.groups)
         if eq is eqw:
             gx, gw, _ = torch.ops.aten.convolution_backward(eq, xq, wq, *args, [need_x, need_w, False])
