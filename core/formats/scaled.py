@@ -210,17 +210,17 @@ class ScaledFormat(FormatSpec):
 
     # ------------------------------------------------------------- metrics
     def blocked_scales(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, BlockView]:
-        """``(x3, s2, view)``: the (A, B, R) view of ``x`` and the float64 scale of each (A, B) row as
-        the metrics use it (a zero scale counts as 1); :meth:`range_for` and :meth:`code_step` are
-        these scales per element."""
+        """``(x3, s2, view)``: the (A, B, R) view of ``x`` and the float64 scale of each (A, B) row.
+        The metrics count a zero scale as 1: :meth:`range_for` and :meth:`code_step` are these
+        scales per element, zeros replaced by 1."""
         view = self.view(x)
         x3 = view.to_x3(x)
         s2, _ = self.scales(x3, "auto")
-        s2 = s2.to(torch.float64)
-        return x3, torch.where(s2 == 0, torch.ones_like(s2), s2), view
+        return x3, s2.to(torch.float64), view
 
     def _scale_per_element(self, x: torch.Tensor) -> torch.Tensor:
         x3, s2, view = self.blocked_scales(x)
+        s2 = torch.where(s2 == 0, torch.ones_like(s2), s2)
         return view.from_x3(s2.unsqueeze(-1).expand(x3.shape))
 
     def range_for(self, x):

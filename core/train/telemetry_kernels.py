@@ -42,7 +42,7 @@ def _stats_hist(v, lo, hi, bins):  # type: ignore[no-untyped-def]
     when the bins are whole binades of ``per`` bins from an integer ``lo`` (``edges = 2^(t/per)``);
     mantissas within ``1e-12`` of an edge, where float rounding of log2 could decide, and other
     layouts take ``math.log2``."""
-    counts = np.zeros(bins, dtype=np.int64)
+    lanes = np.zeros((4, bins), dtype=np.int64)  # 4 interleaved histograms: no store-to-load chain per bin
     n = 0
     zeros = 0
     nonfinite = 0
@@ -101,9 +101,10 @@ def _stats_hist(v, lo, hi, bins):  # type: ignore[no-untyped-def]
             k = _log2_bin_slow(a, lo, scale, bins)
         else:
             k = min(max(k, 0), bins - 1)
-        counts[k] += 1
+        lanes[i & 3, k] += 1
     mean = shift + s1 / n if n > 0 else 0.0
     std = math.sqrt(max(0.0, (s2 - s1 * s1 / n) / (n - 1))) if n > 1 else 0.0
+    counts = lanes[0] + lanes[1] + lanes[2] + lanes[3]
     return counts, n, zeros, nonfinite, mean, std, vmin, vmax, amax, amin_nz
 
 
@@ -196,8 +197,9 @@ def _range_counts_rows(x, scale, big_mult, small_mult):  # type: ignore[no-untyp
     over = 0
     under = 0
     for r in range(rows):
-        big = scale[r] * big_mult
-        small = scale[r] * small_mult
+        s = scale[r] if scale[r] != 0.0 else 1.0  # a zero scale counts as 1 (ScaledFormat.range_for)
+        big = s * big_mult
+        small = s * small_mult
         for i in range(r * R, r * R + R):
             a = abs(np.float64(x[i]))
             if not math.isfinite(a):
@@ -213,8 +215,8 @@ def _range_counts_rows(x, scale, big_mult, small_mult):  # type: ignore[no-untyp
 def range_fractions_rows(x: np.ndarray, scale: np.ndarray, big_mult: float,
                          small_mult: float) -> tuple[float, float]:
     """:func:`range_fractions` with the limits ``scale[row] * big_mult`` / ``scale[row] * small_mult``
-    of equal rows of a flat ``x`` (one scale per row: a scaled format's groups), without per-element
-    limit arrays."""
+    of equal rows of a flat ``x`` (one scale per row: a scaled format's groups; a zero scale counts as
+    1), without per-element limit arrays."""
     n, over, under = _range_counts_rows(np.ascontiguousarray(x).reshape(-1), np.ascontiguousarray(scale).reshape(-1),
                                         float(big_mult), float(small_mult))
     return (over / n, under / n) if n else (math.nan, math.nan)
@@ -226,7 +228,7 @@ def _stagnant_rows(before, after, scale, m, emin, below):  # type: ignore[no-unt
     R = before.size // rows if rows else 0
     count = 0
     for r in range(rows):
-        s = scale[r]
+        s = scale[r] if scale[r] != 0.0 else 1.0  # a zero scale counts as 1 (ScaledFormat.code_step)
         for i in range(r * R, r * R + R):
             b = np.float64(before[i])
             _, ex = math.frexp(abs(b) / s)
@@ -240,8 +242,8 @@ def _stagnant_rows(before, after, scale, m, emin, below):  # type: ignore[no-unt
 def stagnant_fraction_rows(before: np.ndarray, after: np.ndarray, scale: np.ndarray, m: int, emin: int,
                            sub: bool) -> float:
     """Fraction of elements whose update ``|after - before|`` is below half the code step of a scaled
-    format at ``before``: step ``s 2^k``, ``s = scale[row]``, ``k`` the grid quantum exponent of
-    ``|before| / s`` (``ScaledFormat.code_step``'s definitions; equal rows of flat arrays)."""
+    format at ``before``: step ``s 2^k``, ``s = scale[row]`` (0 counts as 1), ``k`` the grid quantum
+    exponent of ``|before| / s`` (``ScaledFormat.code_step``'s definitions; equal rows of flat arrays)."""
     b = np.ascontiguousarray(before).reshape(-1)
     if b.size == 0:
         return math.nan
