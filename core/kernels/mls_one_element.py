@@ -268,6 +268,29 @@ def _tiny_bits(st, eg):
 
 
 @njit(**_LANE_OPTIONS)
+def _table_loop(xb, ob, lo, hi, T, W):
+    """Nearest through the :func:`_nearest_table` step function (thresholds kept in registers)."""
+    T0, T1, T2, T3, T4, T5, T6 = T[0], T[1], T[2], T[3], T[4], T[5], T[6]
+    W0, W1, W2, W3, W4, W5, W6, W7 = W[0], W[1], W[2], W[3], W[4], W[5], W[6], W[7]
+    for i in range(lo, hi):
+        ob[i] = _table_lane(xb[i], T0, T1, T2, T3, T4, T5, T6, W0, W1, W2, W3, W4, W5, W6, W7)
+
+
+@njit(**_LANE_OPTIONS)
+def _ratio_loop(xb, ob, lo, hi, T, B, P, Q, mode, key):
+    """:func:`_ratio_lane` over ``lo:hi``; one loop per mode (a mode test inside stops vectorization)."""
+    T0, T1, T2, T3, T4, T5, T6 = T[0], T[1], T[2], T[3], T[4], T[5], T[6]
+    B0, B1, B2, B3, B4, B5, B6, B7 = B[0], B[1], B[2], B[3], B[4], B[5], B[6], B[7]
+    if mode == 0:
+        for i in range(lo, hi):
+            ob[i] = _ratio_lane(xb[i], T0, T1, T2, T3, T4, T5, T6, B0, B1, B2, B3, B4, B5, B6, B7, P, Q, 0, 0.0)
+    else:
+        for i in range(lo, hi):
+            ob[i] = _ratio_lane(xb[i], T0, T1, T2, T3, T4, T5, T6, B0, B1, B2, B3, B4, B5, B6, B7, P, Q, 1,
+                                random_word(key, i))
+
+
+@njit(**_LANE_OPTIONS)
 def _ratio_range(x, out, lo, hi, st, eg, mg, m, emin, maxval, mode, key, P, Q, check):
     """Elements ``lo:hi`` of float32 ``x`` into ``out``: nearest through the :func:`_nearest_table`
     step function when it has at most 7 steps, else through :func:`_ratio_lane`; with ``check``,
@@ -275,26 +298,14 @@ def _ratio_range(x, out, lo, hi, st, eg, mg, m, emin, maxval, mode, key, P, Q, c
     xb = x.view(np.uint32)
     ob = out.view(np.uint32)
     S = np.int64((f32_bits(np.float32(st)) & np.uint32(0x7FFFFF)) | np.uint32(0x800000))
-    table = False
+    done = False
     if mode == 0:
-        T, W, table = _nearest_table(S, mg, P)
-        if table:
-            T0, T1, T2, T3, T4, T5, T6 = T[0], T[1], T[2], T[3], T[4], T[5], T[6]
-            W0, W1, W2, W3, W4, W5, W6, W7 = W[0], W[1], W[2], W[3], W[4], W[5], W[6], W[7]
-            for i in range(lo, hi):
-                ob[i] = _table_lane(xb[i], T0, T1, T2, T3, T4, T5, T6, W0, W1, W2, W3, W4, W5, W6, W7)
-    T, B = _ratio_tables(S, mg)
-    T0, T1, T2, T3, T4, T5, T6 = T[0], T[1], T[2], T[3], T[4], T[5], T[6]
-    B0, B1, B2, B3, B4, B5, B6, B7 = B[0], B[1], B[2], B[3], B[4], B[5], B[6], B[7]
-    if table:
-        pass
-    elif mode == 0:
-        for i in range(lo, hi):
-            ob[i] = _ratio_lane(xb[i], T0, T1, T2, T3, T4, T5, T6, B0, B1, B2, B3, B4, B5, B6, B7, P, Q, 0, 0.0)
-    else:
-        for i in range(lo, hi):
-            ob[i] = _ratio_lane(xb[i], T0, T1, T2, T3, T4, T5, T6, B0, B1, B2, B3, B4, B5, B6, B7, P, Q, 1,
-                                random_word(key, i))
+        T, W, done = _nearest_table(S, mg, P)
+        if done:
+            _table_loop(xb, ob, lo, hi, T, W)
+    if not done:
+        T, B = _ratio_tables(S, mg)
+        _ratio_loop(xb, ob, lo, hi, T, B, P, Q, mode, key)
     if not check:
         return
     tiny = _tiny(st, eg)
