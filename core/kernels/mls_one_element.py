@@ -125,18 +125,33 @@ def _ratio_tables(S, mg):
 
 
 @njit(**_LANE_OPTIONS)
+def _step_select(A, T0, T1, T2, T3, T4, T5, T6, V0, V1, V2, V3, V4, V5, V6, V7):
+    """``V[#{i : A >= T_i}]`` for ascending thresholds: a monotone select chain (vectorizable)."""
+    v = V0
+    v = V1 if A >= T0 else v
+    v = V2 if A >= T1 else v
+    v = V3 if A >= T2 else v
+    v = V4 if A >= T3 else v
+    v = V5 if A >= T4 else v
+    v = V6 if A >= T5 else v
+    return V7 if A >= T6 else v
+
+
+@njit(**_LANE_OPTIONS)
+def _with_exponent_of(w, b):
+    """float32 bits of ``value(w) * 2^(e - 150)``, ``e`` the biased exponent of the float32 bits
+    ``b``, with ``b``'s sign; zero for ``|b| = 0`` (``|x| = A 2^(e - 150)``, see the module docstring)."""
+    ab = b & np.uint32(0x7FFFFFFF)
+    y = np.int64(w) + ((np.int64(ab >> np.uint32(23)) - 150) << 23)
+    y = y if ab != np.uint32(0) else np.int64(0)
+    return np.uint32(y) | (b & np.uint32(0x80000000))
+
+
+@njit(**_LANE_OPTIONS)
 def _ratio_lane(b, T0, T1, T2, T3, T4, T5, T6, B0, B1, B2, B3, B4, B5, B6, B7, P, Q, mode, rword):
     """Quantized float32 bits of the float32 bits ``b`` (see the module docstring)."""
-    ab = b & np.uint32(0x7FFFFFFF)
-    A = np.int64((ab & np.uint32(0x7FFFFF)) | np.uint32(0x800000))
-    rs = B0  # rho S, by the thresholds (monotone select chain, vectorizable)
-    rs = B1 if A >= T0 else rs
-    rs = B2 if A >= T1 else rs
-    rs = B3 if A >= T2 else rs
-    rs = B4 if A >= T3 else rs
-    rs = B5 if A >= T4 else rs
-    rs = B6 if A >= T5 else rs
-    rs = B7 if A >= T6 else rs
+    A = np.int64((b & np.uint32(0x7FFFFF)) | np.uint32(0x800000))
+    rs = _step_select(A, T0, T1, T2, T3, T4, T5, T6, B0, B1, B2, B3, B4, B5, B6, B7)  # rho S
     qq = (np.float64(A) / rs) * P  # the reference's fl(|x| / s) / Q
     j = np.floor(qq)
     frac = qq - j
@@ -145,10 +160,7 @@ def _ratio_lane(b, T0, T1, T2, T3, T4, T5, T6, B0, B1, B2, B3, B4, B5, B6, B7, P
     else:  # stochastic: round up iff floor(frac 2^32) + rword >= 2^32 (stochastic_sat_value)
         j = j + 1.0 if np.floor(frac * _TWO32) + rword >= _TWO32 else j
     j = min(j, P - 1.0)  # saturate at maxval = 1 - Q
-    eb = np.int64(ab >> np.uint32(23))  # |x| = A 2^(eb - 150): scale the float32 of j Q rho S by that
-    y = np.int64(f32_bits(np.float32(j * Q * rs))) + ((eb - 150) << 23)
-    y = y if ab != np.uint32(0) else np.int64(0)
-    return np.uint32(y) | (b & np.uint32(0x80000000))
+    return _with_exponent_of(f32_bits(np.float32(j * Q * rs)), b)
 
 
 @njit(**_LANE_OPTIONS)
@@ -220,19 +232,8 @@ def _nearest_table(S, mg, P):
 def _table_lane(b, T0, T1, T2, T3, T4, T5, T6, W0, W1, W2, W3, W4, W5, W6, W7):
     """Nearest: quantized float32 bits of ``b`` from the :func:`_nearest_table` step function
     (integer compares and selects only)."""
-    ab = b & np.uint32(0x7FFFFFFF)
-    A = np.int64((ab & np.uint32(0x7FFFFF)) | np.uint32(0x800000))
-    w = W0
-    w = W1 if A >= T0 else w
-    w = W2 if A >= T1 else w
-    w = W3 if A >= T2 else w
-    w = W4 if A >= T3 else w
-    w = W5 if A >= T4 else w
-    w = W6 if A >= T5 else w
-    w = W7 if A >= T6 else w
-    y = np.int64(w) + ((np.int64(ab >> np.uint32(23)) - 150) << 23)
-    y = y if ab != np.uint32(0) else np.int64(0)
-    return np.uint32(y) | (b & np.uint32(0x80000000))
+    A = np.int64((b & np.uint32(0x7FFFFF)) | np.uint32(0x800000))
+    return _with_exponent_of(_step_select(A, T0, T1, T2, T3, T4, T5, T6, W0, W1, W2, W3, W4, W5, W6, W7), b)
 
 
 @njit(**_LANE_OPTIONS)
