@@ -160,3 +160,16 @@ def test_layer_seeds_per_step_equal_tensor_seed():
         layer.step = step
         for t, code in TENSORS.items():
             assert layer._seeds_now()[code] == tensor_seed(layer.seed, step, 4, t)
+
+
+def test_layer_calls_tensor_quant_subclasses_as_they_are():
+    """A TensorQuant subclass with its own __call__ (LogBTQ's ClampQuant clamps before quantizing)
+    is what the layer applies, not the bare spec quantizer."""
+    from core.schemes.logbtq import ClampQuant
+    from core.train.qlayers import QLinear, QuantConfig, assign
+
+    layer = QLinear(4, 3)
+    clamp = ClampQuant("fp8_e4m3", clip=0.5)
+    assign(layer, QuantConfig(a=clamp))
+    x = torch.tensor([[3.0, -2.0, 0.25, 0.1]])
+    assert torch.equal(layer._q("a", x), core.quantize(x.clamp(-0.5, 0.5), "fp8_e4m3"))

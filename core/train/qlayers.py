@@ -264,7 +264,9 @@ def _plan_entry(tq: TensorQuant | None, kind: str) -> tuple[Callable[..., torch.
     """``(quantizer, seed code, stochastic)`` of one tensor kind, or None when it stays float."""
     if tq is None:
         return None
-    return _quantizer(tq.fmt, tq.rounding), TENSORS[kind], tq.rounding == "stochastic"
+    # subclasses that wrap the quantization (LogBTQ's ClampQuant clamps first) are called as they are
+    fn = _quantizer(tq.fmt, tq.rounding) if type(tq).__call__ is TensorQuant.__call__ else tq
+    return fn, TENSORS[kind], tq.rounding == "stochastic"
 
 
 class _QOp(torch.autograd.Function):
