@@ -59,6 +59,10 @@ def main() -> None:
                           ("niti", "pseudo_stochastic"), ("mx(elem=fp8_e4m3)", "stochastic")]:
             xs = x if spec.startswith("mx") else x4
             cases.append((f"{spec} {rnd}", lambda s=spec, r=rnd, xs=xs: core.quantize(xs, s, r, seed=1)))
+        x2 = x.reshape(-1, 4096)  # a Linear layer's tensor: with nc grouping every element is a group
+        for rnd in ("nearest", "stochastic"):
+            cases.append((f"mls <2,1> nc 2-d {rnd}",
+                          lambda r=rnd: core.quantize(x2, "mls(ex=2,mx=1,eg=8,mg=1,group=nc)", r, seed=1)))
     torch_ref = None
     print(f"# {n} float32 elements, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
