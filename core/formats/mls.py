@@ -94,6 +94,21 @@ def _kernels() -> Any:
     return mls_fused
 
 
+#: outputs at least this large are NumPy allocations (huge pages for big buffers: fewer page faults
+#: on first touch than torch's allocator); smaller ones come from torch (cheaper to create)
+_NUMPY_OUTPUT_FROM = 1 << 16
+
+
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+
+
+def _output_like(x: torch.Tensor) -> torch.Tensor:
+    """An uninitialized contiguous CPU tensor with ``x``'s shape and (float32/float64) dtype."""
+    if x.numel() >= _NUMPY_OUTPUT_FROM:
+        return torch.from_numpy(np.empty(tuple(x.shape), dtype=_NUMPY_DTYPES[x.dtype]))
+    return torch.empty(x.shape, dtype=x.dtype)
+
+
 @lru_cache(maxsize=None)
 def _one_element_kernels() -> Any:
     """The one-element-group kernels (``nc`` on 2-d tensors), imported on first use."""
@@ -224,7 +239,7 @@ class MLSFormat(ScaledFormat):
 
         def quantize_one_element(x: torch.Tensor, seed: int | None = None) -> torch.Tensor:
             if x.dtype is torch.float32 and x.dim() <= 2 and x.is_contiguous() and x.is_cpu:
-                y = torch.empty_like(x)
+                y = _output_like(x)
                 if not stochastic:
                     seed = 0
                 elif type(seed) is not int or not 0 <= seed < 2**64:
@@ -239,7 +254,7 @@ class MLSFormat(ScaledFormat):
         xc = x.detach()
         if not xc.is_contiguous():
             xc = xc.contiguous()
-        y = torch.empty(xc.shape, dtype=xc.dtype)  # written by the kernels through its numpy view
+        y = _output_like(xc)  # written by the kernels through its numpy view
         flat = xc.numpy().reshape(-1)
         out = y.numpy().reshape(-1)
         d0 = x.shape[0] if x.dim() >= 1 else 1
