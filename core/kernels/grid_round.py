@@ -334,9 +334,9 @@ def quantize_rows_nearest_sat(x, scale, out, m, emin, sub, maxval):
         s = scale[row]
         lo = row * R + c * CHUNK
         hi = min(row * R + R, lo + CHUNK)
-        for i in range(lo, hi):
-            out[i] = nearest_sat_value(np.float64(x[i]), s, shift, low_mask, up, down,
-                                       min_biased, maxval)
+        xs, os_ = x[lo:hi], out[lo:hi]  # slices: indices from 0 need no negative-index handling
+        for j in range(xs.size):
+            os_[j] = nearest_sat_value(np.float64(xs[j]), s, shift, low_mask, up, down, min_biased, maxval)
 
 
 @njit(**JIT_OPTIONS)
@@ -432,19 +432,17 @@ def quantize_pow2_blocks(x, out, exps, block, offset, elo, ehi, ezero, rceil_max
             e = ezero
         exps[b] = e
         s = pow2(e)
+        xs, os_ = x[lo:lo + block], out[lo:lo + block]
         if mode == 0:
-            for i in range(lo, lo + block):
-                out[i] = nearest_sat_value(np.float64(x[i]), s, shift, low_mask, up, down,
-                                           min_biased, maxval)
+            for j in range(block):
+                os_[j] = nearest_sat_value(np.float64(xs[j]), s, shift, low_mask, up, down, min_biased, maxval)
             continue
         if mode == 1:
-            for i in range(lo, lo + block):
-                out[i] = stochastic_sat_value(np.float64(x[i]), s, m, emin, sub, maxval,
-                                              random_word(key, i))
+            for j in range(block):
+                os_[j] = stochastic_sat_value(np.float64(xs[j]), s, m, emin, sub, maxval, random_word(key, lo + j))
             continue
-        for i in range(lo, lo + block):
-            out[i] = quantize_value(np.float64(x[i]), s, m, emin, sub, maxval, maxval, maxval,
-                                    mode, 0.0)
+        for j in range(block):
+            os_[j] = quantize_value(np.float64(xs[j]), s, m, emin, sub, maxval, maxval, maxval, mode, 0.0)
 
 
 # ------------------------------------------------ group max over runs of rows (bit patterns)
@@ -464,8 +462,9 @@ def _bits_max(xb, lo, hi, absmask, infbits):
     with NaN/inf tests does not vectorize without fastmath)."""
     best = xb.dtype.type(0)
     zero = xb.dtype.type(0)
-    for i in range(lo, hi):
-        a = xb[i] & absmask
+    xs = xb[lo:hi]  # a slice: indices from 0 need no negative-index handling (vectorizes better)
+    for j in range(xs.size):
+        a = xs[j] & absmask
         a = a if a < infbits else zero
         best = a if a > best else best
     return best

@@ -108,6 +108,25 @@ def mls_scales(gmax, group, eg, mg, s2, sg, ge, gk):
 
 
 @njit(**JIT_OPTIONS)
+def _round_span(x, out, lo, hi, s, m, emin, sub, maxval, mode, key, shift, low_mask, up, down, min_biased):
+    """Elements ``lo:hi`` with one scale ``s``, one loop per mode, over slices (indices from 0 need
+    no negative-index handling, so the loops vectorize fully)."""
+    xs, os_ = x[lo:hi], out[lo:hi]
+    if mode == 0:
+        for j in range(xs.size):
+            os_[j] = nearest_sat_value(np.float64(xs[j]), s, shift, low_mask, up, down, min_biased, maxval)
+    elif mode == 1 and s > 0.0:  # the select form vectorizes
+        for j in range(xs.size):
+            os_[j] = stochastic_sat_lane(np.float64(xs[j]), s, m, emin, sub, maxval, random_word(key, lo + j))
+    elif mode == 1:
+        for j in range(xs.size):
+            os_[j] = stochastic_sat_value(np.float64(xs[j]), s, m, emin, sub, maxval, random_word(key, lo + j))
+    else:
+        for j in range(xs.size):
+            os_[j] = quantize_value(np.float64(xs[j]), s, m, emin, sub, maxval, maxval, maxval, mode, 0.0)
+
+
+@njit(**JIT_OPTIONS)
 def _round_task(t, x, scale, out, R, per, nchunk, m, emin, sub, maxval, mode, key,
                 shift, low_mask, up, down, min_biased):
     """Task ``t`` of :func:`round_rows_sat`: a run of ``per`` whole rows, or (``per == 1``)
@@ -116,14 +135,14 @@ def _round_task(t, x, scale, out, R, per, nchunk, m, emin, sub, maxval, mode, ke
     r0 = t * per
     r1 = min(rows, t * per + per)
     if R == 1 and mode != 2:  # one element per row (MLS nc of a 2-d tensor): flat loops
+        xs, os_, ss = x[r0:r1], out[r0:r1], scale[r0:r1]
         if mode == 0:  # vectorizable
-            for i in range(r0, r1):
-                out[i] = nearest_sat_value(np.float64(x[i]), scale[i], shift, low_mask, up, down,
-                                           min_biased, maxval)
+            for j in range(xs.size):
+                os_[j] = nearest_sat_value(np.float64(xs[j]), ss[j], shift, low_mask, up, down, min_biased, maxval)
         else:
-            for i in range(r0, r1):
-                out[i] = stochastic_sat_value(np.float64(x[i]), scale[i], m, emin, sub, maxval,
-                                              random_word(key, i))
+            for j in range(xs.size):
+                os_[j] = stochastic_sat_value(np.float64(xs[j]), ss[j], m, emin, sub, maxval,
+                                              random_word(key, r0 + j))
         return
     c0 = 0
     if per == 1:
@@ -131,24 +150,10 @@ def _round_task(t, x, scale, out, R, per, nchunk, m, emin, sub, maxval, mode, ke
         r1 = r0 + 1
         c0 = (t - r0 * nchunk) * CHUNK
     for row in range(r0, r1):
-        s = scale[row]
         lo = row * R + c0
         hi = min(row * R + R, lo + CHUNK) if per == 1 else row * R + R
-        if mode == 0:
-            for i in range(lo, hi):
-                out[i] = nearest_sat_value(np.float64(x[i]), s, shift, low_mask, up, down,
-                                           min_biased, maxval)
-        elif mode == 1 and s > 0.0:  # the select form vectorizes
-            for i in range(lo, hi):
-                out[i] = stochastic_sat_lane(np.float64(x[i]), s, m, emin, sub, maxval, random_word(key, i))
-        elif mode == 1:
-            for i in range(lo, hi):
-                out[i] = stochastic_sat_value(np.float64(x[i]), s, m, emin, sub, maxval,
-                                              random_word(key, i))
-        else:
-            for i in range(lo, hi):
-                out[i] = quantize_value(np.float64(x[i]), s, m, emin, sub, maxval, maxval,
-                                        maxval, mode, 0.0)
+        _round_span(x, out, lo, hi, scale[row], m, emin, sub, maxval, mode, key, shift, low_mask, up, down,
+                    min_biased)
 
 
 @njit(**JIT_OPTIONS)

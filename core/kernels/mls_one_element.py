@@ -49,8 +49,7 @@ _SMALL_F32 = 2.0**-120
 #: the ratio lanes cover Mg <= 2: at most 7 thresholds on the mantissa
 _MAX_MG = 2
 _NO_THRESHOLD = np.int64(1 << 40)  # above every 24-bit mantissa
-#: lane kernels: no Python division checks (divisors are > 0 there); vectorizable
-_LANE_OPTIONS = dict(JIT_OPTIONS, error_model="numpy")
+_LANE_OPTIONS = JIT_OPTIONS
 
 
 def top_quantum(m: int, emin: int) -> float:
@@ -72,16 +71,17 @@ def _nc_scale(v, st, eg, mg):
 @njit(**JIT_OPTIONS)
 def _nc_range(x, out, lo, hi, st, eg, mg, m, emin, sub, maxval, mode, key):
     """Elements ``lo:hi``; one loop per mode (a mode test inside the loop stops vectorization)."""
+    xs, os_ = x[lo:hi], out[lo:hi]  # slices: indices from 0 need no negative-index handling
     if mode == 0:
         shift, low_mask, up, down, min_biased = nearest_sat_consts(m, emin, sub)
-        for i in range(lo, hi):
-            v = np.float64(x[i])
-            out[i] = nearest_sat_value(v, _nc_scale(v, st, eg, mg), shift, low_mask, up, down, min_biased,
-                                       maxval)
+        for j in range(xs.size):
+            v = np.float64(xs[j])
+            os_[j] = nearest_sat_value(v, _nc_scale(v, st, eg, mg), shift, low_mask, up, down, min_biased, maxval)
     else:
-        for i in range(lo, hi):
-            v = np.float64(x[i])
-            out[i] = stochastic_sat_value(v, _nc_scale(v, st, eg, mg), m, emin, sub, maxval, random_word(key, i))
+        for j in range(xs.size):
+            v = np.float64(xs[j])
+            os_[j] = stochastic_sat_value(v, _nc_scale(v, st, eg, mg), m, emin, sub, maxval,
+                                          random_word(key, lo + j))
 
 
 @njit(**JIT_OPTIONS)
@@ -255,8 +255,9 @@ def _needs_general_path(xb, lo, hi, tiny_bits):
     magnitude with bits ``<= tiny_bits``): two integer reductions, which vectorize."""
     top = np.uint32(0)
     low = np.uint32(0xFFFFFFFF)
-    for i in range(lo, hi):
-        a = xb[i] & np.uint32(0x7FFFFFFF)
+    xs = xb[lo:hi]
+    for j in range(xs.size):
+        a = xs[j] & np.uint32(0x7FFFFFFF)
         top = max(top, a)
         low = min(low, a - np.uint32(1))  # zero wraps to the largest word: the smallest non-zero |x| - 1
     return top >= np.uint32(0x7F800000) or low < tiny_bits
@@ -273,8 +274,9 @@ def _table_loop(xb, ob, lo, hi, T, W):
     """Nearest through the :func:`_nearest_table` step function (thresholds kept in registers)."""
     T0, T1, T2, T3, T4, T5, T6 = T[0], T[1], T[2], T[3], T[4], T[5], T[6]
     W0, W1, W2, W3, W4, W5, W6, W7 = W[0], W[1], W[2], W[3], W[4], W[5], W[6], W[7]
-    for i in range(lo, hi):
-        ob[i] = _table_lane(xb[i], T0, T1, T2, T3, T4, T5, T6, W0, W1, W2, W3, W4, W5, W6, W7)
+    xs, os_ = xb[lo:hi], ob[lo:hi]  # slices: indices from 0 need no negative-index handling
+    for j in range(xs.size):
+        os_[j] = _table_lane(xs[j], T0, T1, T2, T3, T4, T5, T6, W0, W1, W2, W3, W4, W5, W6, W7)
 
 
 @njit(**_LANE_OPTIONS)
@@ -282,10 +284,11 @@ def _ratio_loop(xb, ob, lo, hi, T, B, P, Q, mode, key):
     """:func:`_ratio_lane` over ``lo:hi``; one loop per mode (a mode test inside stops vectorization)."""
     T0, T1, T2, T3, T4, T5, T6 = T[0], T[1], T[2], T[3], T[4], T[5], T[6]
     B0, B1, B2, B3, B4, B5, B6, B7 = B[0], B[1], B[2], B[3], B[4], B[5], B[6], B[7]
+    xs, os_ = xb[lo:hi], ob[lo:hi]  # slices: indices from 0 need no negative-index handling
     if mode == 0:
-        for i in range(lo, hi):
-            ob[i] = _ratio_lane(xb[i], T0, T1, T2, T3, T4, T5, T6, B0, B1, B2, B3, B4, B5, B6, B7, P, Q, 0, 0.0)
-    else:
+        for j in range(xs.size):
+            os_[j] = _ratio_lane(xs[j], T0, T1, T2, T3, T4, T5, T6, B0, B1, B2, B3, B4, B5, B6, B7, P, Q, 0, 0.0)
+    else:  # indexed form: measured faster than slices here (the random-word index strength-reduces)
         for i in range(lo, hi):
             ob[i] = _ratio_lane(xb[i], T0, T1, T2, T3, T4, T5, T6, B0, B1, B2, B3, B4, B5, B6, B7, P, Q, 1,
                                 random_word(key, i))
