@@ -106,7 +106,7 @@ def _output_like(x: torch.Tensor) -> torch.Tensor:
     """An uninitialized contiguous CPU tensor with ``x``'s shape and (float32/float64) dtype."""
     if x.numel() >= _NUMPY_OUTPUT_FROM:
         return torch.from_numpy(np.empty(tuple(x.shape), dtype=_NUMPY_DTYPES[x.dtype]))
-    return torch.empty(x.shape, dtype=x.dtype)
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
 @lru_cache(maxsize=None)
@@ -231,9 +231,13 @@ class MLSFormat(ScaledFormat):
         if self.group != "nc" or rounding not in ("nearest", "stochastic") or self.element_grid.emin - \
                 self.element_grid.m < -1000:
             return super().quantizer(rounding)
+        k = _one_element_kernels()
         g = self.element_grid
-        run = _one_element_kernels().one_element_runner(self.eg, self.mg, g.m, g.emin, g.subnormals, g.maxval,
-                                                        _MODE[rounding])
+        eg, mg, m, emin, sub, maxval, mode = self.eg, self.mg, g.m, g.emin, g.subnormals, g.maxval, _MODE[rounding]
+        pq = k.ratio_constants(m, emin, sub, maxval, mg, mode)
+        small = k.SERIAL_BELOW if pq is not None else 0  # sizes for the one-call serial ratio kernel
+        P, Q = pq if pq is not None else (0.0, 0.0)
+        serial, general = k.ratio_serial, k.quantize_one_element_groups
         stochastic = rounding == "stochastic"
         spec = self
 
@@ -244,7 +248,11 @@ class MLSFormat(ScaledFormat):
                     seed = 0
                 elif type(seed) is not int or not 0 <= seed < 2**64:
                     seed = resolve_seed(seed)
-                run(x.detach().numpy().ravel(), y.numpy().ravel(), seed)
+                xn, yn = x.detach().numpy().ravel(), y.numpy().ravel()
+                if xn.size < small:
+                    serial(xn, yn, eg, mg, m, emin, maxval, mode, seed, P, Q)
+                else:
+                    general(xn, yn, eg, mg, m, emin, sub, maxval, mode, seed)
                 return y
             return spec.quantize(x, rounding, seed)
 

@@ -29,7 +29,6 @@ or results near the float32 subnormal range) take the general path.
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import numpy as np
 from numba import njit, prange
@@ -40,7 +39,7 @@ from .grid_round import (group_absmax_rows, nearest_sat_consts, nearest_sat_valu
                          stochastic_sat_value)
 from .mls_fused import group_scale_ceil_value
 
-__all__ = ["quantize_one_element_groups", "one_element_runner", "top_quantum"]
+__all__ = ["quantize_one_element_groups", "ratio_serial", "ratio_constants", "top_quantum"]
 
 _TWO32 = 4294967296.0
 _S52 = np.uint64(52)
@@ -319,7 +318,7 @@ def _ratio_range(x, out, lo, hi, st, eg, mg, m, emin, maxval, mode, key, P, Q, c
 
 
 @njit(**_LANE_OPTIONS)
-def _ratio_serial(x, out, eg, mg, m, emin, maxval, mode, seed, P, Q):
+def ratio_serial(x, out, eg, mg, m, emin, maxval, mode, seed, P, Q):
     """St, the flag check and the lanes in one call (one pass for St and the check); returns St."""
     xb = x.view(np.uint32)
     top = np.uint32(0)
@@ -367,31 +366,27 @@ def quantize_one_element_groups(x: np.ndarray, out: np.ndarray, eg: int, mg: int
     pass, then one pass of lanes), everything else the general per-element path.  Inputs below
     ``SERIAL_BELOW`` elements run on the calling thread.
     """
-    Q = top_quantum(m, emin)
-    ratio = (x.dtype == np.float32 and out.dtype == np.float32 and sub and mode in (0, 1)
-             and mg <= _MAX_MG and maxval == 1.0 - Q and m <= 20)
+    pq = ratio_constants(m, emin, sub, maxval, mg, mode)
+    ratio = pq is not None and x.dtype == np.float32 and out.dtype == np.float32
     if ratio and x.size < SERIAL_BELOW:
-        return float(_ratio_serial(x, out, eg, mg, m, emin, maxval, mode, seed, 1.0 / Q, Q))
+        return float(ratio_serial(x, out, eg, mg, m, emin, maxval, mode, seed, pq[0], pq[1]))
     st = float(group_absmax_rows(x, 1)[0])
     if ratio:
-        _ratio_parallel(x, out, st, eg, mg, m, emin, maxval, mode, seed, 1.0 / Q, Q)
+        _ratio_parallel(x, out, st, eg, mg, m, emin, maxval, mode, seed, pq[0], pq[1])
         return st
     kernel = _nc_serial if x.size < SERIAL_BELOW else _nc_parallel
     kernel(x, out, st, eg, mg, m, emin, sub, maxval, mode, seed)
     return st
 
 
-def one_element_runner(eg: int, mg: int, m: int, emin: int, sub: bool, maxval: float,
-                       mode: int) -> Callable[[np.ndarray, np.ndarray, int], float]:
-    """``run(x, out, seed) -> St``: :func:`quantize_one_element_groups` for one format and mode, with
-    the path choice and constants fixed once (the training loop calls it for every tensor)."""
+def ratio_constants(m: int, emin: int, sub: bool, maxval: float, mg: int, mode: int) -> tuple[float, float] | None:
+    """``(P, Q)`` for :func:`ratio_serial` when the ratio lanes cover this grid, Mg and mode, else None.
+
+    The training loop calls :func:`ratio_serial` directly for float32 inputs below
+    ``SERIAL_BELOW`` elements (one Python frame less per tensor) and
+    :func:`quantize_one_element_groups` otherwise.
+    """
     Q = top_quantum(m, emin)
-    P = 1.0 / Q
-    ratio = sub and mode in (0, 1) and mg <= _MAX_MG and maxval == 1.0 - Q and m <= 20
-
-    def run(x: np.ndarray, out: np.ndarray, seed: int) -> float:
-        if ratio and x.size < SERIAL_BELOW and x.dtype == out.dtype == np.float32:
-            return _ratio_serial(x, out, eg, mg, m, emin, maxval, mode, seed, P, Q)
-        return quantize_one_element_groups(x, out, eg, mg, m, emin, sub, maxval, mode, seed)
-
-    return run
+    if sub and mode in (0, 1) and mg <= _MAX_MG and maxval == 1.0 - Q and m <= 20:
+        return 1.0 / Q, Q
+    return None
