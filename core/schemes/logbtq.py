@@ -108,6 +108,17 @@ class ChunkedSGD(torch.optim.SGD):
         self.calls = 0
         self.seed = 0  # the run seed (set by LogBTQScheme.schedule); stochastic rounding is seeded
 
+    def state_dict(self) -> dict[str, Any]:
+        """SGD's state plus the step counter that seeds the accumulator's stochastic rounding."""
+        sd = super().state_dict()
+        sd["chunk_calls"] = self.calls
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        self.calls = int(state_dict.pop("chunk_calls", 0))
+        super().load_state_dict(state_dict)
+
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:  # type: ignore[override]
         self.calls += 1

@@ -18,7 +18,15 @@ from .qlayers import qlayers
 
 __all__ = ["save_checkpoint", "load_checkpoint", "CHECKPOINT_KEYS"]
 
-CHECKPOINT_KEYS = ("model", "optimizer", "quant", "config", "step", "epoch", "next_epoch", "rng", "scheme_state")
+CHECKPOINT_KEYS = ("model", "optimizer", "quant", "config", "step", "epoch", "next_epoch", "rng", "scheme_state",
+                   "generators")
+
+
+def module_generators(model: nn.Module) -> dict[str, torch.Generator]:
+    """Random generators that modules own as ``generator`` (DFQ's Gumbel gates), by module path:
+    part of the training state, so a resumed run draws the same noise."""
+    return {name: g for name, m in model.named_modules() if isinstance(g := getattr(m, "generator", None),
+                                                                         torch.Generator)}
 
 
 def save_checkpoint(path: Path, *, model: nn.Module, optimizer: torch.optim.Optimizer, config: dict[str, Any],
@@ -36,6 +44,7 @@ def save_checkpoint(path: Path, *, model: nn.Module, optimizer: torch.optim.Opti
         "next_epoch": int(next_epoch),
         "rng": rng,
         "scheme_state": json.dumps(scheme_state or {}, default=str),
+        "generators": {name: g.get_state() for name, g in module_generators(model).items()},
     }
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(payload, tmp)
@@ -63,4 +72,13 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ValueError(f"{p} is not a Lowbit Explorer checkpoint")
     ck["config"] = json.loads(ck["config"])
     ck["scheme_state"] = json.loads(ck.get("scheme_state") or "{}")
+    ck.setdefault("generators", {})  # checkpoints written before module generators were saved
     return ck
+
+
+def restore_generators(model: nn.Module, states: dict[str, torch.Tensor]) -> None:
+    """Set the module generators of :func:`module_generators` from a checkpoint's states."""
+    gens = module_generators(model)
+    for name, state in states.items():
+        if name in gens:
+            gens[name].set_state(state)

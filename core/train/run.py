@@ -27,7 +27,7 @@ from core.data import DataBundle, load_dataset
 from core.models import build_model
 from core.store import RunStore, RunWriter
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, restore_generators, save_checkpoint
 from .config import RunConfig, lr_factor
 from .context import StepContext, StepOutput
 from .qlayers import assign, qlayers
@@ -189,6 +189,7 @@ class Run:
                 model.load_state_dict(ck["model"])
                 self.optimizer.load_state_dict(ck["optimizer"])
                 self._gen.set_state(ck["rng"])
+                restore_generators(model, ck["generators"])
                 self.step = int(ck["step"])
                 self.epoch = int(ck["next_epoch"])
                 self._ctx.state.update(ck.get("scheme_state") or {})
