@@ -746,7 +746,8 @@ class LiveTrainingState(param.Parameterized):
             ovf = [math.nan] * len(layers)
         mean = self._stats.get((layers[0], "a.mean"))
         std = self._stats.get((layers[0], "a.std"))
-        e1 = (mean**2 + std**2) if mean is not None and std is not None else 1.0
+        e1 = (mean**2 + std**2) if mean is not None and std is not None else math.nan
+        e1 = e1 if math.isfinite(e1) else 1.0  # no float activations measured (e.g. NITI): E1 = 1
         # the precision branches of a DFQ layer are one layer of depth: the bound is per depth
         blocks = list(dict.fromkeys(n.split(".branches.")[0] for n in layers))
         bound = logbtq_bound(e1, self.bound_u, len(blocks))

@@ -304,6 +304,11 @@ def weight_hist_rectangles(df: pd.DataFrame, title: str = "Weight histogram over
         title=title, color="log10 count", cmap="magma")
 
 
+def _percent(v: float) -> str:
+    """``12.34%``, or ``n/a`` for a value that is not finite (nothing measured yet)."""
+    return f"{v:.2%}" if math.isfinite(v) else "n/a"
+
+
 def tail_plot(d: Mapping[str, Any]) -> hv.Overlay:
     """Per-layer tail P(|A| >= 2) and live overflow of A next to the LogBTQ bound (log y).
 
@@ -327,9 +332,9 @@ def tail_plot(d: Mapping[str, Any]) -> hv.Overlay:
     approx = float(d.get("approx", math.nan)) if layers else math.nan
     ones = np.ones(len(layers))
     avg_c = hv.Curve((x, np.clip(avg * ones, _FLOOR, None)), "layer #", "fraction",
-                     label=f"bound averaged over L: {avg:.2%}").opts(color="gray", line_dash="dotted")
+                     label=f"bound averaged over L: {_percent(avg)}").opts(color="gray", line_dash="dotted")
     approx_c = hv.Curve((x, np.clip(approx * ones, _FLOOR, None)), "layer #", "fraction",
-                        label=f"E1/(4L(1-u)): {approx:.2%}").opts(color="gray", line_dash="dashdot")
+                        label=f"E1/(4L(1-u)): {_percent(approx)}").opts(color="gray", line_dash="dashdot")
     title = "Overflow tail vs LogBTQ bound"
     if layers:
         title += f" (E1={d.get('e1', 1.0):.3g}, u={d.get('u', 0.1):g}, L={d.get('depth', len(layers))})"

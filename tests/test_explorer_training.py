@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import param
 import pytest
 
 import core
@@ -316,3 +317,23 @@ def test_logbtq_bound_counts_dfq_branches_as_one_layer(tmp_path: Path) -> None:
     assert len(s.layers) == 4 * len(blocks) and d["depth"] == len(blocks)
     assert len(d["per_layer"]) == len(s.layers) and d["per_layer"] == sorted(d["per_layer"], reverse=True)
     assert d["average"] == pytest.approx(logbtq_bound(d["e1"], d["u"], len(blocks))["average"])
+
+
+def test_niti_run_tail_legends_never_say_nan(tmp_path: Path) -> None:
+    """A NITI run has no float quantized layers to measure: the tail plot's legends say n/a, not
+    nan%; with layers but no activation statistics the bound uses E1 = 1 (finite)."""
+    from explorer.plots import tail_plot
+
+    s = LiveTrainingState(store=str(tmp_path / "runs.sqlite"), attach=False, max_steps=8, every=4, epochs=1)
+    s.scheme = "niti"
+    assert s.start_run() is not None
+    _drain(s)
+    labels = [el.label for el in tail_plot(s.tail_data())]
+    assert labels and not any("nan" in lab for lab in labels), labels
+    empty = [el.label for el in tail_plot({"layers": ["a"], "average": math.nan, "approx": math.nan})]
+    assert any("n/a" in lab for lab in empty) and not any("nan" in lab for lab in empty)
+    s._stats[("x", "a.mean")], s._stats[("x", "a.std")] = math.nan, math.nan
+    with param.edit_constant(s):
+        s.layers = ["x"]
+    d = s.tail_data()
+    assert d["e1"] == 1.0 and math.isfinite(d["average"]) and math.isfinite(d["approx"])
