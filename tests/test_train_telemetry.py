@@ -119,3 +119,12 @@ def test_histogram_binning_from_exponent_bits_equals_log2(per, lo):
     x = torch.cat([x32, torch.nextafter(x32, torch.zeros(1)), torch.nextafter(x32, torch.full((1,), 1e9)),
                    torch.randn(5000) * 7, -x32])
     assert stats_and_histogram(x, lo, lo + 30, bins)[1] == log2_histogram(x, lo, lo + 30, bins)
+
+
+def test_metric_row_dict_has_every_field():
+    import dataclasses
+
+    from core.train.context import MetricRow
+
+    r = MetricRow("1", "w", "fp8_e4m3", "live", "are", 0.25)
+    assert r.to_dict() == dataclasses.asdict(r)

@@ -6,7 +6,7 @@ the loop's internals.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -65,4 +65,6 @@ class MetricRow:
     value: float
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # a dict literal: dataclasses.asdict deep-copies every field (~25 us a row, ~100 rows a snapshot)
+        return {"layer": self.layer, "tensor": self.tensor, "fmt": self.fmt, "role": self.role, "name": self.name,
+                "value": self.value}
