@@ -331,3 +331,22 @@ def test_mls_one_element_lanes_cover_the_paper_formats_without_the_general_path(
     assert not k._needs_general_path(x.view(np.uint32), 0, x.size, k._tiny_bits(st, 8))
     x[5] = np.inf
     assert k._needs_general_path(x.view(np.uint32), 0, x.size, k._tiny_bits(st, 8))
+
+
+@pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
+def test_spec_quantizer_callables_equal_the_reference_on_edge_tensors(rounding):
+    """``spec.quantizer(rounding)(x, seed)`` (the training loop's entry: MLS nc 2-d float32 CPU
+    tensors go straight to the one-element kernel) == the float64 reference on the shapes,
+    dtypes, layouts and values that leave that fast path or stress it."""
+    tensors = [torch.randn(5, 3, requires_grad=True), torch.randn(7), torch.tensor(2.5), torch.zeros(0, 4),
+               torch.randn(6, 4).t(), torch.randn(4, 4, dtype=torch.float64), torch.full((3, 3), float("nan")),
+               torch.tensor([[float("inf"), 1.0], [0.0, -2.0]]), torch.randn(300, 300)]
+    for fmt in ("mls(ex=2,mx=1,eg=8,mg=1,group=nc)", "mls(ex=3,mx=2,eg=4,mg=3,group=nc)",
+                "mls(ex=2,mx=1,eg=8,mg=1,group=n)", "fp8_e4m3"):
+        spec = core.parse_format(fmt)
+        q = spec.quantizer(rounding)
+        for x in tensors:
+            a = q(x, 123)
+            b = core.quantize(x.detach(), spec, rounding, seed=123, backend="reference")
+            assert a.shape == x.shape and a.dtype == x.dtype, (fmt, tuple(x.shape))
+            assert torch.equal(a.nan_to_num(7.0), b.nan_to_num(7.0)), (fmt, tuple(x.shape), x.dtype)
