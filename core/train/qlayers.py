@@ -227,8 +227,9 @@ class QLayer:
         self._plan = {kind: _plan_entry(getattr(q, kind), kind) if q is not None else None for kind in TENSORS}
 
     def _init_q(self) -> None:
-        self._seed_key: tuple[int, int, int] | None = None
-        self._seeds: tuple[int, ...] = ()
+        # [(seed, step, layer index), seeds]: a plain list, so refreshing it each step skips
+        # nn.Module.__setattr__ (~1 us per attribute)
+        self._seed_cache: list[Any] = [None, ()]
         self.quant = None
         self.layer_index = 0
         self.layer_name = ""
@@ -248,11 +249,12 @@ class QLayer:
 
     def _seeds_now(self) -> tuple[int, ...]:
         """:func:`tensor_seed` of every tensor code at the current step (computed once per step)."""
+        cache = self._seed_cache
         key = (self.seed, self.step, self.layer_index)
-        if self._seed_key != key:
-            self._seed_key = key
-            self._seeds = chained_seeds(_as_int64(self.seed), _as_int64(self.step), _as_int64(self.layer_index))
-        return self._seeds
+        if cache[0] != key:
+            cache[0] = key
+            cache[1] = chained_seeds(_as_int64(self.seed), _as_int64(self.step), _as_int64(self.layer_index))
+        return cache[1]
 
     def quant_state(self) -> dict[str, Any]:
         """Quantizer state for checkpoints (plain types only)."""
