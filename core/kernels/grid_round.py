@@ -65,26 +65,31 @@ def seed_key(seed):
 
 
 @njit(**JIT_OPTIONS)
+def _layer_key(seed, step, layer):
+    """``splitmix64`` chained over ``(seed, step, layer)`` (uint64 views of the int64 arguments)."""
+    z = _mix(np.uint64(seed) + _GAMMA)
+    z = _mix((z ^ np.uint64(step)) + _GAMMA)
+    return _mix((z ^ np.uint64(layer)) + _GAMMA)
+
+
+@njit(**JIT_OPTIONS)
+def _code_seed(z, code):
+    return np.int64(_mix((z ^ np.uint64(code)) + _GAMMA) >> np.uint64(1))
+
+
+@njit(**JIT_OPTIONS)
 def chained_seed(seed, step, layer, code):
     """``splitmix64`` chained over ``(seed, step, layer, code)``, shifted to 63 bits: the rounding
     seed of one tensor of one layer at one step (``core.train.qlayers.tensor_seed``)."""
-    z = _mix(np.uint64(seed) + _GAMMA)
-    z = _mix((z ^ np.uint64(step)) + _GAMMA)
-    z = _mix((z ^ np.uint64(layer)) + _GAMMA)
-    z = _mix((z ^ np.uint64(code)) + _GAMMA)
-    return np.int64(z >> np.uint64(1))
+    return _code_seed(_layer_key(seed, step, layer), code)
 
 
 @njit(**JIT_OPTIONS)
 def chained_seeds(seed, step, layer):
     """:func:`chained_seed` for the codes 0..7 at once (one call per layer and step)."""
-    z = _mix(np.uint64(seed) + _GAMMA)
-    z = _mix((z ^ np.uint64(step)) + _GAMMA)
-    z = _mix((z ^ np.uint64(layer)) + _GAMMA)
-    out = [np.int64(0)] * 8
-    for code in range(8):
-        out[code] = np.int64(_mix((z ^ np.uint64(code)) + _GAMMA) >> np.uint64(1))
-    return (out[0], out[1], out[2], out[3], out[4], out[5], out[6], out[7])
+    z = _layer_key(seed, step, layer)
+    return (_code_seed(z, 0), _code_seed(z, 1), _code_seed(z, 2), _code_seed(z, 3), _code_seed(z, 4),
+            _code_seed(z, 5), _code_seed(z, 6), _code_seed(z, 7))
 
 
 @njit(**JIT_OPTIONS)
