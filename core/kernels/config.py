@@ -1,7 +1,8 @@
 """One place for kernel compilation flags and launch sizes (STYLE 7-8).
 
-Bit-exact kernels never use fastmath; divisions follow IEEE (no Python zero-division checks).  ``CHUNK`` is the number of elements a
-CPU task handles; ``THREADS_PER_BLOCK`` is patchable so simulator tests stay small.
+Bit-exact kernels never use fastmath; divisions follow IEEE (no Python zero-division checks).
+``CHUNK`` is the number of elements a CPU task handles; ``THREADS_PER_BLOCK`` is patchable so
+simulator tests stay small.
 """
 
 from __future__ import annotations

@@ -352,17 +352,17 @@ def floor_log2(a):
 
 @njit(**JIT_OPTIONS)
 def stochastic_sat_lane(v, s, m, emin, sub, maxval, rword):
-    """:func:`stochastic_sat_value` for a scale ``s > 0`` with the early returns turned into selects
-    (same values; vectorizes in row loops, where ``s == 0`` rows are handled apart)."""
-    a = abs(v) / s
-    e = floor_log2(a)
-    k = min(quantum_exponent(e, m, emin, sub), 1000)
-    q = a * bits_f64(np.uint64(1023 - k) << _S52)
-    fl = np.floor(q)
+    """:func:`stochastic_sat_value` for a scale ``s > 0``, written with selects (vectorizes in row
+    loops, where ``s == 0`` rows are handled apart); the arithmetic of both."""
+    a = abs(v) / s  # exact for s == 1
+    e = floor_log2(a)  # -1023 for 0 and float64 subnormals, 1024 for inf
+    k = min(quantum_exponent(e, m, emin, sub), 1000)  # a >= 2^1000 saturates in any case
+    q = a * bits_f64(np.uint64(1023 - k) << _S52)  # a * 2^-k, exact
+    fl = np.floor(q)  # float floor (math.floor returns an int64 in Numba)
     fl = fl + 1.0 if np.floor((q - fl) * _TWO32) + rword >= _TWO32 else fl
     r = fl * bits_f64(np.uint64(1023 + k) << _S52)
     r = maxval if not (r <= maxval) or a == math.inf else r
-    y = math.copysign(r * s, v)
+    y = math.copysign(r * s, v)  # r * 1 == r
     return v if v != v else y
 
 
@@ -383,21 +383,7 @@ def stochastic_sat_value(v, s, m, emin, sub, maxval, rword):
         return v
     if s == 0.0:
         return math.copysign(0.0, v)
-    a = abs(v)
-    if s != 1.0:
-        a = a / s
-    e = floor_log2(a)  # -1023 for 0 and float64 subnormals, 1024 for inf
-    k = min(quantum_exponent(e, m, emin, sub), 1000)  # a >= 2^1000 saturates in any case
-    q = a * bits_f64(np.uint64(1023 - k) << _S52)  # a * 2^-k, exact
-    fl = np.floor(q)  # float floor (math.floor returns an int64 in Numba)
-    if np.floor((q - fl) * _TWO32) + rword >= _TWO32:
-        fl += 1.0
-    r = fl * bits_f64(np.uint64(1023 + k) << _S52)
-    if not (r <= maxval) or a == math.inf:
-        r = maxval
-    if s != 1.0:
-        r = r * s
-    return math.copysign(r, v)
+    return stochastic_sat_lane(v, s, m, emin, sub, maxval, rword)
 
 
 @njit(parallel=True, **JIT_OPTIONS)

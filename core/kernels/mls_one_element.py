@@ -48,7 +48,6 @@ _SMALL_F32 = 2.0**-120
 #: the ratio lanes cover Mg <= 2: at most 7 thresholds on the mantissa
 _MAX_MG = 2
 _NO_THRESHOLD = np.int64(1 << 40)  # above every 24-bit mantissa
-_LANE_OPTIONS = JIT_OPTIONS
 
 
 def top_quantum(m: int, emin: int) -> float:
@@ -97,7 +96,7 @@ def _nc_parallel(x, out, st, eg, mg, m, emin, sub, maxval, mode, seed):
 
 
 # ------------------------------------------------------------- float32 path (mantissa ratios)
-@njit(**_LANE_OPTIONS)
+@njit(**JIT_OPTIONS)
 def _ratio_tables(S, mg):
     """Thresholds and divisors of the ratio lanes for the tensor-scale mantissa ``S``.
 
@@ -123,7 +122,7 @@ def _ratio_tables(S, mg):
     return T, B
 
 
-@njit(**_LANE_OPTIONS)
+@njit(**JIT_OPTIONS)
 def _step_select(A, T0, T1, T2, T3, T4, T5, T6, V0, V1, V2, V3, V4, V5, V6, V7):
     """``V[#{i : A >= T_i}]`` for ascending thresholds: a monotone select chain (vectorizable)."""
     v = V0
@@ -136,7 +135,7 @@ def _step_select(A, T0, T1, T2, T3, T4, T5, T6, V0, V1, V2, V3, V4, V5, V6, V7):
     return V7 if A >= T6 else v
 
 
-@njit(**_LANE_OPTIONS)
+@njit(**JIT_OPTIONS)
 def _with_exponent_of(w, b):
     """float32 bits of ``value(w) * 2^(e - 150)``, ``e`` the biased exponent of the float32 bits
     ``b``, with ``b``'s sign; zero for ``|b| = 0`` (``|x| = A 2^(e - 150)``, see the module docstring)."""
@@ -146,7 +145,7 @@ def _with_exponent_of(w, b):
     return np.uint32(y) | (b & np.uint32(0x80000000))
 
 
-@njit(**_LANE_OPTIONS)
+@njit(**JIT_OPTIONS)
 def _ratio_lane(b, T0, T1, T2, T3, T4, T5, T6, B0, B1, B2, B3, B4, B5, B6, B7, P, Q, mode, rword):
     """Quantized float32 bits of the float32 bits ``b`` (see the module docstring)."""
     A = np.int64((b & np.uint32(0x7FFFFF)) | np.uint32(0x800000))
@@ -162,7 +161,7 @@ def _ratio_lane(b, T0, T1, T2, T3, T4, T5, T6, B0, B1, B2, B3, B4, B5, B6, B7, P
     return _with_exponent_of(f32_bits(np.float32(j * Q * rs)), b)
 
 
-@njit(**_LANE_OPTIONS)
+@njit(**JIT_OPTIONS)
 def _rho_of(A, S, mg):
     """``(num, sh)`` with ``rho S = num / 2^sh`` for the smallest ``rho`` in ``R`` with ``rho S >= A``."""
     one = np.int64(1) << mg
@@ -174,7 +173,7 @@ def _rho_of(A, S, mg):
     return 2 * S, np.int64(0)
 
 
-@njit(**_LANE_OPTIONS)
+@njit(**JIT_OPTIONS)
 def _j_of(A, num, sh, Pi):
     """``min(round_half_even(A P / (rho S)), P - 1)``, exactly, in integers."""
     q, r = divmod(A * Pi << sh, num)
@@ -183,7 +182,7 @@ def _j_of(A, num, sh, Pi):
     return min(q, Pi - 1)
 
 
-@njit(**_LANE_OPTIONS)
+@njit(**JIT_OPTIONS)
 def _nearest_table(S, mg, P):
     """Nearest rounding as a step function of the mantissa ``A`` in ``[2^23, 2^24)``.
 
@@ -227,7 +226,7 @@ def _nearest_table(S, mg, P):
             W[n + 1] = w
 
 
-@njit(**_LANE_OPTIONS)
+@njit(**JIT_OPTIONS)
 def _table_lane(b, T0, T1, T2, T3, T4, T5, T6, W0, W1, W2, W3, W4, W5, W6, W7):
     """Nearest: quantized float32 bits of ``b`` from the :func:`_nearest_table` step function
     (integer compares and selects only)."""
@@ -235,20 +234,20 @@ def _table_lane(b, T0, T1, T2, T3, T4, T5, T6, W0, W1, W2, W3, W4, W5, W6, W7):
     return _with_exponent_of(_step_select(A, T0, T1, T2, T3, T4, T5, T6, W0, W1, W2, W3, W4, W5, W6, W7), b)
 
 
-@njit(**_LANE_OPTIONS)
+@njit(**JIT_OPTIONS)
 def _flagged(v, tiny):
     """Elements the ratio lanes do not cover: NaN, +-inf, non-zero magnitudes ``<= tiny``."""
     a = abs(v)
     return not (a < np.inf) or (a != 0.0 and a <= tiny)
 
 
-@njit(**_LANE_OPTIONS)
+@njit(**JIT_OPTIONS)
 def _tiny(st, eg):
     """``max(St * min(G), 2^-120)``: the flagged magnitude bound."""
     return max(st * bits_f64(np.uint64(1023 + 1 - (1 << eg)) << _S52), _SMALL_F32)
 
 
-@njit(**_LANE_OPTIONS)
+@njit(**JIT_OPTIONS)
 def _needs_general_path(xb, lo, hi, tiny_bits):
     """Whether any of the float32 bit patterns ``xb[lo:hi]`` is flagged (NaN, inf, or a non-zero
     magnitude with bits ``<= tiny_bits``): two integer reductions, which vectorize."""
@@ -262,13 +261,13 @@ def _needs_general_path(xb, lo, hi, tiny_bits):
     return top >= np.uint32(0x7F800000) or low < tiny_bits
 
 
-@njit(**_LANE_OPTIONS)
+@njit(**JIT_OPTIONS)
 def _tiny_bits(st, eg):
     """float32 bit bound for :func:`_needs_general_path` (rounding up: never misses a flag)."""
     return np.uint32(f32_bits(np.float32(_tiny(st, eg)))) + np.uint32(1)
 
 
-@njit(**_LANE_OPTIONS)
+@njit(**JIT_OPTIONS)
 def _table_loop(xb, ob, lo, hi, T, W):
     """Nearest through the :func:`_nearest_table` step function (thresholds kept in registers)."""
     T0, T1, T2, T3, T4, T5, T6 = T[0], T[1], T[2], T[3], T[4], T[5], T[6]
@@ -278,7 +277,7 @@ def _table_loop(xb, ob, lo, hi, T, W):
         os_[j] = _table_lane(xs[j], T0, T1, T2, T3, T4, T5, T6, W0, W1, W2, W3, W4, W5, W6, W7)
 
 
-@njit(**_LANE_OPTIONS)
+@njit(**JIT_OPTIONS)
 def _ratio_loop(xb, ob, lo, hi, T, B, P, Q, mode, key):
     """:func:`_ratio_lane` over ``lo:hi``; one loop per mode (a mode test inside stops vectorization)."""
     T0, T1, T2, T3, T4, T5, T6 = T[0], T[1], T[2], T[3], T[4], T[5], T[6]
@@ -293,7 +292,7 @@ def _ratio_loop(xb, ob, lo, hi, T, B, P, Q, mode, key):
                                 random_word(key, i))
 
 
-@njit(**_LANE_OPTIONS)
+@njit(**JIT_OPTIONS)
 def _ratio_range(x, out, lo, hi, st, eg, mg, m, emin, maxval, mode, key, P, Q, check):
     """Elements ``lo:hi`` of float32 ``x`` into ``out``: nearest through the :func:`_nearest_table`
     step function when it has at most 7 steps, else through :func:`_ratio_lane`; with ``check``,
@@ -317,7 +316,7 @@ def _ratio_range(x, out, lo, hi, st, eg, mg, m, emin, maxval, mode, key, P, Q, c
             _nc_range(x, out, i, i + 1, st, eg, mg, m, emin, True, maxval, mode, key)
 
 
-@njit(**_LANE_OPTIONS)
+@njit(**JIT_OPTIONS)
 def ratio_serial(x, out, eg, mg, m, emin, maxval, mode, seed, P, Q):
     """St, the flag check and the lanes in one call (one pass for St and the check); returns St."""
     xb = x.view(np.uint32)
@@ -340,7 +339,7 @@ def ratio_serial(x, out, eg, mg, m, emin, maxval, mode, seed, P, Q):
     return st
 
 
-@njit(parallel=True, **_LANE_OPTIONS)
+@njit(parallel=True, **JIT_OPTIONS)
 def _ratio_parallel(x, out, st, eg, mg, m, emin, maxval, mode, seed, P, Q):
     key = seed_key(seed)
     if st == 0.0:

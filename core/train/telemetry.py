@@ -113,6 +113,12 @@ def stats_and_histogram(x: torch.Tensor, lo: float, hi: float, bins: int,
     return stats, h
 
 
+def _numpy_float(t: torch.Tensor) -> np.ndarray:
+    """C-contiguous float32/float64 NumPy view (a copy only when needed; half types go to float32)."""
+    t = t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+    return t.contiguous().numpy()
+
+
 def quant_metrics(x: torch.Tensor, y: torch.Tensor, spec: Any) -> dict[str, float]:
     """``core.metrics.summary(x, y, spec)`` computed in one fused pass on CPU (same definitions: ARE,
     relative error, SQNR, overflow and underflow against ``spec.range_for(x)``); ``core.metrics`` itself
@@ -121,16 +127,14 @@ def quant_metrics(x: torch.Tensor, y: torch.Tensor, spec: Any) -> dict[str, floa
     if x.device.type != "cpu" or range_for is None or x.shape != y.shape:
         return core.metrics.summary(x, y, spec)
     xd, yd = x.detach(), y.detach()
-    xn = (xd.float() if xd.dtype in (torch.float16, torch.bfloat16) else xd).reshape(-1).numpy()
-    yn = (yd.float() if yd.dtype in (torch.float16, torch.bfloat16) else yd).reshape(-1).numpy()
-    out = error_metrics(xn, yn)
-    blocked = getattr(spec, "blocked_scales", None)
-    if blocked is not None and type(spec).range_for is ScaledFormat.range_for:
-        x3, s2, view = blocked(xd)
+    xn = _numpy_float(xd).reshape(-1)
+    out = error_metrics(xn, _numpy_float(yd).reshape(-1))
+    if isinstance(spec, ScaledFormat) and type(spec).range_for is ScaledFormat.range_for:
+        x3, s2, view = spec.blocked_scales(xd)
         if not view.pad:  # padding would count as elements
-            x3n = (x3.float() if x3.dtype in (torch.float16, torch.bfloat16) else x3).contiguous().numpy()
             g = spec.element_grid
-            out["overflow"], out["underflow"] = range_fractions_rows(x3n, s2.numpy(), g.maxval, g.smallest)
+            out["overflow"], out["underflow"] = range_fractions_rows(_numpy_float(x3), s2.numpy(), g.maxval,
+                                                                     g.smallest)
             return out
     big, small = range_for(xd)
     big = torch.as_tensor(big, dtype=torch.float64).expand(xd.shape).reshape(-1).numpy()
@@ -149,8 +153,7 @@ def stagnation_rate(before: torch.Tensor, after: torch.Tensor, fmt: Any) -> floa
         if not view.pad:  # one Numba pass over the (A, B, R) view, no per-element step tensor
             a3 = view.to_x3(after.detach().to(before.dtype))
             g = spec.element_grid
-            return stagnant_fraction_rows(x3.contiguous().numpy(), a3.contiguous().numpy(), s2.numpy(), g.m, g.emin,
-                                          g.subnormals)
+            return stagnant_fraction_rows(_numpy_float(x3), _numpy_float(a3), s2.numpy(), g.m, g.emin, g.subnormals)
     step = core.code_step(before, spec)
     delta = (after.double() - before.double()).abs()
     return float((delta < step / 2).double().mean())
