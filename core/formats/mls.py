@@ -237,22 +237,23 @@ class MLSFormat(ScaledFormat):
         pq = k.ratio_constants(m, emin, sub, maxval, mg, mode)
         small = k.SERIAL_BELOW if pq is not None else 0  # sizes for the one-call serial ratio kernel
         P, Q = pq if pq is not None else (0.0, 0.0)
-        serial, general = k.ratio_serial, k.quantize_one_element_groups
+        serial_at, general = k.ratio_serial_at, k.quantize_one_element_groups
         stochastic = rounding == "stochastic"
         spec = self
 
         def quantize_one_element(x: torch.Tensor, seed: int | None = None) -> torch.Tensor:
             if x.dtype is torch.float32 and x.dim() <= 2 and x.is_contiguous() and x.is_cpu:
-                y = _output_like(x)
                 if not stochastic:
                     seed = 0
                 elif type(seed) is not int or not 0 <= seed < 2**64:
                     seed = resolve_seed(seed)
-                xn, yn = x.detach().numpy().ravel(), y.numpy().ravel()
-                if xn.size < small:
-                    serial(xn, yn, eg, mg, m, emin, maxval, mode, seed, P, Q)
-                else:
-                    general(xn, yn, eg, mg, m, emin, sub, maxval, mode, seed)
+                n = x.numel()
+                if n < small:  # by address: contiguous float32 CPU tensors, alive for the call
+                    y = torch.empty_like(x, memory_format=torch.contiguous_format)
+                    serial_at(x.data_ptr(), y.data_ptr(), n, eg, mg, m, emin, maxval, mode, seed, P, Q)
+                    return y
+                y = _output_like(x)
+                general(x.detach().numpy().ravel(), y.numpy().ravel(), eg, mg, m, emin, sub, maxval, mode, seed)
                 return y
             return spec.quantize(x, rounding, seed)
 

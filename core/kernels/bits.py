@@ -9,7 +9,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-__all__ = ["f64_bits", "bits_f64", "f32_bits", "bits_f32"]
+__all__ = ["f64_bits", "bits_f64", "f32_bits", "bits_f32", "f32_pointer"]
 
 
 @intrinsic
@@ -60,5 +60,22 @@ def bits_f32(typingctx, b):
 
     def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], ir.FloatType())
+
+    return sig, codegen
+
+
+@intrinsic
+def f32_pointer(typingctx, address):
+    """``float32*`` from an integer address (``numba.carray(f32_pointer(a), n)`` views ``n`` floats).
+
+    For entry points that take buffers by address (a torch tensor's ``data_ptr()``): the caller
+    checks dtype, contiguity and size, and keeps the buffer alive for the call.
+    """
+    if not isinstance(address, types.Integer):
+        return None
+    sig = types.CPointer(types.float32)(address)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], ir.PointerType(ir.FloatType()))
 
     return sig, codegen

@@ -101,7 +101,8 @@ def random_word(key, index):
     int64 + uint64 promotion) and give other words than the CPU kernels.
     """
     z = _mix(np.uint64(key) + (np.uint64(index) + np.uint64(1)) * _GAMMA)
-    return np.float64(z >> _S32)
+    # through int64 (exact below 2^32): a signed conversion is one instruction, an unsigned one not
+    return np.float64(np.int64(z >> _S32))
 
 
 @njit(**JIT_OPTIONS)

@@ -31,15 +31,15 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import carray, njit, prange
 
-from .bits import bits_f32, bits_f64, f32_bits
+from .bits import bits_f32, bits_f64, f32_bits, f32_pointer
 from .config import CHUNK, JIT_OPTIONS, SERIAL_BELOW
 from .grid_round import (group_absmax_rows, nearest_sat_consts, nearest_sat_value, random_word, seed_key,
                          stochastic_sat_value)
 from .mls_fused import group_scale_ceil_value
 
-__all__ = ["quantize_one_element_groups", "ratio_serial", "ratio_constants", "top_quantum"]
+__all__ = ["quantize_one_element_groups", "ratio_serial", "ratio_serial_at", "ratio_constants", "top_quantum"]
 
 _TWO32 = 4294967296.0
 _S52 = np.uint64(52)
@@ -123,16 +123,20 @@ def _ratio_tables(S, mg):
 
 
 @njit(**JIT_OPTIONS)
-def _step_select(A, T0, T1, T2, T3, T4, T5, T6, V0, V1, V2, V3, V4, V5, V6, V7):
-    """``V[#{i : A >= T_i}]`` for ascending thresholds: a monotone select chain (vectorizable)."""
-    v = V0
-    v = V1 if A >= T0 else v
-    v = V2 if A >= T1 else v
-    v = V3 if A >= T2 else v
-    v = V4 if A >= T3 else v
-    v = V5 if A >= T4 else v
-    v = V6 if A >= T5 else v
-    return V7 if A >= T6 else v
+def _step_select(A, T, V):
+    """``V[#{i : A >= T_i}]`` for ascending thresholds (tuples, ``len(V) = len(T) + 1``): a monotone
+    select chain, unrolled for the tuple length (vectorizable)."""
+    v = V[0]
+    for i in range(len(T)):
+        v = V[i + 1] if A >= T[i] else v
+    return v
+
+
+@njit(**JIT_OPTIONS)
+def _short_tables(T):
+    """Whether the 7 thresholds ``T`` use at most 3 (``Mg <= 1``, or a
+    nearest step function with at most 3 steps): the lanes then select among 4 values (~12% faster)."""
+    return T[3] == _NO_THRESHOLD
 
 
 @njit(**JIT_OPTIONS)
@@ -146,10 +150,11 @@ def _with_exponent_of(w, b):
 
 
 @njit(**JIT_OPTIONS)
-def _ratio_lane(b, T0, T1, T2, T3, T4, T5, T6, B0, B1, B2, B3, B4, B5, B6, B7, P, Q, mode, rword):
-    """Quantized float32 bits of the float32 bits ``b`` (see the module docstring)."""
+def _ratio_lane(b, T, B, P, Q, mode, rword):
+    """Quantized float32 bits of the float32 bits ``b`` (see the module docstring); ``T``, ``B``:
+    threshold and divisor tuples from :func:`_ratio_tables`."""
     A = np.int64((b & np.uint32(0x7FFFFF)) | np.uint32(0x800000))
-    rs = _step_select(A, T0, T1, T2, T3, T4, T5, T6, B0, B1, B2, B3, B4, B5, B6, B7)  # rho S
+    rs = _step_select(A, T, B)  # rho S
     qq = (np.float64(A) / rs) * P  # the reference's fl(|x| / s) / Q
     j = np.floor(qq)
     frac = qq - j
@@ -227,11 +232,11 @@ def _nearest_table(S, mg, P):
 
 
 @njit(**JIT_OPTIONS)
-def _table_lane(b, T0, T1, T2, T3, T4, T5, T6, W0, W1, W2, W3, W4, W5, W6, W7):
+def _table_lane(b, T, W):
     """Nearest: quantized float32 bits of ``b`` from the :func:`_nearest_table` step function
-    (integer compares and selects only)."""
+    (tuples; integer compares and selects only)."""
     A = np.int64((b & np.uint32(0x7FFFFF)) | np.uint32(0x800000))
-    return _with_exponent_of(_step_select(A, T0, T1, T2, T3, T4, T5, T6, W0, W1, W2, W3, W4, W5, W6, W7), b)
+    return _with_exponent_of(_step_select(A, T, W), b)
 
 
 @njit(**JIT_OPTIONS)
@@ -269,27 +274,41 @@ def _tiny_bits(st, eg):
 
 @njit(**JIT_OPTIONS)
 def _table_loop(xb, ob, lo, hi, T, W):
-    """Nearest through the :func:`_nearest_table` step function (thresholds kept in registers)."""
-    T0, T1, T2, T3, T4, T5, T6 = T[0], T[1], T[2], T[3], T[4], T[5], T[6]
-    W0, W1, W2, W3, W4, W5, W6, W7 = W[0], W[1], W[2], W[3], W[4], W[5], W[6], W[7]
+    """Nearest through the :func:`_nearest_table` step function (tables as tuples: in registers)."""
+    if _short_tables(T):
+        _table_loop_of(xb, ob, lo, hi, (T[0], T[1], T[2]), (W[0], W[1], W[2], W[3]))
+    else:
+        _table_loop_of(xb, ob, lo, hi, (T[0], T[1], T[2], T[3], T[4], T[5], T[6]),
+                       (W[0], W[1], W[2], W[3], W[4], W[5], W[6], W[7]))
+
+
+@njit(**JIT_OPTIONS)
+def _table_loop_of(xb, ob, lo, hi, T, W):
     xs, os_ = xb[lo:hi], ob[lo:hi]  # slices: indices from 0 need no negative-index handling
     for j in range(xs.size):
-        os_[j] = _table_lane(xs[j], T0, T1, T2, T3, T4, T5, T6, W0, W1, W2, W3, W4, W5, W6, W7)
+        os_[j] = _table_lane(xs[j], T, W)
 
 
 @njit(**JIT_OPTIONS)
 def _ratio_loop(xb, ob, lo, hi, T, B, P, Q, mode, key):
-    """:func:`_ratio_lane` over ``lo:hi``; one loop per mode (a mode test inside stops vectorization)."""
-    T0, T1, T2, T3, T4, T5, T6 = T[0], T[1], T[2], T[3], T[4], T[5], T[6]
-    B0, B1, B2, B3, B4, B5, B6, B7 = B[0], B[1], B[2], B[3], B[4], B[5], B[6], B[7]
+    """:func:`_ratio_lane` over ``lo:hi`` (tables as tuples: in registers)."""
+    if _short_tables(T):
+        _ratio_loop_of(xb, ob, lo, hi, (T[0], T[1], T[2]), (B[0], B[1], B[2], B[3]), P, Q, mode, key)
+    else:
+        _ratio_loop_of(xb, ob, lo, hi, (T[0], T[1], T[2], T[3], T[4], T[5], T[6]),
+                       (B[0], B[1], B[2], B[3], B[4], B[5], B[6], B[7]), P, Q, mode, key)
+
+
+@njit(**JIT_OPTIONS)
+def _ratio_loop_of(xb, ob, lo, hi, T, B, P, Q, mode, key):
+    """One loop per mode (a mode test inside stops vectorization)."""
     xs, os_ = xb[lo:hi], ob[lo:hi]  # slices: indices from 0 need no negative-index handling
     if mode == 0:
         for j in range(xs.size):
-            os_[j] = _ratio_lane(xs[j], T0, T1, T2, T3, T4, T5, T6, B0, B1, B2, B3, B4, B5, B6, B7, P, Q, 0, 0.0)
+            os_[j] = _ratio_lane(xs[j], T, B, P, Q, 0, 0.0)
     else:  # indexed form: measured faster than slices here (the random-word index strength-reduces)
         for i in range(lo, hi):
-            ob[i] = _ratio_lane(xb[i], T0, T1, T2, T3, T4, T5, T6, B0, B1, B2, B3, B4, B5, B6, B7, P, Q, 1,
-                                random_word(key, i))
+            ob[i] = _ratio_lane(xb[i], T, B, P, Q, 1, random_word(key, i))
 
 
 @njit(**JIT_OPTIONS)
@@ -337,6 +356,19 @@ def ratio_serial(x, out, eg, mg, m, emin, maxval, mode, seed, P, Q):
                                              np.float64(bits_f32(np.uint32(low + np.uint32(1)))) <= _tiny(st, eg))
     _ratio_range(x, out, 0, x.size, st, eg, mg, m, emin, maxval, mode, key, P, Q, check)
     return st
+
+
+@njit(**JIT_OPTIONS)
+def ratio_serial_at(x_address, out_address, n, eg, mg, m, emin, maxval, mode, seed, P, Q):
+    """:func:`ratio_serial` on ``n`` contiguous float32 values at ``x_address`` into ``out_address``.
+
+    The training loop's entry (a tensor's ``data_ptr()``): it skips the tensor-to-array
+    conversions of every call (~2 us each, on tensors of a few thousand elements).  The caller
+    checks that both buffers are contiguous float32 CPU memory of ``n`` elements and keeps them
+    alive for the call.
+    """
+    return ratio_serial(carray(f32_pointer(x_address), n), carray(f32_pointer(out_address), n),
+                        eg, mg, m, emin, maxval, mode, seed, P, Q)
 
 
 @njit(parallel=True, **JIT_OPTIONS)
