@@ -48,6 +48,7 @@ _SMALL_F32 = 2.0**-120
 #: the ratio lanes cover Mg <= 2: at most 7 thresholds on the mantissa
 _MAX_MG = 2
 _NO_THRESHOLD = np.int64(1 << 40)  # above every 24-bit mantissa
+_ABS32, _INF32, _ONE32 = np.uint32(0x7FFFFFFF), np.uint32(0x7F800000), np.uint32(1)
 
 
 def top_quantum(m: int, emin: int) -> float:
@@ -259,10 +260,10 @@ def _needs_general_path(xb, lo, hi, tiny_bits):
     top = np.uint32(0)
     low = np.uint32(0xFFFFFFFF)
     xs = xb[lo:hi]
-    for j in range(xs.size):
-        a = xs[j] & np.uint32(0x7FFFFFFF)
-        top = max(top, a)
-        low = min(low, a - np.uint32(1))  # zero wraps to the largest word: the smallest non-zero |x| - 1
+    for j in range(xs.size):  # np.uint32 casts keep 32-bit lanes (else Numba widens to 64 bits)
+        a = np.uint32(xs[j] & _ABS32)
+        top = np.uint32(max(top, a))
+        low = np.uint32(min(low, np.uint32(a - _ONE32)))  # zero wraps: the smallest non-zero |x| - 1
     return top >= np.uint32(0x7F800000) or low < tiny_bits
 
 
@@ -342,11 +343,11 @@ def ratio_serial(x, out, eg, mg, m, emin, maxval, mode, seed, P, Q):
     top = np.uint32(0)
     best = np.uint32(0)
     low = np.uint32(0xFFFFFFFF)
-    for i in range(xb.size):
-        a = xb[i] & np.uint32(0x7FFFFFFF)
-        top = max(top, a)
-        best = max(best, a if a < np.uint32(0x7F800000) else np.uint32(0))
-        low = min(low, a - np.uint32(1))  # zero wraps to the largest word
+    for i in range(xb.size):  # np.uint32 casts keep 32-bit lanes (else Numba widens to 64 bits)
+        a = np.uint32(xb[i] & _ABS32)
+        top = np.uint32(max(top, a))
+        best = np.uint32(max(best, a if a < _INF32 else np.uint32(0)))
+        low = np.uint32(min(low, np.uint32(a - _ONE32)))  # zero wraps to the largest word
     st = np.float64(bits_f32(np.uint32(best)))
     key = seed_key(seed)
     if st == 0.0:  # no finite non-zero value: every scale is 0 (NaN stays NaN)
