@@ -452,11 +452,12 @@ def _bits_max(xb, lo, hi, absmask, infbits):
     For IEEE floats the order of magnitude bit patterns is the order of the magnitudes, so
     this is max |x| as an integer reduction, which the compiler vectorizes (a float max
     with NaN/inf tests does not vectorize without fastmath)."""
-    best = xb.dtype.type(0)
-    zero = xb.dtype.type(0)
+    T = xb.dtype.type
+    best = T(0)
+    zero = T(0)
     xs = xb[lo:hi]  # a slice: indices from 0 need no negative-index handling (vectorizes better)
     for j in range(xs.size):
-        a = xs[j] & absmask
+        a = T(xs[j] & absmask)  # the cast keeps int32 lanes (Numba widens int32 arithmetic to int64)
         a = a if a < infbits else zero
         best = a if a > best else best
     return best
@@ -493,9 +494,10 @@ def _absmax_bits_rows_serial(xb, rows, absmask, infbits):
     out = np.zeros(rows, dtype=xb.dtype)
     R = xb.size // rows if rows else 0
     if R == 1:  # one-element rows (MLS nc groups of a 2-d tensor): a flat, vectorizable loop
-        zero = xb.dtype.type(0)
+        T = xb.dtype.type
+        zero = T(0)
         for i in range(rows):
-            a = xb[i] & absmask
+            a = T(xb[i] & absmask)  # int32 lanes (see _bits_max)
             out[i] = a if a < infbits else zero
         return out
     for row in range(rows):
