@@ -45,9 +45,9 @@ class Stepper:
         self.layers = [layer for _, layer in qlayers(self.model)]
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
-        for layer in self.layers:
-            layer.step = self.n
         t0 = time.perf_counter()
+        for layer in self.layers:  # as the engine does each step (rounding seeds follow the step)
+            layer.step = self.n
         self.opt.zero_grad(set_to_none=True)
         loss = torch.nn.functional.cross_entropy(self.model(x), y)
         loss.backward()

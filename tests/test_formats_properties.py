@@ -340,9 +340,11 @@ def test_spec_quantizer_callables_equal_the_reference_on_edge_tensors(rounding):
     dtypes, layouts and values that leave that fast path or stress it."""
     tensors = [torch.randn(5, 3, requires_grad=True), torch.randn(7), torch.tensor(2.5), torch.zeros(0, 4),
                torch.randn(6, 4).t(), torch.randn(4, 4, dtype=torch.float64), torch.full((3, 3), float("nan")),
-               torch.tensor([[float("inf"), 1.0], [0.0, -2.0]]), torch.randn(300, 300)]
+               torch.tensor([[float("inf"), 1.0], [0.0, -2.0]]), torch.randn(300, 300),
+               torch.randn(10, 4)[2:5]]  # contiguous view at a storage offset (the kernel takes its address)
     for fmt in ("mls(ex=2,mx=1,eg=8,mg=1,group=nc)", "mls(ex=3,mx=2,eg=4,mg=3,group=nc)",
-                "mls(ex=2,mx=1,eg=8,mg=1,group=n)", "fp8_e4m3"):
+                "mls(ex=2,mx=3,eg=8,mg=2,group=nc)", "mls(ex=1,mx=2,eg=5,mg=0,group=nc)",
+                "mls(ex=2,mx=1,eg=8,mg=1,group=n)", "fp8_e4m3"):  # Mg 0-2: short and long select chains
         spec = core.parse_format(fmt)
         q = spec.quantizer(rounding)
         for x in tensors:
