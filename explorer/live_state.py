@@ -759,11 +759,14 @@ class LiveTrainingState(param.Parameterized):
         run = self._run
         if run is None:
             return
+        was = self.status
         with param.edit_constant(self):
             self.param.update(
                 run_id=run.id or "", status=run.status, step=int(run.step),
                 total_steps=int(run.total_steps) if run.data is not None else 0,
                 progress=float(run.progress),
             )
+        if run.status != was and run.status not in registry.ACTIVE_STATUSES:
+            self._publish_heat()  # the heat-map titles say why a map stays empty once a run has ended
         if run.status == "error" and run.error is not None:
             self._say(f"run {run.id} failed: {run.error}")

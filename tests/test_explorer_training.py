@@ -326,8 +326,12 @@ def test_niti_run_tail_legends_never_say_nan(tmp_path: Path) -> None:
 
     s = LiveTrainingState(store=str(tmp_path / "runs.sqlite"), attach=False, max_steps=8, every=4, epochs=1)
     s.scheme = "niti"
+    heat_sends: list[tuple[str, int]] = []  # (status, rows) at each heat-map update
+    s.heat.add_subscriber(lambda data: heat_sends.append((s.status, len(data))))
     assert s.start_run() is not None
     _drain(s)
+    # the heat maps are redrawn once the run has ended, so their titles can say "none logged"
+    assert heat_sends and heat_sends[-1] == ("done", 0), heat_sends
     labels = [el.label for el in tail_plot(s.tail_data())]
     assert labels and not any("nan" in lab for lab in labels), labels
     empty = [el.label for el in tail_plot({"layers": ["a"], "average": math.nan, "approx": math.nan})]
