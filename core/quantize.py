@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .formats.grid import ElementGrid, random_bits, resolve_seed, round_grid_reference
+from .formats.grid import ElementGrid, kernel_seed, random_bits, resolve_seed, round_grid_reference
 
 __all__ = [
     "BACKENDS",
@@ -122,6 +122,8 @@ def _to_numpy_float(x: torch.Tensor) -> np.ndarray:
 
 def _numba(x3, s2, grid, ovf, infv, rounding, seed):
     from .kernels.grid_round import quantize_f32_flat, quantize_grid_3d
+
+    seed = kernel_seed(seed)
 
     xn = _to_numpy_float(x3)
     out_dtype = xn.dtype if x3.dtype in (torch.float32, torch.float64) else np.float64

@@ -352,3 +352,21 @@ def test_spec_quantizer_callables_equal_the_reference_on_edge_tensors(rounding):
             b = core.quantize(x.detach(), spec, rounding, seed=123, backend="reference")
             assert a.shape == x.shape and a.dtype == x.dtype, (fmt, tuple(x.shape))
             assert torch.equal(a.nan_to_num(7.0), b.nan_to_num(7.0)), (fmt, tuple(x.shape), x.dtype)
+
+
+@pytest.mark.parametrize("fmt", ["fp8_e4m3", "mls(ex=2,mx=1,eg=8,mg=1,group=nc)", "mls(ex=2,mx=4,eg=8,mg=1,group=c)",
+                                 "mx(elem=fp8_e4m3)", "mu8", "int(bits=8,scale=channel)"])
+def test_seeds_above_2_63_give_the_reference_words(fmt):
+    """Seeds in [2^63, 2^64) reach the kernels as the int64 with the same bits (Numba's dispatcher
+    takes a slow path for larger Python ints): the numba backend and the quantizer callables
+    still round like the reference, and unlike the seed with the top bit cleared."""
+    from core.formats.grid import kernel_seed
+
+    assert kernel_seed(2**64 - 1) == -1 and kernel_seed(2**63) == -(2**63) and kernel_seed(5) == 5
+    spec = core.parse_format(fmt)
+    x = torch.randn(64, 48, generator=torch.Generator().manual_seed(1))
+    for seed in (2**63, 2**64 - 3, 2**63 + 12345):
+        want = core.quantize(x, spec, "stochastic", seed=seed, backend="reference")
+        assert torch.equal(core.quantize(x, spec, "stochastic", seed=seed, backend="numba"), want), seed
+        assert torch.equal(spec.quantizer("stochastic")(x, seed), want), seed
+        assert not torch.equal(core.quantize(x, spec, "stochastic", seed=seed - 2**63, backend="numba"), want)

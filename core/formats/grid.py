@@ -36,6 +36,7 @@ __all__ = [
     "ElementGrid",
     "random_bits",
     "resolve_seed",
+    "kernel_seed",
     "round_grid_reference",
     "grid_quantum_exponent",
     "minifloat_fields",
@@ -110,6 +111,16 @@ def resolve_seed(seed: int | None) -> int:
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
         raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
     return int(seed) & 0xFFFFFFFFFFFFFFFF
+
+
+def kernel_seed(seed: int) -> int:
+    """A 64-bit seed as the int64 with the same bits, for passing to kernels.
+
+    Numba types a Python int >= 2^63 as uint64 through a slow path of its dispatcher (~13 us per
+    call, measured); the kernels read the bits back with ``np.uint64(seed)``, so the words are
+    the same.
+    """
+    return seed - (1 << 64) if seed >= (1 << 63) else seed
 
 
 def random_bits(seed: int, n: int, offset: int = 0) -> np.ndarray:

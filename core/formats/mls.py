@@ -31,7 +31,7 @@ import torch
 
 from ..quantize import _MODE, group_absmax
 from .base import check_input, check_rounding
-from .grid import ElementGrid, resolve_seed
+from .grid import ElementGrid, kernel_seed, resolve_seed
 from .registry import check_choice, check_range, register_family
 from .scaled import BlockView, ScaledFormat, group_view, ldexp1, pow2_floor_log2
 
@@ -245,8 +245,8 @@ class MLSFormat(ScaledFormat):
             if x.dtype is torch.float32 and x.dim() <= 2 and x.is_contiguous() and x.is_cpu:
                 if not stochastic:
                     seed = 0
-                elif type(seed) is not int or not 0 <= seed < 2**64:
-                    seed = resolve_seed(seed)
+                elif type(seed) is not int or not 0 <= seed < 2**63:
+                    seed = kernel_seed(resolve_seed(seed))
                 n = x.numel()
                 if n < small:  # by address: contiguous float32 CPU tensors, alive for the call
                     y = torch.empty_like(x, memory_format=torch.contiguous_format)
@@ -269,7 +269,7 @@ class MLSFormat(ScaledFormat):
         d0 = x.shape[0] if x.dim() >= 1 else 1
         d1 = x.shape[1] if x.dim() >= 2 else 1
         g = self.element_grid
-        seed_ = resolve_seed(seed) if rounding == "stochastic" else 0
+        seed_ = kernel_seed(resolve_seed(seed)) if rounding == "stochastic" else 0
         if self.group == "nc" and flat.size == d0 * d1 and rounding != "truncate":
             _one_element_kernels().quantize_one_element_groups(flat, out, self.eg, self.mg, g.m, g.emin,
                                                                g.subnormals, g.maxval, _MODE[rounding], seed_)

@@ -24,7 +24,7 @@ import torch
 
 from ..quantize import _choose, to_dtype
 from .base import Encoded, FormatSpec, check_input, check_rounding
-from .grid import random_bits, resolve_seed
+from .grid import kernel_seed, random_bits, resolve_seed
 from .registry import check_range, register_family
 
 __all__ = ["MuLawFormat", "MU8Format"]
@@ -160,7 +160,7 @@ class MuLawFormat(FormatSpec):
 
             mulaw_quantize(xin.numpy(), out.numpy(), codes, _padded(self.bits, self.mu, self.range),
                            _starts(self.bits, self.mu, self.range), self.K, self.mu, self.range,
-                           mode, seed_)
+                           mode, kernel_seed(seed_))
         else:
             from ..kernels.grid_round_cuda import mulaw_quantize_cuda
 

@@ -122,7 +122,7 @@ class ScaledFormat(FormatSpec):
     def _fused(self, x, rounding, seed):
         """One-pass kernel for power-of-two block scales along a contiguous last axis."""
         from ..kernels.grid_round import quantize_pow2_blocks
-        from .grid import resolve_seed as _rs
+        from .grid import kernel_seed, resolve_seed as _rs
 
         params = self.fused_pow2_blocks()
         block = self.block  # type: ignore[attr-defined]
@@ -131,7 +131,7 @@ class ScaledFormat(FormatSpec):
         exps = np.empty(xn.size // block, dtype=np.int64)
         g = self.element_grid
         mode = {"nearest": 0, "stochastic": 1, "truncate": 2}[rounding]
-        seed_ = _rs(seed) if rounding == "stochastic" else 0
+        seed_ = kernel_seed(_rs(seed)) if rounding == "stochastic" else 0
         quantize_pow2_blocks(xn.reshape(-1), out, exps, block, *params, g.m, g.emin, g.subnormals,
                              g.maxval, mode, seed_)
         return torch.from_numpy(out).reshape(x.shape)
