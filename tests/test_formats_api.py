@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import math
 
 import numpy as np
@@ -237,6 +239,75 @@ def test_mulaw_kernel_equals_reference_for_any_mu_and_range(mu, rng, bits):
     a = core.quantize(x, fmt, backend="numba")
     b = core.quantize(x, fmt, backend="reference")
     assert torch.equal(a, b)
+
+
+def _mulaw_edge_values(fmt: Any, rng: np.random.Generator, n: int) -> np.ndarray:
+    """Values at every code and threshold and their float64 neighbours (y at or next to an integer
+    or a rounding threshold), the clamp, specials, tiny and subnormal values, and a random sweep."""
+    from core.formats.mulaw import _tables
+
+    codes, thr = _tables(fmt.bits, fmt.mu, fmt.range)
+    pts = np.concatenate([codes, thr, [fmt.range, 0.0, -0.0, 5e-324, 1e-300, np.inf, -np.inf, np.nan, 3 * fmt.range]])
+    near = [pts, np.nextafter(pts, np.inf), np.nextafter(pts, -np.inf)]
+    sweep = rng.uniform(-1.2, 1.2, n) * fmt.range
+    return np.concatenate(near + [sweep, -pts])
+
+
+@settings(max_examples=30, deadline=None)
+@given(mu=st.floats(1e-6, 1e9), rng=st.floats(1e-30, 1e30), bits=st.integers(2, 16),
+       seed=st.integers(0, 2**64 - 1), n=st.sampled_from([100, 70_000]))
+def test_mulaw_stochastic_fast_path_equals_the_exact_kernel(mu, rng, bits, seed, n):
+    """``mulaw_stochastic`` (bounded-error log1p, libm only for uncertain decisions) gives the bits
+    of the libm kernel ``mulaw_quantize(mode=1)`` for every mu, range and width, float32 and
+    float64, serial and parallel sizes, including values whose y lies within ulps of its rounding
+    threshold; the format's numba backend equals the reference."""
+    from core.formats.grid import kernel_seed
+    from core.formats.mulaw import _padded, _starts, _tables
+    from core.kernels.mulaw import mulaw_quantize, mulaw_stochastic
+
+    fmt = core.parse_format(f"mulaw(bits={bits},mu={mu!r},range={rng!r})")
+    codes, _ = _tables(fmt.bits, fmt.mu, fmt.range)
+    x64 = _mulaw_edge_values(fmt, np.random.default_rng(bits), n)
+    # elements whose companded y lies within a few ulps of their own stochastic threshold
+    # floor(y) + 1 - r 2^-32 (r: the element's random word): only an exact decision gets them right
+    from core.formats.grid import random_bits
+
+    m = min(300, x64.size)
+    r = random_bits(seed, m).astype(np.float64)
+    g = np.random.default_rng(seed % 2**32)
+    t = g.integers(0, fmt.K, m) + 1.0 - r / 2.0**32
+    target = fmt.range * np.expm1(t * math.log1p(fmt.mu) / fmt.K) / fmt.mu
+    for _ in range(int(g.integers(0, 4))):
+        target = np.nextafter(target, np.inf if g.random() < 0.5 else -np.inf)
+    x64[:m] = np.where(g.random(m) < 0.5, -target, target)
+    with np.errstate(over="ignore"):
+        x32 = x64.astype(np.float32)  # beyond float32: +-inf (clamped like any value above the range)
+    for x in (x64, x32):
+        fast, exact = np.empty_like(x), np.empty_like(x)
+        mulaw_stochastic(x, fast, codes, fmt.K, fmt.mu, fmt.range, kernel_seed(seed))
+        mulaw_quantize(x, exact, codes, _padded(fmt.bits, fmt.mu, fmt.range), _starts(fmt.bits, fmt.mu, fmt.range),
+                       fmt.K, fmt.mu, fmt.range, 1, kernel_seed(seed))
+        assert np.array_equal(fast, exact, equal_nan=True) and np.array_equal(np.signbit(fast), np.signbit(exact))
+    # the reference's torch.log1p and libm's may differ in the last ulp, which flips decisions only
+    # for y within ulps of its threshold (probability ~1e-16 per element): compare the rest
+    t = torch.from_numpy(x64[m:m + 4000])
+    assert torch.equal(core.quantize(t, fmt, "stochastic", seed=seed, backend="numba").nan_to_num(7.0),
+                       core.quantize(t, fmt, "stochastic", seed=seed, backend="reference").nan_to_num(7.0))
+
+
+def test_log1p_bounded_error_bound():
+    """The vectorizable log1p stays within its documented bound, 2^-50 (1 + log1p(u)), of libm's
+    over [0, 1e9] (dense near 0, 1 and the sqrt(2) mantissa split)."""
+    import math
+
+    from core.kernels.mulaw import log1p_bounded
+
+    r = np.random.default_rng(0)
+    u = np.concatenate([[0.0, 5e-324, 1e-300, 2.0**-53, 1.0, math.sqrt(2) - 1, math.sqrt(2), 1e9],
+                        np.geomspace(1e-300, 1e9, 20000), r.uniform(0, 2, 20000), r.uniform(0, 300, 20000)])
+    for v in u:
+        want = math.log1p(v)
+        assert abs(log1p_bounded(v) - want) <= 2.0**-50 * (1 + want), v
 
 
 @pytest.mark.parametrize("spec", ["mu8", "mu8(mu=10,range=0.3)", "mulaw(bits=5,mu=50,range=4)",

@@ -155,7 +155,11 @@ class MuLawFormat(FormatSpec):
         half = x.dtype not in (torch.float32, torch.float64)
         xin = (x.detach().to(torch.float32) if half else x.detach()).reshape(-1).contiguous()
         out = torch.empty(xin.shape, dtype=torch.float64 if half else xin.dtype, device=x.device)
-        if which == "numba":
+        if which == "numba" and mode == 1:
+            from ..kernels.mulaw import mulaw_stochastic
+
+            mulaw_stochastic(xin.numpy(), out.numpy(), codes, self.K, self.mu, self.range, kernel_seed(seed_))
+        elif which == "numba":
             from ..kernels.mulaw import mulaw_quantize
 
             mulaw_quantize(xin.numpy(), out.numpy(), codes, _padded(self.bits, self.mu, self.range),
