@@ -135,8 +135,8 @@ def _step_select(A, T, V):
 
 @njit(**JIT_OPTIONS)
 def _short_tables(T):
-    """Whether the 7 thresholds ``T`` use at most 3 (``Mg <= 1``, or a
-    nearest step function with at most 3 steps): the lanes then select among 4 values (~12% faster)."""
+    """Whether the 7 thresholds ``T`` use at most 3 (``Mg <= 1``, or a nearest step function with at
+    most 3 steps): the lanes then select among 4 values (~12% faster)."""
     return T[3] == _NO_THRESHOLD
 
 
@@ -414,7 +414,7 @@ def quantize_one_element_groups(x: np.ndarray, out: np.ndarray, eg: int, mg: int
 def ratio_constants(m: int, emin: int, sub: bool, maxval: float, mg: int, mode: int) -> tuple[float, float] | None:
     """``(P, Q)`` for :func:`ratio_serial` when the ratio lanes cover this grid, Mg and mode, else None.
 
-    The training loop calls :func:`ratio_serial` directly for float32 inputs below
+    The training loop calls :func:`ratio_serial_at` directly for float32 inputs below
     ``SERIAL_BELOW`` elements (one Python frame less per tensor) and
     :func:`quantize_one_element_groups` otherwise.
     """
