@@ -213,6 +213,9 @@ def test_fused_block_kernel_equals_reference(spec, rounding):
     x = torch.randn(64, 96, dtype=torch.float64) * torch.logspace(-40, 40, 96, dtype=torch.float64)
     x[0, :3] = torch.tensor([float("nan"), float("inf"), 0.0])
     x[1, :32] = 0
+    x[2, :32] = float("-inf")  # a block of infinities only: amax over finite values is 0
+    x[3, 32:64] = float("nan")
+    x[4, :4] = torch.tensor([-0.0, -float("inf"), 5e-324, -1e-310])  # subnormals and a negative zero
     for xd in (x, x.float()):
         a = core.quantize(xd, spec, rounding, seed=3)
         b = core.quantize(xd, spec, rounding, seed=3, backend="reference")

@@ -11,6 +11,7 @@ Rounding mode codes: 0 nearest-even, 1 stochastic, 2 truncate.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from numba import njit, prange
@@ -387,9 +388,20 @@ def stochastic_sat_value(v, s, m, emin, sub, maxval, rword):
     return stochastic_sat_lane(v, s, m, emin, sub, maxval, rword)
 
 
+def quantize_pow2_blocks(x: np.ndarray, out: np.ndarray, exps: np.ndarray, block: int, offset: int, elo: int,
+                         ehi: int, ezero: int, rceil_max: float, m: int, emin: int, sub: bool, maxval: float,
+                         mode: int, seed: int) -> None:
+    """Fused block-floating-point quantizer (MX, BFP) on contiguous blocks of a flat float32/float64
+    ``x`` (see :func:`_quantize_pow2_blocks`; the block amax is an integer max over the bit
+    patterns)."""
+    xb, absmask, infbits = _magnitude_bits(x)
+    _quantize_pow2_blocks(x, xb, absmask, infbits, out, exps, block, offset, elo, ehi, ezero, rceil_max,
+                          m, emin, sub, maxval, mode, seed)
+
+
 @njit(parallel=True, **JIT_OPTIONS)
-def quantize_pow2_blocks(x, out, exps, block, offset, elo, ehi, ezero, rceil_max,
-                         m, emin, sub, maxval, mode, seed):
+def _quantize_pow2_blocks(x, xb, absmask, infbits, out, exps, block, offset, elo, ehi, ezero, rceil_max,
+                          m, emin, sub, maxval, mode, seed):
     """Fused block-floating-point quantizer (MX, BFP) on contiguous blocks.
 
     For each block of ``block`` consecutive elements of the flat array: amax
@@ -405,11 +417,7 @@ def quantize_pow2_blocks(x, out, exps, block, offset, elo, ehi, ezero, rceil_max
     shift, low_mask, up, down, min_biased = nearest_sat_consts(m, emin, sub)
     for b in prange(nblocks):
         lo = b * block
-        amax = 0.0
-        for i in range(lo, lo + block):
-            a = abs(np.float64(x[i]))
-            if a > amax and a != math.inf:
-                amax = a
+        amax = _finite_absmax(xb, lo, lo + block, absmask, infbits)
         if amax > 0.0:
             if rceil_max > 0.0:
                 e = floor_log2(amax / rceil_max)
@@ -463,6 +471,15 @@ def _bits_max(xb, lo, hi, absmask, infbits):
     return best
 
 
+@njit(**JIT_OPTIONS)
+def _finite_absmax(xb, lo, hi, absmask, infbits):
+    """max |x| over ``lo:hi`` of the float32/float64 bit view ``xb`` (NaN and inf count as 0), as float64."""
+    b = _bits_max(xb, lo, hi, absmask, infbits)
+    if xb.itemsize == 4:
+        return np.float64(bits_f32(np.uint32(b)))
+    return bits_f64(np.uint64(b))
+
+
 @njit(parallel=True, **JIT_OPTIONS)
 def _absmax_bits_rows(xb, rows, absmask, infbits):
     out = np.zeros(rows, dtype=xb.dtype)
@@ -511,11 +528,15 @@ def group_absmax_rows(x: np.ndarray, rows: int) -> np.ndarray:
     tasks are runs of whole rows of about ``CHUNK`` elements (tiny rows, such as MLS ``nc``
     groups of a Linear layer, cost no task each) or chunks of one long row."""
     kernel = _absmax_bits_rows_serial if x.size < SERIAL_BELOW else _absmax_bits_rows
+    xb, absmask, infbits = _magnitude_bits(x)
+    return kernel(xb, rows, absmask, infbits).view(x.dtype).astype(np.float64)
+
+
+def _magnitude_bits(x: np.ndarray) -> tuple[np.ndarray, Any, Any]:
+    """``(bit view, magnitude mask, +inf pattern)`` of a float32/float64 array, as signed integers
+    (the order of magnitude bit patterns is the order of the magnitudes)."""
     if x.dtype == np.float32:
-        m = kernel(x.view(np.int32), rows, np.int32(0x7FFFFFFF), np.int32(0x7F800000))
-        return m.view(np.float32).astype(np.float64)
+        return x.view(np.int32), np.int32(0x7FFFFFFF), np.int32(0x7F800000)
     if x.dtype == np.float64:
-        m = kernel(x.view(np.int64), rows, np.int64(0x7FFFFFFFFFFFFFFF),
-                              np.int64(0x7FF0000000000000))
-        return m.view(np.float64).copy()
-    raise TypeError(f"group_absmax_rows takes float32 or float64 arrays, got {x.dtype}")
+        return x.view(np.int64), np.int64(0x7FFFFFFFFFFFFFFF), np.int64(0x7FF0000000000000)
+    raise TypeError(f"expected a float32 or float64 array, got {x.dtype}")
