@@ -344,7 +344,9 @@ def test_spec_quantizer_callables_equal_the_reference_on_edge_tensors(rounding):
                torch.randn(10, 4)[2:5]]  # contiguous view at a storage offset (the kernel takes its address)
     for fmt in ("mls(ex=2,mx=1,eg=8,mg=1,group=nc)", "mls(ex=3,mx=2,eg=4,mg=3,group=nc)",
                 "mls(ex=2,mx=3,eg=8,mg=2,group=nc)", "mls(ex=1,mx=2,eg=5,mg=0,group=nc)",
-                "mls(ex=2,mx=1,eg=8,mg=1,group=n)", "fp8_e4m3"):  # Mg 0-2: short and long select chains
+                "mls(ex=2,mx=1,eg=8,mg=1,group=n)",  # Mg 0-2: short and long select chains
+                "fp8_e4m3", "fp8_e5m2", "fp4_e2m1", "bf16", "fp16",  # float32 fast path or not (coarse grids)
+                "float(e=5,m=2,inf=false,nan=none,saturate=false)"):
         spec = core.parse_format(fmt)
         q = spec.quantizer(rounding)
         for x in tensors:
