@@ -114,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         idx = torch.randperm(len(data.train), generator=g)[:128]
         x, y = data.train.batch(idx)
         schemes = {"mls <2,1> all, stochastic": get_scheme("mls", first_last=True, **MLS),
-                   "mls <2,1> all, nearest": get_scheme("mls", first_last=True, rounding="nearest", **MLS)}
+                   "mls <2,1> all, nearest": get_scheme("mls", first_last=True, rounding="nearest", **MLS),
+                   # the usual OCP FP8 recipe for comparison: E4M3 forward, E5M2 errors
+                   "fp8 e4m3 W/A, e5m2 E": get_scheme("custom", w="fp8_e4m3", a="fp8_e4m3", e="fp8_e5m2")}
         out += bench_case("digits MLP 64-128-10", ModelConfig(name="mlp", hidden=(128,)), x, y, schemes,
                           steps=40 if a.quick else 200, warmup=10)
     if "resnet20" in models:

@@ -372,3 +372,31 @@ def test_seeds_above_2_63_give_the_reference_words(fmt):
         assert torch.equal(core.quantize(x, spec, "stochastic", seed=seed, backend="numba"), want), seed
         assert torch.equal(spec.quantizer("stochastic")(x, seed), want), seed
         assert not torch.equal(core.quantize(x, spec, "stochastic", seed=seed - 2**63, backend="numba"), want)
+
+
+@pytest.mark.parametrize("fmt", ["fp8_e4m3", "fp8_e5m2", "fp4_e2m1", "bf16", "fp6_e2m3",
+                                 "float(e=5,m=2,inf=false,nan=none,saturate=false)", "float(e=4,m=3,subnormals=false)",
+                                 "float(e=8,m=22)", "float(e=3,m=0)"])
+@pytest.mark.parametrize("n", [1000, 70_000])
+def test_f32_bit_pattern_kernel_equals_the_generic_kernel(fmt, n):
+    """``quantize_f32_flat`` (branch-free: bit-pattern rounding for the target's normals, a fixed
+    quantum below them) against the generic per-value kernel ``quantize_grid_3d`` on random bit
+    patterns (every class: NaN payloads, inf, subnormals), ReLU-like zeros and tiny values, in
+    every rounding mode, serial and parallel sizes."""
+    from core.kernels.grid_round import quantize_f32_flat, quantize_grid_3d
+
+    spec = core.parse_format(fmt)
+    g, ovf, infv = spec.grid, spec.overflow_value, spec.inf_value
+    r = np.random.default_rng(n)
+    x = np.concatenate([r.integers(0, 2**32, n, dtype=np.uint64).astype(np.uint32),
+                        (np.maximum(r.standard_normal(n), 0) * np.exp(r.uniform(-30, 5, n))).astype(np.float32).view(np.uint32),
+                        np.arange(0, 3000, dtype=np.uint32), np.arange(0x80000000, 0x80000000 + 3000, dtype=np.uint32)])
+    for mode in (0, 1, 2):
+        fast = np.empty_like(x)
+        quantize_f32_flat(x, fast, g.m, g.emin, g.subnormals, g.maxval, ovf, infv, mode, 2**63 - 5)
+        generic = np.empty((1, 1, x.size), dtype=np.float32)
+        quantize_grid_3d(x.view(np.float32).reshape(1, 1, -1), np.ones((1, 1)), generic, g.m, g.emin, g.subnormals,
+                         g.maxval, ovf, infv, mode, 2**63 - 5)
+        nan = np.isnan(fast.view(np.float32))
+        assert np.array_equal(nan, np.isnan(generic.reshape(-1))), (fmt, mode)
+        assert np.array_equal(fast[~nan], generic.reshape(-1).view(np.uint32)[~nan]), (fmt, mode)

@@ -255,47 +255,100 @@ def group_absmax_3d(x):
     return out
 
 
-@njit(parallel=True, **JIT_OPTIONS)
-def quantize_f32_flat(xb, ob, m, emin, sub, maxval, ovf, infv, mode, seed):
+def quantize_f32_flat(xb: np.ndarray, ob: np.ndarray, m: int, emin: int, sub: bool, maxval: float, ovf: float,
+                      infv: float, mode: int, seed: int) -> None:
     """Fast path of :func:`quantize_grid_3d` for unscaled, contiguous float32 data.
 
-    ``xb``/``ob`` are the uint32 bit views of the float32 input and output.
-    Requires ``m <= 22``, ``emin >= -126`` and a float32-representable
-    ``maxval``.  Values whose result is a normal of the target are rounded on
-    the bit pattern (integer add of half-ulp minus one plus the lsb, or of the
-    random word's top bits, then mask); everything else takes the generic
-    float64 path.  Bit-identical to the generic kernel (the tests compare them).
+    ``xb``/``ob`` are the uint32 bit views of the float32 input and output.  Requires ``m <= 22``,
+    ``emin >= -126`` and a float32-representable ``maxval`` (and ``ovf``).  Every finite value is
+    rounded without branches (:func:`_f32_lane`): normals of the target on the bit pattern, values
+    below the target's normal range (zeros, ReLU outputs, small gradients) with the fixed quantum
+    there; NaN and +-inf take the generic path afterwards.  Bit-identical to the generic kernel
+    (the tests compare them).  Inputs below ``SERIAL_BELOW`` elements run on the calling thread.
     """
-    n = xb.size
+    kernel = _f32_flat_serial if xb.size < SERIAL_BELOW else _f32_flat_parallel
+    kernel(xb, ob, m, emin, sub, maxval, ovf, infv, mode, seed)
+
+
+@njit(**JIT_OPTIONS)
+def _f32_flat_serial(xb, ob, m, emin, sub, maxval, ovf, infv, mode, seed):
+    _f32_flat_range(xb, ob, 0, xb.size, m, emin, sub, maxval, ovf, infv, mode, seed_key(seed))
+
+
+@njit(parallel=True, **JIT_OPTIONS)
+def _f32_flat_parallel(xb, ob, m, emin, sub, maxval, ovf, infv, mode, seed):
+    key = seed_key(seed)
+    ntask = (xb.size + CHUNK - 1) // CHUNK
+    for t in prange(ntask):
+        _f32_flat_range(xb, ob, t * CHUNK, min(xb.size, t * CHUNK + CHUNK), m, emin, sub, maxval, ovf, infv, mode, key)
+
+
+@njit(**JIT_OPTIONS)
+def _f32_lane(u, shift, half_m1, mask, min_biased, max_bits, ovf_bits, inv_q, q, mode, rw):
+    """float32 bits of the finite float32 with bits ``u`` on the grid (see :func:`round_grid`).
+
+    Both candidates are computed and one is selected (no branch, so the loop vectorizes): the
+    bit-pattern rounding, right for normals of the target (and zero), and the rounding to the
+    fixed quantum ``q`` below the target's normal range (``2^(emin - m)``, or ``2^emin`` without
+    subnormals), exact in float64 (power-of-two scalings).  Then saturation to ``ovf``.
+    """
+    a = u & 0x7FFFFFFF
+    if mode == 0:  # nearest, ties to even
+        an = (a + half_m1 + ((a >> shift) & 1)) & mask
+    elif mode == 1:  # stochastic: the random word's top bits below the kept ones
+        an = (a + (np.int64(rw) >> (32 - shift))) & mask
+    else:
+        an = a & mask
+    t = np.float64(bits_f32(np.uint32(a))) * inv_q
+    if mode == 0:
+        fl = (t + _TWO52) - _TWO52  # ties to even in the FP unit (t < 2^52 here)
+    else:
+        fl = np.floor(t)
+        if mode == 1:
+            fl = fl + 1.0 if np.floor((t - fl) * _TWO32) + rw >= _TWO32 else fl
+    r = np.int64(f32_bits(np.float32(fl * q))) if (a >> 23) < min_biased else an
+    r = ovf_bits if r > max_bits else r
+    return np.uint32(r | (u & 0x80000000))
+
+
+@njit(**JIT_OPTIONS)
+def _f32_flat_range(xb, ob, lo, hi, m, emin, sub, maxval, ovf, infv, mode, key):
+    """Elements ``lo:hi`` of :func:`quantize_f32_flat`: one branch-free loop per mode, then the
+    generic path for NaN and +-inf when the loop saw any."""
     shift = np.int64(23 - m)
     half_m1 = (np.int64(1) << (shift - 1)) - 1
     mask = np.int64(0x7FFFFFFF) - ((np.int64(1) << shift) - 1)
-    rshift = np.uint64(32 - shift)
-    key = seed_key(seed)
     min_biased = np.int64(emin + 127)
     max_bits = np.int64(f32_bits(np.float32(maxval)))
     ovf_bits = np.int64(f32_bits(np.float32(ovf)))
-    for i in prange(n):
-        u = np.int64(xb[i])
-        a = u & 0x7FFFFFFF
-        if a >= 0x7F800000 or (a >> 23) < min_biased:
-            rw = 0.0
-            if mode == 1:
-                rw = random_word(key, i)
-            v = np.float64(bits_f32(np.uint32(u)))
-            r = quantize_value(v, 1.0, m, emin, sub, maxval, ovf, infv, mode, rw)
-            ob[i] = f32_bits(np.float32(r))
-            continue
-        if mode == 0:
-            a = (a + half_m1 + ((a >> shift) & 1)) & mask
-        elif mode == 1:
-            z = _mix(key + (np.uint64(i) + np.uint64(1)) * _GAMMA)
-            a = (a + np.int64((z >> _S32) >> rshift)) & mask
-        else:
-            a = a & mask
-        if a > max_bits:
-            a = ovf_bits
-        ob[i] = np.uint32(a | (u & 0x80000000))
+    kq = emin - m if sub else emin
+    q, inv_q = pow2(kq), pow2(-kq)
+    xs, os_ = xb[lo:hi], ob[lo:hi]  # slices: indices from 0 need no negative-index handling
+    top = np.int64(0)
+    if mode == 1:
+        for j in range(xs.size):
+            u = np.int64(xs[j])
+            top = max(top, u & 0x7FFFFFFF)
+            os_[j] = _f32_lane(u, shift, half_m1, mask, min_biased, max_bits, ovf_bits, inv_q, q, 1,
+                               random_word(key, lo + j))
+    elif mode == 0:
+        for j in range(xs.size):
+            u = np.int64(xs[j])
+            top = max(top, u & 0x7FFFFFFF)
+            os_[j] = _f32_lane(u, shift, half_m1, mask, min_biased, max_bits, ovf_bits, inv_q, q, 0, 0.0)
+    else:
+        for j in range(xs.size):
+            u = np.int64(xs[j])
+            top = max(top, u & 0x7FFFFFFF)
+            os_[j] = _f32_lane(u, shift, half_m1, mask, min_biased, max_bits, ovf_bits, inv_q, q, 2, 0.0)
+    if top < 0x7F800000:
+        return
+    for j in range(xs.size):  # NaN and +-inf
+        u = np.int64(xs[j])
+        if (u & 0x7FFFFFFF) >= 0x7F800000:
+            rw = random_word(key, lo + j) if mode == 1 else 0.0
+            r = quantize_value(np.float64(bits_f32(np.uint32(u))), 1.0, m, emin, sub, maxval, ovf, infv, mode, rw)
+            os_[j] = f32_bits(np.float32(r))
 
 
 @njit(**JIT_OPTIONS)
