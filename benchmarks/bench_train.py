@@ -2,8 +2,9 @@
 
 Cases: the digits MLP (64-128-10, real digits batch) and ResNet-20 on CIFAR-shaped random batches,
 both at batch 128, CPU; MLS `<2,1>` nc on W/A/E in both rounding modes, and on the MLP the usual
-OCP FP8 recipe (fp8_e4m3 W/A, fp8_e5m2 E) for comparison. Each case interleaves the fp32 step and the MLS step (so both see the same
-machine load) and reports the median of the per-pair ratios plus the ratio of the fastest steps.
+OCP FP8 recipe (fp8_e4m3 W/A, fp8_e5m2 E) for comparison. Each case interleaves the fp32 step and
+the quantized steps (so all see the same machine load) and reports the median of the per-pair
+ratios plus the ratio of the fastest steps.
 Telemetry overhead: the extra time of a telemetry step (capture + ``Telemetry.collect``) divided by
 ``every`` float steps, at the default ``TelemetryConfig()`` cadence, as a fraction of the step time.
 

@@ -120,6 +120,22 @@ def _to_numpy_float(x: torch.Tensor) -> np.ndarray:
     return x.detach().to(torch.float32).numpy()
 
 
+def _rows_nearest_ok(grid: ElementGrid, ovf: float, infv: float, rounding: str) -> bool:
+    """Whether ``quantize_rows_nearest_sat`` (nearest, saturating) covers this grid and rounding."""
+    return rounding == "nearest" and ovf == grid.maxval == infv and grid.m <= 51
+
+
+def f32_flat_ok(grid: ElementGrid, ovf: float, infv: float, rounding: str) -> bool:
+    """Whether unscaled float32 data on this grid takes ``quantize_f32_flat`` (the bit-pattern
+    kernel): ``m <= 22``, ``emin >= -126``, ``maxval`` and ``ovf`` float32 values; coarse grids with
+    nearest saturating rounding take the rows kernel instead."""
+    return (not (_rows_nearest_ok(grid, ovf, infv, rounding) and grid.emin > -4)
+            and grid.m <= 22
+            and grid.emin >= -126
+            and float(np.float32(grid.maxval)) == grid.maxval
+            and bool(np.isnan(ovf) or np.float32(ovf) == ovf))
+
+
 def _numba(x3, s2, grid, ovf, infv, rounding, seed):
     from .kernels.grid_round import quantize_f32_flat, quantize_grid_3d
 
@@ -129,17 +145,8 @@ def _numba(x3, s2, grid, ovf, infv, rounding, seed):
     out_dtype = xn.dtype if x3.dtype in (torch.float32, torch.float64) else np.float64
     mode = _MODE[rounding]
     unscaled = bool((s2 == 1).all()) if s2.numel() <= 1 else False
-    vec_ok = rounding == "nearest" and ovf == grid.maxval == infv and grid.m <= 51
-    if (
-        unscaled
-        and not (vec_ok and grid.emin > -4)  # coarse grids: most values are subnormal there
-        and xn.dtype == np.float32
-        and out_dtype == np.float32
-        and grid.m <= 22
-        and grid.emin >= -126
-        and np.float32(grid.maxval) == grid.maxval
-        and np.isnan(ovf) | (np.float32(ovf) == ovf)
-    ):
+    vec_ok = _rows_nearest_ok(grid, ovf, infv, rounding)
+    if unscaled and xn.dtype == np.float32 and out_dtype == np.float32 and f32_flat_ok(grid, ovf, infv, rounding):
         flat = np.ascontiguousarray(xn).reshape(-1)
         out = np.empty_like(flat)
         quantize_f32_flat(flat.view(np.uint32), out.view(np.uint32), grid.m, grid.emin,

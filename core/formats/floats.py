@@ -162,15 +162,11 @@ class FloatFormat(FormatSpec):
         bit-pattern kernel ``quantize_f32_flat`` when the grid allows it (the conditions of
         ``core.quantize``'s numba backend, checked here once), skipping the generic path's
         per-call work (~20 us on the tensors of a small training step)."""
-        from ..quantize import _MODE
+        from ..quantize import _MODE, f32_flat_ok
 
         check_rounding(self, rounding)
         g, ovf, infv = self.grid, self.overflow_value, self.inf_value
-        vec_ok = rounding == "nearest" and ovf == g.maxval == infv and g.m <= 51
-        flat_ok = (not (vec_ok and g.emin > -4) and g.m <= 22 and g.emin >= -126
-                   and float(np.float32(g.maxval)) == g.maxval
-                   and (math.isnan(ovf) or float(np.float32(ovf)) == ovf))
-        if not flat_ok or rounding not in _MODE:
+        if rounding not in _MODE or not f32_flat_ok(g, ovf, infv, rounding):
             return super().quantizer(rounding)
         from ..kernels.grid_round import quantize_f32_flat
 

@@ -159,12 +159,11 @@ class MuLawFormat(FormatSpec):
             from ..kernels.mulaw import mulaw_stochastic
 
             mulaw_stochastic(xin.numpy(), out.numpy(), codes, self.K, self.mu, self.range, kernel_seed(seed_))
-        elif which == "numba":
+        elif which == "numba":  # no random words: the seed is 0
             from ..kernels.mulaw import mulaw_quantize
 
             mulaw_quantize(xin.numpy(), out.numpy(), codes, _padded(self.bits, self.mu, self.range),
-                           _starts(self.bits, self.mu, self.range), self.K, self.mu, self.range,
-                           mode, kernel_seed(seed_))
+                           _starts(self.bits, self.mu, self.range), self.K, self.mu, self.range, mode, 0)
         else:
             from ..kernels.grid_round_cuda import mulaw_quantize_cuda
 
