@@ -1,10 +1,12 @@
-"""The run store (issue 4): SQLite (WAL) with runs, metrics, histograms, events, layers, checkpoints
-and tensor samples; DataFrame readers and CSV/Parquet export. See ``docs/train-api.md``."""
+"""The run store: SQLite (WAL) with runs, metrics, histograms, events, layers, checkpoints, tensor
+samples, commands to runs and sweeps; DataFrame readers and CSV/Parquet export. See ``docs/train-api.md``."""
 
 from __future__ import annotations
 
 from .schema import SCHEMA_VERSION, default_store_path, resolve_store_path
-from .store import ACTIVE_STATUSES, FINAL_STATUSES, RunStore, RunWriter, StoreError
+from .status import (ACTIVE_STATUSES, FINAL_STATUSES, PENDING_STATUSES, RERUN_STATUSES, CommandKind, RunStatus,
+                     SweepStatus, is_active, is_final)
+from .store import RunStore, RunWriter, StoreError
 
 __all__ = [
     "RunStore",
@@ -15,4 +17,11 @@ __all__ = [
     "SCHEMA_VERSION",
     "ACTIVE_STATUSES",
     "FINAL_STATUSES",
+    "PENDING_STATUSES",
+    "RERUN_STATUSES",
+    "RunStatus",
+    "SweepStatus",
+    "CommandKind",
+    "is_active",
+    "is_final",
 ]

@@ -1,4 +1,4 @@
-"""SQLite schema of the run store (version 1) and the store's location.
+"""SQLite schema of the run store (version 2) and the store's location.
 
 Owns the ``CREATE TABLE`` statements, the schema version and :func:`default_store_path`
 (argument > ``$LOWBIT_STORE`` > the user data directory).
@@ -10,9 +10,9 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["SCHEMA_VERSION", "SCHEMA", "APP_NAME", "default_store_path", "resolve_store_path"]
+__all__ = ["SCHEMA_VERSION", "SCHEMA", "MIGRATIONS", "APP_NAME", "default_store_path", "resolve_store_path"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APP_NAME = "lowbit-explorer"
 
 SCHEMA = """
@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS runs (
     best_test_acc REAL,
     error TEXT,
     config TEXT NOT NULL,
-    versions TEXT NOT NULL DEFAULT '{}'
+    versions TEXT NOT NULL DEFAULT '{}',
+    total_steps INTEGER
 );
 CREATE TABLE IF NOT EXISTS metrics (
     run_id TEXT NOT NULL, step INTEGER NOT NULL, epoch INTEGER NOT NULL,
@@ -71,7 +72,29 @@ CREATE TABLE IF NOT EXISTS samples (
     numel INTEGER NOT NULL, shape TEXT NOT NULL, data BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS samples_run ON samples (run_id, layer, tensor, step);
+CREATE TABLE IF NOT EXISTS commands (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, time REAL NOT NULL, kind TEXT NOT NULL,
+    payload TEXT NOT NULL DEFAULT '{}', acked REAL, applied_step INTEGER, result TEXT
+);
+CREATE INDEX IF NOT EXISTS commands_run ON commands (run_id, seq);
+CREATE TABLE IF NOT EXISTS sweeps (
+    sweep_id TEXT PRIMARY KEY, status TEXT NOT NULL, created REAL NOT NULL, started REAL, ended REAL,
+    heartbeat REAL, pid INTEGER, pid_start INTEGER, host TEXT, engine TEXT NOT NULL DEFAULT '',
+    metric TEXT NOT NULL DEFAULT 'best_test_acc', axes TEXT NOT NULL DEFAULT '[]', source TEXT NOT NULL DEFAULT '',
+    spec TEXT NOT NULL DEFAULT '', description TEXT NOT NULL DEFAULT '', stop_requested REAL
+);
+CREATE TABLE IF NOT EXISTS sweep_cells (
+    sweep_id TEXT NOT NULL, idx INTEGER NOT NULL, key TEXT NOT NULL, coords TEXT NOT NULL, config TEXT NOT NULL,
+    status TEXT NOT NULL, run_id TEXT, attempts INTEGER NOT NULL DEFAULT 0, error TEXT, updated REAL,
+    PRIMARY KEY (sweep_id, key)
+);
+CREATE INDEX IF NOT EXISTS sweep_cells_run ON sweep_cells (run_id);
 """
+
+#: statements that bring an older store up to :data:`SCHEMA_VERSION` (old version -> statements)
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: ("ALTER TABLE runs ADD COLUMN total_steps INTEGER",),
+}
 
 
 def default_store_path() -> Path:

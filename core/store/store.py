@@ -21,18 +21,19 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from .schema import SCHEMA, SCHEMA_VERSION, resolve_store_path
+from .schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION, resolve_store_path
+from .control import ControlMixin
+from .status import ACTIVE_STATUSES, FINAL_STATUSES, RunStatus
+from .sweeps import SweepsMixin
 
 __all__ = ["RunStore", "RunWriter", "StoreError", "ACTIVE_STATUSES", "FINAL_STATUSES", "process_start_time"]
 
 log = logging.getLogger(__name__)
 
-ACTIVE_STATUSES = ("running", "paused")
-FINAL_STATUSES = ("done", "stopped", "diverged", "error", "interrupted")
-
 _RUN_COLUMNS = ("run_id", "name", "status", "created", "started", "ended", "heartbeat", "pid", "pid_start",
-                "host", "dataset", "model", "scheme", "epochs", "step", "epoch", "final_test_acc",
+                "host", "dataset", "model", "scheme", "epochs", "step", "epoch", "total_steps", "final_test_acc",
                 "best_test_acc", "error")
+
 _UPDATABLE = set(_RUN_COLUMNS) - {"run_id", "created", "config"} | {"versions"}
 
 
@@ -76,7 +77,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-class RunStore:
+class RunStore(ControlMixin, SweepsMixin):
     """A run store file.
 
     Args:
@@ -150,6 +151,12 @@ class RunStore:
                     c.execute("INSERT INTO lowbit_meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
                 elif int(row[0]) > SCHEMA_VERSION:
                     raise StoreError(f"{self.path} has schema version {row[0]}; this code reads <= {SCHEMA_VERSION}")
+                elif int(row[0]) < SCHEMA_VERSION:
+                    for version in range(int(row[0]), SCHEMA_VERSION):
+                        for stmt in MIGRATIONS.get(version, ()):
+                            c.execute(stmt)
+                    c.execute("UPDATE lowbit_meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+                c.execute("INSERT OR IGNORE INTO lowbit_meta VALUES ('store_id', ?)", (uuid.uuid4().hex,))
                 c.execute("COMMIT")
             except BaseException:
                 c.execute("ROLLBACK")
@@ -158,6 +165,12 @@ class RunStore:
             raise StoreError(f"{self.path} is not a run store: {exc}") from exc
         finally:
             c.close()
+
+    @property
+    def store_id(self) -> str:
+        """A random id made when the store file was created (tells two stores at one path apart)."""
+        row = self.conn.execute("SELECT value FROM lowbit_meta WHERE key='store_id'").fetchone()
+        return str(row[0]) if row else ""
 
     def mark_interrupted(self) -> list[str]:
         """Mark ``running``/``paused`` runs whose process is gone as ``interrupted``; return their ids."""
@@ -178,8 +191,19 @@ class RunStore:
             self._tx([("UPDATE runs SET status='interrupted', ended=COALESCE(ended, heartbeat) "
                        "WHERE run_id=? AND status IN ('running','paused')", (run_id,)),
                       ("INSERT INTO events VALUES (?, (SELECT step FROM runs WHERE run_id=?), ?, 'interrupted', ?)",
-                       (run_id, run_id, now, json.dumps({"reason": "process gone"})))])
+                       (run_id, run_id, now, json.dumps({"reason": "process gone"}))),
+                      ("UPDATE sweep_cells SET status='interrupted', updated=? WHERE run_id=? "
+                       "AND status IN ('running','paused')", (now, run_id))])
             log.info("run %s marked interrupted", run_id)
+        rows = self.conn.execute("SELECT sweep_id, pid, pid_start, host, heartbeat FROM sweeps "
+                                 "WHERE status IN ('running','stopping')").fetchall()
+        for sweep_id, pid, pid_start, rhost, hb in rows:
+            alive = (_pid_alive(pid, pid_start) if rhost == host
+                     else hb is not None and now - hb < self.stale_after)
+            if not alive:
+                self._tx([("UPDATE sweeps SET status='interrupted', ended=COALESCE(ended, heartbeat) "
+                           "WHERE sweep_id=? AND status IN ('running','stopping')", (sweep_id,))])
+                log.info("sweep %s marked interrupted", sweep_id)
         return dead
 
     def _tx(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
@@ -196,8 +220,12 @@ class RunStore:
     # ------------------------------------------------------------------ writing
     def create_run(self, config: dict[str, Any], *, name: str = "", dataset: str = "", model: str = "",
                    scheme: str = "", epochs: int = 0, versions: dict[str, Any] | None = None,
-                   status: str = "running") -> str:
-        """Insert a run row for this process and return its new id (12 hex chars)."""
+                   status: str = RunStatus.RUNNING.value) -> str:
+        """Insert a run row for this process and return its new id (12 hex chars).
+
+        ``status="created"`` makes a row for a run that another process will train
+        (:meth:`adopt_run`): a Live Training run waiting for its worker, a queued sweep cell.
+        """
         run_id = uuid.uuid4().hex[:12]
         now = time.time()
         pid = os.getpid()
@@ -208,6 +236,30 @@ class RunStore:
              model, scheme, epochs, json.dumps(config, default=str), json.dumps(versions or {}, default=str)),
         )])
         return run_id
+
+    def adopt_run(self, run_id: str, versions: dict[str, Any] | None = None) -> None:
+        """Claim a ``created`` run row for this process (pid, host, start time) and mark it running.
+
+        Raises:
+            StoreError: no such run, or it is not waiting to be trained.
+        """
+        now = time.time()
+        pid = os.getpid()
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            row = c.execute("SELECT status FROM runs WHERE run_id=?", (run_id,)).fetchone()
+            if row is None:
+                raise StoreError(f"no run {run_id!r} in {self.path}")
+            if row[0] != RunStatus.CREATED.value:
+                raise StoreError(f"run {run_id} is {row[0]}, not waiting to be trained")
+            c.execute("UPDATE runs SET status=?, started=?, heartbeat=?, pid=?, pid_start=?, host=?, versions=? "
+                      "WHERE run_id=?", (RunStatus.RUNNING.value, now, now, pid, process_start_time(pid),
+                                         socket.gethostname(), json.dumps(versions or {}, default=str), run_id))
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         """Update columns of a run row (``status``, ``ended``, ``final_test_acc`` ...)."""
@@ -220,7 +272,8 @@ class RunStore:
     def delete_run(self, run_id: str) -> None:
         """Delete a run and all its rows (checkpoint files are left on disk)."""
         self._tx([(f"DELETE FROM {t} WHERE run_id=?", (run_id,))
-                  for t in ("metrics", "histograms", "events", "layers", "checkpoints", "samples", "runs")])
+                  for t in ("metrics", "histograms", "events", "layers", "checkpoints", "samples", "commands",
+                            "runs")])
 
     # ------------------------------------------------------------------ reading
     def _df(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:

@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import platform
+import sqlite3
 import threading
 import time
 import traceback
@@ -25,7 +26,7 @@ from torch import nn
 import core
 from core.data import DataBundle, load_dataset
 from core.models import build_model
-from core.store import RunStore, RunWriter
+from core.store import CommandKind, RunStatus, RunStore, RunWriter, is_final
 
 from .checkpoint import load_checkpoint, restore_generators, save_checkpoint
 from .config import RunConfig, lr_factor
@@ -86,6 +87,12 @@ class Run:
     Args:
         config: a :class:`RunConfig`, its dict form, or a path to a TOML file.
         store: a :class:`RunStore`, a store file path, or None (``$LOWBIT_STORE`` / user data dir).
+        run_id: train the ``created`` run row of this id (made by the process that queued the run,
+            e.g. a page or a sweep client) instead of creating a new row.
+
+    Besides its Python controls, a run obeys the commands other processes write for it into the
+    store (``RunStore.send_command``: pause, resume, stop, update), read between steps every
+    :attr:`command_interval` seconds and acknowledged at once.
 
     Raises:
         ValueError: the config is invalid (unknown scheme, bad spec ...), or the dataset/model name is
@@ -94,9 +101,11 @@ class Run:
 
     #: seconds between store commits while training
     flush_interval: float = 0.25
+    #: seconds between reads of the commands other processes sent through the store
+    command_interval: float = 0.05
 
     def __init__(self, config: RunConfig | Mapping[str, Any] | str | os.PathLike[str],
-                 store: RunStore | str | os.PathLike[str] | None = None) -> None:
+                 store: RunStore | str | os.PathLike[str] | None = None, run_id: str | None = None) -> None:
         if isinstance(config, RunConfig):
             cfg = config
         elif isinstance(config, Mapping):
@@ -115,8 +124,11 @@ class Run:
         self._pending: dict[str, Any] = {}
         self._store_arg = store
         self._store: RunStore | None = store if isinstance(store, RunStore) else None
-        self.id: str | None = None
-        self.status = "created"
+        self.id: str | None = run_id
+        self._adopt = run_id is not None
+        self._cmd_seq = 0
+        self._cmd_next = 0.0
+        self.status = RunStatus.CREATED.value
         self.error: BaseException | None = None
         self.step = 0
         self.epoch = 0
@@ -205,11 +217,15 @@ class Run:
             if self._thread is not None:
                 raise RuntimeError(f"run {self.id} was already started")
             cfg = self.config
-            self.id = self.store.create_run(
-                cfg.to_dict(), name=cfg.name, dataset=cfg.data.name, model=cfg.model.name,
-                scheme=cfg.scheme.name, epochs=cfg.epochs, versions=_versions())
+            if self._adopt:
+                assert self.id is not None
+                self.store.adopt_run(self.id, versions=_versions())
+            else:
+                self.id = self.store.create_run(
+                    cfg.to_dict(), name=cfg.name, dataset=cfg.data.name, model=cfg.model.name,
+                    scheme=cfg.scheme.name, epochs=cfg.epochs, versions=_versions())
             self._ctx.run_id = self.id
-            self.status = "running"
+            self.status = RunStatus.RUNNING.value
             with _ACTIVE_LOCK:
                 _ACTIVE[self.id] = self
             self._thread = threading.Thread(target=self._worker, name=f"lowbit-run-{self.id}", daemon=True)
@@ -244,7 +260,7 @@ class Run:
         """
         merged = dict(changes or {}, **kw)
         with self._lock:
-            if self.status in ("done", "stopped", "diverged", "error"):
+            if is_final(self.status):
                 raise RuntimeError(f"run {self.id} has ended ({self.status}); cannot update it")
             merged = self._target.normalise_keys(merged)
             new = self._target.with_changes(merged, live=True)
@@ -330,25 +346,63 @@ class Run:
         fields.setdefault("status", self.status)
         fields.setdefault("step", self.step)
         fields.setdefault("epoch", self.epoch)
+        if self.data is not None:
+            fields.setdefault("total_steps", self.total_steps)
         w.flush(**fields)
+
+    def _read_commands(self, force: bool = False) -> None:
+        """Obey the commands other processes sent through the store (acknowledged at once)."""
+        now = time.monotonic()
+        if self.id is None or (now < self._cmd_next and not force):
+            return
+        self._cmd_next = now + self.command_interval
+        try:
+            commands = self.store.new_commands(self.id, self._cmd_seq)
+        except sqlite3.Error:
+            log.warning("run %s: cannot read its commands", self.id, exc_info=True)
+            return
+        for cmd in commands:
+            self._cmd_seq = cmd["seq"]
+            kind = cmd["kind"]
+            try:
+                if kind == CommandKind.PAUSE:
+                    self.pause()
+                    result = "pausing"
+                elif kind == CommandKind.RESUME:
+                    self.resume()
+                    result = "resuming"
+                elif kind == CommandKind.STOP:
+                    self.stop()
+                    result = "stopping"
+                elif kind == CommandKind.UPDATE:
+                    self.update(cmd["payload"].get("changes") or {})
+                    result = f"applied at step {self.step}"
+                else:
+                    result = f"rejected: unknown command {kind!r}"
+            except (ValueError, RuntimeError, TypeError) as exc:
+                result = f"rejected: {exc}"
+            try:
+                self.store.ack_command(cmd["seq"], result, self.step)
+            except sqlite3.Error:
+                log.warning("run %s: cannot acknowledge command %s", self.id, cmd["seq"], exc_info=True)
 
     # ------------------------------------------------------------------ worker
     def _worker(self) -> None:
         self._t_start = time.perf_counter()
         _set_threads(self.config.threads)
         self._writer = self.store.writer(self.id)  # type: ignore[arg-type]
-        final = "done"
+        final = RunStatus.DONE.value
         try:
             self.prepare()
             self._write_layers()
             self._event("start", {"config": self.config.to_dict(), "total_steps": self.total_steps,
                                   "resumed_from_step": self.step if self._resume else None})
-            self._emit({"type": "status", "status": "running"})
+            self._emit({"type": "status", "status": RunStatus.RUNNING.value})
             final = self._train()
         except Exception as exc:  # noqa: BLE001 - recorded as the run's error
             log.exception("run %s failed", self.id)
             self.error = exc
-            final = "error"
+            final = RunStatus.ERROR.value
             try:
                 self._event("error", {"message": f"{type(exc).__name__}: {exc}",
                                       "traceback": traceback.format_exc()}, flush=False)
@@ -364,7 +418,7 @@ class Run:
                        "test_acc": self._test_acc, "best_test_acc": self._best_acc, "seconds": seconds}
         try:
             if self._writer is not None:
-                if final in ("done", "stopped"):  # diverged/error were logged with their details already
+                if final in (RunStatus.DONE, RunStatus.STOPPED):  # diverged/error were logged with their details already
                     self._writer.event(self.step, final, {k: v for k, v in self.result.items() if k != "run_id"})
                 self._flush(ended=time.time(), final_test_acc=self._test_acc, best_test_acc=self._best_acc,
                             error=(f"{type(self.error).__name__}: {self.error}" if self.error else None))
@@ -373,7 +427,7 @@ class Run:
             log.exception("run %s: could not write its final state", self.id)
         with _ACTIVE_LOCK:
             _ACTIVE.pop(self.id or "", None)
-        if final in ("done", "stopped"):
+        if final in (RunStatus.DONE, RunStatus.STOPPED):
             self._emit({"type": "event", "kind": final, "payload": dict(self.result)})
         self._emit({"type": "status", "status": final})
         self._done.set()
@@ -408,7 +462,7 @@ class Run:
                     x, y = x.to(self.config.device), y.to(self.config.device)
                     out = self._one_step(x, y, telemetry)
                     if out is None:
-                        return "diverged"
+                        return RunStatus.DIVERGED.value
                     loss_sum += out.loss * out.count
                     correct += out.correct
                     count += out.count
@@ -423,26 +477,27 @@ class Run:
                 acc, loss = self.evaluate()
                 self._record_eval(acc, loss, None, None, 0.0)
             self._checkpoint(next_epoch=self.epoch)
-            return "stopped"
+            return RunStatus.STOPPED.value
         self._checkpoint(next_epoch=self.epoch, final=True)
-        return "done"
+        return RunStatus.DONE.value
 
     _last_eval_step = -1
 
     def _between_steps(self, telemetry: Telemetry) -> Telemetry:
         """Honour stop/pause, then apply pending updates and the scheme's schedule."""
+        self._read_commands()
         if self._stop_flag.is_set():
             raise _Stop
         if not self._running.is_set():
-            self._set_status("paused")
+            self._set_status(RunStatus.PAUSED.value)
             self._event("pause")
-            while not self._running.wait(0.1):
-                pass
+            while not self._running.wait(self.command_interval):
+                self._read_commands(force=True)
             if self._stop_flag.is_set():
                 raise _Stop
-            self.status = "running"
+            self.status = RunStatus.RUNNING.value
             self._event("resume")
-            self._set_status("running")
+            self._set_status(RunStatus.RUNNING.value)
         with self._lock:
             pending, self._pending = self._pending, {}
             target = self._target
