@@ -6,7 +6,7 @@ Layer: batch 32, 16 -> 16 channels, 32x32, 3x3, padding 1 (ResNet-20 stage 1).
 Operands MLS <2,4> (eg=8, mg=1, grouping nc), encoded once outside the timing.
 Cases: the simulator with a 32-bit accumulator (no overflow possible: exact GEMM path),
 and the per-addition accumulator simulation (``path="simulate"``, 16-bit accumulator).
-Target (issue 3): the 32-bit case under 20x the float32 conv2d.
+Target: the 32-bit case under 20x the float32 conv2d.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Training step time: MLS-quantized vs float32, and the cost of telemetry (issue 4 benchmark).
+"""Training step time: MLS-quantized vs float32, and the cost of telemetry.
 
 Cases: the digits MLP (64-128-10, real digits batch) and ResNet-20 on CIFAR-shaped random batches,
 both at batch 128, CPU; MLS `<2,1>` nc on W/A/E in both rounding modes, and on the MLP the usual

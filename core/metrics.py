@@ -1,4 +1,4 @@
-"""Quantization error metrics (seed 000 Fig. 3; SPEC-NOTES 1 "Average relative error").
+"""Quantization error metrics (MLS paper, Fig. 3; docs/papers.md#mls-are).
 
 * ``are``: mean over finite ``x != 0`` of ``|Q(x) - x| / |x|`` (the MLS paper's ARE).
 * ``rel_error``: norm-wise ``||Q(X) - X|| / ||X||``.

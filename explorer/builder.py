@@ -94,10 +94,13 @@ class SpecBuilder(param.Parameterized):
     family = param.Selector(default="mls", objects=list(FAMILIES), doc="Format family; its knobs appear below.")
     preset = param.Selector(default=_CUSTOM, objects=[_CUSTOM, *ALIASES],
                             doc="A named format (alias); '(custom)' when the spec has no alias.")
-    spec = param.String(default="", doc="The spec string. Typing one parses it; a bad one shows the parser's message and changes nothing.")
+    spec = param.String(default="",
+                        doc="The spec string. Typing one parses it; "
+                            "a bad one shows the parser's message and changes nothing.")
     knobs = param.ClassSelector(class_=param.Parameterized, constant=True,
                                 doc="The family's knobs (one parameter per spec field).")
-    error = param.String(default="", constant=True, doc="Message of the last rejected spec or knob value; empty when valid.")
+    error = param.String(default="", constant=True,
+                         doc="Message of the last rejected spec or knob value; empty when valid.")
     fmt = param.ClassSelector(class_=FormatSpec, constant=True, doc="The current valid format (read-only).")
     optional = param.Boolean(default=False, constant=True,
                              doc="When true, the empty spec (or '(float)') means 'not quantized' and fmt is None.")

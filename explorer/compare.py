@@ -34,8 +34,8 @@ class Compare(Viewer):
     def __init__(self, state: CompareState | None = None, **params: Any) -> None:
         super().__init__(state=state if state is not None else CompareState(), **params)
         s = self.state
-        self._select = pn.widgets.MultiSelect(label="Runs (newest first)", options=self._options(), value=list(s.selected),
-                                              size=14, width=330, css_classes=["run-select"])
+        self._select = pn.widgets.MultiSelect(label="Runs (newest first)", options=self._options(),
+                                              value=list(s.selected), size=14, width=330, css_classes=["run-select"])
         self._select.param.watch(lambda e: setattr(s, "selected", list(e.new)), "value")
         s.param.watch(self._sync_select, ["runs", "selected"])
         refresh = pn.widgets.Button.from_param(s.param.refresh, label="Refresh", width=90, description=None)

@@ -30,14 +30,17 @@ class CompareState(param.Parameterized):
     metric = param.Selector(default="loss", objects=list(STEP_METRICS + EPOCH_METRICS), doc="First curve metric.")
     metric2 = param.Selector(default="test_acc", objects=list(STEP_METRICS + EPOCH_METRICS), doc="Second curve metric.")
     smooth = param.Integer(default=1, bounds=(1, 200), doc="Rolling-mean window for per-step curves.")
-    grid_x = param.Selector(default=_NONE, objects=[_NONE], doc="Config key for the grid heat map's x axis (keys that vary).")
+    grid_x = param.Selector(default=_NONE, objects=[_NONE],
+                            doc="Config key for the grid heat map's x axis (keys that vary).")
     grid_y = param.Selector(default=_NONE, objects=[_NONE], doc="Config key for the grid heat map's y axis.")
-    grid_value = param.Selector(default="final_test_acc", objects=list(GRID_VALUES), doc="Value shown in the grid heat map.")
+    grid_value = param.Selector(default="final_test_acc", objects=list(GRID_VALUES),
+                                doc="Value shown in the grid heat map.")
     export = param.Action(default=lambda self: self.export_files(), doc="Write PNG, SVG and HTML of this comparison.")
     refresh = param.Action(default=lambda self: self.refresh_runs(), doc="Re-read the run list from the store.")
 
     runs = param.DataFrame(default=None, allow_None=True, constant=True, doc="All runs in the store (read-only).")
-    comparison = param.ClassSelector(class_=Comparison, default=None, allow_None=True, constant=True, doc="Loaded data of the selected runs (read-only).")
+    comparison = param.ClassSelector(class_=Comparison, default=None, allow_None=True, constant=True,
+                                     doc="Loaded data of the selected runs (read-only).")
     exported = param.List(default=[], constant=True, doc="Files written by the last export (read-only).")
     message = param.String(default="", constant=True, doc="Status line (read-only).")
 

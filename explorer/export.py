@@ -50,7 +50,8 @@ STEP_METRICS: tuple[str, ...] = ("loss", "train_acc", "lr", "step_time")
 #: per-epoch curves available from ``store.epochs``
 EPOCH_METRICS: tuple[str, ...] = ("test_acc", "test_loss", "epoch_train_loss", "epoch_train_acc")
 FORMATS: tuple[str, ...] = ("png", "svg", "html")
-_RELATIVE_SCRIPT = re.compile(r'<script[^>]*src="static/[^"]*"[^>]*></script>\s*|<link[^>]*href="static/[^"]*"[^>]*>\s*')
+_RELATIVE_SCRIPT = re.compile(r'<script[^>]*src="static/[^"]*"[^>]*></script>\s*'
+                              r'|<link[^>]*href="static/[^"]*"[^>]*>\s*')
 
 
 def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -151,7 +152,8 @@ def load_comparison(run_ids: Sequence[str], store: Any = None) -> Comparison:
         ep = st.epochs(rid)
         steps[rid] = sc
         epochs[rid] = ep
-        final_loss = float(sc["loss"].dropna().iloc[-1]) if len(sc) and "loss" in sc and sc["loss"].notna().any() else math.nan
+        has_loss = len(sc) and "loss" in sc and sc["loss"].notna().any()
+        final_loss = float(sc["loss"].dropna().iloc[-1]) if has_loss else math.nan
         row = {
             "run_id": rid, "label": labels[rid], "status": info.get("status"), "dataset": info.get("dataset"),
             "model": info.get("model"), "scheme": info.get("scheme"), "steps": info.get("step"),
@@ -341,10 +343,12 @@ def _write_html(fig_obj: Any, comp: Comparison, path: Path) -> Path:
         f"<td><pre style='margin:0;font-size:11px'>{html.escape(json.dumps(comp.configs[r], indent=1))}</pre></td></tr>"
         for r in comp.run_ids)
     table = final_table(comp).to_html(index=False, float_format=lambda v: f"{v:.4g}")
-    header = Div(text="<h2>Lowbit Explorer comparison</h2><p>" + "<br>".join(html.escape(x) for x in _caption_lines(comp)) + "</p>")
+    lines = "<br>".join(html.escape(x) for x in _caption_lines(comp))
+    header = Div(text=f"<h2>Lowbit Explorer comparison</h2><p>{lines}</p>")
+    configs = html.escape(json.dumps(_metadata(comp), default=str))
     caption = Div(text=f"<h3>Final metrics</h3>{table}<h3>Run configs</h3>"
                        f"<table border='1' style='border-collapse:collapse'>{rows}</table>"
-                       f"<script type='application/json' id='run-configs'>{html.escape(json.dumps(_metadata(comp), default=str))}</script>",
+                       f"<script type='application/json' id='run-configs'>{configs}</script>",
                   width=1100)
     save(column(header, model, caption), filename=str(path), resources=INLINE, title="Lowbit Explorer comparison")
     # Panel (imported by HoloViews) adds relative <script>/<link> tags ("static/extensions/...") for its
@@ -423,13 +427,18 @@ def export(
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m explorer.export",
-        description="Export a comparison of stored runs as PNG, SVG and offline HTML.")
+        description="Export a comparison of stored runs (metric curves, with --grid a heat map over two "
+                    "config keys, and a caption naming each run's settings and final accuracy) as PNG, SVG "
+                    "and offline standalone HTML, plus <name>.json with the configs and final metrics.")
     p.add_argument("--runs", nargs="+", default=None, help="run ids (or unique prefixes); see --list")
     p.add_argument("--last", type=int, default=None, help="compare the N most recent runs instead of --runs")
     p.add_argument("--store", default=None, help="run store file (default: $LOWBIT_STORE or the user data dir)")
     p.add_argument("--out", default=None, help="output directory (default: <store dir>/exports/<timestamp>)")
-    p.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS)
-    p.add_argument("--metrics", nargs="+", default=["loss", "test_acc"], choices=STEP_METRICS + EPOCH_METRICS)
+    p.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS, metavar="FORMAT",
+                   help=f"files to write: {', '.join(FORMATS)} (default: all)")
+    p.add_argument("--metrics", nargs="+", default=["loss", "test_acc"], choices=STEP_METRICS + EPOCH_METRICS,
+                   metavar="METRIC",
+                   help=f"curves to overlay (default: loss test_acc): {', '.join(STEP_METRICS + EPOCH_METRICS)}")
     p.add_argument("--grid", nargs=2, default=None, metavar=("X", "Y"),
                    help="two config keys for a heat map, e.g. scheme.ex scheme.mx")
     p.add_argument("--value", default="final_test_acc", help="summary column of the grid heat map")

@@ -41,23 +41,38 @@ class FormatLabState(param.Parameterized):
     """State of the Format Lab page."""
 
     count = param.Integer(default=2, bounds=(1, 4), doc="Number of formats compared side by side (1-4).")
-    builders = param.List(item_type=SpecBuilder, constant=True, doc="The four format slots (the first `count` are shown).")
-    rounding = param.Selector(default="nearest", objects=list(core.ROUNDING_MODES), doc="Rounding mode used for every format.")
-    source = param.Selector(default="synthetic", objects=list(SOURCES), doc="Synthetic distribution or a tensor stored by a training run.")
+    builders = param.List(item_type=SpecBuilder, constant=True,
+                          doc="The four format slots (the first `count` are shown).")
+    rounding = param.Selector(default="nearest", objects=list(core.ROUNDING_MODES),
+                              doc="Rounding mode used for every format.")
+    source = param.Selector(default="synthetic", objects=list(SOURCES),
+                            doc="Synthetic distribution or a tensor stored by a training run.")
     distribution = param.Selector(default="normal", objects=list(DISTRIBUTIONS), doc="Synthetic distribution.")
-    log2_scale = param.Number(default=0.0, bounds=(-40.0, 40.0), step=0.5, doc="log2 of the distribution's scale (std for normal, b for laplace, the top of a log-uniform range).")
+    log2_scale = param.Number(default=0.0, bounds=(-40.0, 40.0), step=0.5,
+                              doc="log2 of the distribution's scale "
+                                  "(std for normal, b for laplace, the top of a log-uniform range).")
     binades = param.Number(default=16.0, bounds=(1.0, 60.0), step=1.0, doc="Width of the log-uniform range in binades.")
-    size = param.Selector(default="1M", objects=list(SIZES), doc="Number of synthetic elements (NCHW shape, N=16, C=64).")
+    size = param.Selector(default="1M", objects=list(SIZES),
+                          doc="Number of synthetic elements (NCHW shape, N=16, C=64).")
     seed = param.Integer(default=0, bounds=(0, None), doc="Seed of the synthetic data and of stochastic rounding.")
-    run_id = param.Selector(default=_NONE, objects=[_NONE], doc="Stored run to take a tensor from (runs with tensor samples).")
+    run_id = param.Selector(default=_NONE, objects=[_NONE],
+                            doc="Stored run to take a tensor from (runs with tensor samples).")
     layer = param.Selector(default=_NONE, objects=[_NONE], doc="Layer of the stored tensor.")
-    tensor = param.Selector(default="w", objects=["w", "a", "e", "g"], doc="Which tensor: W (weight), A (input activation), E (output gradient), G (weight gradient).")
-    step = param.Selector(default=None, objects=[None], allow_None=True, doc="Training step of the stored sample (None: the latest).")
-    store = param.Parameter(default=None, doc="Run store (or its path) for stored tensors; None: the default store, opened on first use.")
-    data = param.ClassSelector(class_=DataSummary, constant=True, doc="The current tensor and its log2|x| binning (read-only).")
+    tensor = param.Selector(default="w", objects=["w", "a", "e", "g"],
+                            doc="Which tensor: W (weight), A (input activation), E (output gradient), "
+                                "G (weight gradient).")
+    step = param.Selector(default=None, objects=[None], allow_None=True,
+                          doc="Training step of the stored sample (None: the latest).")
+    store = param.Parameter(default=None,
+                            doc="Run store (or its path) for stored tensors; "
+                                "None: the default store, opened on first use.")
+    data = param.ClassSelector(class_=DataSummary, constant=True,
+                               doc="The current tensor and its log2|x| binning (read-only).")
     results = param.List(default=[], constant=True, doc="One FormatResult per shown slot, in slot order (read-only).")
-    latency = param.Number(default=0.0, constant=True, doc="Seconds taken by the last update (data + all formats), read-only.")
-    message = param.String(default="", constant=True, doc="Status line: what is shown, or why a stored tensor is unavailable.")
+    latency = param.Number(default=0.0, constant=True,
+                           doc="Seconds taken by the last update (data + all formats), read-only.")
+    message = param.String(default="", constant=True,
+                           doc="Status line: what is shown, or why a stored tensor is unavailable.")
 
     def __init__(self, specs: tuple[str, ...] | list[str] = DEFAULT_SPECS, **params: Any) -> None:
         builders = [SpecBuilder(s) for s in list(specs)[:4]]

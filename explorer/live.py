@@ -1,13 +1,16 @@
 """The Live Training page: a thin view over :class:`LiveTrainingState`.
 
-The run trains in its own worker thread; this page only observes it.  A periodic callback
-(every ``period`` ms, in the session) calls :meth:`LiveTrainingState.poll`, which streams new
-rows into HoloViews ``Buffer``/``Pipe`` streams; the callback is removed and the run
-unsubscribed when the session is destroyed (the run goes on, and a reload reattaches).
+The run trains in a worker process (a one-worker Dask engine that the server starts in the
+background when the page is first built); this page only reads the run store and writes commands
+into it. A periodic callback (every ``period`` ms, in the session) calls
+:meth:`LiveTrainingState.poll`, which streams the new rows into HoloViews ``Buffer``/``Pipe``
+streams; the callback is removed when the session is destroyed (the run goes on, and a reload
+reattaches).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import holoviews as hv
@@ -15,7 +18,7 @@ import panel as pn
 import param
 from panel.viewable import Viewer
 
-from . import plots
+from . import plots, registry
 from .live_state import LiveTrainingState
 from .widgets import SpecBuilderView, knob_widgets
 
@@ -54,10 +57,11 @@ class LiveTraining(Viewer):
     """
 
     state = param.ClassSelector(class_=LiveTrainingState, doc="The page's state (one per session).")
-    period = param.Integer(default=500, bounds=(50, 10_000), doc="Milliseconds between polls of the run.")
+    period = param.Integer(default=300, bounds=(50, 10_000), doc="Milliseconds between polls of the run store.")
 
     def __init__(self, state: LiveTrainingState | None = None, **params: Any) -> None:
         super().__init__(state=state if state is not None else LiveTrainingState(), **params)
+        registry.warm_up()  # the worker engine starts in the background; a first Start need not wait
         s = self.state
         config = pn.Param(
             s, parameters=["dataset", "model", "hidden", "scheme", "lr", "momentum", "epochs", "batch_size",
@@ -153,6 +157,7 @@ class LiveTraining(Viewer):
         )
         self._layout = pn.Row(sidebar, main, sizing_mode="stretch_width", css_classes=["live-training"])
         self._callback: Any = None
+        self._next_poll = 0.0
         self._start_polling()
 
     # ----------------------------------------------------------------- helpers
@@ -196,6 +201,8 @@ class LiveTraining(Viewer):
         if not run_id:
             return f"No run yet: press **Start**. {message}"
         acc = f", test acc **{test_acc:.2%}**" if test_acc is not None else ""
+        if status == "created":
+            return f"run `{run_id}` **queued** - waiting for its worker process  \n{message}"
         return f"run `{run_id}` **{status}** - step {step}/{total}{acc}  \n{message}"
 
     def _knob_panel(self, knobs: param.Parameterized, specs: dict[str, Any]) -> pn.Column:
@@ -207,15 +214,25 @@ class LiveTraining(Viewer):
 
     def _start_polling(self) -> None:
         self._callback = pn.state.add_periodic_callback(self._poll, period=self.period, start=True)
+        # the run's answers to Pause / Stop / knob changes are shown within ~0.1 s, between polls
+        self._answers = pn.state.add_periodic_callback(self.state.check_answers, period=100, start=True)
         if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
             pn.state.on_session_destroyed(self._destroyed)
 
     def _poll(self) -> None:
+        """Poll the store, but leave the server's event loop at least two thirds of its time for the
+        user's clicks (a long run's redraws can cost more than the period)."""
+        now = time.monotonic()
+        if now < self._next_poll:
+            return
         self.state.poll()
+        cost = time.monotonic() - now
+        self._next_poll = now + max(0.0, 3.0 * cost - self.period / 1000.0)
 
     def _destroyed(self, session_context: Any) -> None:
         if self._callback is not None:
             self._callback.stop()
+            self._answers.stop()
         self.state.detach()
 
     def __panel__(self) -> pn.Row:

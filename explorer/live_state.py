@@ -1,18 +1,20 @@
 """Live Training state (Panel-free): configure, start and observe one training run.
 
-:class:`LiveTrainingState` turns its parameters into a :class:`core.train.RunConfig`, starts a
-:class:`core.train.Run` (which trains in its own worker thread) and observes it:
+:class:`LiveTrainingState` turns its parameters into a :class:`core.train.RunConfig` and queues
+it as a :class:`core.sweep.RemoteRun`: the run trains in a worker process of a one-worker Dask
+engine, never in the server, and goes on when the browser closes. The page sees it only through
+the run store:
 
-* ``run.subscribe`` pushes every payload into a thread-safe queue (the worker never touches
-  the page);
 * :meth:`LiveTrainingState.poll`, called by the page on a periodic callback (in the session's
-  thread, holding the document lock), drains the queue and streams the new rows into
-  ``hv.streams.Buffer`` / ``Pipe`` objects and read-only status parameters;
-* a reloaded page (a new session) finds the still-running run in :mod:`explorer.registry`,
-  backfills the history from the run store and subscribes again (:meth:`attach`).
+  thread, holding the document lock), reads the rows the run wrote since the last poll
+  (``RunStore.changes``, a rowid cursor: the same cost at step 100 and at step 100,000) and
+  streams them into ``hv.streams.Buffer`` / ``Pipe`` objects and read-only status parameters;
+* a reloaded page (a new session) finds the run in :mod:`explorer.registry` and reads its
+  history through the same cursor from the start (:meth:`attach`).
 
-Moving a knob while the run goes calls ``run.update`` (applied at the next step); the engine
-logs it as an ``update`` event and the step of every such event is marked on all plots.
+Moving a knob, Pause and Stop write a command row for the run (``RunStore.send_command``); the
+run acknowledges it within ``Run.command_interval`` and applies it before its next step; the page
+says so when the answer arrives, and the step of every applied ``update`` is marked on all plots.
 """
 
 from __future__ import annotations
@@ -20,11 +22,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import queue
 import time
 import typing
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -33,6 +34,8 @@ from holoviews import streams
 
 import core
 from core.formats import FAMILIES, family_fields
+
+from core.store import is_active, is_final
 
 from . import registry
 from .builder import FLOAT_NONE, SpecBuilder
@@ -51,11 +54,28 @@ SIGNAL_ROLES = ("schedule", "dfq", "niti", "logbtq", "cost")
 _SIGNAL_PREFERENCE = ("schedule.bits", "dfq.bits_mean", "niti.s_a", "logbtq.outside_mean", "cost.bitops")
 _SIGNAL_COLS = ["step", "layer", "tensor", "role", "name", "value"]
 _SIGNAL_PLOT_COLS = ["step", "value", "series"]
-_ENDED = ("done", "stopped", "diverged", "error", "interrupted")
 
 
 def _empty(cols: list[str]) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=float) for c in cols})
+
+
+#: most step columns a heat map or the weight histogram draws (a long run is binned into this many)
+MAX_COLUMNS = 160
+
+
+def _bin_steps(df: pd.DataFrame, every: float, max_columns: int) -> pd.DataFrame:
+    """Heat-map rows binned along the steps so that at most ``max_columns`` columns remain (the mean
+    ARE per bin); rows are returned as they are when there are fewer steps than that."""
+    steps = df["step"].to_numpy(float)
+    if not len(df) or len(np.unique(steps)) <= max_columns:
+        return df
+    span = float(steps.max() - steps.min()) + every
+    width = math.ceil(span / max_columns / every) * every
+    out = df.assign(step=np.floor((steps - steps.min()) / width) * width + steps.min())
+    out = out.groupby(["step", "layer", "tensor", "source"], as_index=False, sort=True)["value"].mean()
+    out["width"] = float(width)
+    return out[["step", "layer", "tensor", "value", "width", "source"]]
 
 
 # ----------------------------------------------------------------- scheme knobs
@@ -229,9 +249,9 @@ class LiveTrainingState(param.Parameterized):
         self.signals = streams.Pipe(data=_empty(_SIGNAL_PLOT_COLS))
         self._signal_auto_pick = False
         self._reset_signals()
-        self._queue: "queue.SimpleQueue[dict[str, Any]]" = queue.SimpleQueue()
         self._run: Any = None
-        self._unsubscribe: Callable[[], None] | None = None
+        self._cursor: dict[str, int] = {}
+        self._commands: dict[int, tuple[str, dict[str, Any]]] = {}  # seq -> (what was asked, changes)
         self._tele = _empty(_TELE_COLS)
         self._stats: dict[tuple[str, str], float] = {}
         self._hists: dict[str, list[tuple[int, np.ndarray, float, float]]] = {}
@@ -240,6 +260,9 @@ class LiveTrainingState(param.Parameterized):
         self._syncing = False
         self._tele_dirty = False
         self._last_redraw = 0.0
+        self._next_redraw = 0.0
+        self._pending_redraws: list[Any] = []
+        self._redraw_cost = 0.0
         self._spec_watchers: list[Any] = []
         self._knob_watcher: Any = None
         self._build_scheme(self.scheme)
@@ -256,8 +279,8 @@ class LiveTrainingState(param.Parameterized):
 
     @property
     def running(self) -> bool:
-        """True while the observed run is running or paused."""
-        return self._run is not None and self._run.status in registry.ACTIVE_STATUSES
+        """True while the observed run is queued, running or paused."""
+        return self._run is not None and is_active(self._run.status)
 
     def scheme_fields(self) -> dict[str, Any]:
         """The scheme's field values from the knobs and spec builders."""
@@ -373,13 +396,37 @@ class LiveTrainingState(param.Parameterized):
             self._live_update(changes)
 
     def _live_update(self, changes: dict[str, Any]) -> None:
+        shown = ", ".join(f"{k}={v}" for k, v in changes.items())
         try:
-            self._run.update(changes)
+            seq = self._run.update(changes)
         except (ValueError, RuntimeError, TypeError) as exc:
             self._say(f"not applied: {exc}")
             return
-        shown = ", ".join(f"{k}={v}" for k, v in changes.items())
-        self._say(f"applied at the next step: {shown}")
+        self._commands[seq] = (shown, changes)
+        self._say(f"sent to the run: {shown}")
+
+    def check_answers(self) -> None:
+        """Say what the run made of the commands this page sent (they are answered within ~0.1 s);
+        cheap (one row per waiting command), so a page can call it more often than :meth:`poll`."""
+        if not self._commands or self._run is None:
+            return
+        for seq in sorted(self._commands):
+            ans = self._run.answer(seq)
+            shown, _ = self._commands[seq]
+            if ans.get("acked"):
+                del self._commands[seq]
+                result = str(ans.get("result") or "")
+                if result.startswith("applied"):
+                    self._say(f"{result}: {shown}")
+                elif result.startswith("rejected"):
+                    self._say(f"not applied ({result[len('rejected: '):]}): {shown}")
+                else:
+                    self._say(f"run {self._run.id}: {result}")
+            elif is_final(self._run.status):
+                del self._commands[seq]
+                self._say(f"not applied: run {self._run.id} ended ({self._run.status}) before it read {shown}")
+        if not self._commands:
+            self._refresh_status()
 
     def _say(self, text: str) -> None:
         with param.edit_constant(self):
@@ -387,62 +434,73 @@ class LiveTrainingState(param.Parameterized):
 
     # ------------------------------------------------------------ actions
     def start_run(self) -> Any:
-        """Start a new run (refused while one is going); returns it, or None with a message."""
-        from core.train import Run
+        """Queue a new run on the worker engine (refused while one is going); returns its
+        :class:`core.sweep.RemoteRun`, or None with a message."""
+        from core.store import RunStore
+        from core.sweep import EngineError
+        from core.sweep.remote import RemoteRun
 
         if self.running:
             self._say(f"run {self._run.id} is still {self._run.status}: stop it first")
             return None
         try:
             cfg = self.run_config()
-            run = Run(cfg, store=self.store)
-        except (ValueError, TypeError) as exc:
+            from core.data import DATASETS
+            from core.models import MODELS
+
+            if cfg.data.name not in DATASETS or cfg.model.name not in MODELS:
+                raise ValueError(f"unknown dataset or model: {cfg.data.name}, {cfg.model.name}")
+            if not isinstance(self.store, RunStore):
+                self.store = RunStore(self.store)
+            run = RemoteRun.submit(cfg, store=self.store, engine=registry.engine())
+        except (ValueError, TypeError, EngineError) as exc:
             self._say(f"cannot start: {exc}")
             return None
-        run.start()
         registry.register(run)
-        self.attach(run, backfill=False)
-        self._say(f"started run {run.id}")
+        self.attach(run)
+        self._say(f"started run {run.id} (training in a worker process)")
         return run
+
+    def _command(self, what: str) -> None:
+        try:
+            seq = getattr(self._run, what)()
+        except RuntimeError as exc:
+            self._say(f"not applied: {exc}")
+            return
+        self._commands[seq] = (what, {})
+        self._say(f"asked run {self._run.id} to {what}")
 
     def toggle_pause(self) -> None:
         """Pause a running run, resume a paused one."""
         if self._run is None:
             return
         if self._run.status == "paused":
-            self._run.resume()
-        elif self._run.status == "running":
-            self._run.pause()
+            self._command("resume")
+        elif self._run.status in ("running", "created"):
+            self._command("pause")
 
     def stop_run(self) -> None:
         """Stop the observed run (it ends before its next step)."""
         if self.running:
-            self._run.stop()
-            self._say(f"stopping run {self._run.id}")
+            self._command("stop")
 
     # ------------------------------------------------------------ observe
     def attach(self, run: Any, backfill: bool = True) -> None:
-        """Observe ``run``: reset the plots, subscribe, then backfill what the store already has.
-
-        Subscribing before reading the store means nothing is missed; payloads already read
-        from the store are skipped by step.
-        """
+        """Observe ``run`` (a :class:`core.sweep.RemoteRun`): reset the plots, show its config in the
+        controls, then read everything it has written so far (later polls read only what is new)."""
         self.detach()
         self._run = run
-        self._queue = queue.SimpleQueue()
-        q = self._queue
-        self._unsubscribe = run.subscribe(q.put)
+        self._cursor = {}
+        self._commands = {}
         self._reset_tables()
         self._sync_controls(run)
         if backfill and run.id:
-            self._backfill(run.id)
+            self._read_new(publish=True)
         self._refresh_status()
 
     def detach(self) -> None:
         """Stop observing (the run goes on)."""
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
+        self._run = None
 
     def _reset_tables(self) -> None:
         self.steps.clear()
@@ -463,6 +521,7 @@ class LiveTrainingState(param.Parameterized):
     def _reset_signals(self) -> None:
         """No scheme signals yet; the next ones pick the preferred signal again."""
         self._signals = _empty(_SIGNAL_COLS)
+        self._signal_names: set[str] = set()
         self._signal_auto = True
         self.param.signal.objects = [""]
         with param.parameterized.discard_events(self):
@@ -492,91 +551,101 @@ class LiveTrainingState(param.Parameterized):
         if self.heat_source not in self.param.heat_source.objects:
             self.heat_source = "live"
 
-    def _backfill(self, run_id: str) -> None:
-        store = self._run.store
+    def _read_new(self, publish: bool = False) -> int:
+        """Read the rows the run wrote since the last read and add them to the plots' data;
+        returns how many rows were read."""
+        run = self._run
+        store = run.store
         try:
-            lay = store.layers(run_id)
-            if len(lay):
-                self._set_layers([str(n) for n in lay.sort_values("idx")["name"]])
-            sc = store.scalars(run_id)
-            if len(sc):
-                self._push_steps(sc.reindex(columns=_STEP_COLS))
-            ep = store.epochs(run_id)
+            if not self.layers:
+                lay = store.layers(run.id)
+                if len(lay):
+                    self._set_layers([str(n) for n in lay.sort_values("idx")["name"]])
+            tables, self._cursor = store.changes(run.id, self._cursor)
+        except Exception as exc:  # noqa: BLE001 - a store hiccup must not break the page
+            log.warning("reading run %s failed: %s", run.id, exc)
+            return 0
+        m, h, ev = tables["metrics"], tables["histograms"], tables["events"]
+        if len(m):
+            scalar = m[(m["role"] == "") & (m["layer"] == "")]
+            st = scalar[scalar["name"].isin(_STEP_COLS[1:])]
+            if len(st):
+                w = st.pivot_table(index="step", columns="name", values="value", aggfunc="last").reset_index()
+                w = w.reindex(columns=_STEP_COLS)
+                self._push_steps(w[w["step"] > self._seen["step"]])
+            ep = scalar[scalar["name"].isin(["test_acc", "test_loss"])]
             if len(ep):
-                self._push_epochs(ep.reindex(columns=_EPOCH_COLS))
-            m = store.metrics(run_id, name=["are", "overflow", "mean", "std"])
-            if len(m):
-                self._add_telemetry(m.reindex(columns=_TELE_COLS))
-            for role in SIGNAL_ROLES:
-                sm = store.metrics(run_id, role=role)
-                if len(sm):
-                    self._add_signals(sm)
-            h = store.histograms(run_id, kind="x")
-            for row in h.itertuples(index=False):
+                w = ep.pivot_table(index=["epoch", "step"], columns="name", values="value", aggfunc="last").reset_index()
+                self._push_epochs(w.reindex(columns=_EPOCH_COLS))
+            tel = m[m["name"].isin(["are", "overflow", "mean", "std"])]
+            if len(tel):
+                self._add_telemetry(tel.reindex(columns=_TELE_COLS))
+                self._tele_dirty = True
+            sig = m[m["role"].isin(SIGNAL_ROLES)]
+            if len(sig):
+                self._add_signals(sig)
+                self._tele_dirty = True
+        if len(h):
+            for row in h[h["kind"] == "x"].itertuples(index=False):
                 self._add_hist(dict(layer=str(row.layer), tensor=row.tensor, step=int(row.step), lo=row.lo,
                                     hi=row.hi, zeros=row.zeros, counts=row.counts))
-            ev = store.events(run_id)
-            steps = [int(s) for s, k in zip(ev["step"], ev["kind"]) if k == "update"] if len(ev) else []
-            if steps:
-                self._add_markers(steps)
-        except Exception as exc:  # noqa: BLE001 - a partial history must not break the page
-            log.warning("backfill of run %s failed: %s", run_id, exc)
-        self._publish_telemetry()
+            self._tele_dirty = True
+        if len(ev):
+            ups = [int(p.get("step", s)) for s, k, p in zip(ev["step"], ev["kind"], ev["payload"]) if k == "update"]
+            if ups:
+                self._add_markers(ups)
+            for k, p in zip(ev["kind"], ev["payload"]):
+                if k in ("diverged", "error", "done", "stopped", "interrupted"):
+                    detail = f": {p.get('message')}" if k == "error" and p.get("message") else ""
+                    self._say(f"run {run.id}: {k}{detail}")
+        if publish:
+            self._publish_telemetry()
+            self._tele_dirty = False
+            self._last_redraw = time.monotonic()
+        return len(m) + len(h) + len(ev)
 
     def poll(self, max_items: int = 100_000, force: bool = False) -> int:
-        """Drain queued payloads into the streams and status; returns how many were handled.
+        """Read what the run wrote since the last poll into the streams and status; returns how many
+        rows were read.
 
         Curves stream on every call; the telemetry plots are redrawn at most every ``redraw``
         seconds (or when ``force``, or when the run has ended) so the page stays light while
-        the worker trains.  Call from the page's periodic callback (or directly in tests and
+        the worker trains. Call from the page's periodic callback (or directly in tests and
         notebooks).
         """
-        steps: list[dict[str, Any]] = []
-        epochs: list[dict[str, Any]] = []
-        tele = False
-        n = 0
-        while n < max_items:
-            try:
-                p = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            n += 1
-            kind = p.get("type")
-            step = int(p.get("step", 0) or 0)
-            if kind == "step":
-                if step > self._seen["step"]:
-                    steps.append({c: p.get(c, math.nan) for c in _STEP_COLS})
-                    self._seen["step"] = step
-            elif kind == "epoch":
-                if step > self._seen["epoch"]:
-                    epochs.append({c: p.get(c, math.nan) for c in _EPOCH_COLS})
-                    self._seen["epoch"] = step
-            elif kind == "telemetry":
-                if step > self._seen["telemetry"]:
-                    self._telemetry_payload(p)
-                    self._seen["telemetry"] = step
-                    tele = True
-            elif kind == "event":
-                if p.get("kind") == "update":
-                    self._add_markers([int(p.get("payload", {}).get("step", step))])
-                elif p.get("kind") in ("stop", "diverged", "error", "done"):
-                    self._say(f"run {self._run.id}: {p.get('kind')}")
-        if steps:
-            self._push_steps(pd.DataFrame(steps, columns=_STEP_COLS))
-        if epochs:
-            self._push_epochs(pd.DataFrame(epochs, columns=_EPOCH_COLS))
-        self._tele_dirty = self._tele_dirty or tele
+        if self._run is None:
+            return 0
+        ended_before = is_final(self._run.status)
+        n = self._read_new()
+        self.check_answers()
         now = time.monotonic()
-        ended = self._run is not None and self._run.status not in registry.ACTIVE_STATUSES
-        if self._tele_dirty and (force or ended or now - self._last_redraw >= self.redraw):
+        ended = is_final(self._run.status)
+        if ended and not ended_before:
+            n += self._read_new()  # the rows committed with the final status
+        if self._tele_dirty and (force or ended):
             self._publish_telemetry()
             self._tele_dirty = False
-            self._last_redraw = now
+            self._pending_redraws = []
+        elif self._pending_redraws or (self._tele_dirty and now >= self._next_redraw):
+            # one plot per poll, so no poll holds the server for all of them (a click waits for a poll)
+            if not self._pending_redraws:
+                self._pending_redraws = [self._publish_heat, self._publish_whist, self._publish_tail,
+                                         self._publish_signals]
+                self._tele_dirty = False
+                self._redraw_cost = 0.0
+            self._pending_redraws.pop(0)()
+            self._redraw_cost += time.monotonic() - now
+            if not self._pending_redraws:
+                self._last_redraw = now
+                # the server spends at most a fifth of its time redrawing, however long the run is
+                self._next_redraw = now + max(self.redraw, 4.0 * self._redraw_cost)
         self._refresh_status()
         return n
 
     # --------------------------------------------------------- internals
     def _push_steps(self, df: pd.DataFrame) -> None:
+        if not len(df):
+            return
         df = df.astype(float)
         self.steps.send(df)
         if len(df):
@@ -599,22 +668,6 @@ class LiveTrainingState(param.Parameterized):
         if self.hist_layer not in names:
             self.hist_layer = names[0] if names else ""
 
-    def _telemetry_payload(self, p: dict[str, Any]) -> None:
-        rows = [r for r in p.get("rows", []) if r["name"] in ("are", "overflow", "mean", "std")]
-        if rows:
-            df = pd.DataFrame(rows).reindex(columns=_TELE_COLS[1:])
-            df.insert(0, "step", int(p["step"]))
-            self._add_telemetry(df)
-        sig = [r for r in p.get("rows", []) if r.get("role") in SIGNAL_ROLES]
-        if sig:
-            df = pd.DataFrame(sig).reindex(columns=_SIGNAL_COLS[1:])
-            df.insert(0, "step", int(p["step"]))
-            self._add_signals(df)
-        for h in p.get("histograms", []):
-            if h.get("kind", "x") == "x":
-                self._add_hist(dict(h, step=int(p["step"])))
-        self._seen["telemetry"] = max(self._seen["telemetry"], int(p["step"]))
-
     def _add_telemetry(self, df: pd.DataFrame) -> None:
         df = df.copy()
         df["layer"] = df["layer"].astype(str)
@@ -622,12 +675,26 @@ class LiveTrainingState(param.Parameterized):
         for r in stats.itertuples(index=False):
             self._stats[(r.layer, f"{r.tensor}.{r.name}")] = float(r.value)
         df = df[df["role"] != "stat"]
-        self._tele = pd.concat([self._tele, df], ignore_index=True) if len(self._tele) else df.reset_index(drop=True)
+        self._tele_chunks.append(df)  # concatenated when a plot needs the table (not on every poll)
         self._seen["telemetry"] = max(self._seen["telemetry"], int(df["step"].max()) if len(df) else -1)
         known = list(self.layers)
         new = [n for n in dict.fromkeys(df["layer"]) if n not in known and n]
         if new:
             self._set_layers(known + new)
+
+    @property
+    def _tele(self) -> pd.DataFrame:
+        """Telemetry rows (ARE, overflow ...) read so far, without the per-layer statistics."""
+        if self._tele_chunks:
+            parts = [self._tele_df, *self._tele_chunks] if len(self._tele_df) else self._tele_chunks
+            self._tele_df = pd.concat(parts, ignore_index=True)
+            self._tele_chunks = []
+        return self._tele_df
+
+    @_tele.setter
+    def _tele(self, df: pd.DataFrame) -> None:
+        self._tele_df = df
+        self._tele_chunks = []
 
     def _add_signals(self, df: pd.DataFrame) -> None:
         df = df.reindex(columns=_SIGNAL_COLS).copy()
@@ -636,7 +703,8 @@ class LiveTrainingState(param.Parameterized):
         df["value"] = pd.to_numeric(df["value"], errors="coerce")
         self._signals = (pd.concat([self._signals, df], ignore_index=True) if len(self._signals)
                          else df.reset_index(drop=True))
-        found = set(self._signals["role"].astype(str) + "." + self._signals["name"].astype(str))
+        self._signal_names |= set(df["role"].astype(str) + "." + df["name"].astype(str))
+        found = self._signal_names
         # preferred signals first: a browser Select falls back to its first option when the options change
         names = [n for n in _SIGNAL_PREFERENCE if n in found] + sorted(found - set(_SIGNAL_PREFERENCE))
         if names != list(self.param.signal.objects):
@@ -698,9 +766,10 @@ class LiveTrainingState(param.Parameterized):
             return _empty(cols)
         sel = t[(t["name"] == "are") & t["role"].isin(["live", "shadow"])]
         out = sel[["step", "layer", "tensor", "value"]].copy()
-        out["width"] = float(max(1, self.every if self._run is None else self._run.config.telemetry.every))
+        every = float(max(1, self.every if self._run is None else self._run.config.telemetry.every))
+        out["width"] = every
         out["source"] = np.where(sel["role"] == "live", "live", sel["fmt"].astype(str))
-        return out.reset_index(drop=True)
+        return _bin_steps(out.reset_index(drop=True), every, MAX_COLUMNS)
 
     @param.depends("heat_source", watch=True)
     def _publish_heat(self) -> None:
@@ -712,6 +781,9 @@ class LiveTrainingState(param.Parameterized):
         if not items:
             self.whist.send(_empty(["step", "bin", "count", "width"]))
             return
+        if len(items) > MAX_COLUMNS:  # a long run: an evenly spaced subset of the snapshots, always the last
+            pick = np.unique(np.linspace(0, len(items) - 1, MAX_COLUMNS).round().astype(int))
+            items = [items[i] for i in pick]
         frames = []
         steps = [s for s, *_ in items]
         width = float(np.median(np.diff(steps))) if len(steps) > 1 else 1.0
@@ -760,13 +832,13 @@ class LiveTrainingState(param.Parameterized):
         if run is None:
             return
         was = self.status
+        status = run.status
         with param.edit_constant(self):
             self.param.update(
-                run_id=run.id or "", status=run.status, step=int(run.step),
-                total_steps=int(run.total_steps) if run.data is not None else 0,
-                progress=float(run.progress),
+                run_id=run.id or "", status=status, step=int(run.step),
+                total_steps=int(run.total_steps), progress=float(run.progress),
             )
-        if run.status != was and run.status not in registry.ACTIVE_STATUSES:
+        if status != was and is_final(status):
             self._publish_heat()  # the heat-map titles say why a map stays empty once a run has ended
-        if run.status == "error" and run.error is not None:
+        if status in ("error", "interrupted") and run.error and status != was:
             self._say(f"run {run.id} failed: {run.error}")

@@ -1,23 +1,55 @@
-"""Process-wide registry of the training runs started from the Explorer.
+"""Process-wide registry of the training runs started from the Explorer, and their engine.
 
-Runs train in worker threads owned by :class:`core.train.Run`; pages only observe them.  The
-registry outlives browser sessions, so a reloaded page (a new session) finds the run that is
-still going and reattaches to it.  Nothing here starts threads or touches Panel.
+Runs train in the worker process of a one-worker Dask engine (:func:`engine`), never in the
+server; the server holds a :class:`core.sweep.RemoteRun` per run (its store row and the Dask
+future that trains it). The registry outlives browser sessions, so a reloaded page (a new
+session) finds the run that is still going and reattaches to it, and the futures stay referenced
+so Dask keeps their tasks. Nothing here touches Panel.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
-__all__ = ["register", "get", "latest", "all_runs", "ACTIVE_STATUSES"]
+from core.store import is_active
 
-#: statuses of a run that is still going
-ACTIVE_STATUSES: frozenset[str] = frozenset({"created", "running", "paused"})
+__all__ = ["register", "get", "latest", "all_runs", "engine", "warm_up"]
+
+log = logging.getLogger(__name__)
 
 _LOCK = threading.Lock()
 _RUNS: dict[str, Any] = {}
 _ORDER: list[str] = []
+_WARM: list[Any] = []
+
+
+def engine() -> Any:
+    """The engine Live Training runs train on: this process's one-worker local Dask cluster."""
+    from core.sweep import shared_local_engine
+
+    return shared_local_engine(1)
+
+
+def warm_up() -> None:
+    """Start the engine and import the training stack in its worker, in the background (once), so a
+    first Start does not wait for them."""
+    with _LOCK:
+        if _WARM:
+            return
+        _WARM.append(None)
+
+    def go() -> None:
+        try:
+            from core.sweep.task import warm_up as task
+
+            eng = engine()
+            _WARM[0] = eng.submit(task, key="lowbit-warm-up")
+        except Exception:  # noqa: BLE001 - a failed warm-up is reported when a run starts
+            log.warning("could not warm up the training engine", exc_info=True)
+
+    threading.Thread(target=go, name="lowbit-engine-warm-up", daemon=True).start()
 
 
 def register(run: Any) -> None:
@@ -30,7 +62,7 @@ def register(run: Any) -> None:
         # keep the registry small: forget finished runs beyond the last 16
         while len(_ORDER) > 16:
             old = _ORDER[0]
-            if getattr(_RUNS[old], "status", "") in ACTIVE_STATUSES:
+            if is_active(getattr(_RUNS[old], "status", "")):
                 break
             _ORDER.pop(0)
             _RUNS.pop(old, None)
@@ -43,24 +75,14 @@ def get(run_id: str) -> Any | None:
 
 
 def latest(active_only: bool = True) -> Any | None:
-    """The most recently started run (only a still-active one when ``active_only``).
-
-    Runs started elsewhere in this process (``core.train.active_runs()``) count too.
-    """
+    """The most recently started run (only a still-active one when ``active_only``)."""
     with _LOCK:
         order = list(reversed(_ORDER))
         runs = dict(_RUNS)
     for rid in order:
         run = runs[rid]
-        if not active_only or run.status in ACTIVE_STATUSES:
+        if not active_only or is_active(run.status):
             return run
-    if active_only:
-        try:
-            from core.train import active_runs
-        except ImportError:
-            return None
-        alive = [r for r in active_runs().values() if r.status in ACTIVE_STATUSES]
-        return alive[-1] if alive else None
     return None
 
 

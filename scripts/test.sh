@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install everything from the project's own files, then run the whole test suite.
+# Install everything from the project's own files, lint and type-check, then run the whole test suite.
 #   bash scripts/test.sh            (what .ci/run and the README run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +9,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install -q torch==2.13.0
 .venv/bin/pip install -q -e ".[dev]"
+# Lint and type checks first (configured in pyproject.toml); either failing fails the script.
+.venv/bin/ruff check .
+.venv/bin/mypy core/
 # Browser tests drive Debian's Chromium (never a downloaded browser).
 if ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then

@@ -78,14 +78,14 @@ def probe_points(book: list[Fraction]) -> list[float]:
 
 
 def mulaw_code_index(a: float, bits: int, mu: float, rng: float) -> float:
-    """Unrounded y*K of the mu-law companding (SPEC-NOTES 2), plain math."""
+    """Unrounded y*K of the mu-law companding (docs/papers.md#mu8), plain math."""
     K = 2 ** (bits - 1) - 1
     a = min(abs(a), rng)
     return math.log1p(mu * a / rng) / math.log1p(mu) * K
 
 
 def niti_pseudo_stochastic(v: int, bp: int) -> int:
-    """NITI Alg. 3 written out with strings of bits (seed 002, section 3.4)."""
+    """NITI Alg. 3 written out with strings of bits (NITI paper, section 3.4)."""
     s = -1 if v < 0 else 1
     a = abs(v)
     if bp == 0:

@@ -1,4 +1,5 @@
-"""Low-precision accumulation (issue 3 item 3; Wang et al. 2018 chunk-based accumulation)."""
+"""Low-precision accumulation (LogBTQ paper, Table 1 "acc 8"; Wang et al. 2018 chunk-based
+accumulation; docs/papers.md#logbtq-acc8)."""
 
 from __future__ import annotations
 

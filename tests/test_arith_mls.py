@@ -1,4 +1,4 @@
-"""MLS low-bit conv/matmul simulator (seed 000 Eq. 5-8, SPEC-NOTES section 1)."""
+"""MLS low-bit conv/matmul simulator (MLS paper, Eq. 5-8; docs/papers.md#mls-arithmetic)."""
 
 from __future__ import annotations
 

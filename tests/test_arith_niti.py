@@ -1,4 +1,4 @@
-"""NITI int8 GEMM / conv with effective-bitwidth shift-and-round (seed 002, SPEC-NOTES 3)."""
+"""NITI int8 GEMM / conv with effective-bitwidth shift-and-round (NITI paper; docs/papers.md#niti-shift-round)."""
 
 from __future__ import annotations
 

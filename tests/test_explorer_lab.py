@@ -40,7 +40,8 @@ def test_metrics_match_core_metrics(data: DataSummary, spec: str) -> None:
     y = core.quantize(data.x, spec)
     ref = core.metrics.summary(data.x, y, spec)
     for k, v in ref.items():
-        assert math.isclose(res.metrics[k], v, rel_tol=1e-9, abs_tol=0) or (math.isnan(v) and math.isnan(res.metrics[k])), (k, res.metrics[k], v)
+        same = math.isclose(res.metrics[k], v, rel_tol=1e-9, abs_tol=0)
+        assert same or (math.isnan(v) and math.isnan(res.metrics[k])), (k, res.metrics[k], v)
     assert res.error is None and res.bits == core.parse_format(spec).bits
     assert np.all(np.diff(res.codebook) > 0) and res.codebook[0] > 0
 
@@ -218,8 +219,8 @@ def test_lab_model_tier_knob_changes_plot_data() -> None:
     root = lab.__panel__().get_root(doc)
 
     def segments() -> list[tuple]:
-        return sorted(tuple(np.round(np.asarray(m.data["x0"], float), 12)) for m in root.select({"type": ColumnDataSource})
-                      if "x0" in m.data)
+        return sorted(tuple(np.round(np.asarray(m.data["x0"], float), 12))
+                      for m in root.select({"type": ColumnDataSource}) if "x0" in m.data)
 
     before = segments()
     assert before and any(len(s) for s in before)

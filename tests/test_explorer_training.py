@@ -15,6 +15,7 @@ import param
 import pytest
 
 import core
+from core.store import is_active
 
 from explorer import registry
 from explorer.compare_state import CompareState
@@ -47,7 +48,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def _drain(state: LiveTrainingState, timeout: float = 120.0) -> None:
     end = time.monotonic() + timeout
-    while state.run.status in registry.ACTIVE_STATUSES and time.monotonic() < end:
+    while is_active(state.run.status) and time.monotonic() < end:
         state.poll()
         time.sleep(0.05)
     state.run.wait(10)

@@ -345,7 +345,8 @@ def test_mulaw_float32_nearest_path_equals_reference(spec):
 def test_niti_pseudo_stochastic_kernel_equals_reference(dtype, bits):
     """The Numba Alg. 3 kernel against the torch reference: random scales, specials, exact ties."""
     g = torch.Generator().manual_seed(bits)
-    x = (torch.randn(4, 33, generator=g, dtype=torch.float64) * 10.0 ** torch.randint(-3, 4, (4, 33), generator=g)).to(dtype)
+    x = torch.randn(4, 33, generator=g, dtype=torch.float64)
+    x = (x * 10.0 ** torch.randint(-3, 4, (4, 33), generator=g)).to(dtype)
     x[0, :5] = torch.tensor([float("nan"), float("inf"), -float("inf"), -0.0, 0.0], dtype=dtype)
     x[1, :8] = torch.tensor([0.5, 1.5, 2.5, -2.5, 3.0, 1.0 + 2**-8, 1.0 + 2**-9, -7.75], dtype=dtype) * 2.0**10
     spec = f"niti(bits={bits})"

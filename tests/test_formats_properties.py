@@ -388,8 +388,9 @@ def test_f32_bit_pattern_kernel_equals_the_generic_kernel(fmt, n):
     spec = core.parse_format(fmt)
     g, ovf, infv = spec.grid, spec.overflow_value, spec.inf_value
     r = np.random.default_rng(n)
-    x = np.concatenate([r.integers(0, 2**32, n, dtype=np.uint64).astype(np.uint32),
-                        (np.maximum(r.standard_normal(n), 0) * np.exp(r.uniform(-30, 5, n))).astype(np.float32).view(np.uint32),
+    words = r.integers(0, 2**32, n, dtype=np.uint64).astype(np.uint32)
+    small = np.maximum(r.standard_normal(n), 0) * np.exp(r.uniform(-30, 5, n))
+    x = np.concatenate([words, small.astype(np.float32).view(np.uint32),
                         np.arange(0, 3000, dtype=np.uint32), np.arange(0x80000000, 0x80000000 + 3000, dtype=np.uint32)])
     for mode in (0, 1, 2):
         fast = np.empty_like(x)

@@ -1,4 +1,4 @@
-"""Every seed scheme (issue 5): registered on import, serialisable, trains the digits MLP to well above
+"""Every scheme of the papers: registered on import, serialisable, trains the digits MLP to well above
 chance and ends ``done``; parameters out of their domain fail at config time."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""FracTrain DFQ (seed 003): per-input branch selection, the cost term's effect, determinism."""
+"""FracTrain DFQ (the survey; docs/papers.md#fractrain-dfq): per-input branch selection, the cost term's effect,
+determinism."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""LogBTQ (seed 001; SPEC-NOTES 2): barrier, tail bound, codebooks, chunked updates, bad input."""
+"""LogBTQ (LogBTQ paper; docs/papers.md#logbtq-loss): barrier, tail bound, codebooks, chunked updates, bad input."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def test_weight_barrier_alone_reduces_tail():
 
 
 def test_mu8_vs_fp8_143_digits():
-    """The paper's ordering (seed 001 Table 1): MU8 at least as accurate as FP8(1-4-3), same seed.
+    """The paper's ordering (LogBTQ paper, Table 2): MU8 at least as accurate as FP8(1-4-3), same seed.
     Measured with seed 0: 2 epochs 0.9331 vs 0.9192, 3 epochs 0.9248 vs 0.9192, 5 epochs 0.9694 vs
     0.9582 (docs/schemes.md)."""
     mu = train(get_scheme("logbtq", k=1), epochs=2)

@@ -1,4 +1,5 @@
-"""NITI (seed 002; SPEC-NOTES 3): integer-only step (float trap), Alg. 3, integer CE gradient, training."""
+"""NITI (NITI paper; docs/papers.md#niti-format): integer-only step (float trap), Alg. 3, integer CE gradient,
+training."""
 
 from __future__ import annotations
 

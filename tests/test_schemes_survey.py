@@ -1,4 +1,5 @@
-"""SBM, CPT, PFQ (seed 003; SPEC-NOTES 4): training, Range BN, the CPT trace, PFQ plateaus, BitOPs."""
+"""SBM, CPT, PFQ (the survey; docs/papers.md#sbm, #cpt, #fractrain-pfq): training, Range BN, the CPT trace,
+PFQ plateaus, BitOPs."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 import core.schemes  # noqa: F401
 from core.schemes.compare import train
 from core.schemes.survey import RangeBatchNorm, cpt_bits, plateau, precision_range_test, range_bn_constant
-from core.train import get_scheme, qlayers
+from core.train import get_scheme
 
 
 @pytest.fixture(autouse=True)

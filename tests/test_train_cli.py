@@ -68,8 +68,8 @@ def test_cli_options_map_onto_config():
     assert cfg.data.download is True
 
 
-def test_seed_scheme_fields_have_their_own_options():
-    """Every field of the seed schemes is an option (LogBTQ mu/u/k, NITI m_u, CPT b_min ...),
+def test_paper_scheme_fields_have_their_own_options():
+    """Every field of the papers' schemes is an option (LogBTQ mu/u/k, NITI m_u, CPT b_min ...),
     coerced and validated like --set; a field of another scheme is refused by name."""
     p = build_parser()
     cfg = config_from_args(p.parse_args(["--scheme", "logbtq", "--mu", "100", "--u", "0.2", "--k", "5",

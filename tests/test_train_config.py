@@ -26,7 +26,7 @@ from core.train.config import coerce_value, lr_factor
 
 def test_builtin_schemes_registered():
     assert {"fp32", "amp", "mls", "custom"} <= set(list_schemes())
-    # the seed papers' schemes come with core.train, no extra import needed
+    # the papers' schemes come with core.train, no extra import needed
     assert {"logbtq", "niti", "sbm", "cpt", "pfq"} <= set(list_schemes())
     with pytest.raises(ValueError, match="unknown scheme 'bogus'.*known: amp, cpt, custom"):
         get_scheme("bogus")

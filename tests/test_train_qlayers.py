@@ -88,7 +88,7 @@ def test_first_last_switch_of_mls_scheme():
     m = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2))
     q = get_scheme("mls").prepare(m, seed=0)
     quant = [layer.quant for _, layer in qlayers(q)]
-    assert quant[0] is None and quant[-1] is None  # seed 000 App. B
+    assert quant[0] is None and quant[-1] is None  # MLS paper, App. B
     assert quant[1].w.fmt == MLS and quant[1].e.rounding == "stochastic" and quant[1].g is None
     q2 = get_scheme("mls", first_last=True).prepare(copy.deepcopy(m), seed=0)
     assert all(layer.quant is not None for _, layer in qlayers(q2))

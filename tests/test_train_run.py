@@ -1,4 +1,4 @@
-"""The Run engine: issue 4's "Done when" accuracies, telemetry == core.metrics, live control, determinism,
+"""The Run engine: target accuracies, telemetry == core.metrics, live control, determinism,
 divergence, checkpoints."""
 
 from __future__ import annotations
@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest

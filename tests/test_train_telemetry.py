@@ -85,7 +85,8 @@ def test_structured_sample_keeps_whole_groups(shape, k):
         assert torch.equal(s, x)
     elif x.dim() >= 2 and math.prod(shape[2:] or (1,)) <= k:
         # each (i, j) block of the sample is a whole (i', j') block of x
-        blocks = {tuple(b.reshape(-1).tolist()) for b in x.reshape(shape[0], shape[1], -1).reshape(-1, math.prod(shape[2:] or (1,)))}
+        inner = math.prod(shape[2:] or (1,))
+        blocks = {tuple(b.reshape(-1).tolist()) for b in x.reshape(shape[0], shape[1], -1).reshape(-1, inner)}
         for b in s.reshape(-1, math.prod(shape[2:] or (1,))):
             assert tuple(b.tolist()) in blocks
         assert s.shape[0] * s.shape[1] * math.prod(shape[2:] or (1,)) > k // 2  # uses most of the budget

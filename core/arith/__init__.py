@@ -1,9 +1,9 @@
-"""Bit-faithful low-bit arithmetic simulators (issue 3; SPEC-NOTES sections 1 and 3).
+"""Bit-faithful low-bit arithmetic simulators (docs/papers.md#mls-arithmetic, #niti-gemm, #logbtq-acc8).
 
-* :func:`mls_conv2d`, :func:`mls_matmul`: MLS low-bit convolution (seed 000 Eq. 5-8) with
+* :func:`mls_conv2d`, :func:`mls_matmul`: MLS low-bit convolution (MLS paper, Eq. 5-8) with
   integer intra-group accumulators of configurable width and overflow counting.
 * :func:`niti_matmul`, :func:`niti_linear`, :func:`niti_conv2d`: NITI int8 x int8 -> int32 with
-  effective-bitwidth shift-and-round and exponent bookkeeping (seed 002).
+  effective-bitwidth shift-and-round and exponent bookkeeping (NITI paper, section 3).
 * :func:`lowp_matmul`: matmul with the running sum re-quantized to a low-precision format after
   every addition or every ``chunk`` additions, counting swamped addends.
 """

@@ -1,4 +1,5 @@
-"""Low-precision accumulation: matmul with a re-quantized running sum (issue 3, item 3).
+"""Low-precision accumulation: matmul with a re-quantized running sum (LogBTQ paper, Table 1 "acc 8";
+docs/papers.md#logbtq-acc8).
 
 The running sum of ``a[i, k] * b[k, j]`` (products exact in float64 for inputs of
 fp32 or narrower) is re-quantized to ``acc_format`` after every addition
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from ..formats import FormatSpec, parse_format
+from ..formats.floats import FloatFormat
 from ..kernels.arith_lowp import lowp_matmul_grid
 
 __all__ = ["LowpResult", "lowp_matmul"]
@@ -42,11 +44,9 @@ class LowpResult:
     swamped: int
 
 
-def _grid_params(fmt):
-    grid = getattr(fmt, "grid", None)
-    if grid is None or not hasattr(fmt, "overflow_value") or getattr(fmt, "scaled", False):
-        return None
-    return grid
+def _kernel_format(fmt: FormatSpec) -> FloatFormat | None:
+    """``fmt`` when the Numba kernels can accumulate in it (an unscaled float grid), else None."""
+    return fmt if isinstance(fmt, FloatFormat) else None
 
 
 def lowp_matmul(a: torch.Tensor, b: torch.Tensor, acc_format: FormatSpec | str, chunk: int = 1,
@@ -83,29 +83,31 @@ def lowp_matmul(a: torch.Tensor, b: torch.Tensor, acc_format: FormatSpec | str, 
     if backend not in ("auto", "numba", "torch"):
         raise ValueError(f"backend must be auto, numba or torch, got {backend!r}")
     fmt = parse_format(acc_format)
-    grid = _grid_params(fmt)
-    if backend == "numba" and grid is None:
+    kfmt = _kernel_format(fmt)
+    if backend == "numba" and kfmt is None:
         raise ValueError(f"backend='numba' needs a float format, got {fmt}")
     a64 = a.to(torch.float64).contiguous()
     b64 = b.to(torch.float64).contiguous()
     m, n = a.shape[0], b.shape[1]
-    if grid is not None and backend != "torch" and a.device.type == "cuda":
+    if kfmt is not None and backend != "torch" and a.device.type == "cuda":
         from numba import cuda
 
         from ..kernels.arith_cuda import lowp_matmul_grid_cuda
 
+        grid = kfmt.grid
         out_t = torch.zeros((m, n), dtype=torch.float64, device=a.device)
         sw_t = torch.zeros((m, n), dtype=torch.int64, device=a.device)
         lowp_matmul_grid_cuda(cuda.as_cuda_array(a64), cuda.as_cuda_array(b64), int(chunk), grid.m, grid.emin,
-                              bool(grid.subnormals), float(grid.maxval), float(fmt.overflow_value),
-                              float(fmt.inf_value), cuda.as_cuda_array(out_t), cuda.as_cuda_array(sw_t))
-    elif grid is not None and backend != "torch":
+                              bool(grid.subnormals), float(grid.maxval), float(kfmt.overflow_value),
+                              float(kfmt.inf_value), cuda.as_cuda_array(out_t), cuda.as_cuda_array(sw_t))
+    elif kfmt is not None and backend != "torch":
+        grid = kfmt.grid
         out = np.zeros((m, n), dtype=np.float64)
         sw = np.zeros((m, n), dtype=np.int64)
         if out.size:
             lowp_matmul_grid(a64.numpy(), b64.numpy(), int(chunk), grid.m, grid.emin,
-                             bool(grid.subnormals), float(grid.maxval), float(fmt.overflow_value),
-                             float(fmt.inf_value), out, sw)
+                             bool(grid.subnormals), float(grid.maxval), float(kfmt.overflow_value),
+                             float(kfmt.inf_value), out, sw)
         out_t, sw_t = torch.from_numpy(out), torch.from_numpy(sw)
     else:
         out_t, sw_t = _lowp_torch(a64, b64, fmt, int(chunk))

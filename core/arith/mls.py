@@ -1,4 +1,4 @@
-"""MLS low-bit convolution / matmul simulator (seed 000 Eq. 5-8; SPEC-NOTES section 1).
+"""MLS low-bit convolution / matmul simulator (MLS paper, Eq. 5-8; docs/papers.md#mls-arithmetic).
 
 Each MLS element is ``+-m * 2^e`` with ``m`` an (Mx+1)-bit integer.  Aligned to
 the common point ``2^(emin - Mx)`` of its format (``emin = 1 - 2^Ex``; 0 for
@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from ..formats import Encoded
+from ..formats.mls import MLSFormat
 from ..kernels.arith_mls import (MODE_SATURATE, MODE_WRAP, im2col_f64, mls_align_fold,
                                  mls_conv_accumulate)
 
@@ -86,7 +87,7 @@ def _mag_bits(ex: int, mx: int) -> int:
 
 
 def product_bits(ex: int, mx: int) -> int:
-    """The paper's product width ``2Mx + 2^(Ex+1) - 2`` (seed 000, section 4)."""
+    """The paper's product width ``2Mx + 2^(Ex+1) - 2`` (MLS paper, section 4.2)."""
     return 2 * mx + 2 ** (ex + 1) - 2
 
 
@@ -104,11 +105,11 @@ def aligned_integers(codes: torch.Tensor, ex: int, mx: int) -> torch.Tensor:
     return torch.where(sign == 1, -mag, mag)
 
 
-def _check_operand(q, name: str, ndim: int):
+def _check_operand(q: Encoded, name: str, ndim: int) -> MLSFormat:
     if not isinstance(q, Encoded):
         raise TypeError(f"{name} must be a core.Encoded (from core.encode), got {type(q).__name__}")
     spec = q.spec
-    if getattr(spec, "family", None) != "mls":
+    if not isinstance(spec, MLSFormat):
         raise ValueError(f"{name} must be MLS-encoded, got family {getattr(spec, 'family', None)!r}")
     if q.codes.dim() != ndim:
         raise ValueError(f"{name} codes must be {ndim}-D, got shape {tuple(q.codes.shape)}")
@@ -274,7 +275,7 @@ def _conv_core(w_q, a_q, stride, padding, acc_bits, overflow, path):
 
 def mls_conv2d(w_q: Encoded, a_q: Encoded, stride: int = 1, padding: int = 0,
                acc_bits: int = 32, overflow: str = "wrap", path: str = "auto") -> MLSResult:
-    """Low-bit convolution of MLS-encoded weights and activations (seed 000 Eq. 5-8).
+    """Low-bit convolution of MLS-encoded weights and activations (MLS paper, Eq. 5-8).
 
     Args:
         w_q: ``core.encode`` of weights (Cout, Cin, KH, KW), MLS (grouping nc: Cout x Cin;

@@ -1,4 +1,4 @@
-"""NITI integer arithmetic (seed 002; SPEC-NOTES section 3).
+"""NITI integer arithmetic (NITI paper, section 3; docs/papers.md#niti-shift-round).
 
 Every tensor is int8 ``q`` with a shared power-of-two exponent ``s`` (value ``q * 2^s``).
 Products are int8 x int8 with int32 accumulation (convolutions through im2col);

@@ -1,4 +1,4 @@
-"""Dataset loaders for the training engine (issue 4): digits, MNIST-1D, MNIST (IDX), CIFAR-10.
+"""Dataset loaders for the training engine: digits, MNIST-1D, MNIST (IDX), CIFAR-10.
 
 ``load_dataset(DataConfig(name=...))`` returns a :class:`DataBundle` with in-memory train/test splits.
 The catalogue (sources, SHA-256) is ``datasets/catalogue.toml``; downloads go to ``datasets/cache/``.

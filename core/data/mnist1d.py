@@ -48,7 +48,8 @@ def load_mnist1d(cfg: DataConfig) -> DataBundle:
         try:
             folder.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp.npz")
-            np.savez(tmp, **d)
+            # numpy's stub types **kwds as if a key could be its bool allow_pickle keyword
+            np.savez(tmp, **d)  # type: ignore[arg-type]
             tmp.replace(path)
         except OSError as exc:
             log.warning("could not cache MNIST-1D in %s (%s)", folder, exc)

@@ -1,4 +1,4 @@
-"""Number formats: frozen specs from short strings, one registry (SPEC-NOTES 1-5).
+"""Number formats: frozen specs from short strings, one registry (readings of the papers: docs/papers.md).
 
 ``parse_format("mls(ex=2,mx=1,eg=8,mg=1,group=nc)")`` -> a frozen spec;
 ``str(spec)`` round-trips.  Families: ``float`` (fp32/fp16/bf16/fp8_*/fp6/fp4

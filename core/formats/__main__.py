@@ -1,8 +1,7 @@
-"""Command line: ``python -m core.formats show|compare ...``.
+"""Command line of :mod:`core.formats`: ``python -m core.formats show|compare ...``.
 
-    python -m core.formats show "mls(ex=2,mx=1,eg=8,mg=1,group=nc)"
-    python -m core.formats compare fp8_e4m3 fp8_e5m2 "mu8(mu=255)" --dist laplace --scale 0.5
-    python -m core.formats compare bf16 fp8_e4m3 --file weights.pt
+Owns :func:`show` (a format's numbers and codebook as text), :func:`compare` (error metrics of
+several formats on one tensor), the sample distributions and the tensor-file loader.
 """
 
 from __future__ import annotations
@@ -119,21 +118,47 @@ def compare(specs: list[str], x: torch.Tensor, rounding: str = "nearest", seed: 
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m core.formats", description=__doc__,
+_DESCRIPTION = """\
+Inspect number formats given as spec strings (e.g. fp8_e4m3, mu8, "mls(ex=2,mx=1,eg=8,mg=1,group=nc)",
+"mx(elem=fp4_e2m1)"): show one format's bits, range and codebook, or compare the quantization error
+of several formats on a sample distribution or on a tensor file.
+"""
+
+_EPILOG = """\
+examples:
+  python -m core.formats show "mls(ex=2,mx=1,eg=8,mg=1,group=nc)"
+  python -m core.formats compare fp8_e4m3 fp8_e5m2 "mu8(mu=255)" --dist laplace --scale 0.5
+  python -m core.formats compare bf16 fp8_e4m3 --file weights.pt
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used for ``--help``)."""
+    ap = argparse.ArgumentParser(prog="python -m core.formats", description=_DESCRIPTION, epilog=_EPILOG,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    p_show = sub.add_parser("show", help="bits, range and codebook of a format")
-    p_show.add_argument("spec")
-    p_show.add_argument("--codes", type=int, default=16, help="codes to list")
-    p_cmp = sub.add_parser("compare", help="error metrics of formats on a distribution or tensor")
-    p_cmp.add_argument("specs", nargs="+")
-    p_cmp.add_argument("--dist", choices=DISTRIBUTIONS, default="normal")
-    p_cmp.add_argument("--scale", type=float, default=1.0)
-    p_cmp.add_argument("-n", type=int, default=1 << 20, help="number of samples")
-    p_cmp.add_argument("--file", help=".pt or .npy tensor file instead of a distribution")
-    p_cmp.add_argument("--rounding", default="nearest")
-    p_cmp.add_argument("--seed", type=int, default=0)
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="{show,compare}")
+    p_show = sub.add_parser("show", help="bits, range and codebook of a format",
+                            description="Print a format's bits per element, range, rounding modes and codebook.")
+    p_show.add_argument("spec", help='format spec string, e.g. fp8_e4m3 or "mls(ex=2,mx=1)"')
+    p_show.add_argument("--codes", type=int, default=16, help="codebook values to list (default: 16)")
+    p_cmp = sub.add_parser("compare", help="error metrics of formats on a distribution or tensor",
+                           description="Quantize one tensor with every format and print ARE, relative error, "
+                                       "SQNR, overflow and underflow per format.")
+    p_cmp.add_argument("specs", nargs="+", metavar="spec", help="format spec strings to compare")
+    p_cmp.add_argument("--dist", choices=DISTRIBUTIONS, default="normal",
+                       help="sample distribution (default: normal)")
+    p_cmp.add_argument("--scale", type=float, default=1.0, help="scale of the distribution (default: 1.0)")
+    p_cmp.add_argument("-n", type=int, default=1 << 20, help="number of samples (default: 1048576)")
+    p_cmp.add_argument("--file", help=".pt (weights only) or .npy tensor file instead of a distribution")
+    p_cmp.add_argument("--rounding", default="nearest",
+                       help="nearest, stochastic, pseudo_stochastic or truncate (default: nearest)")
+    p_cmp.add_argument("--seed", type=int, default=0, help="seed of the samples and of stochastic rounding")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (2 for bad input)."""
+    ap = build_parser()
     args = ap.parse_args(argv)
     out = sys.stdout
     try:

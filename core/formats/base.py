@@ -27,7 +27,7 @@ __all__ = [
 #: Rounding modes understood by :func:`core.quantize`.
 #: ``nearest`` ties to even, ``stochastic`` rounds up with probability equal to
 #: the fraction of the gap (unbiased, reproducible with ``seed``),
-#: ``pseudo_stochastic`` is NITI Alg. 3 (seed 002, section 3.4), ``truncate``
+#: ``pseudo_stochastic`` is NITI Alg. 3 (NITI paper, section 3.4), ``truncate``
 #: rounds the magnitude toward zero.
 ROUNDING_MODES: tuple[str, ...] = ("nearest", "stochastic", "pseudo_stochastic", "truncate")
 
@@ -167,6 +167,10 @@ class FormatSpec:
     def codebook(self) -> torch.Tensor:
         """Sorted float64 tensor of all finite non-negative representable values
         (element values, in units of the scale, for scaled formats)."""
+        raise NotImplementedError
+
+    def code_step(self, x: torch.Tensor) -> torch.Tensor:
+        """Spacing of the format's grid at each element of ``x`` (float64, in x's units)."""
         raise NotImplementedError
 
     def storage_bits(self, q: Encoded) -> int:

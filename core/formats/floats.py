@@ -2,9 +2,9 @@
 
 Covers fp32/fp16/bf16, OCP FP8 E4M3 ("fn": no inf, NaN = S.1111.111, max 448)
 and E5M2 (IEEE-like, max 57344), the IEEE-like FP8(1-4-3)/(1-5-2) that LogBTQ
-compares against (seed 001, section 4: max 240 / 57344, smallest subnormals
+compares against (LogBTQ paper, section 3.5: max 240 / 57344, smallest subnormals
 2^-9 / 2^-16), and the MX element formats FP6 E3M2/E2M3 and FP4 E2M1 (no
-inf/NaN).  See SPEC-NOTES sections 2 and 5.
+inf/NaN).  See docs/papers.md#logbtq-fp8, #ocp-fp8 and #ocp-mx.
 
 Special values:
   * NaN input -> NaN output (for formats without a NaN encoding too; only
@@ -264,7 +264,7 @@ register_alias("fp64", FloatFormat(e=11, m=52, saturate=False))
 # OCP FP8 (saturating by default, as training recipes use them).
 register_alias("fp8_e4m3", FloatFormat(e=4, m=3, inf=False, nan="fn"))
 register_alias("fp8_e5m2", FloatFormat(e=5, m=2))
-# LogBTQ's IEEE-like FP8(1-4-3) and FP8(1-5-2) (seed 001, Table 1).
+# LogBTQ's IEEE-like FP8(1-4-3) and FP8(1-5-2) (LogBTQ paper, Table 2).
 register_alias("fp8_143", FloatFormat(e=4, m=3, bias=7))
 # FP8(1-5-2) is the same bit layout as OCP E5M2 (bias 15, max 57344, 2^-16).
 register_alias("fp8_152", FloatFormat(e=5, m=2))

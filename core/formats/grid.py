@@ -1,6 +1,6 @@
 """Element grids and the reference (plain PyTorch, float64) rounding onto them.
 
-Almost every format in the seeds rounds a non-negative magnitude ``a`` onto a
+Almost every format of the papers and standards rounds a non-negative magnitude ``a`` onto a
 *minifloat grid*: normals ``(1 + k/2^m) 2^e`` for ``e >= emin`` and subnormals
 ``k/2^m 2^emin`` (or, without subnormals, ``{0, 2^emin}`` below the normals),
 saturating at ``maxval``.  Integers and fixed point are the special case where

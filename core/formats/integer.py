@@ -3,11 +3,11 @@
 * ``int(bits=,scale=tensor|channel)``: symmetric linear quantization,
   ``s = amax / (2^(bits-1) - 1)`` (float64) per tensor or per dim-0 channel,
   codes in ``[-(2^(bits-1)-1), 2^(bits-1)-1]`` (the GEMMLOWP/SBM-style uniform
-  quantizer of seed 003's survey, section SBM).
+  quantizer of SBM, docs/papers.md#sbm).
 * ``fixed(bits=,frac=)``: two's-complement-range fixed point with ``frac``
   fractional bits, saturating (symmetric range).
 * ``niti(bits=8)``: NITI's int8 tensor with a shared power-of-two exponent
-  (seed 002, section 3.2; SPEC-NOTES 3): ``s = 2^(B(amax) - (bits-1))``, i.e.
+  (NITI paper, section 3.2; docs/papers.md#niti-format): ``s = 2^(B(amax) - (bits-1))``, i.e.
   the value shifted right by ``max(0, B - 7)`` for int8, then rounded and
   saturated at 127.  ``pseudo_stochastic`` is Alg. 3 applied to the
   magnitude with 16 fractional bits below the int8 LSB (truncated), since a
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..quantize import group_absmax, to_dtype
-from .base import check_input, check_rounding
+from .base import check_input
 from .grid import ElementGrid
 from .registry import check_choice, check_range, register_alias, register_family
 from .scaled import ScaledFormat, block_view, flat_view, group_view, ldexp1, pow2_floor_log2
@@ -114,7 +114,8 @@ class FixedFormat(ScaledFormat):
 
 
 def pseudo_stochastic_round(v: torch.Tensor, bp: int) -> torch.Tensor:
-    """NITI Alg. 3 (seed 002, section 3.4): drop ``bp`` fractional bits of int ``v``.
+    """NITI Alg. 3 (NITI paper, section 3.4; docs/papers.md#niti-pseudo-stochastic): drop ``bp``
+    fractional bits of int ``v``.
 
     If ``bp`` is odd the lowest bit is dropped first; the remaining fraction's
     upper half (read as an integer) is compared with its lower half and the

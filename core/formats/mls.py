@@ -1,16 +1,17 @@
-"""MLS multi-level-scaling format (seed 000, section 3.1, Alg. 1; SPEC-NOTES 1).
+"""MLS multi-level-scaling format (MLS paper, section 3, Alg. 1; docs/papers.md#mls-format).
 
 ``X = sign * St * Sg[group] * x``:
 
 * ``St = max|X|`` (one fp32 scale per tensor);
 * ``Sg`` in ``<Eg,Mg>``: the smallest member of
   ``G = {(1 + k/2^Mg) 2^e : e in [1-2^Eg, 0], k in 0..2^Mg-1} ∩ (0, 1]``
-  that is ``>= groupmax/St`` (the paper's Ceil), so no element overflows;
+  that is ``>= groupmax/St`` (the paper's Ceil), so no element overflows
+  (docs/papers.md#mls-group-scale);
 * ``x = |X| / (St*Sg)`` rounded onto the unsigned ``<Ex,Mx>`` element grid
   (largest exponent -1, subnormals, no inf/NaN; ``Ex = 0`` is fixed point
   ``k/2^Mx``), saturating at the top code.  Rounding carries into the next
-  binade (SPEC-NOTES 1 reads Alg. 1's mantissa clip as a bias of the
-  pseudo-code, not of the format).
+  binade (Alg. 1's mantissa clip is read as a bias of the pseudo-code, not
+  of the format: docs/papers.md#mls-rounding).
 
 Grouping: ``none`` (one group), ``n`` (per index of dim 0), ``c`` (per index
 of dim 1), ``nc`` (per (dim0, dim1) pair).  Weights: Cout/Cin; activations

@@ -1,4 +1,5 @@
-"""Mu-law companded codebooks: MU8 of LogBTQ (seed 001, Eq. 14-16; SPEC-NOTES 2).
+"""Mu-law companded codebooks: MU8 of LogBTQ (LogBTQ paper, Eq. 14-16;
+docs/papers.md#mu8).
 
 ``x = clamp(z, -R, R) / R``; ``y = sgn(x) ln(1 + mu|x|) / ln(1 + mu)``; ``y`` is
 rounded to ``k/K`` (``K = 2^(bits-1) - 1``; ``k in -K..K``) *in the companded
@@ -45,7 +46,7 @@ def _padded(bits: int, mu: float, rng: float) -> np.ndarray:
 
 
 @lru_cache(maxsize=64)
-def _f32_tables(bits: int, mu: float, rng: float) -> tuple[np.ndarray, ...]:
+def _f32_tables(bits: int, mu: float, rng: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.int64]:
     from ..kernels.mulaw import f32_threshold_tables
 
     codes, thr = _tables(bits, mu, rng)
@@ -199,7 +200,7 @@ class MuLawFormat(FormatSpec):
 @register_family
 @dataclass(frozen=True)
 class MU8Format(MuLawFormat):
-    """MU8 (seed 001, Eq. 14-16): the 8-bit mu-law codebook over [-2, 2]."""
+    """MU8 (LogBTQ paper, Eq. 14-16): the 8-bit mu-law codebook over [-2, 2]."""
 
     family = "mu8"
 

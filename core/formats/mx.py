@@ -1,4 +1,4 @@
-"""OCP Microscaling (MX) block formats (SPEC-NOTES 5; OCP MX spec v1.0).
+"""OCP Microscaling (MX) block formats (OCP MX spec v1.0; docs/papers.md#ocp-mx).
 
 Blocks of ``block`` (default 32) consecutive elements along ``axis`` share an
 E8M0 power-of-two scale ``X = 2^E``:

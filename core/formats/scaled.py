@@ -8,13 +8,12 @@ the view, the scales and the element grid; this module does the rest.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ..quantize import _reference, group_absmax, quantize_blocked, to_dtype
+from ..quantize import _reference, quantize_blocked, to_dtype
 from .base import Encoded, FormatSpec, check_input, check_rounding
 from .grid import ElementGrid, grid_quantum_exponent, minifloat_fields, minifloat_value, resolve_seed
 
@@ -34,7 +33,7 @@ class BlockView:
     def to_x3(self, x: torch.Tensor) -> torch.Tensor:
         if self.flat:
             return x.reshape(1, 1, -1)
-        if self.block is None:
+        if self.block is None or self.axis is None:
             d0 = x.shape[0] if x.dim() >= 1 else 1
             d1 = x.shape[1] if x.dim() >= 2 else 1
             return x.reshape(d0, d1, -1) if x.numel() else x.reshape(d0, d1, 0)
@@ -44,7 +43,7 @@ class BlockView:
         return t.reshape(-1, 1, self.block)
 
     def from_x3(self, y3: torch.Tensor) -> torch.Tensor:
-        if self.flat or self.block is None:
+        if self.flat or self.block is None or self.axis is None:
             return y3.reshape(self.shape)
         moved = list(self.shape) if len(self.shape) else [1]
         if len(self.shape):
@@ -125,7 +124,7 @@ class ScaledFormat(FormatSpec):
         from .grid import kernel_seed, resolve_seed as _rs
 
         params = self.fused_pow2_blocks()
-        block = self.block  # type: ignore[attr-defined]
+        block = self.block
         xn = x.detach().numpy()
         out = np.empty_like(xn).reshape(-1)
         exps = np.empty(xn.size // block, dtype=np.int64)
@@ -245,5 +244,3 @@ def ldexp1(e: torch.Tensor) -> torch.Tensor:
     return torch.ldexp(torch.ones_like(e, dtype=torch.float64), e.to(torch.float64))
 
 
-_ = math  # keep import for subclasses' docstrings
-_ = group_absmax

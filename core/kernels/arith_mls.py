@@ -1,7 +1,7 @@
 """Numba CPU kernel: MLS low-bit convolution with a simulated integer accumulator.
 
-Arrays in, arrays out (no torch, no specs).  Seed 000 Eq. 5-8, SPEC-NOTES
-section 1 "Low-bit convolution arithmetic".  Operands are signed aligned
+Arrays in, arrays out (no torch, no specs).  MLS paper, Eq. 5-8
+(docs/papers.md#mls-arithmetic).  Operands are signed aligned
 integers (element magnitude ``m << shift`` on the common point of the format,
 see :mod:`core.arith.mls`); products are exact int64 multiplies.
 

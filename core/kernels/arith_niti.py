@@ -1,4 +1,4 @@
-"""Numba CPU kernel: int8 x int8 -> int32 GEMM (NITI, seed 002; SPEC-NOTES section 3).
+"""Numba CPU kernel: int8 x int8 -> int32 GEMM (NITI paper, section 3.2; docs/papers.md#niti-gemm).
 
 Arrays in, arrays out.  Accumulation is in int32 (two's complement, like the
 hardware); callers bound K so that it cannot overflow (|a*b| <= 2^14).

@@ -1,4 +1,4 @@
-"""One place for kernel compilation flags and launch sizes (STYLE 7-8).
+"""One place for kernel compilation flags and launch sizes.
 
 Bit-exact kernels never use fastmath; divisions follow IEEE (no Python zero-division checks).
 ``CHUNK`` is the number of elements a CPU task handles; ``THREADS_PER_BLOCK`` is patchable so

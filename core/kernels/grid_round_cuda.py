@@ -13,6 +13,7 @@ e.g. torch CUDA tensors, zero-copy).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from numba import config as numba_config
@@ -25,7 +26,9 @@ from .mulaw import mulaw_companded, mulaw_round_y
 from .bits import f64_bits as _f64_bits_intrinsic
 from .mulaw import BUCKET_SHIFT
 
-if numba_config.ENABLE_CUDASIM:  # the simulator runs kernel bodies as Python
+f64_bits: Any  # a Numba intrinsic on the GPU, a Python function under the simulator
+# numba.config sets ENABLE_CUDASIM from $NUMBA_ENABLE_CUDASIM at import; its stub does not declare it
+if getattr(numba_config, "ENABLE_CUDASIM", 0):  # the simulator runs kernel bodies as Python
 
     def f64_bits(a):
         return np.float64(a).view(np.uint64)

@@ -1,4 +1,4 @@
-"""Numba CPU kernels of the fused MLS quantizer (seed 000, section 3.1, Alg. 1; SPEC-NOTES 1).
+"""Numba CPU kernels of the fused MLS quantizer (MLS paper, Alg. 1; docs/papers.md#mls-format).
 
 Arrays in, arrays out.  Three calls replace the torch scale arithmetic and the
 generic rounding loop of the MLS format on contiguous CPU data:
@@ -17,14 +17,14 @@ Bit-identical to the reference path (tests compare them).
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 from numba import njit, prange
 
 from .bits import bits_f64, f64_bits
 from .config import CHUNK, JIT_OPTIONS, SERIAL_BELOW
-from .grid_round import (group_absmax_rows, nearest_sat_consts, nearest_sat_value, quantize_value, random_word,
+from .grid_round import group_absmax_rows as group_absmax_rows  # used through this module
+from .grid_round import (nearest_sat_consts, nearest_sat_value, quantize_value, random_word,
                          rows_per_task, seed_key, stochastic_sat_lane,
                          stochastic_sat_value)
 

@@ -1,4 +1,4 @@
-"""Numba CPU kernels of MLS quantization when every element is its own group (seed 000 Alg. 1).
+"""Numba CPU kernels of MLS quantization when every element is its own group (MLS paper, Alg. 1).
 
 Arrays in, arrays out.  ``nc`` grouping of a 2-d tensor (Linear weights, activations and
 errors: groups are (dim0, dim1) pairs) makes every element a group, so the group scale is
@@ -399,11 +399,12 @@ def quantize_one_element_groups(x: np.ndarray, out: np.ndarray, eg: int, mg: int
     ``SERIAL_BELOW`` elements run on the calling thread.
     """
     pq = ratio_constants(m, emin, sub, maxval, mg, mode)
-    ratio = pq is not None and x.dtype == np.float32 and out.dtype == np.float32
-    if ratio and x.size < SERIAL_BELOW:
+    if x.dtype != np.float32 or out.dtype != np.float32:
+        pq = None  # the ratio lanes are float32 only
+    if pq is not None and x.size < SERIAL_BELOW:
         return float(ratio_serial(x, out, eg, mg, m, emin, maxval, mode, seed, pq[0], pq[1]))
     st = float(group_absmax_rows(x, 1)[0])
-    if ratio:
+    if pq is not None:
         _ratio_parallel(x, out, st, eg, mg, m, emin, maxval, mode, seed, pq[0], pq[1])
         return st
     kernel = _nc_serial if x.size < SERIAL_BELOW else _nc_parallel

@@ -1,4 +1,4 @@
-"""Numba CPU kernel of the mu-law companding quantizer (seed 001, Eq. 14-16).
+"""Numba CPU kernel of the mu-law companding quantizer (LogBTQ paper, Eq. 14-16; docs/papers.md#mu8).
 
 Per element: clamp to the range; nearest rounding is decided against the
 precomputed x-domain decision thresholds (``thr``, built once in float64: the
@@ -27,7 +27,9 @@ from .config import CHUNK, JIT_OPTIONS, SERIAL_BELOW
 from .bits import bits_f64, f64_bits
 from .grid_round import random_word, seed_key
 
-__all__ = ["mulaw_quantize", "mulaw_stochastic", "log1p_bounded", "LOG1P_TOLERANCE", "mulaw_nearest_f32", "f32_threshold_tables", "padded_thresholds", "mulaw_companded", "mulaw_round_y", "bucket_starts", "BUCKET_SHIFT"]
+__all__ = ["mulaw_quantize", "mulaw_stochastic", "log1p_bounded", "LOG1P_TOLERANCE", "mulaw_nearest_f32",
+           "f32_threshold_tables", "padded_thresholds", "mulaw_companded", "mulaw_round_y", "bucket_starts",
+           "BUCKET_SHIFT"]
 
 _TWO32 = 4294967296.0
 _MANT52 = np.uint64((1 << 52) - 1)
@@ -235,7 +237,8 @@ def mulaw_quantize(x, out, codes, thr, start, K, mu, rng, mode, seed):
 F32_BUCKET_SHIFT = 16  # float32 bits >> 16: exponent + 7 mantissa bits (relative width 2^-7)
 
 
-def f32_threshold_tables(thr: np.ndarray, codes: np.ndarray, rng: float) -> tuple[np.ndarray, ...]:
+def f32_threshold_tables(thr: np.ndarray, codes: np.ndarray,
+                         rng: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.int64]:
     """Integer tables of the float32 nearest path, built once per codebook (float64 in, exact).
 
     ``above[k]``: the smallest float32 bit pattern whose value is > ``thr[k]`` (so for a float32

@@ -1,4 +1,4 @@
-"""Networks for the training engine (issue 4): MLP, LeNet-5, ResNet-20, VGG-small-7/8/9, ResNet-18.
+"""Networks for the training engine: MLP, LeNet-5, ResNet-20, VGG-small-7/8/9, ResNet-18.
 
 Input shape and class count come from the dataset: ``build_model(cfg, bundle.input_shape, bundle.num_classes)``.
 """

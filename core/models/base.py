@@ -88,7 +88,8 @@ def need_image(name: str, input_shape: tuple[int, ...]) -> tuple[int, int, int]:
             f"model {name!r} needs image inputs (C, H, W); this dataset has shape {input_shape} "
             "(use the mlp model)"
         )
-    return input_shape  # type: ignore[return-value]
+    c, h, w = input_shape
+    return c, h, w
 
 
 def ch(c: int, width: float) -> int:

@@ -1,4 +1,4 @@
-"""LeNet-5 (LeCun et al. 1998), the NITI paper's MNIST model (seed 002, section 4.3).
+"""LeNet-5 (LeCun et al. 1998), the NITI paper's MNIST model (section 4.3).
 
 conv5x5(6) -> ReLU -> maxpool2 -> conv5x5(16) -> ReLU -> maxpool2 -> FC120 -> FC84 -> FC(classes).
 The first convolution pads by 2 (28x28 in, 28x28 out, as the 32x32 original); for inputs smaller than

@@ -1,5 +1,5 @@
 """ResNets: ResNet-20 for CIFAR (He et al. 2016, section 4.2: 3 stages of 3 basic blocks, 16/32/64
-channels; the MLS paper's CIFAR model, seed 000 Table 2) and ResNet-18 (4 stages of 2 basic blocks,
+channels; the MLS paper's CIFAR model, Table 2) and ResNet-18 (4 stages of 2 basic blocks,
 64..512 channels, with the CIFAR stem: one 3x3 convolution, no max-pool).
 
 Shortcuts that change shape use a 1x1 convolution with batch norm (option B).

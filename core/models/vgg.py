@@ -1,6 +1,6 @@
-"""VGG-small-7/8/9 from NITI (seed 002, Table 5).
+"""VGG-small-7/8/9 from the NITI paper (Table 5; docs/papers.md#niti-vgg-small).
 
-The table's text is garbled in the seed; it is read as three stages of 3x3 convolutions, each stage
+The table's text is garbled in the paper; it is read as three stages of 3x3 convolutions, each stage
 ending in a 2x2 max-pool, then dropout and one fully connected layer:
 
 - VGG-small-7: 128, 128 | 256, 256 | 512, 512 | FC   (6 conv + 1 FC)

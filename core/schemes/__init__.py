@@ -1,8 +1,9 @@
-"""The seed papers' training schemes (issue 5), registered with :func:`core.train.register_scheme`
-on import: ``logbtq`` (seed 001), ``niti`` (seed 002), ``sbm``, ``cpt``, ``pfq``, ``dfq`` (seed 003).
+"""The papers' training schemes, registered with :func:`core.train.register_scheme` on import:
+``logbtq`` (LogBTQ paper), ``niti`` (NITI paper), ``sbm``, ``cpt``, ``pfq``, ``dfq`` (SBM, CPT and
+FracTrain, as the survey describes them).
 
-Importing this package (or ``core.train`` once it imports it) makes them available to
-``get_scheme``; SPEC-NOTES sections 2-4 say how the papers are read.
+Importing this package (or ``core.train``, which imports it) makes them available to
+``get_scheme``; docs/papers.md says how the papers are read, docs/schemes.md how the schemes are used.
 """
 
 from __future__ import annotations

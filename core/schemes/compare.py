@@ -1,8 +1,9 @@
-"""Side-by-side comparison of the schemes (issue 5): ``python -m core.schemes.compare``.
+"""Side-by-side comparison of the schemes: ``python -m core.schemes.compare``.
 
-Owns :func:`train` (one small run with fixed seeds, returning the finished :class:`~core.train.Run`)
-and the CLI that trains fp32, mls, logbtq(MU8), logbtq(FP8 1-4-3), niti, sbm, cpt and pfq on each
-``--dataset`` and prints the final test accuracies side by side with the effective BitOPs.
+Owns :func:`train` (one small run with fixed seeds, returning the finished :class:`~core.train.Run`),
+:func:`default_lineup` (the compared schemes and their settings) and the command line, which trains
+every scheme of the line-up on each ``--dataset`` and prints the final test accuracies side by side
+with the effective BitOPs. The settings and measured numbers are in docs/schemes.md ("Comparison").
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from core.schemes.cost import attach_counter
 from core.store import RunStore
 from core.train import DataConfig, ModelConfig, OptimConfig, Run, RunConfig, Scheme, TelemetryConfig, get_scheme
 
-__all__ = ["train", "default_lineup", "main"]
+__all__ = ["train", "default_lineup", "build_parser", "main"]
 
 
 def train(scheme: Scheme, dataset: str = "digits", epochs: int = 3, *, model: str = "mlp",
@@ -36,58 +37,77 @@ def train(scheme: Scheme, dataset: str = "digits", epochs: int = 3, *, model: st
         epochs=epochs, batch_size=batch_size, seed=seed, checkpoint=False, threads=threads, **run_kw)
     run = Run(cfg, store)
     run.prepare()
-    attach_counter(run.model)  # BitOPs for every scheme (the seed schemes attach their own already)
+    if run.model is None:  # pragma: no cover - prepare() always builds the model
+        raise RuntimeError("Run.prepare() did not build a model")
+    attach_counter(run.model)  # BitOPs for every scheme (the papers' schemes attach their own already)
     run.start()
     run.wait()
     return run
 
 
 def default_lineup() -> list[tuple[str, Scheme]]:
-    """The compared schemes with the settings used in ``docs/schemes.md``."""
+    """The compared schemes with the settings used in ``docs/schemes.md``: (label, scheme) pairs."""
     return [
         ("fp32", get_scheme("fp32")),
         ("mls", get_scheme("mls", first_last=True)),
         ("logbtq(mu8)", get_scheme("logbtq", k=1)),
         ("logbtq(fp8_143)", get_scheme("logbtq", codebook="fp8_143", k=1)),
-    ] + _more()
+    ] + [(name, get_scheme(name)) for name in ("niti", "sbm", "cpt", "pfq", "dfq")]
 
 
-def _more() -> list[tuple[str, Scheme]]:
-    out = []
-    for label, name, kw in (("niti", "niti", {}), ("sbm", "sbm", {}), ("cpt", "cpt", {}), ("pfq", "pfq", {}),
-                           ("dfq", "dfq", {})):
-        try:
-            out.append((label, get_scheme(name, **kw)))
-        except ValueError:
-            pass
-    return out
+_DESCRIPTION = """\
+Train every scheme of the line-up (fp32, mls, logbtq with MU8 and with FP8(1-4-3), niti, sbm, cpt,
+pfq, dfq) on a small MLP with the same data, seed and optimizer, then print the final test accuracy,
+status and wall time of each run side by side for every dataset, followed by the effective BitOPs of
+the training forwards (sum over multiply-adds of bits(a) * bits(w)). Runs go to a temporary store.
+"""
+
+_EPILOG = """\
+examples:
+  python -m core.schemes.compare
+  python -m core.schemes.compare --dataset digits --dataset mnist-t10k --root path/to/mnist-t10k --epochs 5
+  python -m core.schemes.compare --only fp32,mls,niti --epochs 3
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used for ``--help``)."""
+    labels = ", ".join(label for label, _ in default_lineup())
+    p = argparse.ArgumentParser(prog="python -m core.schemes.compare", description=_DESCRIPTION, epilog=_EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", action="append",
+                   help="dataset to train on (repeatable; default: digits), e.g. digits, mnist-t10k, mnist1d")
+    p.add_argument("--epochs", type=int, default=5, help="training epochs per run (default: 5)")
+    p.add_argument("--hidden", type=int, default=64, help="width of the MLP's hidden layer (default: 64)")
+    p.add_argument("--seed", type=int, default=0, help="run seed shared by all runs (default: 0)")
+    p.add_argument("--root", default=None,
+                   help="folder with the dataset files, for datasets other than the embedded digits")
+    p.add_argument("--train-subset", type=int, default=None,
+                   help="train on N training examples (a fixed, seeded subset; default: all)")
+    p.add_argument("--only", default=None, metavar="LABELS",
+                   help=f"comma-separated subset of the line-up to run (labels: {labels})")
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m core.schemes.compare", description=__doc__)
-    p.add_argument("--dataset", action="append", help="digits, mnist-t10k, ... (repeatable)")
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--root", default=None, help="dataset directory (e.g. /work/shared/datasets/mnist-t10k)")
-    p.add_argument("--train-subset", type=int, default=None)
-    p.add_argument("--only", default=None, help="comma-separated labels to run")
-    a = p.parse_args(argv)
+    """Run the comparison; returns the exit status."""
+    a = build_parser().parse_args(argv)
     datasets = a.dataset or ["digits"]
     lineup = default_lineup()
     if a.only:
         keep = set(a.only.split(","))
-        lineup = [(l, s) for l, s in lineup if l in keep]
+        lineup = [(label, s) for label, s in lineup if label in keep]
+    store = RunStore(tempfile.mktemp(prefix="lowbit-compare-", suffix=".sqlite"))
+    results: dict[tuple[str, str], tuple[float | None, str, float, float | None]] = {}
+    jobs = [(d, label, s) for d in datasets for label, s in lineup]
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover
-        tqdm = None
-    store = RunStore(tempfile.mktemp(prefix="lowbit-compare-", suffix=".sqlite"))
-    results: dict[tuple[str, str], tuple[float | None, str, float, float | None]] = {}
-    jobs = [(d, l, s) for d in datasets for l, s in lineup]
-    bar = tqdm(jobs, file=sys.stderr, desc="compare") if tqdm else jobs
-    for d, label, scheme in bar:
-        if tqdm:
+        bar = None
+    else:
+        bar = tqdm(total=len(jobs), file=sys.stderr, desc="compare")
+    for d, label, scheme in jobs:
+        if bar is not None:
             bar.set_postfix_str(f"{d}:{label}")
         t0 = time.perf_counter()
         root = a.root if d != "digits" else None
@@ -96,20 +116,25 @@ def main(argv: list[str] | None = None) -> int:
         c = getattr(run.model, "_bitops_counter", None)
         bitops = c.total if c is not None else None
         results[(d, label)] = (run.result.get("test_acc"), run.status, time.perf_counter() - t0, bitops)
-    labels = [l for l, _ in lineup]
-    w = max(len(l) for l in labels) + 2
-    print(f"{'scheme':<{w}}" + "".join(f"{d:>22}" for d in datasets))
-    for l in labels:
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    labels = [label for label, _ in lineup]
+    w = max((len(label) for label in labels), default=6) + 2
+    out = [f"{'scheme':<{w}}" + "".join(f"{d:>22}" for d in datasets)]
+    for label in labels:
         cells = []
         for d in datasets:
-            acc, status, sec, _ = results[(d, l)]
+            acc, status, sec, _ = results[(d, label)]
             cells.append(f"{(f'{acc:.4f}' if acc is not None else 'n/a')} {status[:4]} {sec:5.1f}s".rjust(22))
-        print(f"{l:<{w}}" + "".join(cells))
-    print()
-    print("effective BitOPs of the training forwards (sum over multiply-adds of bits(a)*bits(w)):")
-    for l in labels:
-        vals = [results[(d, l)][3] for d in datasets]
-        print(f"{l:<{w}}" + "".join(f"{(f'{v:.3e}' if v is not None else 'n/a'):>22}" for v in vals))
+        out.append(f"{label:<{w}}" + "".join(cells))
+    out.append("")
+    out.append("effective BitOPs of the training forwards (sum over multiply-adds of bits(a)*bits(w)):")
+    for label in labels:
+        vals = [results[(d, label)][3] for d in datasets]
+        out.append(f"{label:<{w}}" + "".join(f"{(f'{v:.3e}' if v is not None else 'n/a'):>22}" for v in vals))
+    sys.stdout.write("\n".join(out) + "\n")
     return 0
 
 

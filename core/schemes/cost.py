@@ -1,4 +1,4 @@
-"""Effective BitOPs of a run (seed 003, SPEC-NOTES 4: "Cost of a schedule").
+"""Effective BitOPs of a run (the survey's cost of a schedule; docs/papers.md#bitops).
 
 Owns :class:`BitopsCounter`: forward hooks on the quantized layers that add, for every training
 forward, ``sum over multiply-adds of bits(a) * bits(w)`` (float operands count 32 bits), and the
@@ -33,7 +33,10 @@ def layer_macs(layer: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
     if isinstance(layer, nn.Conv2d):
         k = layer.weight.shape[1] * layer.weight.shape[2] * layer.weight.shape[3]
         return int(y.numel() * k)
-    return int(y.numel() * layer.weight.shape[1])
+    weight = layer.weight
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"layer_macs: {type(layer).__name__} has no weight tensor")
+    return int(y.numel() * weight.shape[1])
 
 
 class BitopsCounter:

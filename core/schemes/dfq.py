@@ -1,8 +1,8 @@
-"""FracTrain DFQ: dynamic fractional quantization, per-input precision from learned gates (seed 003).
+"""FracTrain DFQ: dynamic fractional quantization, per-input precision from learned gates.
 
-Seed 003 ("Methodology"): a light learned network per layer/block "takes the same input as the network
-itself" and "predicts the proper precision level to be used"; it is trained "by incorporating a
-regularization term within the network's objective function that captures training cost". Here:
+The survey ("Methodology"; docs/papers.md#fractrain-dfq): a light learned network per layer/block "takes the
+same input as the network itself" and "predicts the proper precision level to be used"; it is trained "by
+incorporating a regularization term within the network's objective function that captures training cost". Here:
 
 * every quantized layer becomes a :class:`DFQLayer`: one branch per precision in ``levels`` (quantized
   twins sharing the layer's parameters: W and A in ``int(bits=b,scale=tensor)``, E at ``e_bits``) and
@@ -50,14 +50,18 @@ def gumbel_hard(logits: torch.Tensor, tau: float, generator: torch.Generator) ->
 class DFQLayer(nn.Module):
     """A quantized layer with one branch per precision level and a per-input gate (see module doc)."""
 
-    def __init__(self, base: nn.Module, levels: tuple[int, ...], hidden: int, tau: float, seed: int,
+    def __init__(self, base: nn.Linear | nn.Conv2d, levels: tuple[int, ...], hidden: int, tau: float, seed: int,
                  index: int) -> None:
         super().__init__()
-        make = QConv2d.from_float if isinstance(base, nn.Conv2d) else QLinear.from_float
-        self.branches = nn.ModuleList([make(base) for _ in levels])  # share base's parameters
+        # the branches share base's parameters
+        if isinstance(base, nn.Conv2d):
+            self.branches = nn.ModuleList([QConv2d.from_float(base) for _ in levels])
+            width = base.in_channels
+        else:
+            self.branches = nn.ModuleList([QLinear.from_float(base) for _ in levels])
+            width = base.in_features
         self.levels = tuple(levels)
         self.is_conv = isinstance(base, nn.Conv2d)
-        width = base.in_channels if self.is_conv else base.in_features
         gate_seed = tensor_seed(seed, 0, index, "a") & ((1 << 62) - 1)
         with torch.random.fork_rng(devices=[]):  # the gate's init depends on (run seed, layer) only
             torch.manual_seed(gate_seed)
@@ -102,9 +106,10 @@ def dfq_layers(model: nn.Module) -> list[tuple[str, DFQLayer]]:
 @register_scheme("dfq")
 @dataclass(frozen=True)
 class DFQScheme(Scheme):
-    """FracTrain DFQ (seed 003): per-input precision picked by learned gates, trained with a cost term."""
+    """FracTrain DFQ (as the survey describes it): per-input precision picked by learned gates, trained with a
+    cost term."""
 
-    description: ClassVar[str] = "dynamic fractional quantization (FracTrain DFQ, seed 003)"
+    description: ClassVar[str] = "dynamic fractional quantization (FracTrain DFQ)"
     rebuilds_model: ClassVar[bool] = True
     static_fields: ClassVar[tuple[str, ...]] = ("levels", "hidden", "first_last")
     first_last: bool = field(default=True, metadata=_doc("also gate the first and last layer (else float)"))

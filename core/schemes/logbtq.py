@@ -1,4 +1,4 @@
-"""LogBTQ (seed 001; SPEC-NOTES 2): log-barrier tail-bounded quantized training.
+"""LogBTQ (LogBTQ paper; docs/papers.md#logbtq-loss): log-barrier tail-bounded quantized training.
 
 Owns :class:`LogBTQScheme` (registered as ``logbtq``), the log-barrier extension :func:`psi`
 (Eq. 5), the tail bound of Eq. 7-12 (:func:`tail_bound`), the clamping quantizer
@@ -15,7 +15,7 @@ Owns :class:`LogBTQScheme` (registered as ``logbtq``), the log-barrier extension
 * Chunked updates: the gradients are summed into an accumulator kept in the codebook (clamped and
   re-quantized after each addition) for ``k`` steps; then the optimizer applies it once.
 * ``accumulate``: ``"fp32"`` or a low-precision accumulation format: the forward sums of the Linear
-  layers run through ``core.arith.lowp_matmul`` (seed 001 Table 1 "acc 8"; the backward GEMMs stay
+  layers run through ``core.arith.lowp_matmul`` (LogBTQ paper, Table 1 "acc 8"; the backward GEMMs stay
   fp32), with the swamped-addend fraction as telemetry; conv layers raise a ValueError.
 """
 
@@ -32,7 +32,7 @@ from torch import nn
 import core
 from core.train import (MetricRow, QuantConfig, Scheme, StepContext, TensorQuant, convert, qlayers,
                         register_scheme)
-from core.train.qlayers import LayerInfo, tensor_seed
+from core.train.qlayers import QLinear, tensor_seed
 from core.train.schemes import default_optimizer
 
 from .cost import attach_counter, cost_rows
@@ -45,7 +45,7 @@ def _doc(doc: str, choices: tuple[Any, ...] | None = None) -> dict[str, Any]:
 
 
 def psi(z: torch.Tensor, t: float) -> torch.Tensor:
-    """Log-barrier extension (seed 001 Eq. 5; Kervadec et al. 2019).
+    """Log-barrier extension (LogBTQ paper, Eq. 5; Kervadec et al. 2019).
 
     ``psi_t(z) = -(1/t) log(-z)`` for ``z <= -1/t^2``, else ``t z - (1/t) log(1/t^2) + 1/t``
     (continuous with a continuous derivative at ``z = -1/t^2``).
@@ -59,9 +59,9 @@ def psi(z: torch.Tensor, t: float) -> torch.Tensor:
 
 
 def tail_bound(e1: float, layers: int, u: float) -> tuple[float, float]:
-    """Seed 001 Eq. 7-12: the average over ``layers`` of the per-layer Chebyshev bounds
-    ``E(l) / (2 - sqrt(E(l)))^2`` with ``E(l) = u^(l-1) E(1)`` (exact), and the closed-form
-    approximation ``E(1) / (4 L (1 - u))``.
+    """LogBTQ paper, Eq. 7-12 (docs/papers.md#logbtq-tail-bound): the average over ``layers`` of the
+    per-layer Chebyshev bounds ``E(l) / (2 - sqrt(E(l)))^2`` with ``E(l) = u^(l-1) E(1)`` (exact), and the
+    closed-form approximation ``E(1) / (4 L (1 - u))``.
 
     Returns:
         ``(exact, approx)``; a layer with ``E(l) >= 4`` contributes the trivial bound 1.
@@ -71,8 +71,8 @@ def tail_bound(e1: float, layers: int, u: float) -> tuple[float, float]:
     if not u > 0:
         raise ValueError(f"tail_bound: u must be > 0, got {u}")
     tot = 0.0
-    for l in range(1, layers + 1):
-        el = (u ** (l - 1)) * e1
+    for layer in range(1, layers + 1):
+        el = (u ** (layer - 1)) * e1
         tot += 1.0 if el >= 4.0 else min(1.0, el / (2.0 - math.sqrt(el)) ** 2)
     approx = e1 / (4.0 * layers * (1.0 - u)) if u < 1 else float("inf")
     return tot / layers, approx
@@ -89,7 +89,7 @@ def lowp_available() -> bool:
 
 @dataclass(frozen=True)
 class ClampQuant(TensorQuant):
-    """Clamp to ``[-clip, clip]`` (seed 001: one global range), then quantize with the spec."""
+    """Clamp to ``[-clip, clip]`` (LogBTQ paper: one global range), then quantize with the spec."""
 
     clip: float = 2.0
 
@@ -98,8 +98,8 @@ class ClampQuant(TensorQuant):
 
 
 class ChunkedSGD(torch.optim.SGD):
-    """SGD whose gradients are summed for ``k`` steps in a low-precision accumulator (seed 001,
-    "chunked updates"): ``acc <- Q(acc + g)`` every step, the SGD step with ``acc`` every k-th step."""
+    """SGD whose gradients are summed for ``k`` steps in a low-precision accumulator (LogBTQ paper,
+    section 3.6, "chunked updates"): ``acc <- Q(acc + g)`` every step, the SGD step with ``acc`` every k-th step."""
 
     def __init__(self, params: Any, k: int, quant: TensorQuant | None, **kw: Any) -> None:
         super().__init__(params, **kw)
@@ -120,7 +120,7 @@ class ChunkedSGD(torch.optim.SGD):
         super().load_state_dict(state_dict)
 
     @torch.no_grad()
-    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Any = None) -> Any:
         self.calls += 1
         i = 0
         for group in self.param_groups:
@@ -132,7 +132,8 @@ class ChunkedSGD(torch.optim.SGD):
                 acc = st.get("chunk_acc")
                 acc = p.grad.clone() if acc is None else acc + p.grad
                 if self.quant is not None:
-                    sd = tensor_seed(self.seed, self.calls, 1000 + i, "update") if self.quant.rounding == "stochastic" else None
+                    stochastic = self.quant.rounding == "stochastic"
+                    sd = tensor_seed(self.seed, self.calls, 1000 + i, "update") if stochastic else None
                     acc = self.quant(acc, sd)
                 st["chunk_acc"] = acc
         if self.calls % self.k:
@@ -199,16 +200,18 @@ class _Tail:
 @register_scheme("logbtq")
 @dataclass(frozen=True)
 class LogBTQScheme(Scheme):
-    """LogBTQ (seed 001, section 3; SPEC-NOTES 2). See the module docstring."""
+    """LogBTQ (LogBTQ paper, section 3). See the module docstring."""
 
-    description: ClassVar[str] = "log-barrier tail-bounded quantization (seed 001)"
-    first_last: bool = field(default=True, metadata=_doc("quantize the first and last layer too (the paper: everything)"))
-    codebook: str = field(default="mu8", metadata=_doc("'mu8' (Eq. 14-16 with mu) or any spec (fp8_143, fp8_152, ...)"))
+    description: ClassVar[str] = "log-barrier tail-bounded quantization (LogBTQ paper)"
+    first_last: bool = field(default=True,
+                             metadata=_doc("quantize the first and last layer too (the paper: everything)"))
+    codebook: str = field(default="mu8",
+                          metadata=_doc("'mu8' (LogBTQ paper, Eq. 14-16, with mu) or any spec (fp8_143, ...)"))
     mu: float = field(default=255.0, metadata=_doc("mu of the MU8 codebook"))
     clip: float = field(default=2.0, metadata=_doc("the global range [-clip, clip]"))
-    rounding: str = field(default="stochastic", metadata=_doc("rounding (MU8: in the y domain, Eq. 15)",
+    rounding: str = field(default="stochastic", metadata=_doc("rounding (MU8: in the companded y domain, Eq. 15)",
                                                               ("nearest", "stochastic", "truncate")))
-    u: float = field(default=0.1, metadata=_doc("barrier bound u on |theta| (Eq. 13)"))
+    u: float = field(default=0.1, metadata=_doc("barrier bound u on |theta| (LogBTQ paper, Eq. 13)"))
     t0: float = field(default=5.0, metadata=_doc("initial barrier sharpness t"))
     t_growth: float = field(default=1.1, metadata=_doc("t multiplier per epoch"))
     lam: float = field(default=1.0, metadata=_doc("barrier weight (0 = no barrier)"))
@@ -216,9 +219,11 @@ class LogBTQScheme(Scheme):
     reduction: str = field(default="mean", metadata=_doc("barrier/L1 reduction over parameters", ("mean", "sum")))
     barrier_activations: bool = field(default=False, metadata=_doc("also bar |z| > clip for layer outputs"))
     k: int = field(default=20, metadata=_doc("chunked updates: steps of gradient accumulation"))
-    accumulate: str = field(default="fp32", metadata=_doc("forward matmul accumulation of Linear layers: 'fp32' or a spec "
-                                                          "(core.arith.lowp_matmul; seed 001 Table 1 'acc 8')"))
-    acc_chunk: int = field(default=1, metadata=_doc("chunk of the low-precision accumulation (1 = after every addition)"))
+    accumulate: str = field(default="fp32",
+                            metadata=_doc("forward matmul accumulation of Linear layers: 'fp32' or a spec "
+                                          "(core.arith.lowp_matmul; LogBTQ paper, Table 1 'acc 8')"))
+    acc_chunk: int = field(default=1,
+                           metadata=_doc("chunk of the low-precision accumulation (1 = after every addition)"))
 
     def __post_init__(self) -> None:
         if not self.u > 0:
@@ -272,14 +277,15 @@ class LogBTQScheme(Scheme):
         attach_counter(model)
         if self.accumulate != "fp32":
             for name, layer in qlayers(model):
-                if not isinstance(layer, nn.Linear):
+                if not isinstance(layer, QLinear):
                     raise ValueError(f"logbtq.accumulate={self.accumulate!r}: only Linear layers are simulated; "
                                      f"{name} is {type(layer).__name__}")
+                # this layer's GEMM becomes the simulated low-precision one (an instance attribute on purpose)
                 layer._op = _LowpLinearOp(self.accumulate, int(self.acc_chunk), layer)  # type: ignore[method-assign]
         return model
 
     def _params(self, model: nn.Module) -> list[torch.Tensor]:
-        return [l.weight for _, l in qlayers(model)]
+        return [q.weight for _, q in qlayers(model)]
 
     def penalties(self, model: nn.Module, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(barrier, l1)`` terms of Eq. 13 (before ``lam``/``gamma``)."""

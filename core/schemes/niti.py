@@ -1,4 +1,4 @@
-"""NITI (seed 002; SPEC-NOTES 3): integer-only training with int8 tensors and power-of-two exponents.
+"""NITI (NITI paper; docs/papers.md#niti-format): integer-only training with int8 tensors and power-of-two exponents.
 
 Owns :class:`NitiScheme` (registered as ``niti``), the integer network :class:`NitiNet` built from a
 ``core.models`` network (Linear, Conv2d, ReLU, MaxPool2d, Flatten, Dropout-as-identity; no BatchNorm,
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -78,7 +78,7 @@ def shift_round(v: torch.Tensor, bits: int = 8, rounding: str = "nearest",
 
 def psr_bits_hist(v: torch.Tensor, bp: int, bins: int = HIST_BINS) -> list[int]:
     """Histogram of the pseudo-random numbers Alg. 3 uses (the lower half of the fraction bits, read
-    as an integer in ``[0, 2^h)``), in ``bins`` equal bins (seed 002 Fig. 3). Integer only."""
+    as an integer in ``[0, 2^h)``), in ``bins`` equal bins (NITI paper, Fig. 3). Integer only."""
     if bp % 2 == 1:
         bp -= 1
         frac = (v.abs() >> 1) & ((1 << bp) - 1)
@@ -169,14 +169,30 @@ GEMMS = {"torch": _mm_torch, "arith": _mm_arith}
 
 class _ILayer:
     kind = ""
-    mm = staticmethod(_mm_torch)
 
 
-class _ILinear(_ILayer):
+class _IWeighted(_ILayer):
+    """A Linear or Conv2d of the integer network: int64 working weights (values in the int8 range) with
+    the fixed exponent ``s_w``, mirrored into the int8 buffer ``key`` of the :class:`NitiNet`."""
+
+    mm: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # the integer GEMM (an entry of GEMMS)
+
+    def __init__(self, name: str, w: torch.Tensor, s_w: int, key: str, gemm: str) -> None:
+        self.name, self.w, self.s_w, self.key = name, w, s_w, key
+        self.mm = GEMMS[gemm]
+
+    def fwd(self, a: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        raise NotImplementedError
+
+    def macs(self, a: torch.Tensor) -> int:
+        raise NotImplementedError
+
+    def bwd(self, e: torch.Tensor, saved: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+
+class _ILinear(_IWeighted):
     kind = "linear"
-
-    def __init__(self, name: str, w: torch.Tensor, s_w: int) -> None:
-        self.name, self.w, self.s_w = name, w, s_w  # w: int64 (values in int8 range), shape (out, in)
 
     def fwd(self, a: torch.Tensor) -> tuple[torch.Tensor, Any]:
         return self.mm(a, self.w.t()), a
@@ -188,11 +204,13 @@ class _ILinear(_ILayer):
         return self.mm(e, self.w), self.mm(e.t(), saved)
 
 
-class _IConv(_ILayer):
+class _IConv(_IWeighted):
     kind = "conv"
 
-    def __init__(self, name: str, w: torch.Tensor, s_w: int, stride: int, padding: int) -> None:
-        self.name, self.w, self.s_w, self.stride, self.pad = name, w, s_w, stride, padding
+    def __init__(self, name: str, w: torch.Tensor, s_w: int, key: str, gemm: str, stride: int,
+                 padding: int) -> None:
+        super().__init__(name, w, s_w, key, gemm)
+        self.stride, self.pad = stride, padding
 
     def _cols(self, a: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
         k, s, p = self.w.shape[2], self.stride, self.pad
@@ -254,7 +272,7 @@ class NitiNet(nn.Module):
         self.ops: list[_ILayer] = []
         self.seed = seed
         g = torch.Generator().manual_seed(seed)
-        names = []
+        names: list[str] = []
         for name, m in model.named_modules():
             if len(list(m.children())):
                 continue
@@ -266,13 +284,12 @@ class NitiNet(nn.Module):
                 key = f"w{len(names)}"
                 self.register_buffer(key, w.to(torch.int8))
                 if isinstance(m, nn.Linear):
-                    op: _ILayer = _ILinear(name, w, s_w)
+                    op: _IWeighted = _ILinear(name, w, s_w, key, gemm)
                 else:
-                    if m.groups != 1 or m.dilation != (1, 1) or m.kernel_size[0] != m.kernel_size[1]:
+                    if (m.groups != 1 or m.dilation != (1, 1) or m.kernel_size[0] != m.kernel_size[1]
+                            or isinstance(m.padding, str)):
                         raise ValueError(f"niti: unsupported conv {name}")
-                    op = _IConv(name, w, s_w, m.stride[0], m.padding[0])
-                op.key = key  # type: ignore[attr-defined]
-                op.mm = GEMMS[gemm]  # type: ignore[method-assign]
+                    op = _IConv(name, w, s_w, key, gemm, m.stride[0], m.padding[0])
                 names.append(name)
                 self.ops.append(op)
             elif isinstance(m, nn.ReLU):
@@ -291,8 +308,8 @@ class NitiNet(nn.Module):
         self._bitops_counter = self.counter
         self.tel: dict[str, Any] = {}
 
-    def layers(self) -> list[Any]:
-        return [op for op in self.ops if op.kind in ("linear", "conv")]
+    def layers(self) -> list[_IWeighted]:
+        return [op for op in self.ops if isinstance(op, _IWeighted)]
 
     def _sync(self) -> None:
         """Weights live as int64 working copies; mirror them into the int8 buffers (checkpoints)."""
@@ -311,7 +328,7 @@ class NitiNet(nn.Module):
     def int_forward(self, q: torch.Tensor, s: int, train: bool) -> tuple[torch.Tensor, int, list[Any]]:
         tape: list[Any] = []
         for op in self.ops:
-            if op.kind in ("linear", "conv"):
+            if isinstance(op, _IWeighted):
                 if train:
                     self.counter.add(op.macs(q), self.bits, self.bits)
                 acc, saved = op.fwd(q)
@@ -328,7 +345,7 @@ class NitiNet(nn.Module):
                 mask = q > 0
                 tape.append((op, mask, s))
                 q = q * mask
-            elif op.kind == "pool":
+            elif isinstance(op, _IPool):
                 k = op.k
                 n, c, h, w = q.shape
                 if op.ceil and (h % k or w % k):
@@ -399,14 +416,14 @@ class NitiNet(nn.Module):
 @register_scheme("niti")
 @dataclass(frozen=True)
 class NitiScheme(Scheme):
-    """NITI integer-only training (seed 002; SPEC-NOTES 3). See the module docstring.
+    """NITI integer-only training (NITI paper, section 3). See the module docstring.
 
     ``m_u`` bits of the weight update (1..7; the paper: 5 -> 4 -> 3 for VGG-small at epochs 100/150,
     3 for LeNet), an optional ``m_u_schedule`` ``"epoch:m_u,..."``. The engine's optimizer settings are
     ignored (there is no learning rate: the update size is set by ``m_u``).
     """
 
-    description: ClassVar[str] = "integer-only int8 training (seed 002)"
+    description: ClassVar[str] = "integer-only int8 training (NITI paper)"
     rebuilds_model: ClassVar[bool] = True
     first_last: bool = field(default=True, metadata=_doc("every layer is integer"))
     m_u: int = field(default=3, metadata=_doc("bits kept in the weight update (1..7)"))
@@ -457,7 +474,8 @@ class NitiScheme(Scheme):
         for key, v in sorted(tel.items()):
             layer, name = key.split("|")
             if name == "psr_hist":
-                rows += [MetricRow(layer, "g", "niti(bits=8)", "niti", f"psr_bin{i:02d}", float(c)) for i, c in enumerate(v)]
+                rows += [MetricRow(layer, "g", "niti(bits=8)", "niti", f"psr_bin{i:02d}", float(c))
+                         for i, c in enumerate(v)]
             else:
                 tensor = {"B_acc": "a", "s_a": "a", "s_w": "w", "sat_a": "a", "B_g": "g", "sat_w": "w",
                           "B_e": "e", "sat_e": "e", "s_logits": "a"}.get(name, "")

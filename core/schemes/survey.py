@@ -1,4 +1,4 @@
-"""The survey's systems (seed 003; SPEC-NOTES 4): SBM, CPT and FracTrain PFQ.
+"""The survey's systems: SBM, CPT and FracTrain PFQ (docs/papers.md#sbm, #cpt, #fractrain-pfq).
 
 Owns :class:`SBMScheme` (``sbm``) with :class:`RangeBatchNorm`, :class:`CPTScheme` (``cpt``) with
 :func:`cpt_bits` and :func:`precision_range_test`, and :class:`PFQScheme` (``pfq``) with
@@ -77,6 +77,9 @@ class RangeBatchNorm(nn.Module):
     """Batch norm that divides by ``C(n) * (max - min)`` of the centred batch (per channel, over the
     ``n`` values of the batch and spatial positions) instead of the standard deviation."""
 
+    running_mean: torch.Tensor
+    running_scale: torch.Tensor
+
     def __init__(self, channels: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.ones(channels))
@@ -130,15 +133,16 @@ def _insert_range_bn(model: nn.Module, insert: bool) -> nn.Module:
 @register_scheme("sbm")
 @dataclass(frozen=True)
 class SBMScheme(_Counted):
-    """SBM (seed 003 / Banner et al. 2018): 8-bit W/A/E, 16-bit E for the weight gradient, Range BN."""
+    """SBM (Banner et al. 2018, as the survey describes it): 8-bit W/A/E, 16-bit E for the weight gradient, Range BN."""
 
-    description: ClassVar[str] = "scalable 8-bit training: Range BN + gradient bifurcation (seed 003)"
+    description: ClassVar[str] = "scalable 8-bit training: Range BN + gradient bifurcation (SBM)"
     first_last: bool = field(default=True, metadata=_doc("also quantize the first and last layer"))
     bits: int = field(default=8, metadata=_doc("bits of W, A and E (propagation)"))
     ew_bits: int = field(default=16, metadata=_doc("bits of E for the weight-gradient GEMM"))
     e_rounding: str = field(default="stochastic", metadata=_doc("rounding of E", ("nearest", "stochastic")))
     range_bn: bool = field(default=True, metadata=_doc("replace BatchNorm by Range BN"))
-    insert_bn: bool = field(default=True, metadata=_doc("insert Range BN after Linear/Conv -> ReLU when the model has no BN"))
+    insert_bn: bool = field(default=True,
+                            metadata=_doc("insert Range BN after Linear/Conv -> ReLU when the model has no BN"))
 
     def __post_init__(self) -> None:
         _check_bits("sbm.bits", self.bits)
@@ -172,10 +176,10 @@ def cpt_bits(step: int, total: int, b_min: int, b_max: int, cycles: int) -> int:
 @register_scheme("cpt")
 @dataclass(frozen=True)
 class CPTScheme(_Counted):
-    """CPT (seed 003 / Fu et al. 2021): cyclic cosine forward precision; ``bits`` is the current value
+    """CPT (Fu et al. 2021, as the survey describes it): cyclic cosine forward precision; ``bits`` is the current value
     (set by :meth:`schedule` each step, event ``schedule`` on every change)."""
 
-    description: ClassVar[str] = "cyclic precision training (seed 003)"
+    description: ClassVar[str] = "cyclic precision training (CPT)"
     first_last: bool = field(default=True, metadata=_doc("also quantize the first and last layer"))
     b_min: int = field(default=3, metadata=_doc("lowest forward precision"))
     b_max: int = field(default=8, metadata=_doc("highest forward precision"))
@@ -254,16 +258,18 @@ def plateau(losses: list[float], patience: int, threshold: float) -> bool:
 @register_scheme("pfq")
 @dataclass(frozen=True)
 class PFQScheme(_Counted):
-    """FracTrain PFQ (seed 003): progressive precision raised on loss plateaus; ``level`` is the current
-    index into ``fw_levels``/``bw_levels`` (set by :meth:`schedule`)."""
+    """FracTrain PFQ (Fu et al. 2020, as the survey describes it): progressive precision raised on loss
+    plateaus; ``level`` is the current index into ``fw_levels``/``bw_levels`` (set by :meth:`schedule`)."""
 
-    description: ClassVar[str] = "progressive fractional quantization (FracTrain PFQ, seed 003)"
+    description: ClassVar[str] = "progressive fractional quantization (FracTrain PFQ)"
     first_last: bool = field(default=True, metadata=_doc("also quantize the first and last layer"))
-    fw_levels: tuple[int, ...] = field(default=(3, 4, 6, 8), metadata=_doc("forward (W/A) bits per stage; last = target"))
+    fw_levels: tuple[int, ...] = field(default=(3, 4, 6, 8),
+                                       metadata=_doc("forward (W/A) bits per stage; last = target"))
     bw_levels: tuple[int, ...] = field(default=(6, 6, 8, 8), metadata=_doc("backward (E) bits per stage"))
     patience: int = field(default=10, metadata=_doc("steps per plateau window"))
     threshold: float = field(default=0.02, metadata=_doc("relative loss decrease that counts as progress"))
-    force_at: float = field(default=0.9, metadata=_doc("fraction of the run by which the target is reached (0 = never force)"))
+    force_at: float = field(default=0.9,
+                            metadata=_doc("fraction of the run by which the target is reached (0 = never force)"))
     level: int = field(default=0, metadata=_doc("current stage (set by the schedule)"))
 
     def __post_init__(self) -> None:

@@ -64,9 +64,9 @@ class Engine:
             try:
                 with dask.config.set({"distributed.worker.daemon": False}):
                     self._cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                                 host="127.0.0.1", dashboard_address=None,
-                                                 scheduler_kwargs={"dashboard": False},
-                                                 silence_logs=logging.WARNING)
+                                                 host="127.0.0.1", silence_logs=logging.WARNING,
+                                                 # the scheduler's HTTP routes on a free loopback port
+                                                 dashboard_address="127.0.0.1:0")
                 self.client = Client(self._cluster, set_as_default=False)
             except Exception as exc:  # noqa: BLE001 - any failure to start is reported as one error
                 if self._cluster is not None:

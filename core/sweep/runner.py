@@ -141,37 +141,33 @@ def _drive(eng: Engine, st: RunStore, spec: SweepSpec, todo: list[Cell], prog: P
     ready = as_completed(list(pending), loop=eng.client.loop)
     while pending:
         try:
-            if ready.has_ready():
-                done = set(ready.next_batch(block=False))
-            else:
+            done = set(ready.next_batch(block=False)) if ready.has_ready() else set()
+            if not done:
                 time.sleep(poll)
-                done = set()
+            for f in done:
+                _record(st, spec.name, futures[f], f, prog)
+            pending -= done
+            now = time.monotonic()
+            if now - last_beat > 1.0:
+                last_beat = now
+                st.update_sweep(spec.name, heartbeat=time.time())
+                prog.running = _count_running(st, spec.name)
+                if stopping_since is None and _stop_asked(st, spec.name):
+                    stopping_since = _begin_stop(st, spec.name)
+            if on_progress:
+                on_progress(prog)
+            if stopping_since is not None:
+                _stop_running(st, spec.name)  # cells that started since the stop began
+                if now - stopping_since > stop_timeout:
+                    raise KeyboardInterrupt
         except KeyboardInterrupt:
             interrupts += 1
-            if interrupts > 1 or stopping_since is not None:
+            if interrupts > 1 or (stopping_since is not None and time.monotonic() - stopping_since > stop_timeout):
                 eng.client.cancel(list(pending))
                 _mark_cancelled(st, spec.name, [futures[f] for f in pending])
                 return SweepStatus.STOPPED.value
-            stopping_since = _begin_stop(st, spec.name)
-            continue
-        for f in done:
-            _record(st, spec.name, futures[f], f, prog)
-        pending -= done
-        now = time.monotonic()
-        if now - last_beat > 1.0:
-            last_beat = now
-            st.update_sweep(spec.name, heartbeat=time.time())
-            prog.running = _count_running(st, spec.name)
-            if stopping_since is None and _stop_asked(st, spec.name):
+            if stopping_since is None:
                 stopping_since = _begin_stop(st, spec.name)
-        if on_progress:
-            on_progress(prog)
-        if stopping_since is not None:
-            _stop_running(st, spec.name)  # cells that started since the stop began
-            if now - stopping_since > stop_timeout:
-                eng.client.cancel(list(pending))
-                _mark_cancelled(st, spec.name, [futures[f] for f in pending])
-                return SweepStatus.STOPPED.value
     prog.running = 0
     if on_progress:
         on_progress(prog)

@@ -1,4 +1,4 @@
-"""The live quantized training engine (issue 4). Public API: ``docs/train-api.md``.
+"""The live quantized training engine. Public API: ``docs/train-api.md``.
 
 ``Run(RunConfig(...)).start()`` trains in a worker thread with the layers swapped for quantized twins
 (:func:`convert`), per-layer telemetry at a cadence, and every value written to the run store
@@ -62,6 +62,6 @@ __all__ = [
     "save_checkpoint",
 ]
 
-# The seed papers' schemes (logbtq, niti, sbm, cpt, pfq) register themselves on import; they build on
+# The papers' schemes (logbtq, niti, sbm, cpt, pfq, dfq) register themselves on import; they build on
 # the names above, so they are imported last (``core.schemes`` imports ``core.train``).
-from core import schemes as _seed_schemes  # noqa: E402,F401
+from core import schemes as _paper_schemes  # noqa: E402,F401

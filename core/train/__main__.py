@@ -1,13 +1,7 @@
 """Command line: ``python -m core.train ...`` trains one run with a progress bar, then prints one line.
 
-Examples::
-
-    python -m core.train --dataset digits --model mlp --scheme mls --ex 2 --mx 1 --group nc --epochs 10
-    python -m core.train --scheme custom --w fp8_e4m3 --a fp8_e4m3 --e fp8_e5m2 --e-rounding stochastic
-    python -m core.train --config run.toml --set scheme.mx=3 --set optim.lr=0.05
-    python -m core.train --scheme logbtq --codebook mu8 --mu 100 --u 0.1 --k 20
-    python -m core.train --scheme niti --m-u 3
-
+Owns :func:`build_parser` (options and ``--help``, the scheme options' help taken from the schemes'
+field docs), :func:`config_from_args` (options -> a validated :class:`RunConfig`) and :func:`main`.
 Exit status: 0 when the run ends ``done``, 1 for ``diverged``/``stopped``/``error``, 2 for bad input.
 """
 
@@ -56,55 +50,97 @@ def _extra_scheme_fields() -> dict[str, list[str]]:
     return out
 
 
+def _field_help(name: str) -> str:
+    """Help of a scheme field, from the field docs of the registered schemes that have it:
+    ``"scheme, scheme: doc (choices); scheme: doc"``."""
+    by_doc: dict[str, list[str]] = {}
+    for scheme in list_schemes():
+        for f in dataclasses.fields(SCHEMES[scheme]):
+            if f.name == name and f.init:
+                doc = str(f.metadata.get("doc", name))
+                choices = f.metadata.get("choices")
+                if choices:
+                    doc += f" ({', '.join(map(str, choices))})"
+                elif f.type in (bool, "bool"):
+                    doc += " (true/false)"
+                by_doc.setdefault(doc, []).append(scheme)
+    return "; ".join(f"{', '.join(owners)}: {doc}" for doc, owners in by_doc.items()).replace("%", "%%")
+
+
+_DESCRIPTION = """\
+Train one run, quantized by a scheme (fp32, amp, mls, custom, or one of the papers' schemes:
+logbtq, niti, sbm, cpt, pfq, dfq), with a progress bar; then print one line with the final status,
+test accuracy and run id. Every metric and the per-layer telemetry go to the run store, readable
+while the run goes (python -m explorer, python -m explorer.export).
+"""
+
+_EPILOG = """\
+examples:
+  python -m core.train --dataset digits --model mlp --scheme mls --ex 2 --mx 1 --group nc --epochs 10
+  python -m core.train --scheme custom --w fp8_e4m3 --a fp8_e4m3 --e fp8_e5m2 --e-rounding stochastic
+  python -m core.train --config run.toml --set scheme.mx=3 --set optim.lr=0.05
+  python -m core.train --scheme logbtq --codebook mu8 --mu 100 --u 0.1 --k 20
+  python -m core.train --scheme niti --m-u 3
+
+Scheme options apply only to the schemes named in their help; an option that does not apply to the
+chosen scheme is an error. Schemes and their fields: docs/train-api.md and docs/schemes.md.
+
+exit status: 0 when the run ends done, 1 when it ends diverged, stopped or error, 2 for bad input.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used for ``--help``)."""
-    p = argparse.ArgumentParser(prog="python -m core.train", description="Train one (quantized) run.")
+    p = argparse.ArgumentParser(prog="python -m core.train", description=_DESCRIPTION, epilog=_EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="TOML file with [data], [model], [scheme], [optim], [telemetry] tables")
-    p.add_argument("--dataset", help=f"one of: {', '.join(list_datasets())}")
-    p.add_argument("--data-root", help="folder with the dataset files")
-    p.add_argument("--train-subset", type=int)
-    p.add_argument("--test-subset", type=int)
-    p.add_argument("--download", action="store_true", help="download missing dataset files")
-    p.add_argument("--no-verify", action="store_true", help="skip SHA-256 checks of dataset files")
-    p.add_argument("--model", help=f"one of: {', '.join(list_models())}")
-    p.add_argument("--hidden", help="MLP hidden widths, comma separated")
-    p.add_argument("--width", type=float, help="channel multiplier of conv nets")
-    p.add_argument("--scheme", help=f"one of: {', '.join(list_schemes())}")
-    for k in ("ex", "mx", "eg", "mg"):
-        p.add_argument(f"--{k}", type=int, help=f"mls: {k}")
-    p.add_argument("--group", help="mls grouping: none, n, c, nc")
-    p.add_argument("--rounding", help="mls rounding of W/A/E")
-    for k in ("w", "a", "e", "ew", "g", "update"):
-        p.add_argument(f"--{k}", help=f"spec string for {k.upper()} (custom scheme; --g also for mls)")
-        p.add_argument(f"--{k}-rounding", dest=f"{k}_rounding", help=f"rounding of {k.upper()}")
-    p.add_argument("--dtype", help="amp: bf16 or fp16")
-    seed_opts = p.add_argument_group("other scheme fields (LogBTQ, NITI, SBM, CPT, PFQ ...)")
-    for field, owners in _extra_scheme_fields().items():
-        seed_opts.add_argument(f"--{field.replace('_', '-')}", dest=f"scheme_{field}", metavar="VALUE",
-                               help=f"{', '.join(owners)}: {field}")
-    fl = p.add_mutually_exclusive_group()
+    p.add_argument("--list", action="store_true", help="list datasets, models and schemes, then exit")
+    data = p.add_argument_group("data and model")
+    data.add_argument("--dataset", help=f"one of: {', '.join(list_datasets())}")
+    data.add_argument("--data-root", help="folder with the dataset files")
+    data.add_argument("--train-subset", type=int, metavar="N", help="train on N examples (a fixed, seeded subset)")
+    data.add_argument("--test-subset", type=int, metavar="N", help="test on N examples (a fixed, seeded subset)")
+    data.add_argument("--download", action="store_true", help="download missing dataset files")
+    data.add_argument("--no-verify", action="store_true", help="skip SHA-256 checks of dataset files")
+    data.add_argument("--model", help=f"one of: {', '.join(list_models())}")
+    data.add_argument("--hidden", help="MLP hidden widths, comma separated")
+    data.add_argument("--width", type=float, help="channel multiplier of conv nets")
+    sch = p.add_argument_group("scheme")
+    sch.add_argument("--scheme", help=f"one of: {', '.join(list_schemes())}")
+    for k in _SCHEME_OPTS:
+        if k in ("ex", "mx", "eg", "mg"):
+            sch.add_argument(f"--{k}", type=int, help=_field_help(k))
+        else:
+            sch.add_argument(f"--{k.replace('_', '-')}", dest=k, help=_field_help(k))
+    fl = sch.add_mutually_exclusive_group()
     fl.add_argument("--first-last", dest="first_last", action="store_true", default=None,
                     help="also quantize the first and last layer")
     fl.add_argument("--no-first-last", dest="first_last", action="store_false",
                     help="keep the first and last layer float")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--optimizer", help="sgd or adam")
-    p.add_argument("--momentum", type=float)
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--schedule", help="constant, cosine or step")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--telemetry-every", type=int, help="steps between telemetry snapshots (0 = off)")
-    p.add_argument("--shadow", action="append", default=None, help="extra format to measure (repeatable)")
-    p.add_argument("--max-steps", type=int)
-    p.add_argument("--name")
-    p.add_argument("--threads", type=int, help="torch threads")
-    p.add_argument("--store", help="run store file (default: $LOWBIT_STORE or the user data dir)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="any config key, e.g. scheme.mx=3, optim.lr=0.05, telemetry.shadow=fp8_e4m3,mu8")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--list", action="store_true", help="list datasets, models and schemes, then exit")
+    more = p.add_argument_group("fields of the papers' schemes (logbtq, niti, sbm, cpt, pfq, dfq)")
+    for field in _extra_scheme_fields():
+        more.add_argument(f"--{field.replace('_', '-')}", dest=f"scheme_{field}", metavar="VALUE",
+                          help=_field_help(field))
+    train = p.add_argument_group("training")
+    train.add_argument("--epochs", type=int, help="training epochs")
+    train.add_argument("--batch-size", type=int, help="mini-batch size")
+    train.add_argument("--lr", type=float, help="learning rate")
+    train.add_argument("--optimizer", help="sgd or adam")
+    train.add_argument("--momentum", type=float, help="SGD momentum")
+    train.add_argument("--weight-decay", type=float, help="weight decay")
+    train.add_argument("--schedule", help="learning-rate schedule: constant, cosine or step")
+    train.add_argument("--seed", type=int, help="run seed (weights, data order, stochastic rounding)")
+    train.add_argument("--max-steps", type=int, help="stop after this many steps")
+    train.add_argument("--threads", type=int, help="torch threads")
+    rec = p.add_argument_group("telemetry and storage")
+    rec.add_argument("--telemetry-every", type=int, help="steps between telemetry snapshots (0 = off)")
+    rec.add_argument("--shadow", action="append", default=None,
+                     help="extra format to measure on the same tensors (repeatable)")
+    rec.add_argument("--name", help="name of the run in the store")
+    rec.add_argument("--store", help="run store file (default: $LOWBIT_STORE or the user data dir)")
+    rec.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="any config key, e.g. scheme.mx=3, optim.lr=0.05, telemetry.shadow=fp8_e4m3,mu8")
+    rec.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 

@@ -1,4 +1,4 @@
-"""Run configuration: one frozen, validated config per run (STYLE 10).
+"""Run configuration: one frozen, validated config per run.
 
 Owns :class:`OptimConfig`, :class:`TelemetryConfig` and :class:`RunConfig` (which nests
 :class:`~core.data.DataConfig`, :class:`~core.models.ModelConfig` and a registered
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import tomllib
 import types
 import typing
@@ -195,7 +196,7 @@ class RunConfig:
             v = getattr(self, f.name)
             if isinstance(v, Scheme):
                 d[f.name] = v.to_dict()
-            elif dataclasses.is_dataclass(v):
+            elif dataclasses.is_dataclass(v) and not isinstance(v, type):
                 d[f.name] = {k: (list(x) if isinstance(x, tuple) else x) for k, x in dataclasses.asdict(v).items()}
             else:
                 d[f.name] = v
@@ -207,7 +208,7 @@ class RunConfig:
         return _build(cls, d, "config")
 
     @classmethod
-    def from_toml(cls, path: str | Path) -> "RunConfig":
+    def from_toml(cls, path: str | os.PathLike[str]) -> "RunConfig":
         """Read a TOML file with tables ``[data]``, ``[model]``, ``[scheme]`` (with ``name``), ``[optim]``,
         ``[telemetry]`` and top-level run keys."""
         p = Path(path)

@@ -1,6 +1,6 @@
 """Small shared records of the training loop: :class:`StepContext`, :class:`StepOutput`, :class:`MetricRow`.
 
-Owns the objects that scheme hooks receive and return, so schemes (issue 5) depend on nothing else of
+Owns the objects that scheme hooks receive and return, so schemes (``core.schemes``) depend on nothing else of
 the loop's internals.
 """
 

@@ -1,11 +1,11 @@
-"""Quantized Conv2d/Linear layers and ``convert(model, config)`` (issue 4; seed 000 Alg. 2).
+"""Quantized Conv2d/Linear layers and ``convert(model, config)`` (MLS paper, Alg. 2).
 
 Owns :class:`TensorQuant` (one spec string + rounding), :class:`QuantConfig` (per layer: the forward
 operands W and A, the backward operand E for propagation and, separately, for the weight-gradient GEMM,
 the weight gradient G and the optimizer update), the layers :class:`QLinear` / :class:`QConv2d`, and
-:func:`convert`, which swaps them into a model explicitly (no monkeypatching; STYLE 10).
+:func:`convert`, which swaps them into a model explicitly (no monkeypatching).
 
-A quantized layer computes, as in seed 000 Alg. 2 (forward ``Z = LowbitConv(qW, qA)``; backward
+A quantized layer computes, as in the MLS paper's Alg. 2 (forward ``Z = LowbitConv(qW, qA)``; backward
 ``qE = DynamicQuantization(dL/dZ)``, ``G = LowbitConv(qE, qA)``, ``dL/dA = LowbitConv(qE, qW)``)::
 
     forward:   y = op(Qa(x), Qw(W)) + b
@@ -296,12 +296,10 @@ class _QOp(torch.autograd.Function):
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         gx, gw = layer._grads(eq, eqw, xq, wq, need_x, need_w)
         cap = layer.capture
-        gwq = None
-        if gw is not None:
-            gwq = layer._q("g", gw)
+        gwq = layer._q("g", gw) if gw is not None else None
         if cap is not None:
             cap.update(e=grad_y.detach(), eq=eq.detach())
-            if gw is not None:
+            if gw is not None and gwq is not None:
                 cap.update(g=gw.detach(), gq=gwq.detach())
         gb = None
         if ctx.has_bias and ctx.needs_input_grad[2]:
@@ -325,7 +323,10 @@ class QLinear(nn.Linear, QLayer):
         gx = eq.matmul(wq) if need_x else None
         gw = None
         if need_w:
-            gw = eqw.t().mm(xq) if eqw.dim() == 2 else eqw.reshape(-1, eqw.shape[-1]).t().mm(xq.reshape(-1, xq.shape[-1]))
+            if eqw.dim() == 2:
+                gw = eqw.t().mm(xq)
+            else:
+                gw = eqw.reshape(-1, eqw.shape[-1]).t().mm(xq.reshape(-1, xq.shape[-1]))
         return gx, gw
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -340,7 +341,7 @@ class QLinear(nn.Linear, QLayer):
         nn.Module.__init__(q)
         q.in_features, q.out_features = m.in_features, m.out_features
         q.weight = m.weight
-        q.bias = m.bias  # type: ignore[assignment]
+        q.bias = m.bias
         q._init_q()
         return q
 
@@ -384,7 +385,7 @@ class QConv2d(nn.Conv2d, QLayer):
                   "transposed", "output_padding", "groups", "padding_mode", "_reversed_padding_repeated_twice"):
             setattr(q, k, getattr(m, k))
         q.weight = m.weight
-        q.bias = m.bias  # type: ignore[assignment]
+        q.bias = m.bias
         q._init_q()
         return q
 

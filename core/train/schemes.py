@@ -1,4 +1,4 @@
-"""Training schemes: frozen configs registered by name (issue 4: ``fp32``, ``amp``, ``mls``, ``custom``).
+"""Training schemes: frozen configs registered by name (built in: ``fp32``, ``amp``, ``mls``, ``custom``).
 
 Owns :class:`Scheme` (the base with no-op hooks that later schemes override), the registry
 (:func:`register_scheme`, :func:`get_scheme`, :func:`list_schemes`) and the four built-in schemes.
@@ -103,7 +103,8 @@ class Scheme:
     """Base scheme: float training; every hook is a no-op default.
 
     Attributes:
-        first_last: quantize the first and the last layer too (seed 000 App. B keeps them float).
+        first_last: quantize the first and the last layer too (the MLS paper, App. B, keeps them float;
+            docs/papers.md#mls-first-last).
     """
 
     name: ClassVar[str] = ""
@@ -157,7 +158,7 @@ class Scheme:
 
     def extra_metrics(self, model: nn.Module, ctx: StepContext) -> list[MetricRow]:
         """Scheme-specific telemetry rows at telemetry steps; by default the run's effective BitOPs
-        (role ``cost``, seed 003's cost of a schedule) when the model carries a counter."""
+        (role ``cost``, docs/papers.md#bitops) when the model carries a counter."""
         from core.schemes.cost import cost_rows  # core.schemes builds on core.train: import late
 
         return cost_rows(model, ctx)
@@ -242,16 +243,16 @@ class AMPScheme(Scheme):
 @register_scheme("mls")
 @dataclass(frozen=True)
 class MLSScheme(Scheme):
-    """MLS low-bit training (seed 000, Alg. 2 and section 4): W, A and E in the MLS format.
+    """MLS low-bit training (MLS paper, Alg. 2 and section 4): W, A and E in the MLS format.
 
-    Every selected tensor is quantized with ``mls(ex,mx,eg,mg,group)`` (SPEC-NOTES 1): elements
+    Every selected tensor is quantized with ``mls(ex,mx,eg,mg,group)`` (docs/papers.md#mls-format): elements
     ``<Ex,Mx>``, group scales ``<Eg,Mg>`` over ``group`` (``nc`` = per (dim0, dim1): Cout x Cin for
     weights, N x C for activations and errors), a float tensor scale. The paper rounds stochastically
     (section 4.1, Eq. 4); weights stay float masters updated by SGD; G is float unless ``g`` is given;
     the first and last layers stay float (App. B) unless ``first_last``.
     """
 
-    description: ClassVar[str] = "multi-level scaling low-bit training (seed 000)"
+    description: ClassVar[str] = "multi-level scaling low-bit training (MLS paper)"
     ex: int = field(default=2, metadata=_doc("element exponent bits Ex"))
     mx: int = field(default=1, metadata=_doc("element mantissa bits Mx"))
     eg: int = field(default=8, metadata=_doc("group-scale exponent bits Eg"))

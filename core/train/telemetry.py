@@ -1,4 +1,4 @@
-"""Per-layer, per-tensor numerics of a live run (issue 4, "Telemetry"; seed 000 Fig. 3).
+"""Per-layer, per-tensor numerics of a live run (the MLS paper's Fig. 3, live; docs/papers.md#mls-are).
 
 Owns the measurements taken at the telemetry cadence from the tensors the quantized layers capture
 (:attr:`~core.train.qlayers.QLayer.capture`): statistics of the float tensor, a histogram of
@@ -147,8 +147,8 @@ def stagnation_rate(before: torch.Tensor, after: torch.Tensor, fmt: Any) -> floa
     """Fraction of elements whose update ``|after - before|`` is below half the code step of ``fmt`` at
     ``before`` (the update would be rounded away if the weight were stored in ``fmt``)."""
     spec = core.parse_format(fmt)
-    if (isinstance(spec, ScaledFormat) and type(spec).code_step is ScaledFormat.code_step and before.device.type == "cpu"
-            and before.dtype in (torch.float32, torch.float64) and before.numel()):
+    if (isinstance(spec, ScaledFormat) and type(spec).code_step is ScaledFormat.code_step
+            and before.device.type == "cpu" and before.dtype in (torch.float32, torch.float64) and before.numel()):
         x3, s2, view = spec.blocked_scales(before.detach())
         if not view.pad:  # one Numba pass over the (A, B, R) view, no per-element step tensor
             a3 = view.to_x3(after.detach().to(before.dtype))

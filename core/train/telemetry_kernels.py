@@ -4,9 +4,10 @@ quantization-error sums behind ``core.metrics`` (ARE, relative error, SQNR, over
 Owns :func:`stats_hist`, which reads a float32/float64 array once and returns the finite values' min,
 max, mean, std (float64 sums of values shifted by the first finite one), max |x|, smallest non-zero
 |x|, the zero/non-finite counts and the histogram of ``log2|x|`` on ``bins`` equal bins over
-``[lo, hi)`` (values outside go to the end bins). The plain-PyTorch twins (``telemetry.tensor_stats``/``log2_histogram`` on the reference path) define
-the same numbers; the tests compare both. :func:`error_metrics` and :func:`range_fractions` follow
-``core.metrics``'s definitions (float64 sums; only the summation order differs).
+``[lo, hi)`` (values outside go to the end bins). The plain-PyTorch twins (``telemetry.tensor_stats``/
+``log2_histogram`` on the reference path) define the same numbers; the tests compare both.
+:func:`error_metrics` and :func:`range_fractions` follow ``core.metrics``'s definitions (float64 sums;
+only the summation order differs).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ _ONE_BITS = np.uint64(0x3FF0000000000000)
 
 
 @njit(cache=True, fastmath=False, nogil=True)
-def _log2_bin_slow(a, lo, scale, bins):
+def _log2_bin_slow(a, lo, scale, bins):  # type: ignore[no-untyped-def]
     """``clamp(floor((log2 a - lo) * scale), 0, bins - 1)`` through ``math.log2``."""
     k = math.floor((math.log2(a) - lo) * scale)
     return min(max(k, 0), bins - 1)

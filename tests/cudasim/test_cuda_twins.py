@@ -135,7 +135,7 @@ def test_cuda_stochastic_words_equal_cpu_for_every_seed(seed):
 
 @pytest.mark.parametrize("acc_bits, mode", [(10, 0), (10, 1), (64, 0), (64, 1), (20, 0)])
 def test_cuda_mls_conv_accumulator_twin_equals_cpu(acc_bits, mode):
-    """Per-addition MLS accumulator simulation (seed 000 Eq. 5-8): outputs and per-channel overflow
+    """Per-addition MLS accumulator simulation (MLS paper, Eq. 5-8): outputs and per-channel overflow
     counts of the GPU twin == the CPU kernel (wrap and saturate, narrow and 64-bit accumulators)."""
     from core.kernels.arith_cuda import mls_conv_accumulate_cuda
     from core.kernels.arith_mls import mls_conv_accumulate
