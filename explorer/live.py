@@ -88,7 +88,8 @@ class LiveTraining(Viewer):
                                              css_classes=["btn-pause"], description=None)
         stop = pn.widgets.Button.from_param(s.param.stop, label="Stop", color="danger", width=70,
                                             css_classes=["btn-stop"], description=None)
-        progress = pn.indicators.Progress(value=pn.bind(lambda p: int(round(100 * p)), s.param.progress), max=100, bar_color="primary",
+        progress = pn.indicators.Progress(value=pn.bind(lambda p: int(round(100 * p)), s.param.progress), max=100,
+                                          bar_color="primary",
                                           sizing_mode="stretch_width", css_classes=["run-progress"])
         status = pn.pane.Markdown(
             pn.bind(self._status_text, s.param.run_id, s.param.status, s.param.step, s.param.total_steps,

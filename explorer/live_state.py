@@ -33,12 +33,12 @@ import param
 from holoviews import streams
 
 import core
-from core.formats import FAMILIES, family_fields
+from core.formats import family_fields
 
 from core.store import is_active, is_final
 
 from . import registry
-from .builder import FLOAT_NONE, SpecBuilder
+from .builder import SpecBuilder
 
 __all__ = ["LiveTrainingState", "scheme_knob_class", "spec_fields", "logbtq_bound", "tail_fraction", "SIGNAL_ROLES"]
 
@@ -165,7 +165,7 @@ def scheme_knob_class(name: str) -> type[param.Parameterized]:
 
 # ----------------------------------------------------------------- LogBTQ bound
 def logbtq_bound(e1: float, u: float, layers: int) -> dict[str, Any]:
-    """LogBTQ tail bound (seed 001, Eq. 7-12; SPEC-NOTES 2).
+    """LogBTQ tail bound (LogBTQ paper, Eq. 7-12; docs/papers.md#logbtq-tail-bound).
 
     With the barrier the second moment shrinks per layer, ``E(l) = u^(l-1) E(1)``; Chebyshev
     gives ``P(z(l) > 2) <= E(l) / (2 - sqrt(E(l)))^2`` (capped at 1). Returns the per-layer
@@ -173,8 +173,8 @@ def logbtq_bound(e1: float, u: float, layers: int) -> dict[str, Any]:
     """
     L = max(1, int(layers))
     per = []
-    for l in range(1, L + 1):
-        e = e1 * u ** (l - 1)
+    for layer in range(1, L + 1):
+        e = e1 * u ** (layer - 1)
         s = math.sqrt(max(e, 0.0))
         per.append(1.0 if s >= 2.0 else min(1.0, e / (2.0 - s) ** 2))
     approx = e1 / (4.0 * L * (1.0 - u)) if u < 1 else math.inf
@@ -195,26 +195,36 @@ def tail_fraction(counts: np.ndarray, lo: float, hi: float, zeros: int = 0, thre
 class LiveTrainingState(param.Parameterized):
     """State of the Live Training page (one per session; the run itself is process-wide)."""
 
-    dataset = param.Selector(default="digits", objects=["digits"], doc="Dataset (digits is embedded and needs no network).")
+    dataset = param.Selector(default="digits", objects=["digits"],
+        doc="Dataset (digits is embedded and needs no network).")
     model = param.Selector(default="mlp", objects=["mlp"], doc="Model architecture.")
     hidden = param.String(default="128,64", doc="Hidden layer widths of the MLP, comma separated.")
     scheme = param.Selector(default="mls", objects=["mls"], doc="Training scheme (its knobs appear below).")
-    knobs = param.ClassSelector(class_=param.Parameterized, constant=True, doc="Knobs of the chosen scheme (one per scheme field).")
-    specs = param.Dict(default={}, constant=True, doc="Spec builders for the scheme's format fields (W/A/E/G ...), by field name.")
+    knobs = param.ClassSelector(class_=param.Parameterized, constant=True,
+        doc="Knobs of the chosen scheme (one per scheme field).")
+    specs = param.Dict(default={}, constant=True,
+        doc="Spec builders for the scheme's format fields (W/A/E/G ...), by field name.")
     lr = param.Number(default=0.1, bounds=(1e-6, 10.0), step=0.01, doc="Learning rate (live).")
     momentum = param.Number(default=0.9, bounds=(0.0, 0.999), step=0.01, doc="SGD momentum (live).")
     epochs = param.Integer(default=10, bounds=(1, 10000), doc="Epochs to train (live: can be extended).")
     batch_size = param.Selector(default=64, objects=[16, 32, 64, 128, 256], doc="Mini-batch size.")
     seed = param.Integer(default=0, bounds=(0, None), doc="Seed of the run (deterministic on the CPU).")
     every = param.Integer(default=10, bounds=(1, 1000), doc="Steps between telemetry snapshots (live).")
-    shadow = param.String(default="fp8_e4m3", doc="Extra 'shadow' formats measured on the live tensors, separated by ';'.")
+    shadow = param.String(default="fp8_e4m3",
+        doc="Extra 'shadow' formats measured on the live tensors, separated by ';'.")
     max_steps = param.Integer(default=0, bounds=(0, None), doc="Stop after this many steps (0: the epochs decide).")
     threads = param.Integer(default=1, bounds=(1, 64), doc="Torch threads of the training worker.")
-    redraw = param.Number(default=1.5, bounds=(0.0, 60.0), doc="Seconds between redraws of the telemetry plots (heat maps, tail, histograms); curves stream on every poll.")
-    heat_source = param.Selector(default="live", objects=["live"], doc="ARE of the format in use ('live') or of a shadow format.")
+    redraw = param.Number(default=1.5, bounds=(0.0, 60.0),
+        doc="Seconds between redraws of the telemetry plots (heat maps, tail, histograms); curves stream on every "
+            "poll.")
+    heat_source = param.Selector(default="live", objects=["live"],
+        doc="ARE of the format in use ('live') or of a shadow format.")
     hist_layer = param.Selector(default="", objects=[""], doc="Layer whose weight histogram is shown over time.")
-    bound_u = param.Number(default=0.1, bounds=(0.0, 0.99), step=0.01, doc="Barrier u of the LogBTQ bound (the scheme's u when it has one).")
-    signal = param.Selector(default="", objects=[""], doc="Scheme signal plotted over steps: precision schedule (CPT/PFQ bits), DFQ bits per layer, NITI exponents, LogBTQ terms, effective BitOPs.")
+    bound_u = param.Number(default=0.1, bounds=(0.0, 0.99), step=0.01,
+        doc="Barrier u of the LogBTQ bound (the scheme's u when it has one).")
+    signal = param.Selector(default="", objects=[""],
+        doc="Scheme signal plotted over steps: precision schedule (CPT/PFQ bits), DFQ bits per layer, NITI "
+            "exponents, LogBTQ terms, effective BitOPs.")
 
     start = param.Action(default=lambda self: self.start_run(), doc="Start a new run with this configuration.")
     pause = param.Action(default=lambda self: self.toggle_pause(), doc="Pause the run, or resume a paused one.")
@@ -575,7 +585,8 @@ class LiveTrainingState(param.Parameterized):
                 self._push_steps(w[w["step"] > self._seen["step"]])
             ep = scalar[scalar["name"].isin(["test_acc", "test_loss"])]
             if len(ep):
-                w = ep.pivot_table(index=["epoch", "step"], columns="name", values="value", aggfunc="last").reset_index()
+                w = ep.pivot_table(index=["epoch", "step"], columns="name", values="value",
+                                   aggfunc="last").reset_index()
                 self._push_epochs(w.reindex(columns=_EPOCH_COLS))
             tel = m[m["name"].isin(["are", "overflow", "mean", "std"])]
             if len(tel):

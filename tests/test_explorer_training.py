@@ -17,7 +17,6 @@ import pytest
 import core
 from core.store import is_active
 
-from explorer import registry
 from explorer.compare_state import CompareState
 from explorer.export import load_comparison, main, run_label
 from explorer.live_state import LiveTrainingState, logbtq_bound, scheme_knob_class, spec_fields, tail_fraction
@@ -229,7 +228,8 @@ def test_export_cli(store: dict[str, Any], tmp_path: Path, capsys: pytest.Captur
     assert "not in the store" in capsys.readouterr().err
     assert main(["--store", st, "--list"]) == 0 and store["runs"][0] in capsys.readouterr().out
     with pytest.raises(ValueError, match="unknown metric"):
-        load_comparison(store["runs"], st) and __import__("explorer").export(store["runs"], tmp_path, st, metrics=("nope",))
+        load_comparison(store["runs"], st) and __import__("explorer").export(store["runs"], tmp_path, st,
+                                                                            metrics=("nope",))
 
 
 def test_export_module_runs_as_script(store: dict[str, Any], tmp_path: Path) -> None:

@@ -29,7 +29,9 @@ _TABLES = ("metrics", "histograms", "events")
 class ControlMixin:
     """Commands and incremental reads (mixed into :class:`~core.store.RunStore`)."""
 
-    conn: sqlite3.Connection
+    @property
+    def conn(self) -> sqlite3.Connection:  # provided by RunStore
+        raise NotImplementedError
 
     def _tx(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:  # provided by RunStore
         raise NotImplementedError

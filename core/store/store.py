@@ -333,7 +333,7 @@ class RunStore(ControlMixin, SweepsMixin):
     def histograms(self, run_id: str, layer: str | None = None, tensor: str | None = None,
                    kind: str | None = "x", since_step: int | None = None) -> pd.DataFrame:
         """Histogram rows with ``counts`` as int64 arrays."""
-        where, params = ["run_id=?"], [run_id]
+        where, params = ["run_id=?"], [run_id]  # type: tuple[list[str], list[Any]]
         for col, v in (("layer", layer), ("tensor", tensor), ("kind", kind)):
             if v is not None:
                 where.append(f"{col}=?")
@@ -459,7 +459,7 @@ class RunWriter:
         return self._conn
 
     def metric(self, step: int, epoch: int, layer: str, tensor: str, fmt: str, role: str, name: str,
-               value: float) -> None:
+               value: float | None) -> None:
         self.metrics.append((self.run_id, step, epoch, layer, tensor, fmt, role, name, _num(value)))
 
     def histogram(self, step: int, epoch: int, layer: str, tensor: str, kind: str, lo: float, hi: float,
@@ -517,7 +517,9 @@ class RunWriter:
             self._conn = None
 
 
-def _num(v: float) -> float | None:
+def _num(v: float | None) -> float | None:
+    if v is None:
+        return None
     try:
         f = float(v)
     except (TypeError, ValueError):

@@ -31,7 +31,9 @@ _CELL_UPDATABLE = {"status", "run_id", "attempts", "error"}
 class SweepsMixin:
     """Sweep rows of the store (mixed into :class:`~core.store.RunStore`)."""
 
-    conn: sqlite3.Connection
+    @property
+    def conn(self) -> sqlite3.Connection:  # provided by RunStore
+        raise NotImplementedError
 
     def _tx(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:  # provided by RunStore
         raise NotImplementedError

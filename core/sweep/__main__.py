@@ -27,7 +27,8 @@ __all__ = ["main", "build_parser"]
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m core.sweep",
-                                description="Grids of training runs on a Dask cluster; every cell is a run in the store.")
+                                description="Grids of training runs on a Dask cluster; every cell is a run in "
+                                            "the store.")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     r = sub.add_parser("run", help="train every unfinished cell of a sweep file")
     r.add_argument("file", help="sweep TOML file (see docs/sweeps.md)")

@@ -40,6 +40,7 @@ import hashlib
 import itertools
 import json
 import math
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,7 +212,7 @@ def _tables(v: Any, source: str, what: str) -> list[Any]:
     return v
 
 
-def load(path: str | Path) -> SweepSpec:
+def load(path: str | os.PathLike[str]) -> SweepSpec:
     """Read a sweep file.
 
     Raises:
@@ -245,7 +246,8 @@ def _apply(base: RunConfig, changes: Mapping[str, Any], spec: SweepSpec) -> RunC
         try:
             cfg = cfg.with_changes({k: v})
         except (ValueError, TypeError) as exc:
-            raise SweepError(f"{spec.source}: {key} = {value_label(value)!s}{_line_of(spec.text, key)}: {exc}") from None
+            where = _line_of(spec.text, key)
+            raise SweepError(f"{spec.source}: {key} = {value_label(value)!s}{where}: {exc}") from None
     return cfg
 
 

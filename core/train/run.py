@@ -1,4 +1,4 @@
-"""A live training run: :class:`Run` (issue 4, "API and CLI").
+"""A live training run: :class:`Run` (see ``docs/train-api.md``).
 
 Owns the worker thread that loads data, builds and converts the model, trains, evaluates, measures
 telemetry, writes the store and notifies subscribers; and the controls that act on it between steps
@@ -65,7 +65,7 @@ def _set_threads(n: int | None) -> None:
     try:
         import numba
 
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
     except Exception:  # noqa: BLE001 - numba missing or not initialised: nothing to limit
         log.debug("could not set numba threads", exc_info=True)
 
@@ -418,7 +418,8 @@ class Run:
                        "test_acc": self._test_acc, "best_test_acc": self._best_acc, "seconds": seconds}
         try:
             if self._writer is not None:
-                if final in (RunStatus.DONE, RunStatus.STOPPED):  # diverged/error were logged with their details already
+                # diverged/error were logged with their details already
+                if final in (RunStatus.DONE, RunStatus.STOPPED):
                     self._writer.event(self.step, final, {k: v for k, v in self.result.items() if k != "run_id"})
                 self._flush(ended=time.time(), final_test_acc=self._test_acc, best_test_acc=self._best_acc,
                             error=(f"{type(self.error).__name__}: {self.error}" if self.error else None))
@@ -551,9 +552,9 @@ class Run:
         tel = telemetry.due(self.step)
         if tel:
             telemetry.arm(model)
-        need_before = [(n, l) for n, l in layers if l.quant is not None and l.quant.update is not None]
+        need_before = [(n, q) for n, q in layers if q.quant is not None and q.quant.update is not None]
         before = telemetry.snapshot_weights(model) if (tel and cfg.telemetry.stagnation) else None
-        upd_before = {n: l.weight.detach().clone() for n, l in need_before}
+        upd_before = {n: q.weight.detach().clone() for n, q in need_before}
 
         t0 = time.perf_counter()
         out = cfg.scheme.train_step(ctx, x, y)
@@ -655,7 +656,7 @@ class Run:
         self._test_acc = acc
         self._best_acc = acc if self._best_acc is None else max(self._best_acc, acc)
         self._ctx.test_acc.append(acc)
-        vals = {"test_acc": acc, "test_loss": loss}
+        vals: dict[str, float | None] = {"test_acc": acc, "test_loss": loss}
         if train_loss is not None:
             vals.update(epoch_train_loss=train_loss, epoch_train_acc=train_acc, epoch_time=seconds)
         for k, v in vals.items():
