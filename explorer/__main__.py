@@ -1,12 +1,18 @@
 """``python -m explorer``: serve the Explorer on 127.0.0.1 (another address only when asked).
 
-Equivalent to ``panel serve apps/explorer.py --address 127.0.0.1``; ``--host 0.0.0.0`` (or a
-specific address) opts in to serving beyond this machine.
+Equivalent to ``panel serve apps/explorer.py --address 127.0.0.1``. Serving beyond this machine
+(``--host 0.0.0.0`` or an address) needs ``--allow-origin`` naming the pages that may connect (the
+host:port the users type in their browser), and then the server signs its session ids with a secret
+key (``BOKEH_SECRET_KEY`` when set, else a random one per start), so no other web page can open a
+session or make one up.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import secrets
+import sys
 from typing import Sequence
 
 __all__ = ["main"]
@@ -20,16 +26,34 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="address to listen on (default 127.0.0.1; use 0.0.0.0 to serve other machines)")
     p.add_argument("--store", default=None, help="run store file (default: $LOWBIT_STORE or the user data dir)")
     p.add_argument("--show", action="store_true", help="open a browser tab")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="HOST[:PORT]",
+                   help="who may connect when serving beyond this machine: the host[:port] users open "
+                        "(repeatable; required with --host other than 127.0.0.1/localhost)")
     args = p.parse_args(argv)
+    local = args.host in ("127.0.0.1", "localhost", "::1")
+    if not local and not args.allow_origin:
+        sys.stderr.write(f"error: serving on {args.host} needs --allow-origin HOST[:PORT] naming the address "
+                         f"users open (e.g. --allow-origin myhost.lan:{args.port})\n")
+        return 2
+    if any(o.strip() in ("*", "") for o in args.allow_origin):
+        sys.stderr.write("error: --allow-origin must name a host, not '*'\n")
+        return 2
 
     import panel as pn
 
     from .app import RAW_CSS, create_app
 
     pn.extension(raw_css=[RAW_CSS], notifications=True)
-    origins = None if args.host in ("127.0.0.1", "localhost") else ["*"]
+    kwargs: dict[str, object] = {}
+    if local:
+        origins = [f"127.0.0.1:{args.port}", f"localhost:{args.port}"] + list(args.allow_origin)
+    else:
+        origins = list(args.allow_origin)
+        # session ids made by the server and signed: a page elsewhere cannot invent one
+        kwargs.update(sign_sessions=True, generate_session_ids=True,
+                      secret_key=os.environ.get("BOKEH_SECRET_KEY") or secrets.token_urlsafe(32))
     pn.serve({"explorer": lambda: create_app(store=args.store)}, address=args.host, port=args.port,
-             show=args.show, title="Lowbit Explorer", websocket_origin=origins)
+             show=args.show, title="Lowbit Explorer", websocket_origin=origins, **kwargs)
     return 0
 
 

@@ -388,6 +388,8 @@ def export(
     Raises:
         ValueError: unknown run, format or metric.
     """
+    if not name or name in (".", "..") or Path(name).name != name or "/" in name or "\\" in name:
+        raise ValueError(f"export name must be a file name without folders, got {name!r}")
     fmts = [f.lower().lstrip(".") for f in formats]
     bad = [f for f in fmts if f not in FORMATS]
     if bad:
