@@ -57,5 +57,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+#: ``lowbit-explorer <command> ...`` -> the module whose ``main(argv)`` runs it
+COMMANDS = {"train": "core.train.__main__", "formats": "core.formats.__main__", "sweep": "core.sweep.__main__",
+            "export": "explorer.export"}
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    """The ``lowbit-explorer`` console script: serve the Explorer, or run a command.
+
+    ``lowbit-explorer [--port N] [--host H --allow-origin O] [--store PATH]`` serves;
+    ``lowbit-explorer train|formats|sweep|export ...`` is ``python -m core.train`` etc.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in COMMANDS:
+        import importlib
+
+        module = importlib.import_module(COMMANDS[args[0]])
+        sys.argv[0] = f"lowbit-explorer {args[0]}"
+        return int(module.main(args[1:]) or 0)
+    if args and args[0] in ("-h", "--help"):
+        sys.stdout.write("usage: lowbit-explorer [serve options] | lowbit-explorer {train,formats,sweep,export} ...\n"
+                         "  serve the Explorer (options: python -m explorer --help), or run a command "
+                         "(lowbit-explorer train --help ...)\n")
+        return 0
+    return main(args)
+
+
 if __name__ == "__main__":
     raise SystemExit(main())

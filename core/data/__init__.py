@@ -1,7 +1,9 @@
 """Dataset loaders for the training engine: digits, MNIST-1D, MNIST (IDX), CIFAR-10.
 
 ``load_dataset(DataConfig(name=...))`` returns a :class:`DataBundle` with in-memory train/test splits.
-The catalogue (sources, SHA-256) is ``datasets/catalogue.toml``; downloads go to ``datasets/cache/``.
+The catalogue (sources, SHA-256) is ``datasets/catalogue.toml`` (shipped in the package as
+``core/data/catalogue.toml``); downloads go to ``$LOWBIT_DATA``, ``datasets/cache/`` in a checkout, or the
+user cache directory.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import functools
 import hashlib
 import logging
 import os
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -28,12 +29,28 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_REPO_DATASETS = Path(__file__).resolve().parents[2] / "datasets"
+_CHECKOUT = Path(__file__).resolve().parents[2]
+#: the repository's ``datasets/`` folder when running from a checkout (never site-packages/datasets,
+#: which is another project's package)
+_REPO_DATASETS = _CHECKOUT / "datasets" if (_CHECKOUT / "pyproject.toml").is_file() else None
 
 
 def catalogue_path() -> Path:
-    """``datasets/catalogue.toml`` beside the ``core`` package."""
-    return _REPO_DATASETS / "catalogue.toml"
+    """The catalogue shipped with the package (``core/data/catalogue.toml``; in a checkout a link to
+    ``datasets/catalogue.toml``)."""
+    return Path(__file__).with_name("catalogue.toml")
+
+
+def user_cache_dir() -> Path:
+    """``lowbit-explorer/datasets`` in the user cache directory (``$XDG_CACHE_HOME`` or ``~/.cache``;
+    ``~/Library/Caches`` on macOS, ``%LOCALAPPDATA%`` on Windows)."""
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "lowbit-explorer" / "datasets"
 
 
 @functools.lru_cache(maxsize=1)
@@ -48,9 +65,15 @@ def catalogue() -> dict[str, Any]:
 
 
 def cache_dir(name: str) -> Path:
-    """Default folder of dataset ``name``: ``$LOWBIT_DATA/<name>`` or ``datasets/cache/<name>``."""
+    """Default folder of dataset ``name``: ``$LOWBIT_DATA/<name>``, else ``datasets/cache/<name>`` in a
+    checkout, else the user cache directory (:func:`user_cache_dir`)."""
     base = os.environ.get("LOWBIT_DATA")
-    root = Path(base).expanduser() if base else _REPO_DATASETS / "cache"
+    if base:
+        root = Path(base).expanduser()
+    elif _REPO_DATASETS is not None:
+        root = _REPO_DATASETS / "cache"
+    else:
+        root = user_cache_dir()
     return root / name
 
 

@@ -392,6 +392,11 @@ class RunStore(ControlMixin, SweepsMixin):
         ``checkpoints``) as ``<run_id>_<table>.csv`` or ``.parquet`` files; return their paths."""
         if fmt not in ("csv", "parquet"):
             raise ValueError(f"export format must be 'csv' or 'parquet', got {fmt!r}")
+        if fmt == "parquet":
+            try:
+                import pyarrow  # noqa: F401
+            except ImportError:
+                raise ValueError("parquet export needs pyarrow: pip install 'lowbit-explorer[parquet]'") from None
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         run = self.get_run(run_id)
