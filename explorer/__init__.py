@@ -1,10 +1,10 @@
-"""Lowbit Explorer dashboards: Format Lab, Live Training and Compare, plus exports.
+"""Lowbit Explorer dashboards: Format Lab, Live Training, Compare and Sweeps, plus exports.
 
 Each page is a ``pn.viewable.Viewer`` over Panel-free ``param`` state, so it serves in
 ``panel serve apps/explorer.py`` and displays as a widget in Jupyter::
 
     import panel as pn; pn.extension()
-    from explorer import FormatLab, LiveTraining, Compare, export
+    from explorer import FormatLab, LiveTraining, Compare, Sweeps, export
     FormatLab()
 
 ``export(runs, out_dir)`` writes comparison plots (PNG, SVG, standalone HTML); the same is
@@ -17,8 +17,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["FormatLab", "LiveTraining", "Compare", "export", "FormatLabState", "LiveTrainingState",
-           "CompareState", "SpecBuilder", "create_app"]
+__all__ = ["FormatLab", "LiveTraining", "Compare", "Sweeps", "export", "FormatLabState", "LiveTrainingState",
+           "CompareState", "SweepsState", "SpecBuilder", "create_app"]
 
 _LAZY = {
     "FormatLab": ("lab", "FormatLab"),
@@ -27,6 +27,8 @@ _LAZY = {
     "LiveTrainingState": ("live_state", "LiveTrainingState"),
     "Compare": ("compare", "Compare"),
     "CompareState": ("compare_state", "CompareState"),
+    "Sweeps": ("sweeps", "Sweeps"),
+    "SweepsState": ("sweeps_state", "SweepsState"),
     "SpecBuilder": ("builder", "SpecBuilder"),
     "create_app": ("app", "create_app"),
     "export": ("export", None),

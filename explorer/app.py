@@ -1,8 +1,9 @@
-"""The Explorer application: the three pages as tabs, one set of state per browser session.
+"""The Explorer application: the four pages as tabs, one set of state per browser session.
 
 ``create_app()`` builds fresh page objects each time it is called; ``panel serve`` runs
 ``apps/explorer.py`` once per session, so two browser sessions never share widget state.
-The open tab follows the URL query (``?page=lab|live|compare``).
+The open tab follows the URL query (``?page=lab|live|compare|sweeps``). Clicking a cell of a
+Sweeps heat map opens its runs in Compare.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import panel as pn
 __all__ = ["create_app", "PAGES", "RAW_CSS"]
 
 #: URL query value -> tab title
-PAGES: dict[str, str] = {"lab": "Format Lab", "live": "Live Training", "compare": "Compare"}
+PAGES: dict[str, str] = {"lab": "Format Lab", "live": "Live Training", "compare": "Compare", "sweeps": "Sweeps"}
 
 RAW_CSS = """
 .bk-tab { font-size: 15px; }
@@ -26,7 +27,7 @@ def create_app(store: Any = None, page: str | None = None) -> pn.viewable.Viewab
 
     Args:
         store: a ``core.store.RunStore`` (or path); None opens the default store lazily.
-        page: the tab to open (``lab``, ``live``, ``compare``); None reads ``?page=`` from the URL.
+        page: the tab to open (``lab``, ``live``, ``compare``, ``sweeps``); None reads ``?page=`` from the URL.
 
     Returns:
         A Panel layout (``pn.Column`` with a header and the tabs).
@@ -53,7 +54,32 @@ def create_app(store: Any = None, page: str | None = None) -> pn.viewable.Viewab
         tabs_items.append((PAGES["compare"], Compare(compare_state)))
     except ImportError:
         tabs_items.append((PAGES["compare"], pn.pane.Markdown("The run store (core.store) is not available.")))
+    sweeps_state = None
+    try:
+        from .sweeps import Sweeps
+        from .sweeps_state import SweepsState
+
+        sweeps_state = SweepsState(store=compare_state.store if compare_state is not None else store)
+        sweeps_view = Sweeps(sweeps_state)
+        tabs_items.append((PAGES["sweeps"], sweeps_view))
+    except ImportError:
+        tabs_items.append((PAGES["sweeps"], pn.pane.Markdown("The sweep engine (core.sweep) is not available.")))
     tabs = pn.Tabs(*tabs_items, dynamic=True, sizing_mode="stretch_width", css_classes=["explorer-tabs"])
+    if sweeps_state is not None and compare_state is not None:
+        def open_in_compare(run_ids: list[str]) -> None:
+            # switch first: the Compare page renders attached to the document, then shows the runs
+            # (an update of a page that is not on screen yet would resolve its stylesheets to the CDN)
+            if tabs.active != keys.index("compare"):
+                tabs.active = keys.index("compare")  # its watcher re-reads the run list
+            else:
+                compare_state.refresh_runs()
+            known = set(compare_state.param.selected.objects)
+            compare_state.selected = [r for r in run_ids if r in known]
+
+        sweeps_state.open_runs = open_in_compare
+    if sweeps_state is not None:
+        # the Sweeps page re-reads the store every second only while it is the open tab
+        tabs.param.watch(lambda e: sweeps_view.set_polling(e.new == keys.index("sweeps")), "active")
     if compare_state is not None:
         # runs finish while the user is elsewhere: re-read the store whenever Compare is opened
         tabs.param.watch(lambda e: compare_state.refresh_runs() if e.new == keys.index("compare") else None, "active")
@@ -61,5 +87,7 @@ def create_app(store: Any = None, page: str | None = None) -> pn.viewable.Viewab
         page = (pn.state.session_args.get("page", [b""])[0] or b"").decode() or None
     if page in keys:
         tabs.active = keys.index(page)
+    if sweeps_state is not None:
+        sweeps_view.set_polling(tabs.active == keys.index("sweeps"))
     header = pn.pane.HTML("<h2 style='margin:4px 8px'>Lowbit Explorer</h2>", sizing_mode="stretch_width")
     return pn.Column(header, tabs, sizing_mode="stretch_width")

@@ -14,7 +14,8 @@ import core.schemes  # noqa: F401
 from core.formats import pseudo_stochastic_round
 from core.models import ModelConfig, build_model
 from core.schemes.compare import train
-from core.schemes.niti import NitiNet, bitlen, integer_ce_grad, psr_bits_hist, quantize_input, shift_round
+from core.arith import effective_bits, shift_round
+from core.schemes.niti import NitiNet, integer_ce_grad, psr_bits_hist, quantize_input
 from core.train import get_scheme
 
 
@@ -44,10 +45,10 @@ def test_alg3_hand_cases(v, bp, want):
     assert int(pseudo_stochastic_round(torch.tensor([v]), bp)[0]) == want
 
 
-def test_bitlen_and_shift_round():
-    assert bitlen(torch.zeros(3, dtype=torch.int64)) == 0
-    assert bitlen(torch.tensor([-128, 3])) == 8
-    q, sh = shift_round(torch.tensor([1000, -1000, 127]), 8, "nearest")
+def test_effective_bits_and_shift_round():
+    assert effective_bits(torch.zeros(3, dtype=torch.int64)) == 0
+    assert effective_bits(torch.tensor([-128, 3])) == 8
+    q, sh = shift_round(torch.tensor([1000, -1000, 127]), "nearest", dtype=torch.int64)
     assert sh == 3 and q.tolist() == [125, -125, 16]
     assert psr_bits_hist(torch.tensor([0b1011_1001]), 4, bins=4) == [0, 1, 0, 0]
 

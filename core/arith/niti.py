@@ -4,9 +4,10 @@ Every tensor is int8 ``q`` with a shared power-of-two exponent ``s`` (value ``q 
 Products are int8 x int8 with int32 accumulation (convolutions through im2col);
 the int32 result is brought back to int8 by the effective-bitwidth rule:
 ``B(V)`` = bits of ``max|v|`` (0 for an all-zero tensor), shift right by
-``max(0, B - 7)`` with rounding ``nearest`` (ties to even), ``stochastic``
+``max(0, B - 7)`` with rounding ``nearest`` (ties away from zero), ``stochastic``
 (up with probability ``remainder / 2^shift``, seeded) or ``pseudo_stochastic``
-(Alg. 3, :func:`core.formats.pseudo_stochastic_round`), saturate at +-127, and
+(Alg. 3, :func:`core.formats.pseudo_stochastic_round`), saturate at +-127 (:func:`shift_round`,
+the one copy, also used by the ``niti`` training scheme), and
 the exponent grows by the shift: ``s_out = s_x + s_w + shift``.
 """
 
@@ -18,14 +19,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..formats import pseudo_stochastic_round
+from ..formats import ROUNDING_MODES, pseudo_stochastic_round
 from ..kernels.arith_niti import int8_matmul
 
 __all__ = ["NitiResult", "niti_matmul", "effective_bits", "shift_round", "niti_linear",
-           "niti_conv2d"]
+           "niti_conv2d", "NITI_ROUNDINGS"]
 
 _MAX_K = (2 ** 31 - 1) // (128 * 128)
-_ROUNDINGS = ("nearest", "stochastic", "pseudo_stochastic")
+#: rounding modes of :func:`shift_round` (the modes of ``core.ROUNDING_MODES`` that NITI uses)
+NITI_ROUNDINGS: tuple[str, ...] = tuple(m for m in ROUNDING_MODES if m != "truncate")
 
 
 @dataclass
@@ -86,44 +88,80 @@ def niti_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def effective_bits(v: torch.Tensor) -> int:
-    """B(V): bits needed for max|v| (0 for an all-zero or empty tensor)."""
+    """``B(V)``: the number of bits needed for ``max|v|`` (0 for an all-zero or empty tensor).
+
+    NITI paper, section 3.2 ("effective bitwidth ... the minimum number of bits required to fully
+    represent the maximum value"); docs/papers.md#niti-shift-round.  ``|v|`` is taken in int64, so
+    the most negative int8/int32 value has its true width.
+    """
     if v.numel() == 0:
         return 0
     return int(v.to(torch.int64).abs().max()).bit_length()
 
 
-def shift_round(v: torch.Tensor, rounding: str = "nearest", seed: int | None = None,
-                ) -> tuple[torch.Tensor, int]:
-    """NITI Alg. 1-2: shift int32 ``v`` right by ``max(0, B(v) - 7)`` with rounding, to int8.
+def shift_round(v: torch.Tensor, rounding: str = "nearest", seed: int | torch.Generator | None = None, *,
+                bits: int = 8, dtype: torch.dtype = torch.int8) -> tuple[torch.Tensor, int]:
+    """NITI paper, Alg. 1-2 (ShiftAndRound; docs/papers.md#niti-shift-round): shift integer ``v`` right by
+    ``max(0, B(v) - (bits - 1))`` bits and round it to ``bits``-bit integers.
 
-    Returns ``(int8 values, shift)``.  Rounding acts on the magnitude (sign restored):
-    ``nearest`` ties to even, ``stochastic`` rounds up with probability
-    ``remainder / 2^shift`` (``torch.Generator`` seeded with ``seed``),
-    ``pseudo_stochastic`` is Alg. 3.  Results saturate at +-127.
+    The only copy of NITI's shift-and-round: ``core.arith`` (``niti_linear``/``niti_conv2d``) and the
+    ``niti`` training scheme (``core.schemes.niti``) both call it.  Rounding acts on the magnitude and
+    the sign is restored afterwards, the form of the paper's Alg. 3 (``q, f <- |q32|[bp+7, bp],
+    |q32|[bp-1, 0]`` ... ``q <- q * sgn(q32)``), with ``q`` the magnitude's integer part and ``f`` its
+    ``bp = shift`` dropped fraction bits:
+
+    * ``nearest``: ``q + 1`` iff ``f >= 2^(bp-1)`` (the top dropped bit is set): round half away from
+      zero.  The paper's "straight-forward round-to-nearest" (section 4.2) is that template with
+      the threshold at one half; it names no tie rule and keeps no even/odd state, so
+      ``[1020, 1012, 12, 20, -12, -20] >> 3`` gives ``[127, 127, 2, 3, -2, -3]`` (1020 / 8 = 127.5
+      -> 128, saturated; 1012 / 8 = 126.5 -> 127; 20 / 8 = 2.5 -> 3).
+    * ``stochastic``: ``q + 1`` iff ``r < f`` for ``r`` uniform in ``[0, 2^bp)`` (section 3.4: round up
+      with probability ``f 2^-bp``, "comparing f with a random number r", Fig. 2); ``r`` comes from
+      ``torch.randint`` with ``seed`` (a ``torch.Generator``, or an int seeding a fresh one; ``None``
+      is seed 0).
+    * ``pseudo_stochastic``: Alg. 3 (:func:`core.formats.pseudo_stochastic_round`).
+
+    The result saturates at ``+-(2^(bits-1) - 1)`` (127 for int8).
+
+    Args:
+        v: integer tensor (an int32 accumulator, or int64 working values).
+        rounding: ``nearest``, ``stochastic`` or ``pseudo_stochastic``.
+        seed: random source of ``stochastic`` rounding.
+        bits: output width (8 in NITI).
+        dtype: dtype of the result (``torch.int8`` by default; the training scheme keeps int64).
+
+    Returns:
+        ``(values, shift)``: the rounded tensor and the right shift applied (the exponent grows by it).
+
+    Raises:
+        ValueError: unknown rounding, non-integer ``v``, or ``bits`` too wide for ``dtype``.
     """
-    if rounding not in _ROUNDINGS:
-        raise ValueError(f"rounding must be one of {_ROUNDINGS}, got {rounding!r}")
+    if rounding not in NITI_ROUNDINGS:
+        raise ValueError(f"rounding must be one of {NITI_ROUNDINGS}, got {rounding!r}")
     if v.dtype not in (torch.int32, torch.int64, torch.int16, torch.int8):
         raise ValueError(f"shift_round needs an integer tensor, got {v.dtype}")
+    if not 2 <= bits <= torch.iinfo(dtype).bits:
+        raise ValueError(f"bits must be in 2..{torch.iinfo(dtype).bits} for {dtype}, got {bits}")
+    lim = (1 << (bits - 1)) - 1
     v = v.to(torch.int64)
-    shift = max(0, effective_bits(v) - 7)
+    shift = max(0, effective_bits(v) - (bits - 1))
     if shift == 0:
-        return v.clamp(-127, 127).to(torch.int8), 0
-    sign = torch.where(v < 0, -1, 1)
-    a = v.abs()
-    q = a >> shift
-    r = a & ((1 << shift) - 1)
-    if rounding == "nearest":
-        half = 1 << (shift - 1)
-        q = q + ((r > half) | ((r == half) & (q & 1 == 1))).to(torch.int64)
-        out = sign * q
-    elif rounding == "stochastic":
-        g = torch.Generator().manual_seed(0 if seed is None else int(seed))
-        u = torch.randint(0, 1 << shift, v.shape, generator=g, dtype=torch.int64)
-        out = sign * (q + (u < r).to(torch.int64))
-    else:
+        return v.clamp(-lim, lim).to(dtype), 0
+    if rounding == "pseudo_stochastic":
         out = pseudo_stochastic_round(v, shift)
-    return out.clamp(-127, 127).to(torch.int8), shift
+    else:
+        a = v.abs()
+        q = a >> shift
+        f = a & ((1 << shift) - 1)
+        if rounding == "nearest":
+            q = q + (f >= (1 << (shift - 1))).to(torch.int64)
+        else:
+            g = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(
+                0 if seed is None else int(seed))
+            r = torch.randint(0, 1 << shift, v.shape, generator=g, dtype=torch.int64)
+            q = q + (r < f).to(torch.int64)
+        out = torch.where(v < 0, -q, q)
+    return out.clamp(-lim, lim).to(dtype), shift
 
 
 def niti_linear(x: torch.Tensor, x_exp: int, w: torch.Tensor, w_exp: int,

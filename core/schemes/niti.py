@@ -2,9 +2,10 @@
 
 Owns :class:`NitiScheme` (registered as ``niti``), the integer network :class:`NitiNet` built from a
 ``core.models`` network (Linear, Conv2d, ReLU, MaxPool2d, Flatten, Dropout-as-identity; no BatchNorm,
-no bias: NITI's networks have neither), and the integer kernels: :func:`bitlen` (effective bitwidth
-B(V)), :func:`shift_round` (Alg. 1-2: shift right by ``max(0, B - 7)``), :func:`integer_ce_grad`
-(section 3.5) and :func:`psr_bits_hist` (the pseudo-random bits of Alg. 3, Fig. 3).
+no bias: NITI's networks have neither), :func:`integer_ce_grad` (section 3.5) and :func:`psr_bits_hist`
+(the pseudo-random bits of Alg. 3, Fig. 3). The effective bitwidth B(V) and the shift-and-round of
+Alg. 1-2 are :func:`core.arith.effective_bits` and :func:`core.arith.shift_round` (one copy, shared
+with ``core.arith.niti_linear``/``niti_conv2d``).
 
 A training step (:meth:`NitiNet.integer_step`) is integer from the quantized input on: int8 x int8
 products accumulated exactly in int64 torch tensors (``gemm="torch"``, identical to int32
@@ -27,14 +28,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.arith.niti import effective_bits, shift_round
 from core.formats import pseudo_stochastic_round
 from core.train import MetricRow, QuantConfig, Scheme, StepContext, StepOutput, register_scheme
 from core.train.qlayers import tensor_seed
 
 from .cost import BitopsCounter
 
-__all__ = ["NitiScheme", "NitiNet", "bitlen", "shift_round", "integer_ce_grad", "quantize_input",
-           "psr_bits_hist", "parse_mu_schedule"]
+__all__ = ["NitiScheme", "NitiNet", "integer_ce_grad", "quantize_input", "psr_bits_hist",
+           "parse_mu_schedule"]
 
 Q = 127
 HIST_BINS = 16
@@ -42,38 +44,6 @@ HIST_BINS = 16
 
 def _doc(doc: str) -> dict[str, Any]:
     return {"doc": doc}
-
-
-def bitlen(v: torch.Tensor) -> int:
-    """Effective bitwidth B(V): bits of ``max|v|`` (0 for an all-zero or empty tensor)."""
-    if v.numel() == 0:
-        return 0
-    return int(v.abs().max().item()).bit_length()
-
-
-def shift_round(v: torch.Tensor, bits: int = 8, rounding: str = "nearest",
-                gen: torch.Generator | None = None) -> tuple[torch.Tensor, int]:
-    """Alg. 1-2: shift int ``v`` right by ``max(0, B(v) - (bits-1))`` and round; returns ``(q, shift)``.
-
-    ``nearest`` rounds half away from zero; ``stochastic`` adds integer random bits below the cut
-    (unbiased, floor of ``v + r``); ``pseudo_stochastic`` is Alg. 3. The result is saturated at
-    ``+-(2^(bits-1) - 1)``.
-    """
-    lim = (1 << (bits - 1)) - 1
-    sh = max(0, bitlen(v) - (bits - 1))
-    if sh == 0:
-        return v.clamp(-lim, lim), 0
-    if rounding == "nearest":
-        a = (v.abs() + (1 << (sh - 1))) >> sh
-        q = torch.where(v < 0, -a, a)
-    elif rounding == "stochastic":
-        r = torch.randint(0, 1 << sh, v.shape, generator=gen, dtype=torch.int64)
-        q = (v + r) >> sh
-    elif rounding == "pseudo_stochastic":
-        q = pseudo_stochastic_round(v, sh)
-    else:
-        raise ValueError(f"shift_round: unknown rounding {rounding!r}")
-    return q.clamp(-lim, lim), sh
 
 
 def psr_bits_hist(v: torch.Tensor, bp: int, bins: int = HIST_BINS) -> list[int]:
@@ -99,7 +69,7 @@ def integer_ce_grad(a: torch.Tensor, s_a: int, y: torch.Tensor, gen: torch.Gener
     ``t_i ~ exp(a_i 2^s_a)``: if ``s_a <= -7`` the Taylor form ``1 + x + x^2/2`` in fixed point with
     ``2 (-s_a)`` fraction bits; else ``x_i = (47274 a_i) >> (15 - s_a)`` (log2 e ~ 47274 * 2^-15),
     ``p = max_i x_i - 10``, ``t_i = 1 << max(0, x_i - p)``. The error is then rounded stochastically
-    to int8 (:func:`shift_round`).
+    to int8 (:func:`core.arith.shift_round`; ``gen`` is its random source, ``None`` meaning seed 0).
 
     Args:
         a: int logits ``(N, C)`` (int64). s_a: their exponent. y: labels ``(N,)``.
@@ -121,7 +91,7 @@ def integer_ce_grad(a: torch.Tensor, s_a: int, y: torch.Tensor, gen: torch.Gener
     total = t.sum(dim=1, keepdim=True)
     onehot = torch.zeros_like(t).scatter_(1, y.reshape(-1, 1).to(torch.int64), 1)
     e = t - onehot * total
-    q, _ = shift_round(e, bits, "stochastic", gen)
+    q, _ = shift_round(e, "stochastic", gen, bits=bits, dtype=torch.int64)
     return q, e
 
 
@@ -332,8 +302,8 @@ class NitiNet(nn.Module):
                 if train:
                     self.counter.add(op.macs(q), self.bits, self.bits)
                 acc, saved = op.fwd(q)
-                b = bitlen(acc)
-                q2, sh = shift_round(acc, self.bits, "nearest")
+                b = effective_bits(acc)
+                q2, sh = shift_round(acc, "nearest", bits=self.bits, dtype=torch.int64)
                 if train:
                     self.tel[f"{op.name}|B_acc"] = b
                     self.tel[f"{op.name}|s_a"] = s
@@ -369,7 +339,7 @@ class NitiNet(nn.Module):
             if op.kind in ("linear", "conv"):
                 first = i == first_i
                 gx, g32 = op.bwd(e, saved)
-                bg = bitlen(g32)
+                bg = effective_bits(g32)
                 bp = max(0, bg - m_u)
                 self.tel[f"{op.name}|B_g"] = bg
                 if bp > 0:
@@ -381,8 +351,8 @@ class NitiNet(nn.Module):
                 if first:
                     break
                 else:
-                    self.tel[f"{op.name}|B_e"] = bitlen(gx)
-                    e, _ = shift_round(gx, self.bits, "nearest")
+                    self.tel[f"{op.name}|B_e"] = effective_bits(gx)
+                    e, _ = shift_round(gx, "nearest", bits=self.bits, dtype=torch.int64)
                     self.tel[f"{op.name}|sat_e"] = int((e.abs() == Q).sum())
             elif op.kind == "relu":
                 e = e * saved

@@ -152,3 +152,67 @@ def screenshot(page: Any, name: str, full_page: bool = False) -> Path:
         DOCS_SHOTS.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, DOCS_SHOTS / path.name)
     return path
+
+
+# ----------------------------------------------------------------- the Sweeps page
+#: a 2 x 2 sweep of 5-step digits runs (MLP [16]); the cells with ``diverge_loss = 0.01`` diverge at step 0
+UI_SWEEP = """name = "ui-sweep"
+description = "scheme.mx x diverge_loss, 5 steps"
+metric = "best_test_acc"
+axes = ["scheme.mx", "diverge_loss"]
+[base]
+epochs = 1
+max_steps = 5
+[base.model]
+name = "mlp"
+hidden = [16]
+[base.scheme]
+name = "mls"
+first_last = true
+[base.telemetry]
+every = 2
+[grid]
+"scheme.mx" = [1, 2]
+diverge_loss = [0.01, 100.0]
+"""
+
+
+@pytest.fixture(scope="session")
+def sweeps_explorer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """``panel serve apps/explorer.py`` with an empty store and ``LOWBIT_SWEEPS_DIR`` holding ``ui-sweep.toml``.
+
+    Yields ``{"url", "store" (path), "dir", "sweeps" (folder)}``.
+    """
+    d = tmp_path_factory.mktemp("ui-sweeps")
+    sweeps = d / "sweeps"
+    sweeps.mkdir()
+    (sweeps / "ui-sweep.toml").write_text(UI_SWEEP)
+    store = d / "runs.sqlite"
+    port = _free_port()
+    env = dict(os.environ, LOWBIT_STORE=str(store), LOWBIT_SWEEPS_DIR=str(sweeps), PYTHONPATH=str(ROOT))
+    log_path = d / "panel-serve.log"
+    log = open(log_path, "w")
+    cmd = [sys.executable, "-m", "panel", "serve", str(ROOT / "apps" / "explorer.py"), "--address", "127.0.0.1",
+           "--port", str(port), f"--allow-websocket-origin=127.0.0.1:{port}"]
+    proc = subprocess.Popen(cmd, cwd=str(ROOT), env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/explorer"
+
+    def up() -> bool:
+        try:
+            with urllib.request.urlopen(url + "?page=sweeps", timeout=5) as r:
+                return r.status == 200
+        except OSError:
+            if proc.poll() is not None:
+                raise AssertionError(f"panel serve exited: {log_path.read_text()[-2000:]}")
+            return False
+
+    try:
+        wait_until(up, timeout=90, interval=0.5, message="panel serve to answer")
+        yield {"url": url, "store": store, "dir": d, "sweeps": sweeps}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
