@@ -66,6 +66,33 @@ def test_sigkill_mid_run_leaves_a_readable_store_and_interrupted_run(tmp_path):
         assert store.get_run(run_id)["ended"] is not None
 
 
+def test_sigterm_ends_a_cli_run_like_ctrl_c_with_a_final_checkpoint(tmp_path):
+    db = tmp_path / "runs.sqlite"
+    proc = subprocess.Popen([sys.executable, "-m", "core.train", "--epochs", "10000", "--hidden", "16",
+                             "--telemetry-every", "0", "--store", str(db), "--no-progress"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            try:
+                with sqlite3.connect(db, timeout=5) as c:
+                    if (c.execute("SELECT max(step) FROM runs").fetchone()[0] or 0) > 20:
+                        break
+            except sqlite3.Error:
+                continue
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1 and " stopped: " in out, (out, err[-2000:])
+    with RunStore(db) as store:
+        run = store.list_runs().iloc[0]
+        assert run.status == "stopped"
+        assert len(store.checkpoints(run.run_id)) == 1 and store.events(run.run_id).kind.iloc[-1] == "stopped"
+
+
 def test_not_a_database_and_foreign_database_are_clear_errors(tmp_path):
     junk = tmp_path / "junk.sqlite"
     junk.write_bytes(b"this is not sqlite at all" * 200)

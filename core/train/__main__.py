@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import signal
 import sys
 from typing import Any, Sequence
 
@@ -233,6 +234,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"error: {exc}\n")
         return 2
     bar = _progress(run, not args.no_progress)
+
+    def _terminate(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # SIGTERM ends the run like Ctrl-C: status stopped, final checkpoint
+
+    old = signal.signal(signal.SIGTERM, _terminate)
     run.start()
     try:
         while run.wait(0.5) in ("running", "paused"):
@@ -240,6 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         run.stop()
         run.wait()
+    finally:
+        signal.signal(signal.SIGTERM, old)
     if bar is not None:
         bar.close()
     r = run.result
