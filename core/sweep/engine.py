@@ -14,6 +14,7 @@ otherwise, so nothing trains into a store nobody reads). See ``docs/sweeps.md``.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -150,6 +151,7 @@ def shared_local_engine(workers: int = 1) -> Engine:
             _SHARED = None
         if _SHARED is None:
             _SHARED = Engine(workers=workers)
+            atexit.register(close_shared_engine)  # its worker ends with the process, not seconds later
         return _SHARED
 
 
