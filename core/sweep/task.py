@@ -57,10 +57,12 @@ def warm_up() -> str:
 
 
 def _limit_threads(threads: int | None) -> None:
+    """One worker, ``threads`` threads: torch's and Numba's (Dask limits OpenMP/MKL but not Numba, and
+    two workers each running Numba's pool on every core slow each other down)."""
     if threads:
-        import torch
+        from core.train.run import _set_threads
 
-        torch.set_num_threads(threads)
+        _set_threads(threads)
 
 
 def train_run(store_path: str, run_id: str, config: dict[str, Any], threads: int | None = 1) -> dict[str, Any]:
