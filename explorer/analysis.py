@@ -7,14 +7,14 @@ This module owns everything the Format Lab computes, none of it drawn:
 * :class:`DataSummary` bins one tensor by ``log2|x|`` once (the histogram, and each
   element's bin, reused by every format);
 * :func:`analyze` quantizes the tensor with :func:`core.quantize` and reduces
-  ``(x, Q(x))`` in one parallel Numba pass to the metrics of :mod:`core.metrics`
-  (same definitions: ARE over finite non-zero ``x``, norm-wise relative error, SQNR,
-  overflow/underflow against :meth:`FormatSpec.range_for`) plus the mean relative
-  error per ``log2|x|`` bin.  The sums are taken in float64 over fixed chunks, so the
-  result does not depend on the thread count and matches :mod:`core.metrics` to
-  rounding of the summation order (tested).
+  ``(x, Q(x))`` with the Numba kernels of :mod:`core.kernels.metrics` (parallel passes)
+  to the metrics of :mod:`core.metrics` (same definitions: ARE over finite non-zero ``x``,
+  norm-wise relative error, SQNR, overflow/underflow against :meth:`FormatSpec.range_for`)
+  plus the mean relative error per ``log2|x|`` bin.  The sums are taken in float64 over
+  fixed chunks, so the result does not depend on the thread count and matches
+  :mod:`core.metrics` to rounding of the summation order (tested).
 
-Only the public API of :mod:`core` is used.
+Only :mod:`core` is called; nothing here is compiled.
 """
 
 from __future__ import annotations
@@ -24,14 +24,12 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Sequence
-
-import numba
 import numpy as np
 import torch
 
 import core
 from core.formats import FormatSpec
+from core.kernels.metrics import error_metrics_from_sums, error_sums, log2_bins, range_fractions
 
 __all__ = [
     "DISTRIBUTIONS",
@@ -60,9 +58,6 @@ METRIC_LABELS: dict[str, str] = {
     "overflow": "overflow",
     "underflow": "underflow",
 }
-
-_CHUNKS = 64  # fixed number of partial sums: results independent of the thread count
-
 
 def shape_for(numel: int) -> tuple[int, ...]:
     """An NCHW activation-like shape with ``numel`` elements (powers of two from 2^10).
@@ -122,81 +117,6 @@ def make_tensor(
     return x.float()
 
 
-# --------------------------------------------------------------------------- kernels
-@numba.njit(parallel=True, fastmath=False, cache=True)
-def _bin_index(x: np.ndarray, lo: float, per: int, nbins: int) -> tuple[np.ndarray, np.ndarray]:
-    """Bin of ``log2|x|`` for every element (-1: zero or non-finite) and the histogram."""
-    n = x.size
-    idx = np.empty(n, dtype=np.int16)
-    chunk = (n + _CHUNKS - 1) // _CHUNKS
-    part = np.zeros((_CHUNKS, nbins), dtype=np.int64)
-    for c in numba.prange(_CHUNKS):
-        for i in range(c * chunk, min(n, (c + 1) * chunk)):
-            a = abs(np.float64(x[i]))
-            if a == 0.0 or not np.isfinite(a):
-                idx[i] = -1
-                continue
-            b = int(math.floor((math.log2(a) - lo) * per))
-            if b < 0:
-                b = 0
-            elif b >= nbins:
-                b = nbins - 1
-            idx[i] = b
-            part[c, b] += 1
-    return idx, part.sum(axis=0)
-
-
-@numba.njit(parallel=True, fastmath=False, cache=True)
-def _error_stats(
-    x: np.ndarray,
-    y: np.ndarray,
-    bins: np.ndarray,
-    nbins: int,
-    big: np.ndarray,
-    small: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One pass over ``(x, y)``: global sums, per-bin relative-error sums and counts.
-
-    ``big``/``small`` hold one value (unscaled formats) or one per element.
-    Global sums: [are_sum, are_count, sum x^2, sum (y-x)^2, pairs, finite x, overflow, underflow].
-    """
-    n = x.size
-    per_el = big.size == n and n > 1
-    chunk = (n + _CHUNKS - 1) // _CHUNKS
-    g = np.zeros((_CHUNKS, 8), dtype=np.float64)
-    bs = np.zeros((_CHUNKS, nbins), dtype=np.float64)
-    bc = np.zeros((_CHUNKS, nbins), dtype=np.float64)
-    for c in numba.prange(_CHUNKS):
-        for i in range(c * chunk, min(n, (c + 1) * chunk)):
-            xv = np.float64(x[i])
-            yv = np.float64(y[i])
-            fx = np.isfinite(xv)
-            if fx:
-                a = abs(xv)
-                g[c, 5] += 1.0
-                hi = big[i] if per_el else big[0]
-                lo = small[i] if per_el else small[0]
-                if a > hi:
-                    g[c, 6] += 1.0
-                if a > 0.0 and a < lo:
-                    g[c, 7] += 1.0
-            if not (fx and np.isfinite(yv)):
-                continue
-            d = yv - xv
-            g[c, 2] += xv * xv
-            g[c, 3] += d * d
-            g[c, 4] += 1.0
-            if xv != 0.0:
-                r = abs(d) / abs(xv)
-                g[c, 0] += r
-                g[c, 1] += 1.0
-                b = bins[i]
-                if b >= 0:
-                    bs[c, b] += r
-                    bc[c, b] += 1.0
-    return g.sum(axis=0), bs.sum(axis=0), bc.sum(axis=0)
-
-
 # --------------------------------------------------------------------------- data
 @dataclass(frozen=True, eq=False)
 class DataSummary:
@@ -250,7 +170,7 @@ class DataSummary:
             top, bottom = 1, -1
         bottom = max(bottom, top - 80)
         nbins = (top - bottom) * BINS_PER_BINADE
-        bins, counts = _bin_index(flat, float(bottom), BINS_PER_BINADE, nbins)
+        bins, counts = log2_bins(flat, float(bottom), float(top), nbins)
         edges = bottom + np.arange(nbins + 1, dtype=np.float64) / BINS_PER_BINADE
         return cls(
             x=t, key=key, label=label or key, edges=edges, counts=counts, bins=bins,
@@ -340,15 +260,9 @@ def analyze(data: DataSummary, fmt: FormatSpec | str, rounding: str = "nearest",
     else:
         big = np.array([spec.max], dtype=np.float64)
         small = np.array([spec.smallest_subnormal], dtype=np.float64)
-    g, bsum, bcnt = _error_stats(xf, yf, data.bins, nb, big, small)
-    are_sum, are_n, sx2, se2, pairs, nfin, novf, nunf = g
-    metrics = {
-        "are": are_sum / are_n if are_n else math.nan,
-        "rel_error": _rel_error(sx2, se2, pairs),
-        "sqnr_db": _sqnr(sx2, se2, pairs),
-        "overflow": novf / nfin if nfin else math.nan,
-        "underflow": nunf / nfin if nfin else math.nan,
-    }
+    sums, bsum, bcnt = error_sums(xf, yf, data.bins, nb, chunked=True)
+    metrics = error_metrics_from_sums(sums)
+    metrics["overflow"], metrics["underflow"] = range_fractions(xf, big, small)
     with np.errstate(invalid="ignore", divide="ignore"):
         err_mean = np.where(bcnt > 0, bsum / np.maximum(bcnt, 1), np.nan)
     if spec.scaled and xf.size:
@@ -358,22 +272,6 @@ def analyze(data: DataSummary, fmt: FormatSpec | str, rounding: str = "nearest",
         s_top = 1.0
     return FormatResult(str(spec), spec.bits, spec.scaled, metrics, cb, cb * s_top, err_mean,
                         time.perf_counter() - t0)
-
-
-def _rel_error(sx2: float, se2: float, pairs: float) -> float:
-    if sx2 == 0:
-        return math.nan if pairs == 0 else (math.inf if se2 > 0 else 0.0)
-    return math.sqrt(se2) / math.sqrt(sx2)
-
-
-def _sqnr(sx2: float, se2: float, pairs: float) -> float:
-    if pairs == 0:
-        return math.nan
-    if se2 == 0:
-        return math.inf
-    if sx2 == 0:
-        return -math.inf
-    return 10.0 * math.log10(sx2 / se2)
 
 
 @dataclass
@@ -398,15 +296,3 @@ class ResultCache:
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
         return res
-
-
-def metrics_rows(results: Sequence[FormatResult]) -> list[dict[str, object]]:
-    """Rows for a metrics table: one per format."""
-    rows = []
-    for i, r in enumerate(results):
-        row: dict[str, object] = {"#": i + 1, "format": r.spec, "bits": r.bits}
-        for k, label in METRIC_LABELS.items():
-            row[label] = r.metrics[k]
-        row["ms"] = round(1e3 * r.seconds, 1)
-        rows.append(row)
-    return rows

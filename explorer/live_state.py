@@ -34,13 +34,14 @@ from holoviews import streams
 
 import core
 from core.formats import family_fields
+from core.schemes import tail_bound
 
 from core.store import is_active, is_final
 
 from . import registry
 from .builder import SpecBuilder
 
-__all__ = ["LiveTrainingState", "scheme_knob_class", "spec_fields", "logbtq_bound", "tail_fraction", "SIGNAL_ROLES"]
+__all__ = ["LiveTrainingState", "scheme_knob_class", "spec_fields", "tail_fraction", "SIGNAL_ROLES"]
 
 log = logging.getLogger(__name__)
 
@@ -163,24 +164,7 @@ def scheme_knob_class(name: str) -> type[param.Parameterized]:
     return param.parameterized_class(f"{name.capitalize()}SchemeKnobs", params)
 
 
-# ----------------------------------------------------------------- LogBTQ bound
-def logbtq_bound(e1: float, u: float, layers: int) -> dict[str, Any]:
-    """LogBTQ tail bound (LogBTQ paper, Eq. 7-12; docs/papers.md#logbtq-tail-bound).
-
-    With the barrier the second moment shrinks per layer, ``E(l) = u^(l-1) E(1)``; Chebyshev
-    gives ``P(z(l) > 2) <= E(l) / (2 - sqrt(E(l)))^2`` (capped at 1). Returns the per-layer
-    bounds, their average and the closed form ``E(1) / (4 L (1 - u))``.
-    """
-    L = max(1, int(layers))
-    per = []
-    for layer in range(1, L + 1):
-        e = e1 * u ** (layer - 1)
-        s = math.sqrt(max(e, 0.0))
-        per.append(1.0 if s >= 2.0 else min(1.0, e / (2.0 - s) ** 2))
-    approx = e1 / (4.0 * L * (1.0 - u)) if u < 1 else math.inf
-    return {"per_layer": per, "average": float(np.mean(per)), "approx": approx}
-
-
+# ----------------------------------------------------------------- LogBTQ tail
 def tail_fraction(counts: np.ndarray, lo: float, hi: float, zeros: int = 0, threshold: float = 2.0) -> float:
     """Fraction of a log2|x| histogram at or above ``|x| = threshold`` (zeros count in the total)."""
     counts = np.asarray(counts, dtype=float)
@@ -833,10 +817,10 @@ class LiveTrainingState(param.Parameterized):
         e1 = e1 if math.isfinite(e1) else 1.0  # no float activations measured (e.g. NITI): E1 = 1
         # the precision branches of a DFQ layer are one layer of depth: the bound is per depth
         blocks = list(dict.fromkeys(n.split(".branches.")[0] for n in layers))
-        bound = logbtq_bound(e1, self.bound_u, len(blocks))
-        bound["per_layer"] = [bound["per_layer"][blocks.index(n.split(".branches.")[0])] for n in layers]
+        bound = tail_bound(e1, len(blocks), self.bound_u)  # LogBTQ paper, Eq. 7-12
+        per_layer = [bound.per_layer[blocks.index(n.split(".branches.")[0])] for n in layers]
         return {"layers": layers, "measured": measured, "overflow": ovf, "e1": e1, "u": self.bound_u,
-                "depth": len(blocks), **bound}
+                "depth": len(blocks), "per_layer": per_layer, "average": bound.average, "approx": bound.approx}
 
     def _refresh_status(self) -> None:
         run = self._run

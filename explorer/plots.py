@@ -252,11 +252,6 @@ def grid_heatmap(table: pd.DataFrame, x: str, y: str, value: str, title: str = "
     return hv.HeatMap(d, [x, y], value).opts(title=title or f"{value} over {x} x {y}")
 
 
-def finite_or_nan(v: float) -> float:
-    """``v`` when finite, else NaN (for tables)."""
-    return v if isinstance(v, (int, float)) and math.isfinite(v) else math.nan
-
-
 _ = BINS_PER_BINADE
 
 

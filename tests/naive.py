@@ -99,3 +99,39 @@ def niti_pseudo_stochastic(v: int, bp: int) -> int:
     half = len(fbits) // 2
     upper, lower = int(fbits[:half], 2), int(fbits[half:], 2)
     return s * (q + (1 if upper > lower else 0))
+
+
+# ------------------------------------------------------------------ seeds
+_MASK64 = (1 << 64) - 1
+
+
+_GAMMA = 0x9E3779B97F4A7C15
+
+
+def mix64(z: int) -> int:
+    """splitmix64's output function (Steele, Lea, Flood 2014) on a Python int."""
+    z &= _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def splitmix64(z: int) -> int:
+    """One step of splitmix64: add the golden gamma, mix."""
+    return mix64(z + _GAMMA)
+
+
+def random_words_reference(seed: int, n: int, offset: int = 0) -> list[int]:
+    """Plain-Python definition of ``core.formats.grid.random_bits``: the 32-bit word of element ``i``
+    is ``mix64(mix64(seed) + (i + 1) * gamma) >> 32``."""
+    key = mix64(seed)
+    return [mix64(key + (i + 1) * _GAMMA) >> 32 for i in range(offset, offset + n)]
+
+
+def tensor_seed_reference(seed: int, step: int, layer: int, code: int) -> int:
+    """Plain-Python definition of ``core.train.qlayers.tensor_seed``: splitmix64 chained over
+    (seed, step, layer, tensor code), shifted to 63 bits."""
+    z = splitmix64(seed & _MASK64)
+    z = splitmix64(z ^ (step & _MASK64))
+    z = splitmix64(z ^ (layer & _MASK64))
+    return splitmix64(z ^ code) >> 1

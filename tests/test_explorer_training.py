@@ -19,7 +19,8 @@ from core.store import is_active
 
 from explorer.compare_state import CompareState
 from explorer.export import load_comparison, main, run_label
-from explorer.live_state import LiveTrainingState, logbtq_bound, scheme_knob_class, spec_fields, tail_fraction
+from core.schemes import tail_bound
+from explorer.live_state import LiveTrainingState, scheme_knob_class, spec_fields, tail_fraction
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,7 +87,7 @@ def test_short_run_streams_everything(store: dict[str, Any]) -> None:
     assert (heat["source"] == "live").sum() == len(live) and set(heat["source"]) == {"live", "fp8_e4m3"}
     tail = s.tail.data
     assert tail["layers"] == s.layers and len(tail["measured"]) == 3
-    assert tail["average"] == pytest.approx(logbtq_bound(tail["e1"], 0.1, 3)["average"])
+    assert tail["average"] == pytest.approx(tail_bound(tail["e1"], 3, 0.1).average)
     assert len(s.whist.data) > 0 and len(s.epoch_rows.data) >= 1
     g_shadow = heat[(heat["tensor"] == "g")]
     assert len(g_shadow) and set(g_shadow["source"]) == {"fp8_e4m3"}  # G is float in mls: shadow only
@@ -148,11 +149,13 @@ def test_bad_config_is_reported(store: dict[str, Any]) -> None:
     assert s.start_run() is None and "out of range" in s.message
 
 
-def test_logbtq_bound_matches_spec_notes() -> None:
-    b = logbtq_bound(1.0, 0.1, 50)
-    assert b["average"] == pytest.approx(0.021, abs=0.001)  # "about 2.1%", the paper's "under 2.3%"
-    assert b["approx"] == pytest.approx(0.0056, abs=0.0001)  # closed form 0.56%
-    assert b["per_layer"][0] == 1.0
+def test_logbtq_bound_matches_the_paper() -> None:
+    """LogBTQ paper, section 3.3: E(1) = 1, L = 50, u = 0.1 -> "under 2.3%" (core.schemes.tail_bound,
+    the one copy the page's tail plot uses)."""
+    b = tail_bound(1.0, 50, 0.1)
+    assert b.average == pytest.approx(0.021, abs=0.001)  # "about 2.1%", the paper's "under 2.3%"
+    assert b.approx == pytest.approx(0.0056, abs=0.0001)  # closed form 0.56%
+    assert b.per_layer[0] == 1.0 and len(b.per_layer) == 50
     # bins of log2|x|: [-2,-1) [-1,0) [0,1) [1,2); |x| >= 2 is the last one
     assert tail_fraction([1, 1, 2, 4], lo=-2.0, hi=2.0) == pytest.approx(4 / 8)
     assert tail_fraction([1, 1, 2, 4], lo=-2.0, hi=2.0, zeros=8) == pytest.approx(4 / 16)
@@ -317,7 +320,7 @@ def test_logbtq_bound_counts_dfq_branches_as_one_layer(tmp_path: Path) -> None:
     blocks = {n.split(".branches.")[0] for n in s.layers}
     assert len(s.layers) == 4 * len(blocks) and d["depth"] == len(blocks)
     assert len(d["per_layer"]) == len(s.layers) and d["per_layer"] == sorted(d["per_layer"], reverse=True)
-    assert d["average"] == pytest.approx(logbtq_bound(d["e1"], d["u"], len(blocks))["average"])
+    assert d["average"] == pytest.approx(tail_bound(d["e1"], len(blocks), d["u"]).average)
 
 
 def test_niti_run_tail_legends_never_say_nan(tmp_path: Path) -> None:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import tempfile
-
 import math
+import tempfile
 
 import pytest
 import torch
@@ -22,10 +21,25 @@ def _stores_in_tmp(tmp_path, monkeypatch):
 
 
 def test_tail_bound_paper_numbers():
-    exact, approx = tail_bound(1.0, 50, 0.1)
-    assert exact == pytest.approx(0.0208, abs=5e-4)  # "about 2.1%" (the paper's "under 2.3%")
-    assert approx == pytest.approx(1 / (4 * 50 * 0.9))  # 0.56%
-    assert approx == pytest.approx(0.00556, abs=1e-5)
+    b = tail_bound(1.0, 50, 0.1)
+    assert b.average == pytest.approx(0.0208, abs=5e-4)  # "about 2.1%" (the paper's "under 2.3%")
+    assert b.average == pytest.approx(sum(b.per_layer) / 50)
+    assert b.approx == pytest.approx(1 / (4 * 50 * 0.9))  # 0.56%
+    assert b.approx == pytest.approx(0.00556, abs=1e-5)
+
+
+def test_tail_bound_edges():
+    """u = 0 (the Live page's slider starts there) is the limit u -> 0+: only layer 1 has a second
+    moment; E(l) >= 4 is the trivial bound 1; bad arguments raise."""
+    b = tail_bound(1.0, 3, 0.0)
+    assert b.per_layer == (1.0, 0.0, 0.0) and b.average == pytest.approx(1 / 3)
+    assert b.approx == pytest.approx(1 / 12)
+    assert tail_bound(0.25, 1, 0.5).per_layer == (pytest.approx(0.25 / 1.5 ** 2),)
+    assert tail_bound(5.0, 2, 0.5).per_layer == (1.0, pytest.approx(1.0))  # E(2) = 2.5: bound > 1, capped
+    assert tail_bound(1.0, 4, 1.0).approx == math.inf
+    for args in ((1.0, 0, 0.1), (1.0, 3, -0.1), (-1.0, 3, 0.1)):
+        with pytest.raises(ValueError):
+            tail_bound(*args)
 
 
 def test_psi_continuous_and_barrier():

@@ -141,13 +141,24 @@ def test_bad_specs_and_roundings_raise_value_error():
 
 def test_compiled_tensor_seed_equals_the_python_definition():
     """The compiled seed chain == the plain-Python splitmix64 chain, including 64-bit seeds and steps."""
-    from core.train.qlayers import TENSORS, tensor_seed_reference
+    from core.train.qlayers import TENSORS
+    from naive import tensor_seed_reference
 
     for seed in (0, 1, 7, 2**62 + 5, 2**63 + 11, 2**64 - 1, -3):
         for step in (0, 1, 123456, 2**40):
             for layer in (0, 3, 1000):
                 for t in TENSORS:
-                    assert tensor_seed(seed, step, layer, t) == tensor_seed_reference(seed, step, layer, t)
+                    assert tensor_seed(seed, step, layer, t) == tensor_seed_reference(seed, step, layer, TENSORS[t])
+
+
+def test_random_words_equal_the_python_definition():
+    """The one splitmix64 (core.kernels.grid_round) behind random_bits == the plain-Python chain."""
+    from core.formats.grid import random_bits
+    from naive import random_words_reference
+
+    for seed in (0, 1, 7, 2**62 + 5, 2**63 + 11, 2**64 - 1):
+        for n, offset in ((0, 0), (9, 0), (50, 3), (5, 2**33)):
+            assert random_bits(seed, n, offset).tolist() == random_words_reference(seed, n, offset)
 
 
 def test_layer_seeds_per_step_equal_tensor_seed():

@@ -22,6 +22,10 @@ __all__ = [
     "Encoded",
     "check_rounding",
     "check_input",
+    "FAMILIES",
+    "ALIASES",
+    "family_fields",
+    "format_spec_string",
 ]
 
 #: Rounding modes understood by :func:`core.quantize`.
@@ -102,13 +106,9 @@ class FormatSpec:
     family: ClassVar[str] = ""
     #: rounding modes this family implements
     roundings: ClassVar[tuple[str, ...]] = ("nearest", "stochastic", "truncate")
-    #: short alias names that map to exactly this spec (filled by the registry)
-    aliases: ClassVar[dict[str, str]] = {}
 
     # ----------------------------------------------------------------- text
     def __str__(self) -> str:
-        from .registry import format_spec_string
-
         return format_spec_string(self)
 
     def params(self) -> dict[str, Any]:
@@ -186,3 +186,35 @@ class FormatSpec:
         big = torch.full_like(x, self.max, dtype=torch.float64)
         small = torch.full_like(x, self.smallest_subnormal, dtype=torch.float64)
         return big, small
+
+
+# ------------------------------------------------------------------ names
+# The tables of the registry (filled by ``core.formats.registry.register_family``/``register_alias``) and
+# the canonical spec string: here, below the registry, so that FormatSpec.__str__ needs no import of it.
+
+#: family name -> spec class
+FAMILIES: dict[str, type[FormatSpec]] = {}
+#: alias name -> spec instance
+ALIASES: dict[str, FormatSpec] = {}
+
+
+def family_fields(cls: type[FormatSpec]) -> list[dataclasses.Field]:
+    """The parameter fields of a family, in spec-string order."""
+    return [f for f in dataclasses.fields(cls) if f.init]
+
+
+def _fmt_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+def format_spec_string(spec: FormatSpec) -> str:
+    """Canonical string of ``spec``: its alias if it has one, else ``family(k=v,...)``."""
+    for name, aliased in ALIASES.items():
+        if aliased == spec and type(aliased) is type(spec):
+            return name
+    parts = [f"{f.name}={_fmt_value(getattr(spec, f.name))}" for f in family_fields(type(spec))]
+    return f"{spec.family}({','.join(parts)})"

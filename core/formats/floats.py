@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from .base import Encoded, FormatSpec, check_input, check_rounding
+from .dispatch import MODE_CODES, f32_flat_ok, quantize_elementwise, to_dtype
 from .grid import ElementGrid, kernel_seed, minifloat_fields, minifloat_value, resolve_seed
 from .registry import check_choice, check_range, register_alias, register_family
 
@@ -150,8 +151,6 @@ class FloatFormat(FormatSpec):
 
     # ----------------------------------------------------------- behaviour
     def quantize(self, x, rounding="nearest", seed=None, backend="auto"):
-        from ..quantize import quantize_elementwise
-
         check_input(x)
         check_rounding(self, rounding)
         return quantize_elementwise(x, self.grid, self.overflow_value, self.inf_value,
@@ -160,17 +159,15 @@ class FloatFormat(FormatSpec):
     def quantizer(self, rounding: str = "nearest"):
         """``f(x, seed)`` == :meth:`quantize`; contiguous float32 CPU tensors go straight to the
         bit-pattern kernel ``quantize_f32_flat`` when the grid allows it (the conditions of
-        ``core.quantize``'s numba backend, checked here once), skipping the generic path's
+        ``core.formats.dispatch``'s numba backend, checked here once), skipping the generic path's
         per-call work (~20 us on the tensors of a small training step)."""
-        from ..quantize import _MODE, f32_flat_ok
-
         check_rounding(self, rounding)
         g, ovf, infv = self.grid, self.overflow_value, self.inf_value
-        if rounding not in _MODE or not f32_flat_ok(g, ovf, infv, rounding):
+        if rounding not in MODE_CODES or not f32_flat_ok(g, ovf, infv, rounding):
             return super().quantizer(rounding)
         from ..kernels.grid_round import quantize_f32_flat
 
-        m, emin, sub, maxval, mode = g.m, g.emin, g.subnormals, g.maxval, _MODE[rounding]
+        m, emin, sub, maxval, mode = g.m, g.emin, g.subnormals, g.maxval, MODE_CODES[rounding]
         stochastic = rounding == "stochastic"
         spec = self
 
@@ -212,8 +209,6 @@ class FloatFormat(FormatSpec):
         return code.to(_code_dtype(self.bits))
 
     def decode(self, q: Encoded) -> torch.Tensor:
-        from ..quantize import to_dtype
-
         code = q.codes.to(torch.int64) & ((1 << self.bits) - 1) if self.bits < 64 else q.codes.to(torch.int64)
         sign = (code >> (self.e + self.m)) & 1
         mag = code & ((1 << (self.e + self.m)) - 1)

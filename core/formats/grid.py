@@ -90,19 +90,6 @@ class ElementGrid:
 
 
 # --------------------------------------------------------------------- random
-_SM_GAMMA = np.uint64(0x9E3779B97F4A7C15)
-_SM_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_SM_M2 = np.uint64(0x94D049BB133111EB)
-
-
-def _splitmix64(z: np.ndarray) -> np.ndarray:
-    z = z ^ (z >> np.uint64(30))
-    z = z * _SM_M1
-    z = z ^ (z >> np.uint64(27))
-    z = z * _SM_M2
-    return z ^ (z >> np.uint64(31))
-
-
 def resolve_seed(seed: int | None) -> int:
     """A 64-bit seed: ``seed`` itself, or one drawn from torch's global RNG
     (so ``torch.manual_seed`` makes unseeded stochastic rounding repeatable)."""
@@ -128,13 +115,15 @@ def random_bits(seed: int, n: int, offset: int = 0) -> np.ndarray:
 
     ``r[i] = splitmix64(splitmix64(seed) + (i + 1) * gamma) >> 32``: the word of
     an element depends only on (seed, flat index), never on threads or blocks.
-    Returns an int64 array (values in ``[0, 2^32)``).
+    The words come from the kernels' own generator
+    (:func:`core.kernels.grid_round.random_words`, the one splitmix64), so the reference path
+    draws exactly what the fast paths draw.  Returns an int64 array (values in ``[0, 2^32)``).
     """
-    with np.errstate(over="ignore"):
-        key = _splitmix64(np.array([seed], dtype=np.uint64))[0]
-        idx = np.arange(offset + 1, offset + n + 1, dtype=np.uint64)
-        z = _splitmix64(key + idx * _SM_GAMMA)
-    return (z >> np.uint64(32)).astype(np.int64)
+    from ..kernels.grid_round import random_words  # noqa: PLC0415 (``import core`` loads no Numba code)
+
+    out = np.empty(int(n), dtype=np.int64)
+    random_words(kernel_seed(int(seed) & 0xFFFFFFFFFFFFFFFF), int(offset), out)
+    return out
 
 
 # ------------------------------------------------------------------ rounding

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..quantize import group_absmax, to_dtype
 from .base import check_input
+from .dispatch import group_absmax, to_dtype
 from .grid import ElementGrid
 from .registry import check_choice, check_range, register_alias, register_family
 from .scaled import ScaledFormat, block_view, flat_view, group_view, ldexp1, pow2_floor_log2

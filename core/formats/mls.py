@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..quantize import _MODE, group_absmax
 from .base import check_input, check_rounding
+from .dispatch import MODE_CODES, group_absmax
 from .grid import ElementGrid, kernel_seed, resolve_seed
 from .registry import check_choice, check_range, register_family
 from .scaled import BlockView, ScaledFormat, group_view, ldexp1, pow2_floor_log2
@@ -234,7 +234,7 @@ class MLSFormat(ScaledFormat):
             return super().quantizer(rounding)
         k = _one_element_kernels()
         g = self.element_grid
-        eg, mg, m, emin, sub, maxval, mode = self.eg, self.mg, g.m, g.emin, g.subnormals, g.maxval, _MODE[rounding]
+        eg, mg, m, emin, sub, maxval, mode = self.eg, self.mg, g.m, g.emin, g.subnormals, g.maxval, MODE_CODES[rounding]
         pq = k.ratio_constants(m, emin, sub, maxval, mg, mode)
         small = k.SERIAL_BELOW if pq is not None else 0  # sizes for the one-call serial ratio kernel
         P, Q = pq if pq is not None else (0.0, 0.0)
@@ -273,11 +273,11 @@ class MLSFormat(ScaledFormat):
         seed_ = kernel_seed(resolve_seed(seed)) if rounding == "stochastic" else 0
         if self.group == "nc" and flat.size == d0 * d1 and rounding != "truncate":
             _one_element_kernels().quantize_one_element_groups(flat, out, self.eg, self.mg, g.m, g.emin,
-                                                               g.subnormals, g.maxval, _MODE[rounding], seed_)
+                                                               g.subnormals, g.maxval, MODE_CODES[rounding], seed_)
             return y
         k = _kernels()
         s2 = self._scale_arrays(k.group_absmax_rows(flat, d0 * d1).reshape(d0, d1))[0]
-        k.round_rows_sat(flat, s2.reshape(-1), out, g.m, g.emin, g.subnormals, g.maxval, _MODE[rounding], seed_)
+        k.round_rows_sat(flat, s2.reshape(-1), out, g.m, g.emin, g.subnormals, g.maxval, MODE_CODES[rounding], seed_)
         return y
 
     def storage_bits(self, q) -> int:

@@ -23,8 +23,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from ..quantize import _choose, to_dtype
 from .base import Encoded, FormatSpec, check_input, check_rounding
+from .dispatch import choose_backend, to_dtype
 from .grid import kernel_seed, random_bits, resolve_seed
 from .registry import check_range, register_family
 
@@ -130,7 +130,7 @@ class MuLawFormat(FormatSpec):
     def quantize(self, x, rounding="nearest", seed=None, backend="auto"):
         check_input(x)
         check_rounding(self, rounding)
-        which = _choose(x, backend)
+        which = choose_backend(x, backend)
         if which in ("numba", "cuda"):
             return self._kernel(x, rounding, seed, which)
         idx = self._indices(x, rounding, seed)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..quantize import group_absmax
+from .dispatch import group_absmax
 from .grid import ElementGrid
 from .registry import ALIASES, check_choice, check_range, register_family
 from .scaled import ScaledFormat, block_view, ldexp1, pow2_floor_log2

@@ -17,7 +17,10 @@ import dataclasses
 import re
 from typing import Any, Callable, TypeVar
 
-from .base import FormatSpec
+from .base import ALIASES, FAMILIES, FormatSpec, family_fields, format_spec_string
+
+# ALIASES, FAMILIES, family_fields and format_spec_string live in .base (FormatSpec.__str__ needs them;
+# base imports nothing of this package) and are re-exported here, next to the functions that fill them.
 
 __all__ = [
     "FAMILIES",
@@ -29,11 +32,6 @@ __all__ = [
     "as_format",
     "family_fields",
 ]
-
-#: family name -> spec class
-FAMILIES: dict[str, type[FormatSpec]] = {}
-#: alias name -> spec instance
-ALIASES: dict[str, FormatSpec] = {}
 
 T = TypeVar("T", bound=type[FormatSpec])
 
@@ -59,28 +57,6 @@ def register_alias(name: str, spec: FormatSpec) -> FormatSpec:
         raise ValueError(f"bad alias name {name!r}")
     ALIASES[name] = spec
     return spec
-
-
-def family_fields(cls: type[FormatSpec]) -> list[dataclasses.Field]:
-    """The parameter fields of a family, in spec-string order."""
-    return [f for f in dataclasses.fields(cls) if f.init]
-
-
-def _fmt_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, float):
-        return repr(v)
-    return str(v)
-
-
-def format_spec_string(spec: FormatSpec) -> str:
-    """Canonical string of ``spec``: its alias if it has one, else ``family(k=v,...)``."""
-    for name, aliased in ALIASES.items():
-        if aliased == spec and type(aliased) is type(spec):
-            return name
-    parts = [f"{f.name}={_fmt_value(getattr(spec, f.name))}" for f in family_fields(type(spec))]
-    return f"{spec.family}({','.join(parts)})"
 
 
 def _convert(family: str, f: dataclasses.Field, token: str) -> Any:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..quantize import _reference, quantize_blocked, to_dtype
 from .base import Encoded, FormatSpec, check_input, check_rounding
+from .dispatch import quantize_blocked, quantize_blocked_reference, to_dtype
 from .grid import ElementGrid, grid_quantum_exponent, minifloat_fields, minifloat_value, resolve_seed
 
 __all__ = ["ScaledFormat", "BlockView", "block_view", "group_view", "flat_view"]
@@ -165,7 +165,7 @@ class ScaledFormat(FormatSpec):
         s2, named = self.scales(x3, "reference")
         g = self.element_grid
         seed_ = resolve_seed(seed) if rounding == "stochastic" else 0
-        r = _reference(x3, s2, g, g.maxval, g.maxval, rounding, seed_, elements=True)
+        r = quantize_blocked_reference(x3, s2, g, g.maxval, g.maxval, rounding, seed_, elements=True)
         if torch.isnan(r).any():
             raise ValueError(f"{self} has no NaN encoding; the input contains NaN")
         codes = self.element_codes(r)

@@ -20,7 +20,7 @@ from .bits import bits_f32, bits_f64, f32_bits, f64_bits
 from .config import CHUNK, JIT_OPTIONS, SERIAL_BELOW
 
 __all__ = [
-    "MODE_CODES",
+    "random_words",
     "round_grid",
     "quantize_value",
     "random_word",
@@ -36,8 +36,6 @@ __all__ = [
     "group_absmax_rows",
     "rows_per_task",
 ]
-
-MODE_CODES = {"nearest": 0, "stochastic": 1, "truncate": 2}
 
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -104,6 +102,15 @@ def random_word(key, index):
     z = _mix(np.uint64(key) + (np.uint64(index) + np.uint64(1)) * _GAMMA)
     # through int64 (exact below 2^32): a signed conversion is one instruction, an unsigned one not
     return np.float64(np.int64(z >> _S32))
+
+
+@njit(**JIT_OPTIONS)
+def random_words(seed, offset, out):
+    """``out[i] = random_word(seed_key(seed), offset + i)`` as int64: the words the rounding kernels
+    draw for the elements ``offset, offset + 1, ...`` (``core.formats.grid.random_bits``)."""
+    key = seed_key(seed)
+    for i in range(out.size):
+        out[i] = np.int64(random_word(key, offset + i))
 
 
 @njit(**JIT_OPTIONS)

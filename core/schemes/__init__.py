@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from .cost import BitopsCounter, attach_counter, cost_rows, spec_bits
 from .dfq import DFQLayer, DFQScheme, gumbel_hard
-from .logbtq import ChunkedSGD, ClampQuant, LogBTQScheme, psi, tail_bound
+from .logbtq import ChunkedSGD, ClampQuant, LogBTQScheme, TailBound, psi, tail_bound
 from .niti import NitiNet, NitiScheme, integer_ce_grad
 from .survey import (CPTScheme, PFQScheme, RangeBatchNorm, SBMScheme, cpt_bits, plateau,
                      precision_range_test)
 
 __all__ = [
-    "LogBTQScheme", "psi", "tail_bound", "ClampQuant", "ChunkedSGD",
+    "LogBTQScheme", "psi", "tail_bound", "TailBound", "ClampQuant", "ChunkedSGD",
     "NitiScheme", "NitiNet", "integer_ce_grad",
     "SBMScheme", "RangeBatchNorm", "CPTScheme", "cpt_bits", "precision_range_test", "PFQScheme", "plateau",
     "DFQScheme", "DFQLayer", "gumbel_hard",

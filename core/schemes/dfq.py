@@ -31,10 +31,11 @@ from torch import nn
 
 from core.train import MetricRow, QuantConfig, Scheme, StepContext, TensorQuant, convert, qlayers
 from core.train.qlayers import QConv2d, QLinear, tensor_seed
+from core.train.schemes import field_doc
 from core.train import register_scheme
 
 from .cost import BitopsCounter, cost_rows, layer_macs
-from .survey import _check_bits, _doc, int_spec
+from .survey import _check_bits, int_spec
 
 __all__ = ["DFQScheme", "DFQLayer", "gumbel_hard"]
 
@@ -112,12 +113,12 @@ class DFQScheme(Scheme):
     description: ClassVar[str] = "dynamic fractional quantization (FracTrain DFQ)"
     rebuilds_model: ClassVar[bool] = True
     static_fields: ClassVar[tuple[str, ...]] = ("levels", "hidden", "first_last")
-    first_last: bool = field(default=True, metadata=_doc("also gate the first and last layer (else float)"))
-    levels: tuple[int, ...] = field(default=(3, 4, 6, 8), metadata=_doc("forward (W/A) bits a gate picks from"))
-    e_bits: int = field(default=8, metadata=_doc("bits of E (static)"))
-    beta: float = field(default=0.05, metadata=_doc("weight of the relative BitOPs cost in the loss"))
-    tau: float = field(default=1.0, metadata=_doc("Gumbel-softmax temperature of the gates"))
-    hidden: int = field(default=16, metadata=_doc("hidden width of each gate"))
+    first_last: bool = field(default=True, metadata=field_doc("also gate the first and last layer (else float)"))
+    levels: tuple[int, ...] = field(default=(3, 4, 6, 8), metadata=field_doc("forward (W/A) bits a gate picks from"))
+    e_bits: int = field(default=8, metadata=field_doc("bits of E (static)"))
+    beta: float = field(default=0.05, metadata=field_doc("weight of the relative BitOPs cost in the loss"))
+    tau: float = field(default=1.0, metadata=field_doc("Gumbel-softmax temperature of the gates"))
+    hidden: int = field(default=16, metadata=field_doc("hidden width of each gate"))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "levels", tuple(int(b) for b in self.levels))

@@ -33,15 +33,11 @@ import core
 from core.train import (MetricRow, QuantConfig, Scheme, StepContext, TensorQuant, convert, qlayers,
                         register_scheme)
 from core.train.qlayers import QLinear, tensor_seed
-from core.train.schemes import default_optimizer
+from core.train.schemes import default_optimizer, field_doc
 
 from .cost import attach_counter, cost_rows
 
-__all__ = ["LogBTQScheme", "psi", "tail_bound", "ClampQuant", "ChunkedSGD", "lowp_available"]
-
-
-def _doc(doc: str, choices: tuple[Any, ...] | None = None) -> dict[str, Any]:
-    return {"doc": doc, "choices": choices} if choices else {"doc": doc}
+__all__ = ["LogBTQScheme", "psi", "tail_bound", "TailBound", "ClampQuant", "ChunkedSGD", "lowp_available"]
 
 
 def psi(z: torch.Tensor, t: float) -> torch.Tensor:
@@ -58,24 +54,48 @@ def psi(z: torch.Tensor, t: float) -> torch.Tensor:
     return torch.where(inside, barrier, linear)
 
 
-def tail_bound(e1: float, layers: int, u: float) -> tuple[float, float]:
-    """LogBTQ paper, Eq. 7-12 (docs/papers.md#logbtq-tail-bound): the average over ``layers`` of the
-    per-layer Chebyshev bounds ``E(l) / (2 - sqrt(E(l)))^2`` with ``E(l) = u^(l-1) E(1)`` (exact), and the
-    closed-form approximation ``E(1) / (4 L (1 - u))``.
+@dataclass(frozen=True)
+class TailBound:
+    """The LogBTQ tail bound (Eq. 7-12) for ``L`` layers.
 
-    Returns:
-        ``(exact, approx)``; a layer with ``E(l) >= 4`` contributes the trivial bound 1.
+    Attributes:
+        per_layer: the Chebyshev bound ``E(l) / (2 - sqrt(E(l)))^2`` of each layer ``l = 1..L``
+            (capped at 1; a layer with ``E(l) >= 4`` has the trivial bound 1).
+        average: their mean: the bound on the share of values outside the range (the paper's
+            "under 2.3%" for ``E(1) = 1``, ``L = 50``, ``u = 0.1`` is this one, 2.08%).
+        approx: Eq. 12's closed form ``E(1) / (4 L (1 - u))`` (inf for ``u >= 1``).
+    """
+
+    per_layer: tuple[float, ...]
+    average: float
+    approx: float
+
+
+def tail_bound(e1: float, layers: int, u: float) -> TailBound:
+    """LogBTQ paper, Eq. 7-12 (docs/papers.md#logbtq-tail-bound): with the barrier ``u`` the second
+    moment shrinks per layer, ``E(l) = u^(l-1) E(1)`` (Eq. 8); Chebyshev bounds each layer's share
+    outside the range by ``E(l) / (2 - sqrt(E(l)))^2`` (Eq. 9-11, capped at 1); the average over
+    ``layers`` and the closed form ``E(1) / (4 L (1 - u))`` (Eq. 12).
+
+    The one copy: the ``logbtq`` telemetry (``tail_bound_exact`` = :attr:`TailBound.average`,
+    ``tail_bound_approx``) and the Live Training page's tail plot both use it.  ``u = 0`` is allowed
+    (the limit ``u -> 0+``: only the first layer has a second moment; the page's slider starts there).
+
+    Raises:
+        ValueError: ``layers < 1``, ``u < 0`` or ``e1 < 0``.
     """
     if layers < 1:
         raise ValueError(f"tail_bound: layers must be >= 1, got {layers}")
-    if not u > 0:
-        raise ValueError(f"tail_bound: u must be > 0, got {u}")
-    tot = 0.0
-    for layer in range(1, layers + 1):
+    if not u >= 0:
+        raise ValueError(f"tail_bound: u must be >= 0, got {u}")
+    if e1 < 0:
+        raise ValueError(f"tail_bound: e1 (a second moment) must be >= 0, got {e1}")
+    per = []
+    for layer in range(1, int(layers) + 1):
         el = (u ** (layer - 1)) * e1
-        tot += 1.0 if el >= 4.0 else min(1.0, el / (2.0 - math.sqrt(el)) ** 2)
-    approx = e1 / (4.0 * layers * (1.0 - u)) if u < 1 else float("inf")
-    return tot / layers, approx
+        per.append(1.0 if el >= 4.0 else min(1.0, el / (2.0 - math.sqrt(el)) ** 2))
+    approx = e1 / (4.0 * layers * (1.0 - u)) if u < 1 else math.inf
+    return TailBound(tuple(per), sum(per) / layers, approx)
 
 
 def lowp_available() -> bool:
@@ -204,26 +224,26 @@ class LogBTQScheme(Scheme):
 
     description: ClassVar[str] = "log-barrier tail-bounded quantization (LogBTQ paper)"
     first_last: bool = field(default=True,
-                             metadata=_doc("quantize the first and last layer too (the paper: everything)"))
+                             metadata=field_doc("quantize the first and last layer too (the paper: everything)"))
     codebook: str = field(default="mu8",
-                          metadata=_doc("'mu8' (LogBTQ paper, Eq. 14-16, with mu) or any spec (fp8_143, ...)"))
-    mu: float = field(default=255.0, metadata=_doc("mu of the MU8 codebook"))
-    clip: float = field(default=2.0, metadata=_doc("the global range [-clip, clip]"))
-    rounding: str = field(default="stochastic", metadata=_doc("rounding (MU8: in the companded y domain, Eq. 15)",
+                          metadata=field_doc("'mu8' (LogBTQ paper, Eq. 14-16, with mu) or any spec (fp8_143, ...)"))
+    mu: float = field(default=255.0, metadata=field_doc("mu of the MU8 codebook"))
+    clip: float = field(default=2.0, metadata=field_doc("the global range [-clip, clip]"))
+    rounding: str = field(default="stochastic", metadata=field_doc("rounding (MU8: in the companded y domain, Eq. 15)",
                                                               ("nearest", "stochastic", "truncate")))
-    u: float = field(default=0.1, metadata=_doc("barrier bound u on |theta| (LogBTQ paper, Eq. 13)"))
-    t0: float = field(default=5.0, metadata=_doc("initial barrier sharpness t"))
-    t_growth: float = field(default=1.1, metadata=_doc("t multiplier per epoch"))
-    lam: float = field(default=1.0, metadata=_doc("barrier weight (0 = no barrier)"))
-    gamma: float = field(default=1e-4, metadata=_doc("L1 weight"))
-    reduction: str = field(default="mean", metadata=_doc("barrier/L1 reduction over parameters", ("mean", "sum")))
-    barrier_activations: bool = field(default=False, metadata=_doc("also bar |z| > clip for layer outputs"))
-    k: int = field(default=20, metadata=_doc("chunked updates: steps of gradient accumulation"))
+    u: float = field(default=0.1, metadata=field_doc("barrier bound u on |theta| (LogBTQ paper, Eq. 13)"))
+    t0: float = field(default=5.0, metadata=field_doc("initial barrier sharpness t"))
+    t_growth: float = field(default=1.1, metadata=field_doc("t multiplier per epoch"))
+    lam: float = field(default=1.0, metadata=field_doc("barrier weight (0 = no barrier)"))
+    gamma: float = field(default=1e-4, metadata=field_doc("L1 weight"))
+    reduction: str = field(default="mean", metadata=field_doc("barrier/L1 reduction over parameters", ("mean", "sum")))
+    barrier_activations: bool = field(default=False, metadata=field_doc("also bar |z| > clip for layer outputs"))
+    k: int = field(default=20, metadata=field_doc("chunked updates: steps of gradient accumulation"))
     accumulate: str = field(default="fp32",
-                            metadata=_doc("forward matmul accumulation of Linear layers: 'fp32' or a spec "
+                            metadata=field_doc("forward matmul accumulation of Linear layers: 'fp32' or a spec "
                                           "(core.arith.lowp_matmul; LogBTQ paper, Table 1 'acc 8')"))
     acc_chunk: int = field(default=1,
-                           metadata=_doc("chunk of the low-precision accumulation (1 = after every addition)"))
+                           metadata=field_doc("chunk of the low-precision accumulation (1 = after every addition)"))
 
     def __post_init__(self) -> None:
         if not self.u > 0:
@@ -350,10 +370,10 @@ class LogBTQScheme(Scheme):
                 s, n = tail.z2[layers[0][0]]
                 e1 = s / n
             if e1 is not None:
-                exact, approx = tail_bound(e1, len(layers), self.u)
+                bound = tail_bound(e1, len(layers), self.u)
                 rows += [MetricRow("", "", fmt, "logbtq", "E1", e1),
-                         MetricRow("", "", fmt, "logbtq", "tail_bound_exact", exact),
-                         MetricRow("", "", fmt, "logbtq", "tail_bound_approx", approx)]
+                         MetricRow("", "", fmt, "logbtq", "tail_bound_exact", bound.average),
+                         MetricRow("", "", fmt, "logbtq", "tail_bound_approx", bound.approx)]
             zo = [v for (nm, t), v in tail.out.items() if t == "z"]
             if zo:
                 rows.append(MetricRow("", "z", fmt, "logbtq", "outside_mean",

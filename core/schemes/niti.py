@@ -28,10 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.arith.niti import effective_bits, shift_round
+from core.arith.niti import effective_bits, niti_matmul, shift_round
 from core.formats import pseudo_stochastic_round
 from core.train import MetricRow, QuantConfig, Scheme, StepContext, StepOutput, register_scheme
 from core.train.qlayers import tensor_seed
+from core.train.schemes import field_doc
 
 from .cost import BitopsCounter
 
@@ -40,10 +41,6 @@ __all__ = ["NitiScheme", "NitiNet", "integer_ce_grad", "quantize_input", "psr_bi
 
 Q = 127
 HIST_BINS = 16
-
-
-def _doc(doc: str) -> dict[str, Any]:
-    return {"doc": doc}
 
 
 def psr_bits_hist(v: torch.Tensor, bp: int, bins: int = HIST_BINS) -> list[int]:
@@ -129,8 +126,6 @@ def _mm_torch(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def _mm_arith(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """int8 x int8 -> int32 through ``core.arith.niti_matmul`` (Numba on the CPU, ``torch._int_mm`` on
     CUDA), widened back to int64."""
-    from core.arith import niti_matmul  # noqa: PLC0415
-
     return niti_matmul(a.to(torch.int8), b.to(torch.int8).contiguous()).to(torch.int64)
 
 
@@ -395,10 +390,10 @@ class NitiScheme(Scheme):
 
     description: ClassVar[str] = "integer-only int8 training (NITI paper)"
     rebuilds_model: ClassVar[bool] = True
-    first_last: bool = field(default=True, metadata=_doc("every layer is integer"))
-    m_u: int = field(default=3, metadata=_doc("bits kept in the weight update (1..7)"))
-    m_u_schedule: str = field(default="", metadata=_doc("'epoch:m_u,...' changes of m_u"))
-    gemm: str = field(default="torch", metadata=_doc("'torch' (int64 torch matmul, exact) or 'arith' "
+    first_last: bool = field(default=True, metadata=field_doc("every layer is integer"))
+    m_u: int = field(default=3, metadata=field_doc("bits kept in the weight update (1..7)"))
+    m_u_schedule: str = field(default="", metadata=field_doc("'epoch:m_u,...' changes of m_u"))
+    gemm: str = field(default="torch", metadata=field_doc("'torch' (int64 torch matmul, exact) or 'arith' "
                                                      "(core.arith.niti_matmul: int8 x int8 -> int32)"))
 
     def __post_init__(self) -> None:

@@ -29,15 +29,12 @@ import torch
 from torch import nn
 
 from core.train import MetricRow, QuantConfig, Scheme, StepContext, TensorQuant, convert, register_scheme
+from core.train.schemes import field_doc
 
 from .cost import attach_counter, cost_rows
 
 __all__ = ["SBMScheme", "RangeBatchNorm", "range_bn_constant", "CPTScheme", "cpt_bits",
            "precision_range_test", "PFQScheme", "plateau", "int_spec"]
-
-
-def _doc(doc: str, choices: tuple[Any, ...] | None = None) -> dict[str, Any]:
-    return {"doc": doc, "choices": choices} if choices else {"doc": doc}
 
 
 def int_spec(bits: int) -> str:
@@ -136,13 +133,13 @@ class SBMScheme(_Counted):
     """SBM (Banner et al. 2018, as the survey describes it): 8-bit W/A/E, 16-bit E for the weight gradient, Range BN."""
 
     description: ClassVar[str] = "scalable 8-bit training: Range BN + gradient bifurcation (SBM)"
-    first_last: bool = field(default=True, metadata=_doc("also quantize the first and last layer"))
-    bits: int = field(default=8, metadata=_doc("bits of W, A and E (propagation)"))
-    ew_bits: int = field(default=16, metadata=_doc("bits of E for the weight-gradient GEMM"))
-    e_rounding: str = field(default="stochastic", metadata=_doc("rounding of E", ("nearest", "stochastic")))
-    range_bn: bool = field(default=True, metadata=_doc("replace BatchNorm by Range BN"))
+    first_last: bool = field(default=True, metadata=field_doc("also quantize the first and last layer"))
+    bits: int = field(default=8, metadata=field_doc("bits of W, A and E (propagation)"))
+    ew_bits: int = field(default=16, metadata=field_doc("bits of E for the weight-gradient GEMM"))
+    e_rounding: str = field(default="stochastic", metadata=field_doc("rounding of E", ("nearest", "stochastic")))
+    range_bn: bool = field(default=True, metadata=field_doc("replace BatchNorm by Range BN"))
     insert_bn: bool = field(default=True,
-                            metadata=_doc("insert Range BN after Linear/Conv -> ReLU when the model has no BN"))
+                            metadata=field_doc("insert Range BN after Linear/Conv -> ReLU when the model has no BN"))
 
     def __post_init__(self) -> None:
         _check_bits("sbm.bits", self.bits)
@@ -180,12 +177,12 @@ class CPTScheme(_Counted):
     (set by :meth:`schedule` each step, event ``schedule`` on every change)."""
 
     description: ClassVar[str] = "cyclic precision training (CPT)"
-    first_last: bool = field(default=True, metadata=_doc("also quantize the first and last layer"))
-    b_min: int = field(default=3, metadata=_doc("lowest forward precision"))
-    b_max: int = field(default=8, metadata=_doc("highest forward precision"))
-    cycles: int = field(default=4, metadata=_doc("cosine cycles over the run"))
-    e_bits: int = field(default=8, metadata=_doc("bits of E (static)"))
-    bits: int = field(default=0, metadata=_doc("current forward precision (0 = b_min; set by the schedule)"))
+    first_last: bool = field(default=True, metadata=field_doc("also quantize the first and last layer"))
+    b_min: int = field(default=3, metadata=field_doc("lowest forward precision"))
+    b_max: int = field(default=8, metadata=field_doc("highest forward precision"))
+    cycles: int = field(default=4, metadata=field_doc("cosine cycles over the run"))
+    e_bits: int = field(default=8, metadata=field_doc("bits of E (static)"))
+    bits: int = field(default=0, metadata=field_doc("current forward precision (0 = b_min; set by the schedule)"))
 
     def __post_init__(self) -> None:
         _check_bits("cpt.b_min", self.b_min)
@@ -262,15 +259,15 @@ class PFQScheme(_Counted):
     plateaus; ``level`` is the current index into ``fw_levels``/``bw_levels`` (set by :meth:`schedule`)."""
 
     description: ClassVar[str] = "progressive fractional quantization (FracTrain PFQ)"
-    first_last: bool = field(default=True, metadata=_doc("also quantize the first and last layer"))
+    first_last: bool = field(default=True, metadata=field_doc("also quantize the first and last layer"))
     fw_levels: tuple[int, ...] = field(default=(3, 4, 6, 8),
-                                       metadata=_doc("forward (W/A) bits per stage; last = target"))
-    bw_levels: tuple[int, ...] = field(default=(6, 6, 8, 8), metadata=_doc("backward (E) bits per stage"))
-    patience: int = field(default=10, metadata=_doc("steps per plateau window"))
-    threshold: float = field(default=0.02, metadata=_doc("relative loss decrease that counts as progress"))
+                                       metadata=field_doc("forward (W/A) bits per stage; last = target"))
+    bw_levels: tuple[int, ...] = field(default=(6, 6, 8, 8), metadata=field_doc("backward (E) bits per stage"))
+    patience: int = field(default=10, metadata=field_doc("steps per plateau window"))
+    threshold: float = field(default=0.02, metadata=field_doc("relative loss decrease that counts as progress"))
     force_at: float = field(default=0.9,
-                            metadata=_doc("fraction of the run by which the target is reached (0 = never force)"))
-    level: int = field(default=0, metadata=_doc("current stage (set by the schedule)"))
+                            metadata=field_doc("fraction of the run by which the target is reached (0 = never force)"))
+    level: int = field(default=0, metadata=field_doc("current stage (set by the schedule)"))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fw_levels", tuple(int(b) for b in self.fw_levels))

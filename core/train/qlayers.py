@@ -59,25 +59,11 @@ def _as_int64(v: int) -> int:
     return ((v & _MASK64) ^ _SIGN64) - _SIGN64
 
 
-def _splitmix64(z: int) -> int:
-    z = (z + 0x9E3779B97F4A7C15) & _MASK64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return z ^ (z >> 31)
-
-
-def tensor_seed_reference(seed: int, step: int, layer: int, tensor: str) -> int:
-    """Plain-Python definition of :func:`tensor_seed`: splitmix64 chained over (seed, step, layer,
-    tensor code), shifted to 63 bits."""
-    z = _splitmix64(seed & _MASK64)
-    z = _splitmix64(z ^ (step & _MASK64))
-    z = _splitmix64(z ^ (layer & _MASK64))
-    return _splitmix64(z ^ TENSORS[tensor]) >> 1
-
-
 def tensor_seed(seed: int, step: int, layer: int, tensor: str) -> int:
-    """Deterministic 63-bit rounding seed for one tensor of one layer at one step (one compiled
-    call: the training loop asks for several per layer and step)."""
+    """Deterministic 63-bit rounding seed for one tensor of one layer at one step: splitmix64 chained
+    over (seed, step, layer, tensor code), shifted to 63 bits (one compiled call,
+    :func:`core.kernels.grid_round.chained_seed`: the training loop asks for several per layer and
+    step; ``tests/naive.py`` has the plain-Python definition the tests compare it with)."""
     return int(chained_seed(_as_int64(seed), _as_int64(step), _as_int64(layer), TENSORS[tensor]))
 
 

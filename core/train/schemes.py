@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.formats import ROUNDING_MODES
+
 from .context import MetricRow, StepContext, StepOutput
 from .qlayers import LayerInfo, QuantConfig, TensorQuant, convert
 
@@ -36,6 +38,7 @@ __all__ = [
     "MLSScheme",
     "CustomScheme",
     "default_optimizer",
+    "field_doc",
 ]
 
 #: scheme name -> scheme class
@@ -91,11 +94,11 @@ def default_optimizer(params: Any, optim: Any) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {optim.name!r}; known: sgd, adam")
 
 
-def _doc(doc: str, choices: tuple[Any, ...] | None = None) -> dict[str, Any]:
+def field_doc(doc: str, choices: tuple[Any, ...] | None = None) -> dict[str, Any]:
+    """Field metadata of a scheme knob: ``{"doc": doc}`` plus ``"choices"`` when given (what
+    ``explorer.live_state.spec_fields`` and the CLI read). The one helper every scheme uses."""
     return {"doc": doc, "choices": choices} if choices else {"doc": doc}
 
-
-ROUNDINGS = ("nearest", "stochastic", "pseudo_stochastic", "truncate")
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,7 @@ class Scheme:
     #: fields that shape the prepared model and therefore cannot change while a run is going
     static_fields: ClassVar[tuple[str, ...]] = ()
 
-    first_last: bool = field(default=False, metadata=_doc("also quantize the first and last layer"))
+    first_last: bool = field(default=False, metadata=field_doc("also quantize the first and last layer"))
 
     # ---- what is quantized
     def quant(self) -> QuantConfig | None:
@@ -230,7 +233,7 @@ class AMPScheme(Scheme):
     """Automatic mixed precision: ``torch.autocast`` in bf16 (or fp16) around the forward."""
 
     description: ClassVar[str] = "mixed precision autocast (bf16 by default)"
-    dtype: str = field(default="bf16", metadata=_doc("autocast dtype", ("bf16", "fp16")))
+    dtype: str = field(default="bf16", metadata=field_doc("autocast dtype", ("bf16", "fp16")))
 
     def __post_init__(self) -> None:
         if self.dtype not in ("bf16", "fp16"):
@@ -253,17 +256,17 @@ class MLSScheme(Scheme):
     """
 
     description: ClassVar[str] = "multi-level scaling low-bit training (MLS paper)"
-    ex: int = field(default=2, metadata=_doc("element exponent bits Ex"))
-    mx: int = field(default=1, metadata=_doc("element mantissa bits Mx"))
-    eg: int = field(default=8, metadata=_doc("group-scale exponent bits Eg"))
-    mg: int = field(default=1, metadata=_doc("group-scale mantissa bits Mg"))
-    group: str = field(default="nc", metadata=_doc("grouping dims", ("none", "n", "c", "nc")))
-    w: bool = field(default=True, metadata=_doc("quantize weights W"))
-    a: bool = field(default=True, metadata=_doc("quantize activations A"))
-    e: bool = field(default=True, metadata=_doc("quantize errors E"))
-    rounding: str = field(default="stochastic", metadata=_doc("rounding of W/A/E", ROUNDINGS))
-    g: str | None = field(default=None, metadata=_doc("optional spec for the weight gradient G"))
-    g_rounding: str = field(default="nearest", metadata=_doc("rounding of G", ROUNDINGS))
+    ex: int = field(default=2, metadata=field_doc("element exponent bits Ex"))
+    mx: int = field(default=1, metadata=field_doc("element mantissa bits Mx"))
+    eg: int = field(default=8, metadata=field_doc("group-scale exponent bits Eg"))
+    mg: int = field(default=1, metadata=field_doc("group-scale mantissa bits Mg"))
+    group: str = field(default="nc", metadata=field_doc("grouping dims", ("none", "n", "c", "nc")))
+    w: bool = field(default=True, metadata=field_doc("quantize weights W"))
+    a: bool = field(default=True, metadata=field_doc("quantize activations A"))
+    e: bool = field(default=True, metadata=field_doc("quantize errors E"))
+    rounding: str = field(default="stochastic", metadata=field_doc("rounding of W/A/E", ROUNDING_MODES))
+    g: str | None = field(default=None, metadata=field_doc("optional spec for the weight gradient G"))
+    g_rounding: str = field(default="nearest", metadata=field_doc("rounding of G", ROUNDING_MODES))
 
     def __post_init__(self) -> None:
         self.quant()  # validates the spec and rounding
@@ -285,19 +288,20 @@ class CustomScheme(Scheme):
     """Any spec for each of W, A, E, E-for-G (``ew``), G and the update; None keeps a tensor float."""
 
     description: ClassVar[str] = "any format and rounding per tensor"
-    first_last: bool = field(default=True, metadata=_doc("also quantize the first and last layer"))
-    w: str | None = field(default=None, metadata=_doc("weight spec"))
-    a: str | None = field(default=None, metadata=_doc("activation (layer input) spec"))
-    e: str | None = field(default=None, metadata=_doc("error (grad of layer output) spec, propagation"))
-    ew: str | None = field(default=None, metadata=_doc("error spec for the weight-gradient GEMM (None: same as e)"))
-    g: str | None = field(default=None, metadata=_doc("weight-gradient spec"))
-    update: str | None = field(default=None, metadata=_doc("optimizer-update spec"))
-    w_rounding: str = field(default="nearest", metadata=_doc("rounding of W", ROUNDINGS))
-    a_rounding: str = field(default="nearest", metadata=_doc("rounding of A", ROUNDINGS))
-    e_rounding: str = field(default="nearest", metadata=_doc("rounding of E", ROUNDINGS))
-    ew_rounding: str = field(default="nearest", metadata=_doc("rounding of E for G", ROUNDINGS))
-    g_rounding: str = field(default="nearest", metadata=_doc("rounding of G", ROUNDINGS))
-    update_rounding: str = field(default="nearest", metadata=_doc("rounding of the update", ROUNDINGS))
+    first_last: bool = field(default=True, metadata=field_doc("also quantize the first and last layer"))
+    w: str | None = field(default=None, metadata=field_doc("weight spec"))
+    a: str | None = field(default=None, metadata=field_doc("activation (layer input) spec"))
+    e: str | None = field(default=None, metadata=field_doc("error (grad of layer output) spec, propagation"))
+    ew: str | None = field(default=None,
+                           metadata=field_doc("error spec for the weight-gradient GEMM (None: same as e)"))
+    g: str | None = field(default=None, metadata=field_doc("weight-gradient spec"))
+    update: str | None = field(default=None, metadata=field_doc("optimizer-update spec"))
+    w_rounding: str = field(default="nearest", metadata=field_doc("rounding of W", ROUNDING_MODES))
+    a_rounding: str = field(default="nearest", metadata=field_doc("rounding of A", ROUNDING_MODES))
+    e_rounding: str = field(default="nearest", metadata=field_doc("rounding of E", ROUNDING_MODES))
+    ew_rounding: str = field(default="nearest", metadata=field_doc("rounding of E for G", ROUNDING_MODES))
+    g_rounding: str = field(default="nearest", metadata=field_doc("rounding of G", ROUNDING_MODES))
+    update_rounding: str = field(default="nearest", metadata=field_doc("rounding of the update", ROUNDING_MODES))
 
     def __post_init__(self) -> None:
         for k in ("w", "a", "e", "ew", "g", "update"):

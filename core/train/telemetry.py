@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,8 +23,8 @@ from core.formats.scaled import ScaledFormat
 from .config import TelemetryConfig
 from .context import MetricRow
 from .qlayers import TensorQuant, qlayers, tensor_seed
-from .telemetry_kernels import (error_metrics, range_fractions, range_fractions_rows, stagnant_fraction_rows,
-                                stats_hist)
+from core.kernels.metrics import (error_metrics, range_fractions, range_fractions_rows, stagnant_fraction_rows,
+                                  stats_hist)
 
 __all__ = ["Histogram", "Telemetry", "tensor_stats", "log2_histogram", "stats_and_histogram", "quant_metrics",
            "stagnation_rate", "structured_sample",
@@ -292,13 +292,3 @@ def structured_sample(x: torch.Tensor, k: int, generator: torch.Generator) -> to
     i0 = torch.randperm(d0, generator=generator)[:k0].sort().values
     i1 = torch.randperm(d1, generator=generator)[:k1].sort().values
     return x.index_select(0, i0).index_select(1, i1).clone()
-
-
-def rows_to_dicts(rows: Iterable[MetricRow]) -> list[dict[str, Any]]:
-    """MetricRows as plain dicts (subscriber payloads)."""
-    return [r.to_dict() for r in rows]
-
-
-def as_numpy(t: torch.Tensor) -> np.ndarray:
-    """float32 NumPy copy of a tensor."""
-    return t.detach().to(torch.float32).cpu().numpy()

@@ -16,7 +16,7 @@ import core
 from core.kernels import config
 from core.kernels.grid_round import group_absmax_3d, quantize_grid_3d
 from core.kernels.grid_round_cuda import cuda_available, group_absmax_3d_cuda, quantize_grid_3d_cuda
-from core.quantize import _reference
+from core.formats.dispatch import quantize_blocked_reference as _reference
 
 pytestmark = pytest.mark.skipif(not cuda_available(), reason="needs a GPU or NUMBA_ENABLE_CUDASIM=1")
 

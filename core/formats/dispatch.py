@@ -1,4 +1,8 @@
-"""Dispatch from specs to the reference (PyTorch) or kernel (Numba) paths.
+"""Dispatch of the formats' grid rounding to the reference (PyTorch) or kernel (Numba, CUDA) paths.
+
+The backend layer under the format modules (``core.formats.floats``, ``scaled``, ``integer``,
+``mls``, ``mulaw``, ``mx`` import it; it imports only :mod:`core.formats.grid` and
+:mod:`core.kernels`, so the arrows point one way: kernels <- grid <- dispatch <- format modules).
 
 Every grid format reduces to one operation on a *blocked view* of the input:
 an (A, B, R) view ``x3`` with one float64 scale per (A, B) row::
@@ -18,20 +22,24 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .formats.grid import ElementGrid, kernel_seed, random_bits, resolve_seed, round_grid_reference
+from ..kernels.modes import MODE_CODES
+from .grid import ElementGrid, kernel_seed, random_bits, resolve_seed, round_grid_reference
 
 __all__ = [
     "BACKENDS",
+    "MODE_CODES",
+    "choose_backend",
     "quantize_elementwise",
     "quantize_blocked",
+    "quantize_blocked_reference",
     "group_absmax",
     "register_device_backend",
+    "f32_flat_ok",
     "to_dtype",
 ]
 
 BACKENDS = ("auto", "numba", "reference", "cuda")
 
-_MODE = {"nearest": 0, "stochastic": 1, "truncate": 2}
 #: device type -> callable implementing quantize_blocked for that device (CUDA twins)
 _DEVICE_BACKENDS: dict[str, Callable] = {}
 
@@ -41,7 +49,9 @@ def register_device_backend(device_type: str, fn: Callable) -> None:
     _DEVICE_BACKENDS[device_type] = fn
 
 
-def _choose(x: torch.Tensor, backend: str) -> str:
+def choose_backend(x: torch.Tensor, backend: str) -> str:
+    """The backend that runs ``x``: ``"auto"`` is Numba on CPU, a registered device backend (CUDA)
+    or the reference; an explicit backend is checked against the tensor's device."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
     if backend == "auto":
@@ -65,7 +75,7 @@ def _choose(x: torch.Tensor, backend: str) -> str:
 def _register_cuda() -> None:
     if "cuda" in _DEVICE_BACKENDS:
         return
-    from .kernels.grid_round_cuda import cuda_available
+    from ..kernels.grid_round_cuda import cuda_available
 
     if not cuda_available():
         raise RuntimeError("a CUDA tensor was given but numba.cuda finds no usable GPU/driver")
@@ -76,7 +86,7 @@ def _cuda_blocked(x3, s2, grid, ovf, infv, rounding, seed):
     """CUDA twin: zero-copy through ``__cuda_array_interface__``."""
     from numba import cuda
 
-    from .kernels.grid_round_cuda import quantize_grid_3d_cuda
+    from ..kernels.grid_round_cuda import quantize_grid_3d_cuda
 
     xin = x3.detach()
     if xin.dtype not in (torch.float32, torch.float64):
@@ -86,12 +96,12 @@ def _cuda_blocked(x3, s2, grid, ovf, infv, rounding, seed):
     s = s2.detach().to(device=xin.device, dtype=torch.float64).contiguous()
     quantize_grid_3d_cuda(cuda.as_cuda_array(xin), cuda.as_cuda_array(s), cuda.as_cuda_array(out),
                           grid.m, grid.emin, grid.subnormals, grid.maxval, ovf, infv,
-                          _MODE[rounding], seed)
+                          MODE_CODES[rounding], seed)
     return out
 
 
 # ------------------------------------------------------------------ reference
-def _reference(x3, s2, grid, ovf, infv, rounding, seed, elements=False):
+def quantize_blocked_reference(x3, s2, grid, ovf, infv, rounding, seed, elements=False):
     """Float64 reference; with ``elements`` returns the signed element values r (unscaled)."""
     v = x3.to(torch.float64)
     s = s2.to(device=v.device, dtype=torch.float64).unsqueeze(-1).expand_as(v)
@@ -137,13 +147,13 @@ def f32_flat_ok(grid: ElementGrid, ovf: float, infv: float, rounding: str) -> bo
 
 
 def _numba(x3, s2, grid, ovf, infv, rounding, seed):
-    from .kernels.grid_round import quantize_f32_flat, quantize_grid_3d
+    from ..kernels.grid_round import quantize_f32_flat, quantize_grid_3d
 
     seed = kernel_seed(seed)
 
     xn = _to_numpy_float(x3)
     out_dtype = xn.dtype if x3.dtype in (torch.float32, torch.float64) else np.float64
-    mode = _MODE[rounding]
+    mode = MODE_CODES[rounding]
     unscaled = bool((s2 == 1).all()) if s2.numel() <= 1 else False
     vec_ok = _rows_nearest_ok(grid, ovf, infv, rounding)
     if unscaled and xn.dtype == np.float32 and out_dtype == np.float32 and f32_flat_ok(grid, ovf, infv, rounding):
@@ -155,7 +165,7 @@ def _numba(x3, s2, grid, ovf, infv, rounding, seed):
     out = np.empty(xn.shape, dtype=out_dtype)
     sn = np.asarray(s2.detach().to(torch.float64).numpy())
     if xn.flags.c_contiguous and vec_ok:
-        from .kernels.grid_round import quantize_rows_nearest_sat
+        from ..kernels.grid_round import quantize_rows_nearest_sat
 
         quantize_rows_nearest_sat(xn.reshape(-1), np.ascontiguousarray(sn).reshape(-1),
                                   out.reshape(-1), grid.m, grid.emin, grid.subnormals, grid.maxval)
@@ -177,12 +187,12 @@ def quantize_blocked(
 ) -> torch.Tensor:
     """Quantize an (A, B, R) view with per-(A, B) scales; returns float64 or x3's
     float32/float64 dtype (cast to the caller's dtype by the caller)."""
-    which = _choose(x3, backend)
+    which = choose_backend(x3, backend)
     seed_ = resolve_seed(seed) if rounding == "stochastic" else 0
     if which == "numba":
         return _numba(x3, s2, grid, ovf, infv, rounding, seed_)
     if which == "reference":
-        return _reference(x3, s2, grid, ovf, infv, rounding, seed_)
+        return quantize_blocked_reference(x3, s2, grid, ovf, infv, rounding, seed_)
     return _DEVICE_BACKENDS[which](x3, s2, grid, ovf, infv, rounding, seed_)
 
 
@@ -226,9 +236,9 @@ def quantize_elementwise(
 
 def group_absmax(x3: torch.Tensor, backend: str = "auto") -> torch.Tensor:
     """float64 (A, B) max of |x| over the last axis, ignoring NaN and inf."""
-    which = _choose(x3, backend)
+    which = choose_backend(x3, backend)
     if which == "numba":
-        from .kernels.grid_round import group_absmax_3d, group_absmax_rows
+        from ..kernels.grid_round import group_absmax_3d, group_absmax_rows
 
         xn = _to_numpy_float(x3)
         A, B = xn.shape[0], xn.shape[1]
