@@ -85,11 +85,19 @@ def project_root() -> Path:
 
 
 def find_sweeps_dir(path: str | os.PathLike[str] | None = None) -> Path:
-    """The folder of sweep files: ``path``, else ``$LOWBIT_SWEEPS_DIR``, else ``<project>/sweeps``."""
+    """The folder of sweep files: ``path``, else ``$LOWBIT_SWEEPS_DIR``, else ``<project>/sweeps`` in a
+    checkout, else the sweep files shipped in the package (``core/sweep/examples``)."""
     if path is not None:
         return Path(path)
     env = os.environ.get(SWEEPS_DIR_ENV)
-    return Path(env) if env else project_root() / "sweeps"
+    if env:
+        return Path(env)
+    checkout = project_root() / "sweeps"
+    if checkout.is_dir():
+        return checkout
+    import core.sweep
+
+    return Path(core.sweep.__file__).resolve().parent / "examples"
 
 
 def _label(v: Any) -> str:

@@ -100,6 +100,23 @@ def test_scheme_tables_are_one_axis_with_labels() -> None:
     assert cells[0].label == "scheme=fp8, seed=0" and cells[2].label == "scheme=niti, seed=0"
 
 
+def test_a_scheme_table_of_the_base_scheme_changes_only_its_own_fields() -> None:
+    text = sweep_text("merge", 'scheme = [{name = "mls", ex = 1, label = "ex1"}, {name = "niti"}]').replace(
+        'name = "mls"\nfirst_last = true', 'name = "mls"\nfirst_last = true\nmx = 3')
+    cells = expand(loads(text))
+    mls, niti = cells[0].config.scheme, cells[1].config.scheme
+    assert (mls.ex, mls.mx, mls.first_last) == (1, 3, True)  # mx and first_last from [base.scheme]
+    assert niti.name == "niti"
+
+
+def test_sweep_errors_name_the_section_and_hint_at_quoting() -> None:
+    with pytest.raises(SweepError, match=r'quote dotted keys \("scheme.mx" = \[...\]\)'):
+        loads(BASE.format(name="q", steps=4, epochs=1) + "\n[grid]\nscheme.mx = [1, 2]\n", "q.toml")
+    text = sweep_text("sec", '"scheme.mx" = [1, 2]', extra='\n[[include]]\nscheme = {name = "fp32"}\n')
+    with pytest.raises(SweepError, match=r"\[\[include\]\] section 1: scheme.mx"):
+        expand(loads(text, "sec.toml"))
+
+
 @pytest.mark.parametrize("grid, extra, needle", [
     ('"scheme.nope" = [1]', "", "scheme.nope"),
     ('"optim.lr" = ["x"]', "", "optim.lr"),
@@ -159,8 +176,12 @@ def test_local_cluster_sweep_of_8_cells_then_a_rerun_trains_nothing(tmp_path: Pa
         assert cfg["scheme"]["mx"] == c.coords["scheme.mx"] and cfg["seed"] == c.coords["seed"]
     pids = {store.get_run(r)["pid"] for r in runs["run_id"]}
     assert os.getpid() not in pids and len(pids) == 2  # trained in the two worker processes
+    before = store.get_sweep("eight")
     again = run(p, store=store, workers=2)
     assert again.trained == 0 and again.status == "done" and len(store.list_runs()) == 8
+    after = store.get_sweep("eight")  # a rerun that trains nothing keeps the record of the training
+    assert (after["started"], after["ended"], after["engine"]) == (before["started"], before["ended"], before["engine"])
+    assert before["engine"] == "local (2 workers)" and before["source"] == str(p.resolve())
     r = cli("status", "eight", "--store", str(store.path))
     assert r.returncode == 0 and sum(" done " in line for line in r.stdout.splitlines()[3:]) == 8, r.stdout
     r = cli("list", "--store", str(store.path))
@@ -206,6 +227,9 @@ def test_ctrl_c_stops_running_cells_cleanly_and_a_rerun_finishes_the_grid(tmp_pa
         cells = st.sweep_cells("stopme")
         assert sorted(cells["status"]) == ["created", "created", "stopped", "stopped"]
         assert st.get_sweep("stopme")["status"] == "stopped"
+    r = cli("status", "stopme", "--store", str(path))
+    assert r.returncode == 0 and "nan" not in r.stdout and r.stdout.count("created") == 2, r.stdout
+    with RunStore(path) as st:
         for rid in runs["run_id"]:
             assert st.events(rid)["kind"].iloc[-1] == "stopped"  # ended through the run's own path
     from core.sweep.runner import _todo

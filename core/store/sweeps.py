@@ -43,7 +43,7 @@ class SweepsMixin:
 
     def begin_sweep(self, name: str, cells: Sequence[CellRow], *, metric: str = "best_test_acc",
                     axes: Sequence[str] = (), source: str = "", spec: str = "", description: str = "",
-                    engine: str = "") -> None:
+                    engine: str | None = None) -> None:
         """Create or reopen sweep ``name`` for this process with exactly these cells.
 
         Cells already present (same key) keep their status and run; new cells start ``created``;
@@ -64,16 +64,18 @@ class SweepsMixin:
             if row is not None and row[0] in (SweepStatus.RUNNING.value, SweepStatus.STOPPING.value) and (
                     row[3] != host or _pid_alive(row[1], row[2])) and row[1] != pid:
                 raise RuntimeError(f"sweep {name!r} is already running (pid {row[1]} on {row[3]})")
-            fields = (SweepStatus.RUNNING.value, now, now, pid, process_start_time(pid), host, engine, metric,
-                      json.dumps(list(axes)), source, spec, description)
             if row is None:
                 c.execute("INSERT INTO sweeps (sweep_id, created, status, started, heartbeat, pid, pid_start, host, "
                           "engine, metric, axes, source, spec, description) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                          (name, now, *fields))
-            else:
-                c.execute("UPDATE sweeps SET status=?, started=?, heartbeat=?, pid=?, pid_start=?, host=?, engine=?, "
-                          "metric=?, axes=?, source=?, spec=?, description=?, ended=NULL, stop_requested=NULL "
-                          "WHERE sweep_id=?", (*fields, name))
+                          (name, now, SweepStatus.RUNNING.value, now, now, pid, process_start_time(pid), host,
+                           engine or "", metric, json.dumps(list(axes)), source, spec, description))
+            else:  # started/ended/engine are set when training begins (a rerun may train nothing)
+                c.execute("UPDATE sweeps SET status=?, heartbeat=?, pid=?, pid_start=?, host=?, metric=?, axes=?, "
+                          "source=?, spec=?, description=?, stop_requested=NULL WHERE sweep_id=?",
+                          (SweepStatus.RUNNING.value, now, pid, process_start_time(pid), host, metric,
+                           json.dumps(list(axes)), source, spec, description, name))
+                if engine is not None:
+                    c.execute("UPDATE sweeps SET engine=? WHERE sweep_id=?", (engine, name))
             keys = [k for k, _, _ in cells]
             old = {k for (k,) in c.execute("SELECT key FROM sweep_cells WHERE sweep_id=?", (name,))}
             gone = old - set(keys)

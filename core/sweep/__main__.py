@@ -70,7 +70,8 @@ def _table(name: str, store: Any, metric: str | None = None) -> str:
     keys: list[str] = []
     for c in cells["coords"]:
         keys += [k for k in c if k not in keys]
-    rows = [[value_label(c.get(k)) for k in keys] + [s, m.fmt.format(values[r]) if r in values else "-", r or "-"]
+    rows = [[value_label(c.get(k)) for k in keys]
+            + [s, m.fmt.format(values[r]) if r in values else "-", r if isinstance(r, str) else "-"]
             for c, s, r in zip(cells["coords"], cells["status"], cells["run_id"])]
     head = keys + ["status", metric, "run"]
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
@@ -181,4 +182,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `... | head` ends quietly
     raise SystemExit(main())

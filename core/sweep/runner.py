@@ -91,9 +91,9 @@ def run(sweep: SweepSpec | str | os.PathLike[str], *, store: RunStore | str | os
     cells = expand(spec)
     st = store if isinstance(store, RunStore) else RunStore(store)
     path = store_path(st)
+    source = str(Path(spec.source).resolve()) if spec.source and Path(spec.source).is_file() else spec.source
     st.begin_sweep(spec.name, cells_for_store(cells), metric=spec.metric, axes=spec.default_axes,
-                   source=spec.source, spec=spec.text, description=spec.description,
-                   engine=scheduler or ("local" if engine is None else engine.scheduler or "local"))
+                   source=source, spec=spec.text, description=spec.description)
     todo = _todo(cells, st.sweep_cells(spec.name), rerun_failed)
     prog = Progress(total=len(cells), todo=len(todo), skipped=len(cells) - len(todo))
     if on_progress:
@@ -105,7 +105,7 @@ def run(sweep: SweepSpec | str | os.PathLike[str], *, store: RunStore | str | os
         if todo:
             if eng is None:
                 eng = Engine(scheduler=scheduler, workers=workers)
-            st.update_sweep(spec.name, engine=eng.describe())
+            st.update_sweep(spec.name, engine=eng.describe(), started=time.time(), ended=None)
             if scheduler:
                 eng.wait_for_workers(1, timeout=30)
                 eng.check_store(path, st.store_id)
@@ -114,7 +114,10 @@ def run(sweep: SweepSpec | str | os.PathLike[str], *, store: RunStore | str | os
         final = SweepStatus.STOPPED.value
         raise
     finally:
-        st.update_sweep(spec.name, status=final, ended=time.time(), heartbeat=time.time())
+        if todo:
+            st.update_sweep(spec.name, status=final, ended=time.time(), heartbeat=time.time())
+        else:  # nothing trained: the sweep's recorded span and engine stay those of its last training
+            st.update_sweep(spec.name, status=final, heartbeat=time.time())
         if own and eng is not None:
             eng.close()
     df = st.sweep_cells(spec.name)

@@ -166,9 +166,10 @@ def loads(text: str, source: str = "<sweep>", name: str | None = None) -> SweepS
             raise SweepError(f"{source}: {what} must be a table of dotted config keys{_line_of(text, what)}")
         out: dict[str, list[Any]] = {}
         for k, v in t.items():
-            if isinstance(v, dict) and k != "scheme":
+            if isinstance(v, dict) and (k != "scheme" or any(isinstance(x, list) for x in v.values())):
+                inner = next(iter(v), "x")
                 raise SweepError(f"{source}: {what} key {k!r}{_line_of(text, k)} holds a table; "
-                                 f"quote dotted keys (\"{k}.x\" = [...])")
+                                 f"quote dotted keys (\"{k}.{inner}\" = [...])")
             vals = list(v) if isinstance(v, list) else [v]
             if not vals:
                 raise SweepError(f"{source}: {what} key {k!r}{_line_of(text, k)} has no values")
@@ -235,7 +236,9 @@ def _order(changes: Mapping[str, Any]) -> list[tuple[str, Any]]:
     return sorted(changes.items(), key=lambda kv: rank(kv[0]))
 
 
-def _apply(base: RunConfig, changes: Mapping[str, Any], spec: SweepSpec) -> RunConfig:
+def _apply(base: RunConfig, changes: Mapping[str, Any], spec: SweepSpec, section: str = "") -> RunConfig:
+    """``base`` with a cell's changes. A scheme table of the base scheme's name changes only the fields
+    it gives (the rest come from ``[base.scheme]``); a table of another scheme starts from its defaults."""
     cfg = base
     for key, value in _order(changes):
         k, v = key, value
@@ -243,11 +246,13 @@ def _apply(base: RunConfig, changes: Mapping[str, Any], spec: SweepSpec) -> RunC
             k = "scheme"
         if k == "scheme" and isinstance(v, Mapping):
             v = {x: y for x, y in v.items() if x != "label"}
+            if v.get("name", cfg.scheme.name) == base.scheme.name:
+                v = {**base.scheme.to_dict(), **v}
         try:
             cfg = cfg.with_changes({k: v})
         except (ValueError, TypeError) as exc:
             where = _line_of(spec.text, key)
-            raise SweepError(f"{spec.source}: {key} = {value_label(value)!s}{where}: {exc}") from None
+            raise SweepError(f"{spec.source}: {section}{key} = {value_label(value)!s}{where}: {exc}") from None
     return cfg
 
 
@@ -284,14 +289,15 @@ def expand(spec: SweepSpec) -> list[Cell]:
         raise SweepError(f"{spec.source}: [base]: {exc}") from None
     varied = spec.varied
     sections = [dict(t) for t in spec.include] if spec.include else [{}]
-    raw: list[dict[str, Any]] = []
-    for sec in sections:
+    raw: list[tuple[dict[str, Any], str]] = []
+    for i, sec in enumerate(sections):
         table = {**{k: v for k, v in spec.grid.items() if k not in sec}, **sec}
-        raw += _product(table)
+        label = f"[[include]] section {i + 1}: " if spec.include else ""
+        raw += [(c, label) for c in _product(table)]
     cells: list[Cell] = []
     seen: set[str] = set()
-    for changes in raw:
-        cfg = _apply(base, changes, spec)
+    for changes, label in raw:
+        cfg = _apply(base, changes, spec, label)
         coords = {k: changes[k] if k in changes else _current(cfg, k) for k in varied}
         if any(_matches(coords, rule) for rule in spec.exclude):
             continue
