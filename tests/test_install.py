@@ -45,11 +45,13 @@ def test_wheel_installed_outside_the_checkout_trains_and_serves(tmp_path: Path) 
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LOWBIT_DATA", "LOWBIT_STORE")}
     env["HOME"] = str(tmp_path / "home")
     where = _run([str(vpy), "-c", "import core, explorer; from core.data import catalogue, cache_dir; "
-                  "print(core.__file__); print(explorer.__file__); print(len(catalogue())); print(cache_dir('mnist'))"],
+                  "print(core.__file__); print(explorer.__file__); print(len(catalogue())); print(cache_dir('mnist')); "
+                  "from explorer.sweeps_state import find_sweeps_dir; print(len(list(find_sweeps_dir().glob('*.toml'))))"],
                  cwd=tmp_path, env=env).stdout.split("\n")
     assert where[0].startswith(str(venv)) and where[1].startswith(str(venv)), where  # not the checkout
     assert int(where[2]) >= 3  # the catalogue is in the package
     assert where[3].startswith(str(tmp_path / "home" / ".cache" / "lowbit-explorer")), where[3]
+    assert int(where[4]) >= 4  # the sweep files are in the package: the Sweeps page can start them
     exe = str(venv / "bin" / "lowbit-explorer")
     store = tmp_path / "runs.sqlite"
     r = _run([exe, "train", "--dataset", "digits", "--epochs", "1", "--max-steps", "5", "--hidden", "16",
