@@ -46,7 +46,8 @@ def test_wheel_installed_outside_the_checkout_trains_and_serves(tmp_path: Path) 
     env["HOME"] = str(tmp_path / "home")
     where = _run([str(vpy), "-c", "import core, explorer; from core.data import catalogue, cache_dir; "
                   "print(core.__file__); print(explorer.__file__); print(len(catalogue())); print(cache_dir('mnist')); "
-                  "from explorer.sweeps_state import find_sweeps_dir; print(len(list(find_sweeps_dir().glob('*.toml'))))"],
+                  "from explorer.sweeps_state import find_sweeps_dir; "
+                  "print(len(list(find_sweeps_dir().glob('*.toml'))))"],
                  cwd=tmp_path, env=env).stdout.split("\n")
     assert where[0].startswith(str(venv)) and where[1].startswith(str(venv)), where  # not the checkout
     assert int(where[2]) >= 3  # the catalogue is in the package
