@@ -10,8 +10,9 @@ import panel as pn
 
 try:
     import explorer  # noqa: F401
-except ImportError:  # running from a checkout that is not installed
+except ImportError:  # running from a checkout that is not installed (no entry points: import the schemes)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import core.schemes  # noqa: F401
 
 from explorer.app import RAW_CSS, create_app
 

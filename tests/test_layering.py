@@ -64,3 +64,42 @@ def test_compiled_code_only_under_core_kernels():
     numba_users = [str(p.relative_to(ROOT)) for p in (ROOT / "explorer").rglob("*.py")
                    if re.search(r"^\s*(import numba|from numba)", p.read_text(), re.M)]
     assert numba_users == []
+
+
+def _imports_of(pkg: str) -> dict[str, set[str]]:
+    return {_module(p): _imports(p) for p in _files(pkg)}
+
+
+def _third_party(p: Path) -> set[str]:
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(p.read_text())):
+        if isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            out.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            out.update(a.name.split(".")[0] for a in node.names)
+    return out
+
+
+def test_the_training_engine_never_imports_what_builds_on_it():
+    """core.train knows the schemes only through its registry (an entry point), never by import."""
+    above = ("core.schemes", "core.sweep", "explorer")
+    bad = {m: sorted(i for i in imps if i.startswith(above)) for m, imps in _imports_of("core.train").items()}
+    assert {k: v for k, v in bad.items() if v} == {}
+    bad = {m: sorted(i for i in imps if i.startswith(("core.sweep", "explorer")))
+           for m, imps in _imports_of("core.schemes").items()}
+    assert {k: v for k, v in bad.items() if v} == {}
+
+
+def test_the_store_imports_only_itself():
+    bad = {m: sorted(i for i in imps if not i.startswith("core.store"))
+           for m, imps in _imports_of("core.store").items()}
+    assert {k: v for k, v in bad.items() if v} == {}
+    # and no module of the store imports store.py back (the mixins sit below it)
+    below = {m: imps for m, imps in _imports_of("core.store").items() if m not in ("core.store", "core.store.store")}
+    assert not any("core.store.store" in imps for imps in below.values())
+
+
+def test_core_knows_no_screen():
+    screens = {"panel", "holoviews", "bokeh"}
+    bad = {str(p.relative_to(ROOT)): sorted(_third_party(p) & screens) for p in _files("core")}
+    assert {k: v for k, v in bad.items() if v} == {}

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from core.store import RunStore, StoreError, default_store_path, resolve_store_path
-from core.store.store import process_start_time
+from core.store.process import process_start_time
 from core.train import ModelConfig, OptimConfig, Run, RunConfig, TelemetryConfig, get_scheme
 
 ROOT = Path(__file__).resolve().parents[1]

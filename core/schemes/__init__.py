@@ -8,7 +8,7 @@ Importing this package (or ``core.train``, which imports it) makes them availabl
 
 from __future__ import annotations
 
-from .cost import BitopsCounter, attach_counter, cost_rows, spec_bits
+from core.train.cost import BitopsCounter, attach_counter, cost_rows, spec_bits
 from .dfq import DFQLayer, DFQScheme, gumbel_hard
 from .logbtq import ChunkedSGD, ClampQuant, LogBTQScheme, TailBound, psi, tail_bound
 from .niti import NitiNet, NitiScheme, integer_ce_grad

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 import core.schemes  # noqa: F401 - registers the schemes
-from core.schemes.cost import attach_counter
+from core.train.cost import attach_counter
 from core.store import RunStore
 from core.train import DataConfig, ModelConfig, OptimConfig, Run, RunConfig, Scheme, TelemetryConfig, get_scheme
 

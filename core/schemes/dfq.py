@@ -34,7 +34,7 @@ from core.train.qlayers import QConv2d, QLinear, tensor_seed
 from core.train.schemes import field_doc
 from core.train import register_scheme
 
-from .cost import BitopsCounter, cost_rows, layer_macs
+from core.train.cost import BitopsCounter, cost_rows, layer_macs
 from .survey import _check_bits, int_spec
 
 __all__ = ["DFQScheme", "DFQLayer", "gumbel_hard"]

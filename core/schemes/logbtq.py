@@ -35,7 +35,7 @@ from core.train import (MetricRow, QuantConfig, Scheme, StepContext, TensorQuant
 from core.train.qlayers import QLinear, tensor_seed
 from core.train.schemes import default_optimizer, field_doc
 
-from .cost import attach_counter, cost_rows
+from core.train.cost import attach_counter, cost_rows
 
 __all__ = ["LogBTQScheme", "psi", "tail_bound", "TailBound", "ClampQuant", "ChunkedSGD", "lowp_available"]
 

@@ -34,7 +34,7 @@ from core.train import MetricRow, QuantConfig, Scheme, StepContext, StepOutput, 
 from core.train.qlayers import tensor_seed
 from core.train.schemes import field_doc
 
-from .cost import BitopsCounter
+from core.train.cost import BitopsCounter
 
 __all__ = ["NitiScheme", "NitiNet", "integer_ce_grad", "quantize_input", "psr_bits_hist",
            "parse_mu_schedule"]

@@ -3,7 +3,7 @@
 Owns :class:`SBMScheme` (``sbm``) with :class:`RangeBatchNorm`, :class:`CPTScheme` (``cpt``) with
 :func:`cpt_bits` and :func:`precision_range_test`, and :class:`PFQScheme` (``pfq``) with
 :func:`plateau`. All quantize with the uniform GEMMLOWP-style ``int(bits=B,scale=tensor)`` grid
-(one float scale per tensor). Each logs effective BitOPs (:mod:`core.schemes.cost`).
+(one float scale per tensor). Each logs effective BitOPs (:mod:`core.train.cost`).
 
 * SBM (Banner et al. 2018): Range BatchNorm normalises by ``C(n) * (max - min)``,
   ``C(n) = 1 / sqrt(2 ln n)``, instead of the standard deviation; gradient bifurcation: the error is
@@ -31,7 +31,7 @@ from torch import nn
 from core.train import MetricRow, QuantConfig, Scheme, StepContext, TensorQuant, convert, register_scheme
 from core.train.schemes import field_doc
 
-from .cost import attach_counter, cost_rows
+from core.train.cost import attach_counter, cost_rows
 
 __all__ = ["SBMScheme", "RangeBatchNorm", "range_bn_constant", "CPTScheme", "cpt_bits",
            "precision_range_test", "PFQScheme", "plateau", "int_spec"]

@@ -23,6 +23,8 @@ import pandas as pd
 
 from .schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION, resolve_store_path
 from .control import ControlMixin
+from .process import pid_alive as _pid_alive
+from .process import process_start_time
 from .status import ACTIVE_STATUSES, FINAL_STATUSES, RunStatus
 from .sweeps import SweepsMixin
 
@@ -39,36 +41,6 @@ _UPDATABLE = set(_RUN_COLUMNS) - {"run_id", "created", "config"} | {"versions"}
 
 class StoreError(RuntimeError):
     """The store file cannot be used (not a database, not a run store, newer schema, unknown run)."""
-
-
-def process_start_time(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks since boot (Linux ``/proc``), or None where unavailable."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read().decode("ascii", "replace")
-        return int(data.rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def _pid_alive(pid: int | None, pid_start: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    except OSError:
-        return False
-    if pid_start is not None:
-        now = process_start_time(pid)
-        if now is not None and now != pid_start:
-            return False  # the pid was reused
-        if now is None and os.path.isdir("/proc"):
-            return False
-    return True
 
 
 def _connect(path: Path) -> sqlite3.Connection:

@@ -16,6 +16,8 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from .process import pid_alive as _pid_alive
+from .process import process_start_time
 from .status import RunStatus, SweepStatus
 
 __all__ = ["SweepsMixin", "CellRow"]
@@ -52,8 +54,6 @@ class SweepsMixin:
         Raises:
             RuntimeError: another live process is driving this sweep.
         """
-        from .store import _pid_alive, process_start_time
-
         now = time.time()
         pid = os.getpid()
         host = socket.gethostname()

@@ -62,6 +62,5 @@ __all__ = [
     "save_checkpoint",
 ]
 
-# The papers' schemes (logbtq, niti, sbm, cpt, pfq, dfq) register themselves on import; they build on
-# the names above, so they are imported last (``core.schemes`` imports ``core.train``).
-from core import schemes as _paper_schemes  # noqa: E402,F401
+# The papers' schemes (logbtq, niti, sbm, cpt, pfq, dfq) live in ``core.schemes``, which builds on this
+# package; the registry imports it (an entry point of the distribution) the first time it is read.

@@ -188,7 +188,7 @@ class Run:
                 torch.manual_seed(cfg.seed)
                 model = build_model(cfg.model, self.data.input_shape, self.data.num_classes)
             model = cfg.scheme.prepare(model, cfg.seed).to(cfg.device)
-            from core.schemes.cost import attach_counter  # effective BitOPs of every run (role "cost")
+            from .cost import attach_counter  # effective BitOPs of every run (role "cost")
 
             attach_counter(model)
             self.model = model

@@ -14,9 +14,10 @@ calls: ``prepare`` (model conversion), ``autocast_dtype``, ``loss`` (e.g. LogBTQ
 from __future__ import annotations
 
 import dataclasses
+import logging
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, TypeVar
+from typing import Any, Callable, ClassVar, Iterator, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -41,8 +42,71 @@ __all__ = [
     "field_doc",
 ]
 
+log = logging.getLogger(__name__)
+
+#: entry-point group of the packages that register more schemes (this project's papers' schemes,
+#: ``core.schemes``, are one: see pyproject.toml); they are imported the first time the registry is read
+PLUGIN_GROUP = "lowbit_explorer.schemes"
+
+
+class _Registry(dict[str, type["Scheme"]]):
+    """Scheme name -> class. Reading it first imports the registered plugin packages, so
+    ``core.train`` never imports the packages that build on it (the arrow points one way)."""
+
+    _loaded = False
+    _loading = False
+
+    def _load(self) -> None:
+        if type(self)._loaded or type(self)._loading:
+            return
+        type(self)._loading = True
+        try:
+            from importlib.metadata import entry_points
+
+            for ep in entry_points(group=PLUGIN_GROUP):
+                try:
+                    ep.load()
+                except Exception:  # noqa: BLE001 - a broken plugin must not hide the built-in schemes
+                    log.exception("scheme plugin %s (%s) failed to load", ep.name, ep.value)
+            type(self)._loaded = True
+        finally:
+            type(self)._loading = False
+
+    def __getitem__(self, key: str) -> type["Scheme"]:
+        self._load()
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        self._load()
+        return super().__contains__(key)
+
+    def __iter__(self) -> Iterator[str]:
+        self._load()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._load()
+        return super().__len__()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self._load()
+        return super().get(key, default)
+
+    def keys(self) -> Any:
+        self._load()
+        return super().keys()
+
+    def items(self) -> Any:
+        self._load()
+        return super().items()
+
+    def values(self) -> Any:
+        self._load()
+        return super().values()
+
+
 #: scheme name -> scheme class
-SCHEMES: dict[str, type["Scheme"]] = {}
+SCHEMES: dict[str, type["Scheme"]] = _Registry()
 
 S = TypeVar("S", bound=type["Scheme"])
 
@@ -54,7 +118,8 @@ def register_scheme(name: str) -> Callable[[S], S]:
         own = "__dataclass_params__" in cls.__dict__  # decorated itself, not just inheriting
         if not (own and cls.__dataclass_params__.frozen):  # type: ignore[attr-defined]
             raise TypeError(f"scheme {name!r} must be a frozen dataclass")
-        if name in SCHEMES and SCHEMES[name] is not cls:
+        known = dict.get(SCHEMES, name)  # no plugin loading while a plugin registers
+        if known is not None and known is not cls:
             raise ValueError(f"scheme {name!r} registered twice")
         cls.name = name
         SCHEMES[name] = cls
@@ -162,7 +227,7 @@ class Scheme:
     def extra_metrics(self, model: nn.Module, ctx: StepContext) -> list[MetricRow]:
         """Scheme-specific telemetry rows at telemetry steps; by default the run's effective BitOPs
         (role ``cost``, docs/papers.md#bitops) when the model carries a counter."""
-        from core.schemes.cost import cost_rows  # core.schemes builds on core.train: import late
+        from .cost import cost_rows  # imported late: core.train.cost builds on the layers
 
         return cost_rows(model, ctx)
 

@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from core.train import MetricRow, StepContext, qlayers
-from core.train.qlayers import parse_spec
+from .context import MetricRow, StepContext
+from .qlayers import parse_spec, qlayers
 
 __all__ = ["BitopsCounter", "spec_bits", "layer_macs", "attach_counter", "cost_rows"]
 
