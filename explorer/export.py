@@ -452,6 +452,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit code (0 ok, 2 bad input)."""
+    from core.store import StoreError
+
     args = _parser().parse_args(argv)
     try:
         st = _open_store(args.store)
@@ -470,7 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         files = export(ids, args.out, st, args.formats, args.metrics,
                        tuple(args.grid) if args.grid else None, args.value, args.smooth, args.name)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, StoreError) as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
     for f in files:

@@ -172,3 +172,46 @@ def test_dead_pid_is_interrupted_live_one_is_not(tmp_path):
     assert store.mark_interrupted() == [dead]
     st = store.list_runs().set_index("run_id").status
     assert st[alive] == "running" and st[dead] == "interrupted"
+
+
+@pytest.fixture
+def readonly_dir(tmp_path):
+    """A folder on a read-only tmpfs (file modes do not stop root; a read-only mount does)."""
+    d = tmp_path / "ro"
+    d.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(d)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", str(d)], capture_output=True)
+
+
+def test_a_store_on_read_only_media_opens_for_reading(readonly_dir):
+    path = readonly_dir / "runs.sqlite"
+    with RunStore(path) as s:
+        rid = s.create_run({"a": 1}, name="kept")
+        s.update_run(rid, status="done", final_test_acc=0.5)
+    assert subprocess.run(["mount", "-o", "remount,ro", str(readonly_dir)]).returncode == 0
+    with RunStore(path) as s:
+        assert s.readonly and list(s.list_runs()["name"]) == ["kept"] and s.get_run(rid)["final_test_acc"] == 0.5
+        with pytest.raises(sqlite3.OperationalError):
+            s.update_run(rid, status="error")  # nothing is written
+    for cmd in (["-m", "explorer.export", "--list"], ["-m", "core.sweep", "list"]):
+        r = subprocess.run([sys.executable, *cmd, "--store", str(path)], cwd=ROOT, capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0 and r.stderr == "", r.stderr
+    with pytest.raises(StoreError, match="no run store"):
+        RunStore(readonly_dir / "missing.sqlite", readonly=True)
+
+
+@pytest.mark.parametrize("content", [b"junk that is not sqlite", b""])
+def test_export_reports_a_bad_store_in_one_line(tmp_path, content):
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(content)
+    if not content:
+        with sqlite3.connect(bad) as c:  # another program's database
+            c.execute("CREATE TABLE other (x)")
+    r = subprocess.run([sys.executable, "-m", "explorer.export", "--list", "--store", str(bad)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr

@@ -43,8 +43,18 @@ class StoreError(RuntimeError):
     """The store file cannot be used (not a database, not a run store, newer schema, unknown run)."""
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
+def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        uri = f"{path.resolve().as_uri()}?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None, check_same_thread=False)
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError:
+            # a WAL store on read-only media has no -shm file to open: nobody can write it, read it as is
+            conn = sqlite3.connect(uri + "&immutable=1", uri=True, timeout=30.0, isolation_level=None,
+                                   check_same_thread=False)
+    else:
+        conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout=30000")
     return conn
 
@@ -55,12 +65,16 @@ class RunStore(ControlMixin, SweepsMixin):
     Args:
         path: the SQLite file; None = ``$LOWBIT_STORE`` or the user data directory.
         stale_after: seconds without a heartbeat after which a run of another host counts as dead.
+        readonly: open for reading only (nothing is created, upgraded or marked); chosen by itself
+            when the store's folder cannot be written (a read-only mount, another user's folder).
 
     Raises:
-        StoreError: the file is not a SQLite database, or not a Lowbit run store.
+        StoreError: the file is not a SQLite database, or not a Lowbit run store; with ``readonly``,
+            no store there or one that needs an upgrade.
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, *, stale_after: float = 3600.0) -> None:
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, stale_after: float = 3600.0,
+                 readonly: bool = False) -> None:
         self.path = resolve_store_path(path)
         self.stale_after = stale_after
         self._local = threading.local()
@@ -68,9 +82,35 @@ class RunStore(ControlMixin, SweepsMixin):
         self._lock = threading.Lock()
         if self.path.exists() and self.path.is_dir():
             raise StoreError(f"run store {self.path} is a directory, not a file")
+        if not readonly and self.path.is_file() and not os.access(self.path.parent, os.W_OK):
+            log.info("run store %s: its folder is not writable, opening it read-only", self.path)
+            readonly = True
+        self.readonly = readonly
+        if readonly:
+            self._check_readable()
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._init_schema()
         self.mark_interrupted()
+
+    def _check_readable(self) -> None:
+        if not self.path.is_file():
+            raise StoreError(f"no run store at {self.path}")
+        try:
+            c = _connect(self.path, readonly=True)
+            try:
+                tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                if "lowbit_meta" not in tables:
+                    raise StoreError(f"{self.path} is not a Lowbit run store")
+                row = c.execute("SELECT value FROM lowbit_meta WHERE key='schema_version'").fetchone()
+            finally:
+                c.close()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is not a run store: {exc}") from None
+        version = int(row[0]) if row else 0
+        if version != SCHEMA_VERSION:
+            raise StoreError(f"{self.path} has schema version {version}; this code reads {SCHEMA_VERSION} "
+                             f"(open it once where it can be written to upgrade it)")
 
     # ------------------------------------------------------------------ connections
     @property
@@ -78,7 +118,7 @@ class RunStore(ControlMixin, SweepsMixin):
         """This thread's connection."""
         c = getattr(self._local, "conn", None)
         if c is None:
-            c = _connect(self.path)
+            c = _connect(self.path, readonly=self.readonly)
             self._local.conn = c
             with self._lock:
                 self._conns.append(c)
