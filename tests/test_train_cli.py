@@ -82,3 +82,29 @@ def test_paper_scheme_fields_have_their_own_options():
         config_from_args(p.parse_args(["--scheme", "mls", "--m-u", "3"]))
     with pytest.raises(ValueError, match="u"):
         config_from_args(p.parse_args(["--scheme", "logbtq", "--u", "0"]))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "device=cuda"], "CUDA is not available"),
+    (["--hidden", "1000000000"], "ModelConfig.hidden must be widths in 1..65536"),
+    (["--set", "optim.weight_decay=nan"], "weight_decay must be a finite number"),
+    (["--set", "optim.gamma=inf"], "gamma must be a finite number"),
+    (["--set", "telemetry.hist_bins=100000000"], "hist_bins must be in 1..4096"),
+    (["--scheme", "logbtq", "--u", "nan"], "logbtq.u must be a finite number"),
+    (["--scheme", "logbtq", "--lam", "inf"], "logbtq.lam must be a finite number"),
+])
+def test_values_that_only_fail_later_are_refused_up_front(tmp_path, capsys, args, message):
+    if "cuda" in " ".join(args):
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+    rc = main([*args, "--max-steps", "1", "--store", str(tmp_path / "s.sqlite"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "s.sqlite").exists() or RunStore(tmp_path / "s.sqlite").list_runs().empty
+
+
+def test_a_config_that_is_a_folder_is_bad_input(tmp_path, capsys):
+    assert main(["--config", str(tmp_path), "--store", str(tmp_path / "s.sqlite")]) == 2
+    assert "is a folder, not a TOML file" in capsys.readouterr().err

@@ -18,6 +18,12 @@ class ModelError(ValueError):
     """Unknown model, or a model that cannot take the dataset's input shape."""
 
 
+#: the widest MLP hidden layer and the largest channel multiplier a config may ask for (beyond them a
+#: model would not fit in memory and should be refused when the config is made, not when it is built)
+MAX_HIDDEN = 65_536
+MAX_WIDTH = 64.0
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Which network to train.
@@ -38,10 +44,10 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
-        if any(h < 1 for h in self.hidden):
-            raise ValueError(f"ModelConfig.hidden must be positive widths, got {self.hidden}")
-        if not (self.width > 0):
-            raise ValueError(f"ModelConfig.width must be > 0, got {self.width}")
+        if any(h < 1 or h > MAX_HIDDEN for h in self.hidden):
+            raise ValueError(f"ModelConfig.hidden must be widths in 1..{MAX_HIDDEN}, got {self.hidden}")
+        if not (0 < self.width <= MAX_WIDTH):
+            raise ValueError(f"ModelConfig.width must be in (0, {MAX_WIDTH}], got {self.width}")
         if not (0.0 <= self.dropout < 1.0):
             raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout}")
 

@@ -246,6 +246,9 @@ class LogBTQScheme(Scheme):
                            metadata=field_doc("chunk of the low-precision accumulation (1 = after every addition)"))
 
     def __post_init__(self) -> None:
+        for k in ("u", "mu", "clip", "t0", "t_growth", "lam", "gamma"):
+            if not math.isfinite(getattr(self, k)):
+                raise ValueError(f"logbtq.{k} must be a finite number, got {getattr(self, k)}")
         if not self.u > 0:
             raise ValueError(f"logbtq.u must be > 0, got {self.u}")
         if not self.mu > 0:

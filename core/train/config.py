@@ -70,8 +70,10 @@ class OptimConfig:
             raise ValueError(f"OptimConfig.lr must be a positive number, got {self.lr!r}")
         if not (0.0 <= self.momentum < 1.0):
             raise ValueError(f"OptimConfig.momentum must be in [0, 1), got {self.momentum!r}")
-        if self.weight_decay < 0:
-            raise ValueError(f"OptimConfig.weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ValueError(f"OptimConfig.weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
+        if not (self.gamma > 0 and math.isfinite(self.gamma)):
+            raise ValueError(f"OptimConfig.gamma must be a finite number > 0, got {self.gamma!r}")
         if self.schedule not in ("constant", "cosine", "step"):
             raise ValueError(f"OptimConfig.schedule must be constant, cosine or step, got {self.schedule!r}")
         if self.warmup_steps < 0:
@@ -117,10 +119,12 @@ class TelemetryConfig:
         object.__setattr__(self, "shadow", tuple(str(parse_spec(s)) for s in shadow if s.strip()))
         if self.every < 0 or self.sample_every < 0:
             raise ValueError("TelemetryConfig.every and sample_every must be >= 0")
-        if not self.hist_lo < self.hist_hi or self.hist_bins < 1:
-            raise ValueError("TelemetryConfig needs hist_lo < hist_hi and hist_bins >= 1")
-        if self.sample_size < 1:
-            raise ValueError("TelemetryConfig.sample_size must be >= 1")
+        if not (math.isfinite(self.hist_lo) and math.isfinite(self.hist_hi) and self.hist_lo < self.hist_hi):
+            raise ValueError("TelemetryConfig needs finite hist_lo < hist_hi")
+        if not 1 <= self.hist_bins <= 4096:
+            raise ValueError(f"TelemetryConfig.hist_bins must be in 1..4096, got {self.hist_bins}")
+        if not 1 <= self.sample_size <= 1 << 20:
+            raise ValueError(f"TelemetryConfig.sample_size must be in 1..{1 << 20}, got {self.sample_size}")
 
 
 #: keys that :meth:`Run.update` may change while a run is going (prefix match for ``scheme.``/``telemetry.``)
@@ -179,7 +183,7 @@ class RunConfig:
             raise ValueError("RunConfig.batch_size and eval_batch_size must be >= 1")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError("RunConfig.max_steps must be >= 1 or None")
-        if not self.diverge_loss > 0:
+        if not self.diverge_loss > 0:  # +inf allowed: never diverge
             raise ValueError("RunConfig.diverge_loss must be > 0")
         if self.checkpoint_every < 0:
             raise ValueError("RunConfig.checkpoint_every must be >= 0")
@@ -217,6 +221,10 @@ class RunConfig:
                 d = tomllib.load(f)
         except FileNotFoundError as exc:
             raise ValueError(f"config file {p} does not exist") from exc
+        except IsADirectoryError:
+            raise ValueError(f"config file {p} is a folder, not a TOML file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read config file {p}: {exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ValueError(f"config file {p} is not valid TOML: {exc}") from exc
         return cls.from_dict(d)

@@ -182,6 +182,8 @@ class Run:
             if self.model is not None:
                 return self
             cfg = self.config
+            if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+                raise ValueError(f"device {cfg.device!r}: CUDA is not available on this machine (use device=cpu)")
             _set_threads(cfg.threads)
             self.data = load_dataset(cfg.data)
             with _INIT_LOCK, torch.random.fork_rng(devices=[]):
