@@ -58,3 +58,35 @@ def test_compare_reads_npy_and_pt(tmp_path, capsys):
 def test_bad_input_exits_2_with_a_message(args, msg):
     p = run(*args)
     assert p.returncode == 2 and msg in p.stderr and "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["show", "float(e=11,m=52,bias=-2)"], "beyond float64's range"),
+    (["show", "float(e=2,m=0,bias=1100)"], "would round to 0"),
+    (["show", "int(bits=\u0668)"], "non-ASCII"),
+    (["compare", "fp8_e4m3", "-n", "-5"], "-n must be in"),
+])
+def test_specs_and_options_beyond_what_works_are_one_line_errors(capsys, argv, needle):
+    from core.formats.__main__ import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and needle in err and err.count("\n") == 1, err
+
+
+def test_a_pickle_that_would_run_code_is_refused_in_one_line(tmp_path, capsys):
+    import os
+    import pickle
+
+    from core.formats.__main__ import main
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    p = tmp_path / "evil.pt"
+    p.write_bytes(pickle.dumps(Evil()))
+    assert main(["compare", "fp8_e4m3", "--file", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "is refused" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "pwned").exists()

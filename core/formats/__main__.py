@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import pickle
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -88,7 +90,15 @@ def load_tensor(path: str) -> torch.Tensor:
         arr = np.load(p, allow_pickle=False)
         t = torch.from_numpy(np.asarray(arr))
     elif p.suffix in (".pt", ".pth"):
-        obj = torch.load(p, weights_only=True, map_location="cpu")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the unpickler's protocol chatter; the refusal is the message
+                obj = torch.load(p, weights_only=True, map_location="cpu")
+        except pickle.UnpicklingError:
+            raise ValueError(f"{path!r} is refused: it is not a file of tensors that loads safely "
+                             f"(torch.load with weights_only=True; pickled objects are never run)") from None
+        except (RuntimeError, EOFError, OSError) as exc:
+            raise ValueError(f"cannot read {path!r} as a torch file: {str(exc).splitlines()[0]}") from None
         if isinstance(obj, dict):
             tensors = [v for v in obj.values() if isinstance(v, torch.Tensor) and v.is_floating_point()]
             if not tensors:
@@ -165,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "show":
             out.write(show(args.spec, args.codes) + "\n")
         else:
+            if not 1 <= args.n <= 1 << 28:
+                raise ValueError(f"-n must be in 1..{1 << 28}, got {args.n}")
             x = load_tensor(args.file) if args.file else sample(args.dist, args.n, args.scale, args.seed)
             out.write(compare(args.specs, x, args.rounding, args.seed) + "\n")
     except (ValueError, TypeError) as err:

@@ -82,6 +82,13 @@ class FloatFormat(FormatSpec):
             raise ValueError(f"float: no normal exponents for e={self.e}, bias={self.bias}")
         if self.bits > 64:
             raise ValueError("float: at most 64 bits")
+        # values are computed in float64: the format's range must fit it (max finite and smallest step)
+        if self.emax > 1023:
+            raise ValueError(f"float: e={self.e}, bias={self.bias} reaches 2^{self.emax}: beyond float64's "
+                             f"range (largest exponent 1023)")
+        if self.emin - self.m < -1074:
+            raise ValueError(f"float: e={self.e}, m={self.m}, bias={self.bias} has steps of 2^{self.emin - self.m}: "
+                             f"below float64's smallest value 2^-1074, they would round to 0")
 
     # ---------------------------------------------------------- properties
     @property

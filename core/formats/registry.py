@@ -125,6 +125,9 @@ def parse_format(text: str | FormatSpec) -> FormatSpec:
     s = text.strip()
     if not s:
         raise ValueError("empty format string")
+    if not s.isascii():
+        bad = next(ch for ch in s if not ch.isascii())
+        raise ValueError(f"format {text!r} has a non-ASCII character {bad!r}; specs are ASCII (digits 0-9)")
     m = re.match(r"^([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*$", s, re.S)
     if not m:
         raise ValueError(
