@@ -3,7 +3,6 @@ chance and ends ``done``; parameters out of their domain fail at config time."""
 
 from __future__ import annotations
 
-import tempfile
 
 import pytest
 
@@ -14,8 +13,8 @@ from core.train import RunConfig, Scheme, get_scheme, list_schemes
 
 @pytest.fixture(autouse=True)
 def _stores_in_tmp(tmp_path, monkeypatch):
-    """compare.train() puts each run store in tempfile's directory: keep them in tmp_path."""
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    """compare.train() keeps its runs in the default store: make that a store in tmp_path."""
+    monkeypatch.setenv("LOWBIT_STORE", str(tmp_path / "runs.sqlite"))
 
 
 SEED_SCHEMES = {"logbtq": dict(k=1), "niti": {}, "sbm": {}, "cpt": {}, "pfq": {}, "dfq": {}}

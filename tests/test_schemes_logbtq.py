@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import tempfile
 
 import pytest
 import torch
@@ -16,8 +15,8 @@ from core.train import get_scheme
 
 @pytest.fixture(autouse=True)
 def _stores_in_tmp(tmp_path, monkeypatch):
-    """compare.train() puts each run store in tempfile's directory: keep them in tmp_path."""
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    """compare.train() keeps its runs in the default store: make that a store in tmp_path."""
+    monkeypatch.setenv("LOWBIT_STORE", str(tmp_path / "runs.sqlite"))
 
 
 def test_tail_bound_paper_numbers():

@@ -3,7 +3,6 @@ PFQ plateaus, BitOPs."""
 
 from __future__ import annotations
 
-import tempfile
 
 import math
 
@@ -18,8 +17,8 @@ from core.train import get_scheme
 
 @pytest.fixture(autouse=True)
 def _stores_in_tmp(tmp_path, monkeypatch):
-    """compare.train() puts each run store in tempfile's directory: keep them in tmp_path."""
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    """compare.train() keeps its runs in the default store: make that a store in tmp_path."""
+    monkeypatch.setenv("LOWBIT_STORE", str(tmp_path / "runs.sqlite"))
 
 
 def _bits_trace(run, initial: int) -> list[int]:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from typing import Any
 
 import core.schemes  # noqa: F401 - registers the schemes
 from core.train.cost import attach_counter
-from core.store import RunStore
+from core.data import DatasetError
+from core.store import RunStore, StoreError
 from core.train import DataConfig, ModelConfig, OptimConfig, Run, RunConfig, Scheme, TelemetryConfig, get_scheme
 
 __all__ = ["train", "default_lineup", "build_parser", "main"]
@@ -26,9 +26,10 @@ def train(scheme: Scheme, dataset: str = "digits", epochs: int = 3, *, model: st
           hidden: tuple[int, ...] = (64,), lr: float = 0.05, batch_size: int = 32, seed: int = 0,
           store: RunStore | str | None = None, telemetry_every: int = 20, root: str | None = None,
           train_subset: int | None = None, threads: int | None = 1, **run_kw: Any) -> Run:
-    """Train ``scheme`` on a small model and wait for the end; a temporary store unless given."""
+    """Train ``scheme`` on a small model and wait for the end (in ``store``: default the run store of
+    ``$LOWBIT_STORE`` or the user data directory)."""
     if store is None:
-        store = RunStore(tempfile.mktemp(prefix="lowbit-schemes-", suffix=".sqlite"))
+        store = RunStore()
     cfg = RunConfig(
         data=DataConfig(name=dataset, root=root, train_subset=train_subset),
         model=ModelConfig(name=model, hidden=hidden),
@@ -86,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train on N training examples (a fixed, seeded subset; default: all)")
     p.add_argument("--only", default=None, metavar="LABELS",
                    help=f"comma-separated subset of the line-up to run (labels: {labels})")
+    p.add_argument("--store", default=None,
+                   help="run store the runs are kept in (default: $LOWBIT_STORE or the user data dir)")
     return p
 
 
@@ -94,10 +97,26 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     datasets = a.dataset or ["digits"]
     lineup = default_lineup()
-    if a.only:
-        keep = set(a.only.split(","))
-        lineup = [(label, s) for label, s in lineup if label in keep]
-    store = RunStore(tempfile.mktemp(prefix="lowbit-compare-", suffix=".sqlite"))
+    try:
+        if a.only:
+            keep = [x.strip() for x in a.only.split(",") if x.strip()]
+            known = [label for label, _ in lineup]
+            unknown = [x for x in keep if x not in known]
+            if unknown or not keep:
+                raise ValueError(f"--only: unknown label(s) {', '.join(unknown) or '(none given)'}; "
+                                 f"labels: {', '.join(known)}")
+            lineup = [(label, s) for label, s in lineup if label in keep]
+        if a.epochs < 1:
+            raise ValueError(f"--epochs must be >= 1, got {a.epochs}")
+        from core.data import DATASETS
+
+        bad = [d for d in datasets if d not in DATASETS]
+        if bad:
+            raise ValueError(f"unknown dataset(s) {', '.join(bad)}; known: {', '.join(sorted(DATASETS))}")
+        store = RunStore(a.store)
+    except (ValueError, StoreError) as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
     results: dict[tuple[str, str], tuple[float | None, str, float, float | None]] = {}
     jobs = [(d, label, s) for d in datasets for label, s in lineup]
     try:
@@ -111,8 +130,14 @@ def main(argv: list[str] | None = None) -> int:
             bar.set_postfix_str(f"{d}:{label}")
         t0 = time.perf_counter()
         root = a.root if d != "digits" else None
-        run = train(scheme, d, a.epochs, hidden=(a.hidden,), seed=a.seed, store=store, root=root,
-                    train_subset=a.train_subset)
+        try:
+            run = train(scheme, d, a.epochs, hidden=(a.hidden,), seed=a.seed, store=store, root=root,
+                        train_subset=a.train_subset)
+        except (ValueError, DatasetError) as exc:
+            if bar is not None:
+                bar.close()
+            sys.stderr.write(f"error: {d}: {exc}\n")
+            return 2
         c = getattr(run.model, "_bitops_counter", None)
         bitops = c.total if c is not None else None
         results[(d, label)] = (run.result.get("test_acc"), run.status, time.perf_counter() - t0, bitops)
