@@ -215,3 +215,9 @@ def test_export_reports_a_bad_store_in_one_line(tmp_path, content):
     r = subprocess.run([sys.executable, "-m", "explorer.export", "--list", "--store", str(bad)], cwd=ROOT,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_checkpoints_are_kept_beside_the_store_in_a_folder_named_after_it(tmp_path):
+    store = RunStore(tmp_path / "mine.sqlite")
+    assert store.checkpoint_dir("abc") == tmp_path / "mine.sqlite.checkpoints" / "abc"
+    assert RunStore(tmp_path / "other.sqlite").checkpoint_dir("abc") != store.checkpoint_dir("abc")

@@ -436,8 +436,10 @@ class RunStore(ControlMixin, SweepsMixin):
         return paths
 
     def checkpoint_dir(self, run_id: str) -> Path:
-        """``<store dir>/checkpoints/<run_id>``."""
-        return self.path.parent / "checkpoints" / run_id
+        """``<store dir>/<store name>.checkpoints/<run_id>``: named after the store, so a store in a shared
+        folder (``LOWBIT_STORE=~/runs.sqlite``) does not claim a generic ``checkpoints`` folder there, and
+        two stores in one folder keep their checkpoints apart."""
+        return self.path.parent / f"{self.path.name}.checkpoints" / run_id
 
 
 def _wide(df: pd.DataFrame, index: list[str]) -> pd.DataFrame:
