@@ -184,7 +184,8 @@ def readonly_dir(tmp_path):
     try:
         yield d
     finally:
-        subprocess.run(["umount", str(d)], capture_output=True)
+        r = subprocess.run(["umount", str(d)], capture_output=True, text=True)
+        assert r.returncode == 0, f"the store left files open on the mount: {r.stderr}"
 
 
 def test_a_store_on_read_only_media_opens_for_reading(readonly_dir):
@@ -221,3 +222,34 @@ def test_checkpoints_are_kept_beside_the_store_in_a_folder_named_after_it(tmp_pa
     store = RunStore(tmp_path / "mine.sqlite")
     assert store.checkpoint_dir("abc") == tmp_path / "mine.sqlite.checkpoints" / "abc"
     assert RunStore(tmp_path / "other.sqlite").checkpoint_dir("abc") != store.checkpoint_dir("abc")
+
+
+def test_training_goes_on_while_another_process_holds_the_write_lock(tmp_path):
+    """Rows are buffered while the store is locked, written when it is free again; nothing is lost."""
+    db = tmp_path / "runs.sqlite"
+    store = RunStore(db)
+    cfg = RunConfig(model=ModelConfig(hidden=(16,)), epochs=10000, checkpoint=False, threads=1,
+                    telemetry=TelemetryConfig(every=0))
+    run = Run(cfg, store=store).start()
+    try:
+        deadline = time.monotonic() + 60
+        while run.step < 20 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        lock = sqlite3.connect(db, timeout=5, isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")  # another program holds the write lock ...
+        at = run.step
+        time.sleep(4.0)  # ... for longer than Run.store_wait several times over
+        during = run.step
+        lock.execute("COMMIT")
+        lock.close()
+        assert run.status == "running" and during > at + 50, (at, during)  # kept training
+        run.stop()
+        assert run.wait(60) == "stopped"
+    finally:
+        run.stop()
+        run.wait(60)
+    sc = store.scalars(run.id)
+    assert list(sc.step) == list(range(run.step))  # every step's row, in order
+    ev = store.events(run.id)
+    blocked = [p for k, p in zip(ev.kind, ev.payload) if k == "store_blocked"]
+    assert blocked and blocked[0]["seconds"] > 2.0, list(ev.kind)

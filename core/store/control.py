@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from .tx import rollback
 from .status import CommandKind
 
 __all__ = ["ControlMixin", "Cursor"]
@@ -51,7 +52,7 @@ class ControlMixin:
                             (run_id, time.time(), kind.value, json.dumps(payload or {}, default=str)))
             c.execute("COMMIT")
         except BaseException:
-            c.execute("ROLLBACK")
+            rollback(c)
             raise
         return int(cur.lastrowid or 0)
 

@@ -25,6 +25,7 @@ from .schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION, resolve_store_path
 from .control import ControlMixin
 from .process import pid_alive as _pid_alive
 from .process import process_start_time
+from .tx import rollback
 from .status import ACTIVE_STATUSES, FINAL_STATUSES, RunStatus
 from .sweeps import SweepsMixin
 
@@ -46,10 +47,11 @@ class StoreError(RuntimeError):
 def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
     if readonly:
         uri = f"{path.resolve().as_uri()}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None, check_same_thread=False)
         try:
-            conn = sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None, check_same_thread=False)
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.OperationalError:
+            conn.close()
             # a WAL store on read-only media has no -shm file to open: nobody can write it, read it as is
             conn = sqlite3.connect(uri + "&immutable=1", uri=True, timeout=30.0, isolation_level=None,
                                    check_same_thread=False)
@@ -171,7 +173,7 @@ class RunStore(ControlMixin, SweepsMixin):
                 c.execute("INSERT OR IGNORE INTO lowbit_meta VALUES ('store_id', ?)", (uuid.uuid4().hex,))
                 c.execute("COMMIT")
             except BaseException:
-                c.execute("ROLLBACK")
+                rollback(c)
                 raise
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} is not a run store: {exc}") from exc
@@ -226,7 +228,7 @@ class RunStore(ControlMixin, SweepsMixin):
                 c.execute(sql, params)
             c.execute("COMMIT")
         except BaseException:
-            c.execute("ROLLBACK")
+            rollback(c)
             raise
 
     # ------------------------------------------------------------------ writing
@@ -270,7 +272,7 @@ class RunStore(ControlMixin, SweepsMixin):
                                          socket.gethostname(), json.dumps(versions or {}, default=str), run_id))
             c.execute("COMMIT")
         except BaseException:
-            c.execute("ROLLBACK")
+            rollback(c)
             raise
 
     def update_run(self, run_id: str, **fields: Any) -> None:
@@ -505,10 +507,16 @@ class RunWriter:
     def pending(self) -> int:
         return len(self.metrics) + len(self.histograms) + len(self.events) + len(self.other)
 
-    def flush(self, **run_fields: Any) -> None:
-        """Commit everything buffered plus ``run_fields`` (and a heartbeat) in one transaction."""
+    def flush(self, wait: float | None = None, **run_fields: Any) -> None:
+        """Commit everything buffered plus ``run_fields`` (and a heartbeat) in one transaction.
+
+        Args:
+            wait: seconds to wait for another process's write lock (default 30); when it is not
+                released in time, ``sqlite3.OperationalError`` is raised and every row stays buffered.
+        """
         run_fields.setdefault("heartbeat", time.time())
         c = self.conn
+        c.execute(f"PRAGMA busy_timeout={int(1000 * (30.0 if wait is None else wait))}")
         c.execute("BEGIN IMMEDIATE")
         try:
             if self.metrics:
@@ -522,7 +530,7 @@ class RunWriter:
             c.execute(*_update_sql(self.run_id, run_fields))
             c.execute("COMMIT")
         except BaseException:
-            c.execute("ROLLBACK")
+            rollback(c)
             raise
         self.metrics.clear()
         self.histograms.clear()

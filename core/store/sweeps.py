@@ -18,6 +18,7 @@ import pandas as pd
 
 from .process import pid_alive as _pid_alive
 from .process import process_start_time
+from .tx import rollback
 from .status import RunStatus, SweepStatus
 
 __all__ = ["SweepsMixin", "CellRow"]
@@ -91,7 +92,7 @@ class SweepsMixin:
                                                          now))
             c.execute("COMMIT")
         except BaseException:
-            c.execute("ROLLBACK")
+            rollback(c)
             raise
 
     def update_sweep(self, name: str, **fields: Any) -> None:

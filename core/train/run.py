@@ -103,6 +103,9 @@ class Run:
     flush_interval: float = 0.25
     #: seconds between reads of the commands other processes sent through the store
     command_interval: float = 0.05
+    #: seconds a commit waits for another process's write lock on the store before training goes on
+    #: (the rows stay buffered and the commit is retried with backoff; the run's end waits longer)
+    store_wait: float = 1.0
 
     def __init__(self, config: RunConfig | Mapping[str, Any] | str | os.PathLike[str],
                  store: RunStore | str | os.PathLike[str] | None = None, run_id: str | None = None) -> None:
@@ -128,6 +131,10 @@ class Run:
         self._adopt = run_id is not None
         self._cmd_seq = 0
         self._cmd_next = 0.0
+        self._flush_fields: dict[str, Any] = {}
+        self._retry_at = 0.0
+        self._retries = 0
+        self._blocked_since: float | None = None
         self.status = RunStatus.CREATED.value
         self.error: BaseException | None = None
         self.step = 0
@@ -341,16 +348,43 @@ class Run:
             self._flush()
         self._emit({"type": "status", "status": status})
 
-    def _flush(self, **fields: Any) -> None:
+    def _flush(self, final: bool = False, **fields: Any) -> None:
+        """Commit the buffered rows. When another process holds the store's write lock longer than
+        :attr:`store_wait`, training goes on with the rows buffered, retried with backoff (the run's
+        last commit waits up to 30 s); the blocked time is logged as event ``store_blocked``."""
         w = self._writer
         if w is None:
             return
+        self._flush_fields.update(fields)
+        now = time.monotonic()
+        if not final and now < self._retry_at:
+            return
+        fields = dict(self._flush_fields)
         fields.setdefault("status", self.status)
         fields.setdefault("step", self.step)
         fields.setdefault("epoch", self.epoch)
         if self.data is not None:
             fields.setdefault("total_steps", self.total_steps)
-        w.flush(**fields)
+        try:
+            w.flush(wait=None if final else self.store_wait, **fields)
+        except sqlite3.OperationalError as exc:
+            if final or not any(k in str(exc) for k in ("locked", "busy")):
+                raise
+            if self._blocked_since is None:
+                self._blocked_since = time.time()
+            self._retries += 1
+            self._retry_at = now + min(30.0, 0.25 * 2 ** min(self._retries, 7))
+            log.warning("run %s: the run store is locked by another process (%s); %d rows buffered, retry %d",
+                        self.id, exc, w.pending(), self._retries)
+            return
+        self._flush_fields = {}
+        if self._blocked_since is not None:
+            blocked = time.time() - self._blocked_since
+            log.warning("run %s: the run store is writable again after %.1f s; buffered rows written", self.id,
+                        blocked)
+            w.event(self.step, "store_blocked", {"seconds": blocked, "retries": self._retries})
+            self._blocked_since, self._retries, self._retry_at = None, 0, 0.0
+            w.flush(wait=None if final else self.store_wait, **fields)  # the event too (this may be the last commit)
 
     def _read_commands(self, force: bool = False) -> None:
         """Obey the commands other processes sent through the store (acknowledged at once)."""
@@ -423,7 +457,8 @@ class Run:
                 # diverged/error were logged with their details already
                 if final in (RunStatus.DONE, RunStatus.STOPPED):
                     self._writer.event(self.step, final, {k: v for k, v in self.result.items() if k != "run_id"})
-                self._flush(ended=time.time(), final_test_acc=self._test_acc, best_test_acc=self._best_acc,
+                self._flush(final=True, ended=time.time(), final_test_acc=self._test_acc,
+                            best_test_acc=self._best_acc,
                             error=(f"{type(self.error).__name__}: {self.error}" if self.error else None))
                 self._writer.close()
         except Exception:  # noqa: BLE001
