@@ -253,3 +253,18 @@ def test_training_goes_on_while_another_process_holds_the_write_lock(tmp_path):
     ev = store.events(run.id)
     blocked = [p for k, p in zip(ev.kind, ev.payload) if k == "store_blocked"]
     assert blocked and blocked[0]["seconds"] > 2.0, list(ev.kind)
+
+
+def test_a_full_disk_is_reported_as_such(tmp_path):
+    d = tmp_path / "full"
+    d.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(d)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        r = subprocess.run([sys.executable, "-m", "core.train", "--epochs", "50", "--store", str(d / "runs.sqlite"),
+                            "--no-progress", "--set", "checkpoint=false"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=300)
+    finally:
+        subprocess.run(["umount", "-l", str(d)], capture_output=True)
+    assert r.returncode == 1 and "error=OperationalError: database or disk is full" in r.stdout, r.stdout
+    assert "cannot rollback" not in r.stdout + r.stderr
