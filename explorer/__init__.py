@@ -17,7 +17,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["FormatLab", "LiveTraining", "Compare", "Sweeps", "export", "FormatLabState", "LiveTrainingState",
+__all__ = ["FormatLab", "LiveTraining", "Compare", "Sweeps", "export", "export_comparison", "Comparison",
+           "load_comparison", "FormatLabState", "LiveTrainingState",
            "CompareState", "SweepsState", "SpecBuilder", "create_app"]
 
 _LAZY = {
@@ -32,6 +33,9 @@ _LAZY = {
     "SpecBuilder": ("builder", "SpecBuilder"),
     "create_app": ("app", "create_app"),
     "export": ("export", None),
+    "export_comparison": ("export", "export_comparison"),
+    "Comparison": ("comparison", "Comparison"),
+    "load_comparison": ("comparison", "load_comparison"),
 }
 
 

@@ -1,7 +1,8 @@
 """The spec builder: pick a format family, then its knobs; always shows the spec string.
 
 :class:`SpecBuilder` is Panel-free ``param`` state.  The knobs of each family are generated
-from the family's frozen dataclass (:data:`core.formats.FAMILIES`): ``int`` fields become
+from the family's frozen dataclass (:data:`core.formats.FAMILIES`) by
+:func:`explorer.knobs.knob_parameter` (the adapter the scheme knobs use too): ``int`` fields become
 ``param.Integer`` with the field's ``metadata["range"]`` as bounds, ``bool`` fields
 ``param.Boolean``, ``str`` fields with ``metadata["choices"]`` ``param.Selector``, ``float``
 fields ``param.Number``; ``metadata["doc"]`` becomes the parameter's ``doc``.
@@ -28,6 +29,8 @@ import param
 import core
 from core.formats import ALIASES, FAMILIES, FormatSpec, family_fields
 
+from .knobs import hint_name, knob_parameter
+
 __all__ = ["SpecBuilder", "knob_class", "FLOAT_NONE", "SLOT_COLORS"]
 
 #: label of the "no quantization" choice of optional spec builders
@@ -37,28 +40,11 @@ SLOT_COLORS: tuple[str, ...] = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
 _CUSTOM = "(custom)"
 
 
-def _annotation(f: dataclasses.Field) -> str:
-    ann = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-    return ann.replace(" ", "")
-
-
 def _knob_parameter(f: dataclasses.Field, default: Any) -> param.Parameter:
     """A ``param`` Parameter mirroring one dataclass field of a format family."""
     meta = f.metadata
-    doc = str(meta.get("doc", f.name))
-    ann = _annotation(f)
-    choices = meta.get("choices")
-    rng = meta.get("range")
-    if choices is not None:
-        return param.Selector(default=default, objects=list(choices), doc=doc)
-    if ann == "bool":
-        return param.Boolean(default=bool(default), doc=doc)
-    if ann in ("int", "int|None", "Optional[int]"):
-        return param.Integer(default=default, bounds=tuple(rng) if rng else None,
-                             allow_None=ann != "int", doc=doc)
-    if ann == "float":
-        return param.Number(default=default, bounds=tuple(rng) if rng else None, doc=doc)
-    return param.String(default=default, doc=doc)
+    return knob_parameter(hint_name(f.type), default, str(meta.get("doc", f.name)), bounds=meta.get("range"),
+                          choices=meta.get("choices"))
 
 
 @lru_cache(maxsize=None)

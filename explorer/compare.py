@@ -11,7 +11,8 @@ import param
 from panel.viewable import Viewer
 
 from .compare_state import CompareState
-from .export import Comparison, curves, final_table, grid_plot
+from .comparison import Comparison, final_table
+from .export import curves, grid_plot
 
 __all__ = ["Compare"]
 

@@ -14,7 +14,8 @@ from typing import Any
 import pandas as pd
 import param
 
-from .export import EPOCH_METRICS, STEP_METRICS, Comparison, export, load_comparison, run_label
+from .comparison import EPOCH_METRICS, STEP_METRICS, Comparison, load_comparison, run_label
+from .export import export_comparison
 
 __all__ = ["CompareState", "GRID_VALUES"]
 
@@ -136,8 +137,8 @@ class CompareState(param.Parameterized):
             stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
             out = Path(self._store().path).parent / "exports" / stamp
         try:
-            files = export(list(self.selected), out, self._store(), metrics=(self.metric, self.metric2),
-                           grid=self.grid, value=self.grid_value, smooth=self.smooth)
+            files = export_comparison(list(self.selected), out, self._store(), metrics=(self.metric, self.metric2),
+                                       grid=self.grid, value=self.grid_value, smooth=self.smooth)
         except (ValueError, OSError) as exc:
             with param.edit_constant(self):
                 self.message = f"export failed: {exc}"

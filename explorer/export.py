@@ -1,4 +1,7 @@
-"""Comparison of stored runs: data loading, figures, and files (PNG, SVG, standalone HTML).
+"""Exports of a comparison of stored runs: figures and files (PNG, SVG, standalone HTML), and the CLI.
+
+The data model (:class:`Comparison`, :func:`load_comparison`, :func:`run_label`, the metric
+names) is :mod:`explorer.comparison`'s; it is re-exported here for compatibility.
 
 ``explorer.export(runs, out_dir)`` (this module is callable) and the CLI
 ``python -m explorer.export --runs ID [ID ...] --out DIR`` write:
@@ -23,17 +26,19 @@ import math
 import re
 import sys
 import types
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Sequence
 
 import holoviews as hv
 import numpy as np
 import pandas as pd
 
 from . import plots
+from .comparison import (EPOCH_METRICS, STEP_METRICS, Comparison, final_table, flatten_config, load_comparison,
+                         open_store, run_label)
 
 __all__ = [
+    "export_comparison",
     "export",
     "load_comparison",
     "Comparison",
@@ -45,131 +50,9 @@ __all__ = [
     "main",
 ]
 
-#: per-step curves available from ``store.scalars``
-STEP_METRICS: tuple[str, ...] = ("loss", "train_acc", "lr", "step_time")
-#: per-epoch curves available from ``store.epochs``
-EPOCH_METRICS: tuple[str, ...] = ("test_acc", "test_loss", "epoch_train_loss", "epoch_train_acc")
 FORMATS: tuple[str, ...] = ("png", "svg", "html")
 _RELATIVE_SCRIPT = re.compile(r'<script[^>]*src="static/[^"]*"[^>]*></script>\s*'
                               r'|<link[^>]*href="static/[^"]*"[^>]*>\s*')
-
-
-def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"scheme": {"mx": 1}}`` -> ``{"scheme.mx": 1}`` (lists become tuples)."""
-    out: dict[str, Any] = {}
-    for k, v in config.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(flatten_config(v, key + "."))
-        else:
-            out[key] = tuple(v) if isinstance(v, list) else v
-    return out
-
-
-def _scheme_defaults(name: str) -> dict[str, Any]:
-    try:
-        from core.train import get_scheme
-
-        return get_scheme(name).to_dict()
-    except (ImportError, ValueError):
-        return {}
-
-
-def run_label(run_id: str, config: Mapping[str, Any]) -> str:
-    """Short label: ``<id6> <scheme>(<fields that differ from the scheme's defaults>)``."""
-    sch = dict(config.get("scheme", {}))
-    name = str(sch.get("name", "?"))
-    defaults = _scheme_defaults(name)
-    diff = [f"{k}={v}" for k, v in sch.items() if k != "name" and defaults.get(k, object()) != v]
-    return f"{run_id[:6]} {name}" + (f"({','.join(diff)})" if diff else "")
-
-
-@dataclass
-class Comparison:
-    """Everything needed to draw and describe a comparison of stored runs.
-
-    Attributes:
-        run_ids: the runs, in the order given.
-        labels: short label per run id.
-        configs: ``RunConfig.to_dict()`` per run id.
-        steps: per-step scalars per run id (``store.scalars``).
-        epochs: per-epoch values per run id (``store.epochs``).
-        summary: one row per run: id, label, status, dataset, model, scheme, steps, final/best test
-            accuracy, final loss, plus the flattened config columns.
-    """
-
-    run_ids: list[str]
-    labels: dict[str, str]
-    configs: dict[str, dict[str, Any]]
-    steps: dict[str, pd.DataFrame]
-    epochs: dict[str, pd.DataFrame]
-    summary: pd.DataFrame
-    store_path: str = ""
-
-    def varying_keys(self) -> list[str]:
-        """Flattened config keys whose values differ between the runs (candidate grid axes)."""
-        if len(self.run_ids) < 2:
-            return []
-        flat = [flatten_config(self.configs[r]) for r in self.run_ids]
-        keys = sorted(set().union(*flat), key=lambda k: (not k.startswith("scheme."), k))  # formats first
-        return [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
-
-
-def _open_store(store: Any) -> Any:
-    from core.store import RunStore
-
-    return store if isinstance(store, RunStore) else RunStore(store)
-
-
-def load_comparison(run_ids: Sequence[str], store: Any = None) -> Comparison:
-    """Load runs from the store.
-
-    Args:
-        run_ids: run ids (unique prefixes of at least 4 characters are accepted).
-        store: a ``RunStore``, a store path, or None for the default store.
-
-    Raises:
-        ValueError: no runs given, or an id that matches no run (or several).
-    """
-    st = _open_store(store)
-    if not run_ids:
-        raise ValueError("no runs to compare")
-    known = [str(r) for r in st.list_runs()["run_id"]]
-    ids: list[str] = []
-    for rid in run_ids:
-        match = [k for k in known if k == rid] or [k for k in known if len(rid) >= 4 and k.startswith(rid)]
-        if len(match) != 1:
-            raise ValueError(f"run {rid!r} {'is ambiguous' if match else 'is not in the store'} ({st.path})")
-        if match[0] not in ids:
-            ids.append(match[0])
-    configs, steps, epochs, labels, rows = {}, {}, {}, {}, []
-    for rid in ids:
-        info = st.get_run(rid)
-        cfg = info["config"]
-        configs[rid] = cfg
-        labels[rid] = run_label(rid, cfg)
-        sc = st.scalars(rid)
-        ep = st.epochs(rid)
-        steps[rid] = sc
-        epochs[rid] = ep
-        has_loss = len(sc) and "loss" in sc and sc["loss"].notna().any()
-        final_loss = float(sc["loss"].dropna().iloc[-1]) if has_loss else math.nan
-        row = {
-            "run_id": rid, "label": labels[rid], "status": info.get("status"), "dataset": info.get("dataset"),
-            "model": info.get("model"), "scheme": info.get("scheme"), "steps": info.get("step"),
-            "final_test_acc": _num(info.get("final_test_acc")), "best_test_acc": _num(info.get("best_test_acc")),
-            "final_loss": final_loss,
-        }
-        row.update({k: (str(v) if isinstance(v, tuple) else v) for k, v in flatten_config(cfg).items()})
-        rows.append(row)
-    return Comparison(ids, labels, configs, steps, epochs, pd.DataFrame(rows), str(st.path))
-
-
-def _num(v: Any) -> float:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def _smooth(df: pd.DataFrame, col: str, window: int) -> pd.DataFrame:
@@ -187,12 +70,6 @@ def curves(comp: Comparison, metric: str, smooth: int = 1) -> hv.Overlay:
     frames = {r: _smooth(src[r], metric, 1 if per_epoch else smooth) for r in comp.run_ids}
     title = metric.replace("_", " ") + (" (per epoch)" if per_epoch else "")
     return plots.curves_plot(frames, metric, x="step", labels=comp.labels, title=title, markers=per_epoch)
-
-
-def final_table(comp: Comparison) -> pd.DataFrame:
-    """Final metrics: label, status, steps, final/best test accuracy, final loss."""
-    cols = ["label", "status", "steps", "final_test_acc", "best_test_acc", "final_loss"]
-    return comp.summary.reindex(columns=cols)
 
 
 def grid_plot(comp: Comparison, x: str, y: str, value: str = "final_test_acc") -> hv.HeatMap:
@@ -358,7 +235,7 @@ def _write_html(fig_obj: Any, comp: Comparison, path: Path) -> Path:
     return path
 
 
-def export(
+def export_comparison(
     runs: Sequence[str],
     out_dir: str | Path | None = None,
     store: Any = None,
@@ -397,7 +274,7 @@ def export(
     unknown = [m for m in metrics if m not in STEP_METRICS + EPOCH_METRICS]
     if unknown:
         raise ValueError(f"unknown metric(s) {', '.join(unknown)}; valid: {', '.join(STEP_METRICS + EPOCH_METRICS)}")
-    st = _open_store(store)
+    st = open_store(store)
     comp = load_comparison(list(runs), st)
     if grid is not None:
         missing = [k for k in grid if k and k not in comp.summary.columns]
@@ -423,6 +300,10 @@ def export(
     side.write_text(json.dumps(meta, indent=1, default=str))
     written.append(side)
     return written
+
+
+#: the historical name (``explorer.export(...)`` calls it)
+export = export_comparison
 
 
 # ----------------------------------------------------------------------- CLI
@@ -456,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     try:
-        st = _open_store(args.store)
+        st = open_store(args.store)
         if args.list:
             runs = st.list_runs()
             cols = [c for c in ("run_id", "status", "dataset", "model", "scheme", "step", "final_test_acc", "created")
@@ -470,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not ids:
             sys.stderr.write("error: give --runs ID [ID ...] or --last N (see --list)\n")
             return 2
-        files = export(ids, args.out, st, args.formats, args.metrics,
+        files = export_comparison(ids, args.out, st, args.formats, args.metrics,
                        tuple(args.grid) if args.grid else None, args.value, args.smooth, args.name)
     except (ValueError, OSError, StoreError) as exc:
         sys.stderr.write(f"error: {exc}\n")
@@ -481,10 +362,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 class _CallableModule(types.ModuleType):
-    """Lets ``explorer.export(...)`` call :func:`export` while ``explorer.export`` stays a module."""
+    """Lets ``explorer.export(...)`` call :func:`export_comparison` while ``explorer.export`` stays a module
+    (``python -m explorer.export`` needs the module; a package attribute of the same name would be
+    replaced by the submodule the first time it is imported)."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> list[Path]:
-        return export(*args, **kwargs)
+        return export_comparison(*args, **kwargs)
 
 
 if __name__ == "__main__":

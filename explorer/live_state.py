@@ -19,12 +19,9 @@ says so when the answer arrives, and the step of every applied ``update`` is mar
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import math
 import time
 import typing
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -33,15 +30,16 @@ import param
 from holoviews import streams
 
 import core
-from core.formats import family_fields
-from core.schemes import tail_bound
-
 from core.store import is_active, is_final
 
-from . import registry
+from . import live_frames, registry
 from .builder import SpecBuilder
+from .knobs import knob_text, scheme_knob_class, spec_fields
+from .live_frames import HEAT_COLS, MAX_COLUMNS, SIGNAL_PLOT_COLS, WHIST_COLS, empty_frame, tail_fraction
 
-__all__ = ["LiveTrainingState", "scheme_knob_class", "spec_fields", "tail_fraction", "SIGNAL_ROLES"]
+#: ``scheme_knob_class``/``spec_fields`` (:mod:`explorer.knobs`) and ``tail_fraction``/``MAX_COLUMNS``
+#: (:mod:`explorer.live_frames`) are re-exported for compatibility
+__all__ = ["LiveTrainingState", "scheme_knob_class", "spec_fields", "tail_fraction", "SIGNAL_ROLES", "MAX_COLUMNS"]
 
 log = logging.getLogger(__name__)
 
@@ -54,125 +52,10 @@ SIGNAL_ROLES = ("schedule", "dfq", "niti", "logbtq", "cost")
 #: signal shown first when a run has it (precision first)
 _SIGNAL_PREFERENCE = ("schedule.bits", "dfq.bits_mean", "niti.s_a", "logbtq.outside_mean", "cost.bitops")
 _SIGNAL_COLS = ["step", "layer", "tensor", "role", "name", "value"]
-_SIGNAL_PLOT_COLS = ["step", "value", "series"]
+_SIGNAL_PLOT_COLS = SIGNAL_PLOT_COLS
 
 
-def _empty(cols: list[str]) -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype=float) for c in cols})
-
-
-#: most step columns a heat map or the weight histogram draws (a long run is binned into this many)
-MAX_COLUMNS = 160
-
-
-def _bin_steps(df: pd.DataFrame, every: float, max_columns: int) -> pd.DataFrame:
-    """Heat-map rows binned along the steps so that at most ``max_columns`` columns remain (the mean
-    ARE per bin); rows are returned as they are when there are fewer steps than that."""
-    steps = df["step"].to_numpy(float)
-    if not len(df) or len(np.unique(steps)) <= max_columns:
-        return df
-    span = float(steps.max() - steps.min()) + every
-    width = math.ceil(span / max_columns / every) * every
-    out = df.assign(step=np.floor((steps - steps.min()) / width) * width + steps.min())
-    out = out.groupby(["step", "layer", "tensor", "source"], as_index=False, sort=True)["value"].mean()
-    out["width"] = float(width)
-    return out[["step", "layer", "tensor", "value", "width", "source"]]
-
-
-# ----------------------------------------------------------------- scheme knobs
-def _hint_name(t: Any) -> str:
-    if t is None:
-        return ""
-    origin = typing.get_origin(t)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        args = [a for a in typing.get_args(t) if a is not type(None)]
-        return "|".join(_hint_name(a) for a in args) + "|None"
-    return getattr(t, "__name__", str(t))
-
-
-def spec_fields(scheme_cls: Any) -> list[str]:
-    """Fields of a scheme that hold format spec strings (``str`` or ``str | None`` without choices)."""
-    out = []
-    for d in scheme_cls.describe():
-        ann = _hint_name(d["type"])
-        if ann in ("str", "str|None") and not d["choices"]:
-            default = d["default"]
-            if default is None or default is dataclasses.MISSING:
-                out.append(d["name"])
-                continue
-            try:
-                core.parse_format(default)
-            except (ValueError, TypeError):
-                continue
-            out.append(d["name"])
-    return out
-
-
-def _format_ranges(scheme: Any) -> dict[str, tuple[int, int]]:
-    """Ranges of same-named fields of the scheme's own format family (e.g. MLS ex/mx/eg/mg)."""
-    spec = getattr(scheme, "spec", None)
-    if not isinstance(spec, str):
-        return {}
-    try:
-        fam = type(core.parse_format(spec))
-    except (ValueError, TypeError):
-        return {}
-    return {f.name: tuple(f.metadata["range"]) for f in family_fields(fam) if "range" in f.metadata}
-
-
-def _knob_text(value: Any) -> str:
-    """A scheme field value as the text of a String knob (tuples as ``3,4,6,8``)."""
-    if value is None:
-        return ""
-    if isinstance(value, (tuple, list)):
-        return ",".join(str(v) for v in value)
-    return str(value)
-
-
-@lru_cache(maxsize=None)
-def scheme_knob_class(name: str) -> type[param.Parameterized]:
-    """A ``param`` class with one parameter per non-spec field of scheme ``name``.
-
-    Field types map to ``param`` types (int -> Integer, float -> Number, bool -> Boolean,
-    choices -> Selector); integer bounds come from the scheme's format family when a field
-    shares its name (MLS ``ex``/``mx``/``eg``/``mg``).
-    """
-    from core.train import SCHEMES, get_scheme
-
-    cls = SCHEMES[name]
-    default = get_scheme(name)
-    ranges = _format_ranges(default)
-    specs = set(spec_fields(cls))
-    params: dict[str, param.Parameter] = {}
-    for d in cls.describe():
-        n = d["name"]
-        if n in specs:
-            continue
-        doc = d["doc"] or n
-        value = getattr(default, n)
-        ann = _hint_name(d["type"])
-        if d["choices"]:
-            params[n] = param.Selector(default=value, objects=list(d["choices"]), doc=doc)
-        elif ann == "bool":
-            params[n] = param.Boolean(default=bool(value), doc=doc)
-        elif ann in ("int", "int|None"):
-            params[n] = param.Integer(default=value, bounds=ranges.get(n), allow_None=ann != "int", doc=doc)
-        elif ann in ("float", "float|None", "int|float"):
-            params[n] = param.Number(default=value, allow_None=ann.endswith("None"), doc=doc)
-        else:
-            params[n] = param.String(default=_knob_text(value), doc=doc)
-    return param.parameterized_class(f"{name.capitalize()}SchemeKnobs", params)
-
-
-# ----------------------------------------------------------------- LogBTQ tail
-def tail_fraction(counts: np.ndarray, lo: float, hi: float, zeros: int = 0, threshold: float = 2.0) -> float:
-    """Fraction of a log2|x| histogram at or above ``|x| = threshold`` (zeros count in the total)."""
-    counts = np.asarray(counts, dtype=float)
-    total = counts.sum() + zeros
-    if total <= 0:
-        return math.nan
-    edges = np.linspace(lo, hi, counts.size + 1)
-    return float(counts[edges[:-1] >= math.log2(threshold)].sum() / total)
+_empty = empty_frame
 
 
 # ----------------------------------------------------------------- state
@@ -236,9 +119,9 @@ class LiveTrainingState(param.Parameterized):
         self.param.scheme.objects = list_schemes()
         self.steps = streams.Buffer(_empty(_STEP_COLS), length=200_000, index=False)
         self.epoch_rows = streams.Buffer(_empty(_EPOCH_COLS), length=100_000, index=False)
-        self.heat = streams.Pipe(data=_empty(["step", "layer", "tensor", "value", "width", "source"]))
+        self.heat = streams.Pipe(data=_empty(HEAT_COLS))
         self.tail = streams.Pipe(data={})
-        self.whist = streams.Pipe(data=_empty(["step", "bin", "count", "width"]))
+        self.whist = streams.Pipe(data=_empty(WHIST_COLS))
         self.marks = streams.Pipe(data=[])
         self.signals = streams.Pipe(data=_empty(_SIGNAL_PLOT_COLS))
         self._signal_auto_pick = False
@@ -333,7 +216,7 @@ class LiveTrainingState(param.Parameterized):
         values = values or {}
         knobs = scheme_knob_class(name)()
         kv = {k: values.get(k, getattr(default, k)) for k in knobs.param.values() if k != "name"}
-        kv = {k: (_knob_text(v) if isinstance(knobs.param[k], param.String) else v) for k, v in kv.items()}
+        kv = {k: (knob_text(v) if isinstance(knobs.param[k], param.String) else v) for k, v in kv.items()}
         with param.parameterized.discard_events(knobs):
             knobs.param.update(**kv)
         specs: dict[str, SpecBuilder] = {}
@@ -507,8 +390,8 @@ class LiveTrainingState(param.Parameterized):
         with param.edit_constant(self):
             self.param.update(markers=[], layers=[], test_acc=None, step=0, progress=0.0)
         self.marks.send([])
-        self.heat.send(_empty(["step", "layer", "tensor", "value", "width", "source"]))
-        self.whist.send(_empty(["step", "bin", "count", "width"]))
+        self.heat.send(_empty(HEAT_COLS))
+        self.whist.send(_empty(WHIST_COLS))
         self.tail.send({})
         self._reset_signals()
 
@@ -714,16 +597,7 @@ class LiveTrainingState(param.Parameterized):
 
     def signal_frame(self) -> pd.DataFrame:
         """Rows of the chosen scheme signal: columns step, value, series (a layer/tensor, or the name)."""
-        t = self._signals
-        if not len(t) or not self.signal:
-            return _empty(_SIGNAL_PLOT_COLS)
-        role, _, name = self.signal.partition(".")
-        sel = t[(t["role"] == role) & (t["name"] == name)]
-        series = np.where(sel["layer"] != "", sel["layer"] + np.where(sel["tensor"] != "", "." + sel["tensor"], ""),
-                          name)
-        out = pd.DataFrame({"step": sel["step"].astype(float).to_numpy(), "value": sel["value"].to_numpy(float),
-                            "series": series})
-        return out.reset_index(drop=True)
+        return live_frames.signal_frame(self._signals, self.signal)
 
     @param.depends("signal", watch=True)
     def _publish_signals(self) -> None:
@@ -755,16 +629,8 @@ class LiveTrainingState(param.Parameterized):
 
         ``source`` is ``live`` (the format in use) or a shadow spec string.
         """
-        t = self._tele
-        cols = ["step", "layer", "tensor", "value", "width", "source"]
-        if not len(t):
-            return _empty(cols)
-        sel = t[(t["name"] == "are") & t["role"].isin(["live", "shadow"])]
-        out = sel[["step", "layer", "tensor", "value"]].copy()
         every = float(max(1, self.every if self._run is None else self._run.config.telemetry.every))
-        out["width"] = every
-        out["source"] = np.where(sel["role"] == "live", "live", sel["fmt"].astype(str))
-        return _bin_steps(out.reset_index(drop=True), every, MAX_COLUMNS)
+        return live_frames.heat_frame(self._tele, every, MAX_COLUMNS)
 
     @param.depends("heat_source", watch=True)
     def _publish_heat(self) -> None:
@@ -772,21 +638,7 @@ class LiveTrainingState(param.Parameterized):
 
     @param.depends("hist_layer", watch=True)
     def _publish_whist(self) -> None:
-        items = self._hists.get(self.hist_layer, [])
-        if not items:
-            self.whist.send(_empty(["step", "bin", "count", "width"]))
-            return
-        if len(items) > MAX_COLUMNS:  # a long run: an evenly spaced subset of the snapshots, always the last
-            pick = np.unique(np.linspace(0, len(items) - 1, MAX_COLUMNS).round().astype(int))
-            items = [items[i] for i in pick]
-        frames = []
-        steps = [s for s, *_ in items]
-        width = float(np.median(np.diff(steps))) if len(steps) > 1 else 1.0
-        for s, counts, lo, hi in items:
-            centers = np.linspace(lo, hi, counts.size + 1)[:-1] + (hi - lo) / counts.size / 2
-            nz = counts > 0
-            frames.append(pd.DataFrame({"step": float(s), "bin": centers[nz], "count": counts[nz], "width": width}))
-        self.whist.send(pd.concat(frames, ignore_index=True))
+        self.whist.send(live_frames.weight_hist_frame(self._hists.get(self.hist_layer, []), MAX_COLUMNS))
 
     @param.depends("bound_u", watch=True)
     def _publish_tail(self) -> None:
@@ -794,33 +646,7 @@ class LiveTrainingState(param.Parameterized):
 
     def tail_data(self) -> dict[str, Any]:
         """Per-layer measured tail P(|A| >= 2), the live overflow of A, and the LogBTQ bound."""
-        layers = list(self.layers)
-        if not layers:
-            return {}
-        measured = []
-        for n in layers:
-            h = self._a_hists.get(n)
-            measured.append(tail_fraction(*h) if h else math.nan)
-        t = self._tele
-        ovf = []
-        if len(t):
-            last = t[(t["name"] == "overflow") & (t["role"] == "live") & (t["tensor"] == "a")]
-            if len(last):
-                last = last[last["step"] == last["step"].max()]
-            by_layer = dict(zip(last["layer"], last["value"])) if len(last) else {}
-            ovf = [float(by_layer.get(n, math.nan)) for n in layers]
-        else:
-            ovf = [math.nan] * len(layers)
-        mean = self._stats.get((layers[0], "a.mean"))
-        std = self._stats.get((layers[0], "a.std"))
-        e1 = (mean**2 + std**2) if mean is not None and std is not None else math.nan
-        e1 = e1 if math.isfinite(e1) else 1.0  # no float activations measured (e.g. NITI): E1 = 1
-        # the precision branches of a DFQ layer are one layer of depth: the bound is per depth
-        blocks = list(dict.fromkeys(n.split(".branches.")[0] for n in layers))
-        bound = tail_bound(e1, len(blocks), self.bound_u)  # LogBTQ paper, Eq. 7-12
-        per_layer = [bound.per_layer[blocks.index(n.split(".branches.")[0])] for n in layers]
-        return {"layers": layers, "measured": measured, "overflow": ovf, "e1": e1, "u": self.bound_u,
-                "depth": len(blocks), "per_layer": per_layer, "average": bound.average, "approx": bound.approx}
+        return live_frames.tail_data(self.layers, self._a_hists, self._tele, self._stats, self.bound_u)
 
     def _refresh_status(self) -> None:
         run = self._run

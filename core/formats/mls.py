@@ -23,7 +23,7 @@ dequantized value ``St*Sg*x'`` is rounded once to the output dtype.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from typing import Any
 
@@ -141,11 +141,11 @@ class MLSFormat(ScaledFormat):
     group: str = field(default="nc", metadata={"choices": GROUPINGS, "doc": "grouping dimension"})
 
     def __post_init__(self) -> None:
-        check_range("mls", "ex", self.ex, 0, 5)
-        check_range("mls", "mx", self.mx, 0, 10)
-        check_range("mls", "eg", self.eg, 0, 8)
-        check_range("mls", "mg", self.mg, 0, 4)
-        check_choice("mls", "group", self.group, GROUPINGS)
+        for f in fields(self):  # the ranges and choices are declared once, in the field metadata
+            if "range" in f.metadata:
+                check_range("mls", f.name, getattr(self, f.name), *f.metadata["range"])
+            elif "choices" in f.metadata:
+                check_choice("mls", f.name, getattr(self, f.name), f.metadata["choices"])
         if self.ex == 0 and self.mx == 0:
             raise ValueError("mls: ex=0 needs mx >= 1 (fixed point k/2^Mx)")
 

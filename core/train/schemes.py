@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.formats import ROUNDING_MODES
+from core.formats.mls import MLSFormat
 
 from .context import MetricRow, StepContext, StepOutput
 from .qlayers import LayerInfo, QuantConfig, TensorQuant, convert
@@ -40,6 +41,7 @@ __all__ = [
     "CustomScheme",
     "default_optimizer",
     "field_doc",
+    "format_field",
 ]
 
 log = logging.getLogger(__name__)
@@ -161,9 +163,18 @@ def default_optimizer(params: Any, optim: Any) -> torch.optim.Optimizer:
 
 def field_doc(doc: str, choices: tuple[Any, ...] | None = None) -> dict[str, Any]:
     """Field metadata of a scheme knob: ``{"doc": doc}`` plus ``"choices"`` when given (what
-    ``explorer.live_state.spec_fields`` and the CLI read). The one helper every scheme uses."""
+    ``explorer.knobs.spec_fields`` and the CLI read). The one helper every scheme uses."""
     return {"doc": doc, "choices": choices} if choices else {"doc": doc}
 
+
+def format_field(family: type, name: str, doc: str | None = None) -> Any:
+    """A scheme field mirroring field ``name`` of format dataclass ``family``: the same default and
+    the format's own ``range``/``choices`` metadata (declared once, on the format), with ``doc``
+    (default: the format's). The Live page reads the knob bounds from this metadata."""
+    src = next(f for f in dataclasses.fields(family) if f.name == name)
+    meta = {k: v for k, v in src.metadata.items() if k in ("range", "choices")}
+    meta["doc"] = doc if doc is not None else src.metadata.get("doc", name)
+    return field(default=src.default, metadata=meta)
 
 
 @dataclass(frozen=True)
@@ -266,12 +277,14 @@ class Scheme:
 
     @classmethod
     def describe(cls) -> list[dict[str, Any]]:
-        """One dict per field: ``name, type, default, doc, choices`` (for building widgets)."""
+        """One dict per field: ``name, type, default, doc, choices, range`` (for building widgets;
+        ``range`` is the ``(lo, hi)`` of an integer field, or None)."""
         hints = typing.get_type_hints(cls)
         out = []
         for f in dataclasses.fields(cls):
             out.append({"name": f.name, "type": hints.get(f.name), "default": f.default,
-                        "doc": f.metadata.get("doc", ""), "choices": f.metadata.get("choices")})
+                        "doc": f.metadata.get("doc", ""), "choices": f.metadata.get("choices"),
+                        "range": f.metadata.get("range")})
         return out
 
     def summary(self) -> str:
@@ -321,11 +334,12 @@ class MLSScheme(Scheme):
     """
 
     description: ClassVar[str] = "multi-level scaling low-bit training (MLS paper)"
-    ex: int = field(default=2, metadata=field_doc("element exponent bits Ex"))
-    mx: int = field(default=1, metadata=field_doc("element mantissa bits Mx"))
-    eg: int = field(default=8, metadata=field_doc("group-scale exponent bits Eg"))
-    mg: int = field(default=1, metadata=field_doc("group-scale mantissa bits Mg"))
-    group: str = field(default="nc", metadata=field_doc("grouping dims", ("none", "n", "c", "nc")))
+    # the five fields of the MLS format, with its defaults, ranges and choices (core/formats/mls.py)
+    ex: int = format_field(MLSFormat, "ex", "element exponent bits Ex")
+    mx: int = format_field(MLSFormat, "mx", "element mantissa bits Mx")
+    eg: int = format_field(MLSFormat, "eg", "group-scale exponent bits Eg")
+    mg: int = format_field(MLSFormat, "mg", "group-scale mantissa bits Mg")
+    group: str = format_field(MLSFormat, "group", "grouping dims")
     w: bool = field(default=True, metadata=field_doc("quantize weights W"))
     a: bool = field(default=True, metadata=field_doc("quantize activations A"))
     e: bool = field(default=True, metadata=field_doc("quantize errors E"))
@@ -335,6 +349,11 @@ class MLSScheme(Scheme):
 
     def __post_init__(self) -> None:
         self.quant()  # validates the spec and rounding
+
+    @property
+    def fmt(self) -> MLSFormat:
+        """The MLS format of W/A/E (validated by the format: ranges and choices)."""
+        return MLSFormat(ex=self.ex, mx=self.mx, eg=self.eg, mg=self.mg, group=self.group)
 
     @property
     def spec(self) -> str:

@@ -1,0 +1,146 @@
+"""The comparison data model (Panel-free): stored runs loaded for comparing.
+
+:func:`load_comparison` reads runs from a :class:`core.store.RunStore` into a :class:`Comparison`
+(configs, per-step and per-epoch curves, a summary table); :func:`run_label` names a run by what
+differs from its scheme's defaults. The figures and files are :mod:`explorer.export`'s; the
+Compare page (:mod:`explorer.compare_state`) reads the same model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+__all__ = ["Comparison", "load_comparison", "run_label", "flatten_config", "final_table", "open_store",
+           "STEP_METRICS", "EPOCH_METRICS"]
+
+#: per-step curves available from ``store.scalars``
+STEP_METRICS: tuple[str, ...] = ("loss", "train_acc", "lr", "step_time")
+#: per-epoch curves available from ``store.epochs``
+EPOCH_METRICS: tuple[str, ...] = ("test_acc", "test_loss", "epoch_train_loss", "epoch_train_acc")
+def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"scheme": {"mx": 1}}`` -> ``{"scheme.mx": 1}`` (lists become tuples)."""
+    out: dict[str, Any] = {}
+    for k, v in config.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten_config(v, key + "."))
+        else:
+            out[key] = tuple(v) if isinstance(v, list) else v
+    return out
+
+
+def _scheme_defaults(name: str) -> dict[str, Any]:
+    try:
+        from core.train import get_scheme
+
+        return get_scheme(name).to_dict()
+    except (ImportError, ValueError):
+        return {}
+
+
+def run_label(run_id: str, config: Mapping[str, Any]) -> str:
+    """Short label: ``<id6> <scheme>(<fields that differ from the scheme's defaults>)``."""
+    sch = dict(config.get("scheme", {}))
+    name = str(sch.get("name", "?"))
+    defaults = _scheme_defaults(name)
+    diff = [f"{k}={v}" for k, v in sch.items() if k != "name" and defaults.get(k, object()) != v]
+    return f"{run_id[:6]} {name}" + (f"({','.join(diff)})" if diff else "")
+
+
+@dataclass
+class Comparison:
+    """Everything needed to draw and describe a comparison of stored runs.
+
+    Attributes:
+        run_ids: the runs, in the order given.
+        labels: short label per run id.
+        configs: ``RunConfig.to_dict()`` per run id.
+        steps: per-step scalars per run id (``store.scalars``).
+        epochs: per-epoch values per run id (``store.epochs``).
+        summary: one row per run: id, label, status, dataset, model, scheme, steps, final/best test
+            accuracy, final loss, plus the flattened config columns.
+    """
+
+    run_ids: list[str]
+    labels: dict[str, str]
+    configs: dict[str, dict[str, Any]]
+    steps: dict[str, pd.DataFrame]
+    epochs: dict[str, pd.DataFrame]
+    summary: pd.DataFrame
+    store_path: str = ""
+
+    def varying_keys(self) -> list[str]:
+        """Flattened config keys whose values differ between the runs (candidate grid axes)."""
+        if len(self.run_ids) < 2:
+            return []
+        flat = [flatten_config(self.configs[r]) for r in self.run_ids]
+        keys = sorted(set().union(*flat), key=lambda k: (not k.startswith("scheme."), k))  # formats first
+        return [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
+
+
+def open_store(store: Any) -> Any:
+    """``store`` as a :class:`core.store.RunStore` (a store, a path, or None for the default)."""
+    from core.store import RunStore
+
+    return store if isinstance(store, RunStore) else RunStore(store)
+
+
+def load_comparison(run_ids: Sequence[str], store: Any = None) -> Comparison:
+    """Load runs from the store.
+
+    Args:
+        run_ids: run ids (unique prefixes of at least 4 characters are accepted).
+        store: a ``RunStore``, a store path, or None for the default store.
+
+    Raises:
+        ValueError: no runs given, or an id that matches no run (or several).
+    """
+    st = open_store(store)
+    if not run_ids:
+        raise ValueError("no runs to compare")
+    known = [str(r) for r in st.list_runs()["run_id"]]
+    ids: list[str] = []
+    for rid in run_ids:
+        match = [k for k in known if k == rid] or [k for k in known if len(rid) >= 4 and k.startswith(rid)]
+        if len(match) != 1:
+            raise ValueError(f"run {rid!r} {'is ambiguous' if match else 'is not in the store'} ({st.path})")
+        if match[0] not in ids:
+            ids.append(match[0])
+    configs, steps, epochs, labels, rows = {}, {}, {}, {}, []
+    for rid in ids:
+        info = st.get_run(rid)
+        cfg = info["config"]
+        configs[rid] = cfg
+        labels[rid] = run_label(rid, cfg)
+        sc = st.scalars(rid)
+        ep = st.epochs(rid)
+        steps[rid] = sc
+        epochs[rid] = ep
+        has_loss = len(sc) and "loss" in sc and sc["loss"].notna().any()
+        final_loss = float(sc["loss"].dropna().iloc[-1]) if has_loss else math.nan
+        row = {
+            "run_id": rid, "label": labels[rid], "status": info.get("status"), "dataset": info.get("dataset"),
+            "model": info.get("model"), "scheme": info.get("scheme"), "steps": info.get("step"),
+            "final_test_acc": _num(info.get("final_test_acc")), "best_test_acc": _num(info.get("best_test_acc")),
+            "final_loss": final_loss,
+        }
+        row.update({k: (str(v) if isinstance(v, tuple) else v) for k, v in flatten_config(cfg).items()})
+        rows.append(row)
+    return Comparison(ids, labels, configs, steps, epochs, pd.DataFrame(rows), str(st.path))
+
+
+def _num(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def final_table(comp: Comparison) -> pd.DataFrame:
+    """Final metrics: label, status, steps, final/best test accuracy, final loss."""
+    cols = ["label", "status", "steps", "final_test_acc", "best_test_acc", "final_loss"]
+    return comp.summary.reindex(columns=cols)
