@@ -500,7 +500,7 @@ class LiveTrainingState(param.Parameterized):
         ended = is_final(self._run.status)
         if ended and not ended_before:
             n += self._read_new()  # the rows committed with the final status
-        if self._tele_dirty and (force or ended):
+        if (self._tele_dirty or self._pending_redraws) and (force or ended):  # everything, at once
             self._publish_telemetry()
             self._tele_dirty = False
             self._pending_redraws = []
