@@ -8,6 +8,7 @@ copied into ``docs/screenshots/`` for the README.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -49,6 +50,73 @@ def wait_until(fn: Any, timeout: float = 20.0, interval: float = 0.2, message: s
     raise AssertionError(f"timed out after {timeout} s waiting for {message} (last value {last!r})")
 
 
+# Summary of every ColumnDataSource in the page: {column: [length, sum of finite numbers]}.
+_CDS_JS = """
+() => {
+  const out = {};
+  for (const doc of window.Bokeh.documents) {
+    for (const m of doc.all_models) {
+      const data = m.data;
+      if (data === undefined || data === null || typeof data !== 'object' || m.selected === undefined) continue;
+      const keys = data instanceof Map ? [...data.keys()] : Object.keys(data);
+      for (const k of keys) {
+        const col = data instanceof Map ? data.get(k) : data[k];
+        if (!col || col.length === undefined) continue;
+        let s = 0;
+        for (let i = 0; i < col.length; i++) { const v = Number(col[i]); if (isFinite(v)) s += v; }
+        const prev = out[k] || [0, 0];
+        out[k] = [prev[0] + col.length, prev[1] + s];
+      }
+    }
+  }
+  return out;
+}
+"""
+
+
+# Rendered text of an element, descending into shadow roots.
+_TEXT_JS = """
+(e) => {
+  const text = (n) => {
+    if (n.nodeType === 3) return n.textContent;
+    if (n.nodeType !== 1 && n.nodeType !== 11) return '';
+    if (n.nodeName === 'STYLE' || n.nodeName === 'SCRIPT') return '';
+    const kids = n.shadowRoot ? [...n.shadowRoot.childNodes] : [...n.childNodes];
+    return kids.map(text).join(' ');
+  };
+  return text(e);
+}
+"""
+
+
+def deep_text(locator: Any) -> str:
+    return " ".join(locator.evaluate(_TEXT_JS).split())
+
+
+def cds(page: Any) -> dict[str, list[float]]:
+    return page.evaluate(_CDS_JS)
+
+
+def col_len(page: Any, column: str) -> int:
+    """Rows in all sources' columns named ``column`` (HoloViews turns spaces into underscores)."""
+    data = cds(page)
+    return int(sum(v[0] for k, v in data.items() if k in (column, column.replace(" ", "_"))))
+
+
+def settle(page: Any, timeout: float = 30.0) -> dict[str, list[float]]:
+    """The page's plotted data once it stops changing (two reads 0.3 s apart agree): what a test waits on
+    before a screenshot or before asserting that nothing changed."""
+    last: list[Any] = [None]
+
+    def same() -> Any:
+        now = cds(page)
+        ok = now == last[0]
+        last[0] = now
+        return now if ok else None
+
+    return wait_until(same, timeout=timeout, interval=0.3, message="plotted data to settle")
+
+
 def _seed_store(path: Path) -> list[str]:
     """Two short MLS runs on digits (Mx = 1 and 2) with tensor samples."""
     from core.data import DataConfig
@@ -75,16 +143,16 @@ def ui_store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"path": path, "dir": d, "runs": ids}
 
 
-@pytest.fixture(scope="session")
-def explorer_url(ui_store: dict[str, Any]) -> Iterator[str]:
-    """Serve ``apps/explorer.py`` with ``panel serve`` and yield its URL."""
+@contextlib.contextmanager
+def serve_explorer(log_path: Path, **env: str) -> Iterator[str]:
+    """``panel serve apps/explorer.py`` on a free 127.0.0.1 port with ``env`` added; yields its URL once it
+    answers, stops it afterwards."""
     port = _free_port()
-    env = dict(os.environ, LOWBIT_STORE=str(ui_store["path"]), PYTHONPATH=str(ROOT))
-    log_path = ui_store["dir"] / "panel-serve.log"
+    full_env = dict(os.environ, PYTHONPATH=str(ROOT), **env)
     log = open(log_path, "w")
     cmd = [sys.executable, "-m", "panel", "serve", str(ROOT / "apps" / "explorer.py"), "--address", "127.0.0.1",
            "--port", str(port), f"--allow-websocket-origin=127.0.0.1:{port}"]
-    proc = subprocess.Popen(cmd, cwd=str(ROOT), env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, cwd=str(ROOT), env=full_env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/explorer"
 
     def up() -> bool:
@@ -106,6 +174,13 @@ def explorer_url(ui_store: dict[str, Any]) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def explorer_url(ui_store: dict[str, Any]) -> Iterator[str]:
+    """Serve ``apps/explorer.py`` with ``panel serve`` and yield its URL."""
+    with serve_explorer(ui_store["dir"] / "panel-serve.log", LOWBIT_STORE=str(ui_store["path"])) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -188,31 +263,5 @@ def sweeps_explorer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[s
     sweeps.mkdir()
     (sweeps / "ui-sweep.toml").write_text(UI_SWEEP)
     store = d / "runs.sqlite"
-    port = _free_port()
-    env = dict(os.environ, LOWBIT_STORE=str(store), LOWBIT_SWEEPS_DIR=str(sweeps), PYTHONPATH=str(ROOT))
-    log_path = d / "panel-serve.log"
-    log = open(log_path, "w")
-    cmd = [sys.executable, "-m", "panel", "serve", str(ROOT / "apps" / "explorer.py"), "--address", "127.0.0.1",
-           "--port", str(port), f"--allow-websocket-origin=127.0.0.1:{port}"]
-    proc = subprocess.Popen(cmd, cwd=str(ROOT), env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/explorer"
-
-    def up() -> bool:
-        try:
-            with urllib.request.urlopen(url + "?page=sweeps", timeout=5) as r:
-                return r.status == 200
-        except OSError:
-            if proc.poll() is not None:
-                raise AssertionError(f"panel serve exited: {log_path.read_text()[-2000:]}")
-            return False
-
-    try:
-        wait_until(up, timeout=90, interval=0.5, message="panel serve to answer")
+    with serve_explorer(d / "panel-serve.log", LOWBIT_STORE=str(store), LOWBIT_SWEEPS_DIR=str(sweeps)) as url:
         yield {"url": url, "store": store, "dir": d, "sweeps": sweeps}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()

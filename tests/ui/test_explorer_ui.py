@@ -15,62 +15,9 @@ from typing import Any
 
 import pytest
 
-from .conftest import screenshot, wait_until
+from .conftest import cds, col_len, deep_text, screenshot, settle, wait_until
 
 pytestmark = [pytest.mark.ui, pytest.mark.timeout(300)]
-
-# Summary of every ColumnDataSource in the page: {column: [length, sum of finite numbers]}.
-_CDS_JS = """
-() => {
-  const out = {};
-  for (const doc of window.Bokeh.documents) {
-    for (const m of doc.all_models) {
-      const data = m.data;
-      if (data === undefined || data === null || typeof data !== 'object' || m.selected === undefined) continue;
-      const keys = data instanceof Map ? [...data.keys()] : Object.keys(data);
-      for (const k of keys) {
-        const col = data instanceof Map ? data.get(k) : data[k];
-        if (!col || col.length === undefined) continue;
-        let s = 0;
-        for (let i = 0; i < col.length; i++) { const v = Number(col[i]); if (isFinite(v)) s += v; }
-        const prev = out[k] || [0, 0];
-        out[k] = [prev[0] + col.length, prev[1] + s];
-      }
-    }
-  }
-  return out;
-}
-"""
-
-
-# Rendered text of an element, descending into shadow roots.
-_TEXT_JS = """
-(e) => {
-  const text = (n) => {
-    if (n.nodeType === 3) return n.textContent;
-    if (n.nodeType !== 1 && n.nodeType !== 11) return '';
-    if (n.nodeName === 'STYLE' || n.nodeName === 'SCRIPT') return '';
-    const kids = n.shadowRoot ? [...n.shadowRoot.childNodes] : [...n.childNodes];
-    return kids.map(text).join(' ');
-  };
-  return text(e);
-}
-"""
-
-
-def deep_text(locator: Any) -> str:
-    return " ".join(locator.evaluate(_TEXT_JS).split())
-
-
-def cds(page: Any) -> dict[str, list[float]]:
-    return page.evaluate(_CDS_JS)
-
-
-def col_len(page: Any, column: str) -> int:
-    """Rows in all sources' columns named ``column`` (HoloViews turns spaces into underscores)."""
-    data = cds(page)
-    return int(sum(v[0] for k, v in data.items() if k in (column, column.replace(" ", "_"))))
-
 
 def open_page(page: Any, url: str, name: str) -> None:
     page.goto(f"{url}?page={name}", timeout=120_000)
@@ -82,7 +29,7 @@ def open_page(page: Any, url: str, name: str) -> None:
 @pytest.mark.parametrize("name", ["lab", "live", "compare"])
 def test_page_loads_without_console_errors(page: Any, explorer_url: str, name: str) -> None:
     open_page(page, explorer_url, name)
-    time.sleep(1.5)
+    settle(page)  # every first render has reached the page, so its console messages are in
     assert page.locator(".explorer-tabs").count() == 1
     assert page.console_log.errors() == []
 
@@ -109,7 +56,7 @@ def test_format_lab_slider_changes_plotted_data(page: Any, explorer_url: str, br
     page.keyboard.press("ArrowRight")
     wait_until(lambda: page.locator(".spec-builder").nth(3).is_visible(), message="four format cards")
     wait_until(lambda: deep_text(page.locator(".metrics-table")).count("int8") == 1, message="four rows")
-    time.sleep(1.0)
+    settle(page)
     screenshot(page, "format-lab", full_page=True)
 
     # another browser session has its own widget state
@@ -122,14 +69,12 @@ def test_format_lab_slider_changes_plotted_data(page: Any, explorer_url: str, br
     ctx.close()
 
     # a bad hand-typed spec shows the parser's message and changes nothing
-    settled = wait_until(lambda: (lambda a: a if (time.sleep(0.5) or cds(page) == a) else None)(cds(page)),
-                         message="plots to settle")
+    settled = settle(page)
     spec.fill("mls(ex=9,mx=2)")
     spec.press("Enter")
     err = card.locator(".spec-error")
     wait_until(lambda: err.is_visible() and "out of range" in deep_text(err), message="parser message")
-    time.sleep(1.0)
-    assert cds(page) == settled
+    assert settle(page) == settled
     assert page.console_log.errors() == []
 
 
@@ -143,7 +88,7 @@ def test_live_training_streams_reattaches_and_stops(page: Any, explorer_url: str
     epochs = page.locator(".live-training input").nth(2)  # hidden sizes, learning rate, epochs
     epochs.fill("500")  # long enough to still be running when Stop is pressed
     epochs.press("Enter")
-    time.sleep(0.5)
+    wait_until(lambda: page.locator(".live-training input").nth(2).input_value() == "500", message="epochs")
     page.locator(".btn-start button").click()
     wait_until(lambda: "running" in _status(page), timeout=60, message="run to start")
     wait_until(lambda: "/11500" in _status(page).replace(" ", ""), timeout=60,
@@ -158,7 +103,8 @@ def test_live_training_streams_reattaches_and_stops(page: Any, explorer_url: str
     h1 = col_len(page, "log10 ARE")
     wait_until(lambda: col_len(page, "log10 ARE") > h1, timeout=60, message="heat map to grow")
     lap("heat map grows")
-    time.sleep(2.0)  # one more telemetry redraw for the picture
+    h2 = col_len(page, "log10 ARE")
+    wait_until(lambda: col_len(page, "log10 ARE") > h2, timeout=60, message="one more redraw for the picture")
     screenshot(page, "live-training", full_page=True)
     lap("screenshot")
 
@@ -188,7 +134,7 @@ def test_compare_export_writes_files_that_render_offline(page: Any, explorer_url
     page.locator(".btn-export button").click()
     wait_until(lambda: deep_text(page.locator(".export-files")).count("comparison") >= 4, timeout=90,
                message="download buttons")
-    time.sleep(0.5)
+    settle(page)
     screenshot(page, "compare")
     exports = sorted((ui_store["dir"] / "exports").glob("*/comparison.html"))
     assert exports, "no export directory"
@@ -227,11 +173,11 @@ def test_seed_schemes_that_rebuild_the_model_run_from_the_page(page: Any, explor
     telemetry, and end ``done`` with no console errors."""
     open_page(page, explorer_url, "live")
     page.locator(".live-training select").nth(2).select_option(scheme)  # dataset, model, scheme
-    time.sleep(1.0)
+    wait_until(lambda: page.locator(".live-training select").nth(2).input_value() == scheme, message="scheme")
     epochs = page.locator(".live-training input").nth(2)  # hidden sizes, learning rate, epochs
     epochs.fill("2")
     epochs.press("Enter")
-    time.sleep(0.5)
+    wait_until(lambda: page.locator(".live-training input").nth(2).input_value() == "2", message="epochs")
     page.locator(".btn-start button").click()
     try:
         wait_until(lambda: "done" in _status(page), timeout=120, message=f"{scheme} run to finish")
@@ -239,7 +185,7 @@ def test_seed_schemes_that_rebuild_the_model_run_from_the_page(page: Any, explor
         screenshot(page, f"live-training-{scheme}-failed", full_page=True)
         raise AssertionError(f"{scheme}: page status {_status(page)!r}") from None
     assert col_len(page, "loss") > 0
-    time.sleep(1.5)
+    settle(page)
     screenshot(page, f"live-training-{scheme}", full_page=True)
     assert page.console_log.errors() == []
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import screenshot, wait_until
+from .conftest import deep_text, screenshot, settle, wait_until
 
 pytestmark = [pytest.mark.ui, pytest.mark.timeout(420)]
 
@@ -57,22 +57,8 @@ _GEOMETRY_JS = """
 }
 """
 
-_TEXT_JS = """
-(e) => {
-  const text = (n) => {
-    if (n.nodeType === 3) return n.textContent;
-    if (n.nodeType !== 1 && n.nodeType !== 11) return '';
-    if (n.nodeName === 'STYLE' || n.nodeName === 'SCRIPT') return '';
-    const kids = n.shadowRoot ? [...n.shadowRoot.childNodes] : [...n.childNodes];
-    return kids.map(text).join(' ');
-  };
-  return text(e);
-}
-"""
-
-
 def _text(locator: Any) -> str:
-    return " ".join(locator.evaluate(_TEXT_JS).split()) if locator.count() else ""
+    return deep_text(locator) if locator.count() else ""
 
 
 def _grid(page: Any) -> dict[str, Any]:
@@ -133,7 +119,7 @@ def test_sweep_started_from_the_page_fills_the_heat_map_live(page: Any, sweeps_e
     wait_until(lambda: "process finished" in _text(page.locator(".sweeps-message")), timeout=60,
                message="the sweep process to end")
     assert _text(page.locator(".sweeps-table")).count("diverged") == 2
-    time.sleep(1.0)  # let the last redraw paint
+    settle(page)  # the last redraw has reached the page
     shot = screenshot(page, "sweeps", full_page=True)
     assert shot.exists()
     lap("screenshot")
