@@ -10,12 +10,12 @@ reads what the run wrote since its last look with :meth:`ControlMixin.changes` (
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
+from .base import StoreBase
 from .tx import rollback
 from .status import CommandKind
 
@@ -27,18 +27,9 @@ Cursor = dict[str, int]
 _TABLES = ("metrics", "histograms", "events")
 
 
-class ControlMixin:
+class ControlMixin(StoreBase):
     """Commands and incremental reads (mixed into :class:`~core.store.RunStore`)."""
 
-    @property
-    def conn(self) -> sqlite3.Connection:  # provided by RunStore
-        raise NotImplementedError
-
-    def _tx(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:  # provided by RunStore
-        raise NotImplementedError
-
-    def _df(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:  # provided by RunStore
-        raise NotImplementedError
 
     # ------------------------------------------------------------------ commands
     def send_command(self, run_id: str, kind: CommandKind | str, payload: dict[str, Any] | None = None) -> int:

@@ -12,7 +12,14 @@ __all__ = ["RunStatus", "CommandKind", "SweepStatus", "ACTIVE_STATUSES", "FINAL_
            "RERUN_STATUSES", "is_active", "is_final"]
 
 
-class RunStatus(str, Enum):
+class _Name(str, Enum):
+    """A ``str`` enum whose ``str()`` is its value (what the store holds)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class RunStatus(_Name):
     """Status of a run (and of the sweep cell that holds it).
 
     ``created``: the row exists, training has not begun (a queued sweep cell or a Live run waiting
@@ -31,11 +38,8 @@ class RunStatus(str, Enum):
     ERROR = "error"
     INTERRUPTED = "interrupted"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class SweepStatus(str, Enum):
+class SweepStatus(_Name):
     """Status of a sweep: ``running`` while a client drives it, ``stopping`` once a stop was asked,
     then ``done`` (every cell ended), ``stopped`` or ``interrupted`` (its client vanished)."""
 
@@ -45,20 +49,14 @@ class SweepStatus(str, Enum):
     STOPPED = "stopped"
     INTERRUPTED = "interrupted"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class CommandKind(str, Enum):
+class CommandKind(_Name):
     """What a page or a sweep client can ask of a run through the store (see ``RunStore.send_command``)."""
 
     PAUSE = "pause"
     RESUME = "resume"
     STOP = "stop"
     UPDATE = "update"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 #: a process is training the run

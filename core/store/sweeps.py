@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sqlite3
 import time
 from typing import Any, Sequence
 
@@ -18,6 +17,7 @@ import pandas as pd
 
 from .process import pid_alive as _pid_alive
 from .process import process_start_time
+from .base import StoreBase
 from .tx import rollback
 from .status import RunStatus, SweepStatus
 
@@ -31,18 +31,9 @@ _SWEEP_UPDATABLE = {"status", "started", "ended", "heartbeat", "pid", "pid_start
 _CELL_UPDATABLE = {"status", "run_id", "attempts", "error"}
 
 
-class SweepsMixin:
+class SweepsMixin(StoreBase):
     """Sweep rows of the store (mixed into :class:`~core.store.RunStore`)."""
 
-    @property
-    def conn(self) -> sqlite3.Connection:  # provided by RunStore
-        raise NotImplementedError
-
-    def _tx(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:  # provided by RunStore
-        raise NotImplementedError
-
-    def _df(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:  # provided by RunStore
-        raise NotImplementedError
 
     def begin_sweep(self, name: str, cells: Sequence[CellRow], *, metric: str = "best_test_acc",
                     axes: Sequence[str] = (), source: str = "", spec: str = "", description: str = "",
@@ -111,6 +102,11 @@ class SweepsMixin:
         fields["updated"] = time.time()
         self._tx([(f"UPDATE sweep_cells SET {', '.join(f'{k}=?' for k in fields)} WHERE sweep_id=? AND key=?",
                    [*fields.values(), name, key])])
+
+    def sweep_stop_requested(self, name: str) -> bool:
+        """True once a stop of sweep ``name`` was asked (by the page, ``core.sweep stop`` or Ctrl-C)."""
+        row = self.conn.execute("SELECT stop_requested FROM sweeps WHERE sweep_id=?", (name,)).fetchone()
+        return bool(row and row[0])
 
     def request_sweep_stop(self, name: str) -> None:
         """Ask the process driving sweep ``name`` to stop it (its running cells end ``stopped``)."""

@@ -155,7 +155,7 @@ def _drive(eng: Engine, st: RunStore, spec: SweepSpec, todo: list[Cell], prog: P
                 last_beat = now
                 st.update_sweep(spec.name, heartbeat=time.time())
                 prog.running = _count_running(st, spec.name)
-                if stopping_since is None and _stop_asked(st, spec.name):
+                if stopping_since is None and st.sweep_stop_requested(spec.name):
                     stopping_since = _begin_stop(st, spec.name)
             if on_progress:
                 on_progress(prog)
@@ -211,11 +211,6 @@ def _count_running(st: RunStore, name: str) -> int:
     row = st.conn.execute("SELECT count(*) FROM sweep_cells WHERE sweep_id=? AND status IN ('running','paused')",
                           (name,)).fetchone()
     return int(row[0])
-
-
-def _stop_asked(st: RunStore, name: str) -> bool:
-    row = st.conn.execute("SELECT stop_requested FROM sweeps WHERE sweep_id=?", (name,)).fetchone()
-    return bool(row and row[0])
 
 
 def _begin_stop(st: RunStore, name: str) -> float:

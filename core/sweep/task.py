@@ -98,7 +98,7 @@ def train_cell(store_path: str, sweep: str, key: str, config: dict[str, Any], th
     status, old_run, attempts = row
     if status in (RunStatus.DONE, RunStatus.DIVERGED, RunStatus.ERROR) and status not in rerun:
         return {"key": key, "status": status, "run_id": old_run, "skipped": True}
-    if _stop_requested(store, sweep):
+    if store.sweep_stop_requested(sweep):
         return {"key": key, "status": "skipped", "error": "the sweep is stopping"}
     cfg = RunConfig.from_dict(config)
     try:
@@ -111,7 +111,7 @@ def train_cell(store_path: str, sweep: str, key: str, config: dict[str, Any], th
     store.update_cell(sweep, key, status=RunStatus.RUNNING.value, run_id=run_id, attempts=int(attempts or 0) + 1,
                       error=None)
     run = Run(cfg, store=store, run_id=run_id)
-    if _stop_requested(store, sweep):
+    if store.sweep_stop_requested(sweep):
         store.update_run(run_id, status=RunStatus.STOPPED.value)
         store.update_cell(sweep, key, status=RunStatus.CREATED.value)
         return {"key": key, "status": "skipped", "error": "the sweep is stopping"}
@@ -121,7 +121,3 @@ def train_cell(store_path: str, sweep: str, key: str, config: dict[str, Any], th
     store.update_cell(sweep, key, status=run.status, error=err)
     return dict(run.result, key=key, error=err)
 
-
-def _stop_requested(store: RunStore, sweep: str) -> bool:
-    row = store.conn.execute("SELECT stop_requested FROM sweeps WHERE sweep_id=?", (sweep,)).fetchone()
-    return bool(row and row[0])
