@@ -307,7 +307,7 @@ def test_a_2x2_sweep_on_a_dask_scheduler_with_two_workers(tmp_path: Path, cluste
 
 def test_a_worker_killed_mid_sweep_loses_nothing(tmp_path: Path, cluster: dict[str, Any]) -> None:
     path = tmp_path / "s.sqlite"
-    p = write(tmp_path, "kill", '"scheme.mx" = [1, 2, 3]\nseed = [0, 1]', steps=300)
+    p = write(tmp_path, "kill", '"scheme.mx" = [1, 2, 3]\nseed = [0, 1]', steps=1500)
     proc = subprocess.Popen([PY, "-m", "core.sweep", "run", str(p), "--scheduler", cluster["address"], "--store",
                              str(path), "--no-progress"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
@@ -333,7 +333,11 @@ def test_a_worker_killed_mid_sweep_loses_nothing(tmp_path: Path, cluster: dict[s
         assert len(cells) == 6 and cells["status"].isin(FINAL_STATUSES).all(), cells[["status", "error"]]
         assert (cells["status"] == "done").sum() >= 5, cells[["status", "error", "attempts"]]
         runs = st.list_runs()
-        assert runs.set_index("run_id").loc[victim_run, "status"] == "interrupted"
+        # the run that worker process was training when it was killed (the one seen going, unless it had
+        # just finished and the worker had taken the next cell) is interrupted, the others it trained done
+        mine = runs[runs["pid"] == victim]
+        assert list(mine["status"]).count("interrupted") == 1 and set(mine["status"]) <= {"done", "interrupted"}
+        assert runs.set_index("run_id").loc[victim_run, "status"] in ("interrupted", "done")
         # the killed cell was trained again on a surviving worker (Dask rescheduled it) or recorded as lost
         cell = cells[cells["attempts"] > 1]
         assert len(cell) <= 1
