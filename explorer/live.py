@@ -118,7 +118,7 @@ class LiveTraining(Viewer):
 
         heat_plots = []
         for t in ("w", "a", "e", "g"):
-            dm = hv.DynamicMap(self._heat_callback(t), streams=[s.heat])
+            dm = hv.DynamicMap(self._heat_callback(t), streams=[s.heat_of[t]])
             heat_plots.append(pn.pane.HoloViews(
                 (dm * lines).opts(hv.opts.Rectangles(**_OPTS, colorbar=True, tools=["hover"], line_alpha=0,
                                                      framewise=True),

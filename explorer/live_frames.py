@@ -106,10 +106,11 @@ def tail_fraction(counts: np.ndarray, lo: float, hi: float, zeros: int = 0, thre
     return float(counts[edges[:-1] >= math.log2(threshold)].sum() / total)
 
 
-def tail_data(layers: Sequence[str], a_hists: Mapping[str, ActHist], tele: pd.DataFrame,
+def tail_data(layers: Sequence[str], a_hists: Mapping[str, ActHist], overflow: Mapping[str, float],
               stats: Mapping[tuple[str, str], float], u: float) -> dict[str, Any]:
-    """Per-layer measured tail P(|A| >= 2), the live overflow of A, and the LogBTQ bound with barrier ``u``
-    (``stats`` holds the per-layer ``(layer, "a.mean" / "a.std")`` statistics)."""
+    """Per-layer measured tail P(|A| >= 2), the live overflow of A (``overflow``: the latest per layer),
+    and the LogBTQ bound with barrier ``u`` (``stats`` holds the per-layer ``(layer, "a.mean" /
+    "a.std")`` statistics)."""
     layers = list(layers)
     if not layers:
         return {}
@@ -117,14 +118,7 @@ def tail_data(layers: Sequence[str], a_hists: Mapping[str, ActHist], tele: pd.Da
     for n in layers:
         h = a_hists.get(n)
         measured.append(tail_fraction(*h) if h else math.nan)
-    if len(tele):
-        last = tele[(tele["name"] == "overflow") & (tele["role"] == "live") & (tele["tensor"] == "a")]
-        if len(last):
-            last = last[last["step"] == last["step"].max()]
-        by_layer = dict(zip(last["layer"], last["value"])) if len(last) else {}
-        ovf = [float(by_layer.get(n, math.nan)) for n in layers]
-    else:
-        ovf = [math.nan] * len(layers)
+    ovf = [float(overflow.get(n, math.nan)) for n in layers]
     mean = stats.get((layers[0], "a.mean"))
     std = stats.get((layers[0], "a.std"))
     e1 = (mean**2 + std**2) if mean is not None and std is not None else math.nan

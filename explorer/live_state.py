@@ -24,7 +24,6 @@ import time
 import typing
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import param
 from holoviews import streams
@@ -32,9 +31,10 @@ from holoviews import streams
 import core
 from core.store import is_active, is_final
 
-from . import live_frames, registry
+from . import registry
 from .builder import SpecBuilder
 from .knobs import knob_text, scheme_knob_class, spec_fields
+from .live_feed import EPOCH_COLS, SIGNAL_ROLES, STEP_COLS, RunFeed, feed_for
 from .live_frames import HEAT_COLS, MAX_COLUMNS, SIGNAL_PLOT_COLS, WHIST_COLS, empty_frame, tail_fraction
 
 #: ``scheme_knob_class``/``spec_fields`` (:mod:`explorer.knobs`) and ``tail_fraction``/``MAX_COLUMNS``
@@ -44,15 +44,11 @@ __all__ = ["LiveTrainingState", "scheme_knob_class", "spec_fields", "tail_fracti
 log = logging.getLogger(__name__)
 
 TENSORS: tuple[str, ...] = ("w", "a", "e", "g")
-_STEP_COLS = ["step", "loss", "train_acc", "lr"]
-_EPOCH_COLS = ["step", "epoch", "test_acc", "test_loss"]
-_TELE_COLS = ["step", "layer", "tensor", "role", "fmt", "name", "value"]
-#: metric roles of the schemes' own telemetry (plotted as "scheme signals")
-SIGNAL_ROLES = ("schedule", "dfq", "niti", "logbtq", "cost")
 #: signal shown first when a run has it (precision first)
 _SIGNAL_PREFERENCE = ("schedule.bits", "dfq.bits_mean", "niti.s_a", "logbtq.outside_mean", "cost.bitops")
-_SIGNAL_COLS = ["step", "layer", "tensor", "role", "name", "value"]
 _SIGNAL_PLOT_COLS = SIGNAL_PLOT_COLS
+#: the plots redrawn from the feed, by the feed version they draw
+_PLOTS = ("heat", "whist", "tail", "signals")
 
 
 _empty = empty_frame
@@ -117,9 +113,12 @@ class LiveTrainingState(param.Parameterized):
         self.param.dataset.objects = list_datasets()
         self.param.model.objects = list_models()
         self.param.scheme.objects = list_schemes()
-        self.steps = streams.Buffer(_empty(_STEP_COLS), length=200_000, index=False)
-        self.epoch_rows = streams.Buffer(_empty(_EPOCH_COLS), length=100_000, index=False)
-        self.heat = streams.Pipe(data=_empty(HEAT_COLS))
+        # a feed keeps at most MAX_CURVE_STEPS steps of a run (thinned), so the buffers never drop rows
+        self.steps = streams.Buffer(_empty(STEP_COLS), length=200_000, index=False)
+        self.epoch_rows = streams.Buffer(_empty(EPOCH_COLS), length=200_000, index=False)
+        self.heat = streams.Pipe(data=_empty(HEAT_COLS))  # every tensor's rows (notebooks, tests)
+        #: the rows of one tensor each (the page's four heat maps: one can be redrawn per poll)
+        self.heat_of = {t: streams.Pipe(data=_empty(HEAT_COLS)) for t in TENSORS}
         self.tail = streams.Pipe(data={})
         self.whist = streams.Pipe(data=_empty(WHIST_COLS))
         self.marks = streams.Pipe(data=[])
@@ -127,15 +126,11 @@ class LiveTrainingState(param.Parameterized):
         self._signal_auto_pick = False
         self._reset_signals()
         self._run: Any = None
-        self._cursor: dict[str, int] = {}
+        self._feed: RunFeed | None = None
         self._commands: dict[int, tuple[str, dict[str, Any]]] = {}  # seq -> (what was asked, changes)
-        self._tele = _empty(_TELE_COLS)
-        self._stats: dict[tuple[str, str], float] = {}
-        self._hists: dict[str, list[tuple[int, np.ndarray, float, float]]] = {}
-        self._a_hists: dict[str, tuple[np.ndarray, float, float, int]] = {}
-        self._seen = {"step": -1, "telemetry": -1, "epoch": -1}
+        self._got: dict[str, Any] = {}  # what this page has taken from the feed (see _take)
+        self._sent: dict[str, Any] = {}  # feed version each plot last drew
         self._syncing = False
-        self._tele_dirty = False
         self._last_redraw = 0.0
         self._next_redraw = 0.0
         self._pending_redraws: list[Any] = []
@@ -364,10 +359,11 @@ class LiveTrainingState(param.Parameterized):
     # ------------------------------------------------------------ observe
     def attach(self, run: Any, backfill: bool = True) -> None:
         """Observe ``run`` (a :class:`core.sweep.RemoteRun`): reset the plots, show its config in the
-        controls, then read everything it has written so far (later polls read only what is new)."""
+        controls, then draw everything it has written so far (from the run's shared feed: a second
+        page on the same run reads nothing again)."""
         self.detach()
         self._run = run
-        self._cursor = {}
+        self._feed = feed_for(run)
         self._commands = {}
         self._reset_tables()
         self._sync_controls(run)
@@ -382,23 +378,22 @@ class LiveTrainingState(param.Parameterized):
     def _reset_tables(self) -> None:
         self.steps.clear()
         self.epoch_rows.clear()
-        self._tele = _empty(_TELE_COLS)
-        self._stats = {}
-        self._hists = {}
-        self._a_hists = {}
-        self._seen = {"step": -1, "telemetry": -1, "epoch": -1}
+        self._got = {"steps": (-1, 0), "epochs": (-1, 0), "events": 0, "markers": -1, "layers": -1}
+        self._sent = {}
+        self._pending_redraws = []
         with param.edit_constant(self):
             self.param.update(markers=[], layers=[], test_acc=None, step=0, progress=0.0)
         self.marks.send([])
         self.heat.send(_empty(HEAT_COLS))
+        for pipe in self.heat_of.values():
+            pipe.send(_empty(HEAT_COLS))
         self.whist.send(_empty(WHIST_COLS))
         self.tail.send({})
         self._reset_signals()
 
     def _reset_signals(self) -> None:
         """No scheme signals yet; the next ones pick the preferred signal again."""
-        self._signals = _empty(_SIGNAL_COLS)
-        self._signal_names: set[str] = set()
+        self._signal_names: list[str] = []
         self._signal_auto = True
         self.param.signal.objects = [""]
         with param.parameterized.discard_events(self):
@@ -428,88 +423,82 @@ class LiveTrainingState(param.Parameterized):
         if self.heat_source not in self.param.heat_source.objects:
             self.heat_source = "live"
 
-    def _read_new(self, publish: bool = False) -> int:
-        """Read the rows the run wrote since the last read and add them to the plots' data;
-        returns how many rows were read."""
-        run = self._run
-        store = run.store
-        try:
-            if not self.layers:
-                lay = store.layers(run.id)
-                if len(lay):
-                    self._set_layers([str(n) for n in lay.sort_values("idx")["name"]])
-            tables, self._cursor = store.changes(run.id, self._cursor)
-        except Exception as exc:  # noqa: BLE001 - a store hiccup must not break the page
-            log.warning("reading run %s failed: %s", run.id, exc)
+    def _read_new(self, publish: bool = False, force: bool = False) -> int:
+        """Bring the run's feed up to date and take what this page has not shown yet: the curves
+        stream their new rows; with ``publish`` every telemetry plot is redrawn too. Returns how
+        many rows the feed read from the store."""
+        feed = self._feed
+        if feed is None:
             return 0
-        m, h, ev = tables["metrics"], tables["histograms"], tables["events"]
-        if len(m):
-            scalar = m[(m["role"] == "") & (m["layer"] == "")]
-            st = scalar[scalar["name"].isin(_STEP_COLS[1:])]
-            if len(st):
-                w = st.pivot_table(index="step", columns="name", values="value", aggfunc="last").reset_index()
-                w = w.reindex(columns=_STEP_COLS)
-                self._push_steps(w[w["step"] > self._seen["step"]])
-            ep = scalar[scalar["name"].isin(["test_acc", "test_loss"])]
-            if len(ep):
-                w = ep.pivot_table(index=["epoch", "step"], columns="name", values="value",
-                                   aggfunc="last").reset_index()
-                self._push_epochs(w.reindex(columns=_EPOCH_COLS))
-            tel = m[m["name"].isin(["are", "overflow", "mean", "std"])]
-            if len(tel):
-                self._add_telemetry(tel.reindex(columns=_TELE_COLS))
-                self._tele_dirty = True
-            sig = m[m["role"].isin(SIGNAL_ROLES)]
-            if len(sig):
-                self._add_signals(sig)
-                self._tele_dirty = True
-        if len(h):
-            for row in h[h["kind"] == "x"].itertuples(index=False):
-                self._add_hist(dict(layer=str(row.layer), tensor=row.tensor, step=int(row.step), lo=row.lo,
-                                    hi=row.hi, zeros=row.zeros, counts=row.counts))
-            self._tele_dirty = True
-        if len(ev):
-            ups = [int(p.get("step", s)) for s, k, p in zip(ev["step"], ev["kind"], ev["payload"]) if k == "update"]
-            if ups:
-                self._add_markers(ups)
-            for k, p in zip(ev["kind"], ev["payload"]):
-                if k in ("diverged", "error", "done", "stopped", "interrupted"):
-                    detail = f": {p.get('message')}" if k == "error" and p.get("message") else ""
-                    self._say(f"run {run.id}: {k}{detail}")
+        n = feed.refresh(force=publish or force)
+        self._take(feed)
         if publish:
             self._publish_telemetry()
-            self._tele_dirty = False
             self._last_redraw = time.monotonic()
-        return len(m) + len(h) + len(ev)
+        return n
+
+    def _take(self, feed: RunFeed) -> None:
+        """Stream the feed's new curve rows, markers, layers and messages into this page."""
+        with feed.lock:
+            got = self._got
+            if got["layers"] != feed.versions["layers"]:
+                got["layers"] = feed.versions["layers"]
+                self._set_layers(list(feed.layers))
+            for name, table, buf in (("steps", feed.steps, self.steps), ("epochs", feed.epochs, self.epoch_rows)):
+                gen, pos = got[name]
+                rows, restart = table.since(gen, pos)
+                if restart:
+                    buf.clear()
+                    pos = 0
+                if len(rows):
+                    buf.send(rows.reset_index(drop=True))
+                got[name] = (table.generation, pos + len(rows))
+                if name == "epochs" and len(rows):
+                    acc = rows["test_acc"].dropna()
+                    if len(acc):
+                        with param.edit_constant(self):
+                            self.test_acc = float(acc.iloc[-1])
+            if got["markers"] != feed.versions["markers"]:
+                got["markers"] = feed.versions["markers"]
+                with param.edit_constant(self):
+                    self.markers = list(feed.markers)
+                self.marks.send(list(self.markers))
+            if feed.signal_names != self._signal_names:
+                self._update_signal_names(list(feed.signal_names))
+            for text in feed.events[got["events"]:]:
+                self._say(text)
+            got["events"] = len(feed.events)
+
+    def _dirty(self) -> list[str]:
+        """The plots whose feed data changed since they were drawn."""
+        feed = self._feed
+        if feed is None:
+            return []
+        return [p for p in _PLOTS if self._sent.get(p) != feed.versions[p]]
 
     def poll(self, max_items: int = 100_000, force: bool = False) -> int:
-        """Read what the run wrote since the last poll into the streams and status; returns how many
-        rows were read.
+        """Take what the run wrote since the last poll into the streams and status; returns how many
+        rows the run's feed read from the store.
 
         Curves stream on every call; the telemetry plots are redrawn at most every ``redraw``
-        seconds (or when ``force``, or when the run has ended) so the page stays light while
-        the worker trains. Call from the page's periodic callback (or directly in tests and
-        notebooks).
+        seconds, one plot per call (or all at once when ``force``, or when the run has ended) so the
+        page stays light while the worker trains. Call from the page's periodic callback (or
+        directly in tests and notebooks).
         """
         if self._run is None:
             return 0
-        ended_before = is_final(self._run.status)
-        n = self._read_new()
+        n = self._read_new(force=force)
         self.check_answers()
         now = time.monotonic()
-        ended = is_final(self._run.status)
-        if ended and not ended_before:
-            n += self._read_new()  # the rows committed with the final status
-        if (self._tele_dirty or self._pending_redraws) and (force or ended):  # everything, at once
+        ended = self._feed is not None and self._feed.complete
+        dirty = self._dirty()
+        if dirty and (force or ended):  # everything, at once
             self._publish_telemetry()
-            self._tele_dirty = False
             self._pending_redraws = []
-        elif self._pending_redraws or (self._tele_dirty and now >= self._next_redraw):
+        elif self._pending_redraws or (dirty and now >= self._next_redraw):
             # one plot per poll, so no poll holds the server for all of them (a click waits for a poll)
             if not self._pending_redraws:
-                self._pending_redraws = [self._publish_heat, self._publish_whist, self._publish_tail,
-                                         self._publish_signals]
-                self._tele_dirty = False
+                self._pending_redraws = [f for p in dirty for f in self._publishers(p)]
                 self._redraw_cost = 0.0
             self._pending_redraws.pop(0)()
             self._redraw_cost += time.monotonic() - now
@@ -521,23 +510,10 @@ class LiveTrainingState(param.Parameterized):
         return n
 
     # --------------------------------------------------------- internals
-    def _push_steps(self, df: pd.DataFrame) -> None:
-        if not len(df):
-            return
-        df = df.astype(float)
-        self.steps.send(df)
-        if len(df):
-            self._seen["step"] = max(self._seen["step"], int(df["step"].max()))
-
-    def _push_epochs(self, df: pd.DataFrame) -> None:
-        df = df.astype(float)
-        self.epoch_rows.send(df)
-        if len(df):
-            self._seen["epoch"] = max(self._seen["epoch"], int(df["step"].max()))
-            acc = df["test_acc"].dropna()
-            if len(acc):
-                with param.edit_constant(self):
-                    self.test_acc = float(acc.iloc[-1])
+    @property
+    def _stats(self) -> dict[tuple[str, str], float]:
+        """Per-layer statistics (``(layer, "a.mean")`` ...) of the observed run."""
+        return self._feed.stats if self._feed is not None else {}
 
     def _set_layers(self, names: list[str]) -> None:
         with param.edit_constant(self):
@@ -546,45 +522,10 @@ class LiveTrainingState(param.Parameterized):
         if self.hist_layer not in names:
             self.hist_layer = names[0] if names else ""
 
-    def _add_telemetry(self, df: pd.DataFrame) -> None:
-        df = df.copy()
-        df["layer"] = df["layer"].astype(str)
-        stats = df[df["role"] == "stat"]
-        for r in stats.itertuples(index=False):
-            self._stats[(r.layer, f"{r.tensor}.{r.name}")] = float(r.value)
-        df = df[df["role"] != "stat"]
-        self._tele_chunks.append(df)  # concatenated when a plot needs the table (not on every poll)
-        self._seen["telemetry"] = max(self._seen["telemetry"], int(df["step"].max()) if len(df) else -1)
-        known = list(self.layers)
-        new = [n for n in dict.fromkeys(df["layer"]) if n not in known and n]
-        if new:
-            self._set_layers(known + new)
-
-    @property
-    def _tele(self) -> pd.DataFrame:
-        """Telemetry rows (ARE, overflow ...) read so far, without the per-layer statistics."""
-        if self._tele_chunks:
-            parts = [self._tele_df, *self._tele_chunks] if len(self._tele_df) else self._tele_chunks
-            self._tele_df = pd.concat(parts, ignore_index=True)
-            self._tele_chunks = []
-        return self._tele_df
-
-    @_tele.setter
-    def _tele(self, df: pd.DataFrame) -> None:
-        self._tele_df = df
-        self._tele_chunks = []
-
-    def _add_signals(self, df: pd.DataFrame) -> None:
-        df = df.reindex(columns=_SIGNAL_COLS).copy()
-        df["layer"] = df["layer"].fillna("").astype(str)
-        df["tensor"] = df["tensor"].fillna("").astype(str)
-        df["value"] = pd.to_numeric(df["value"], errors="coerce")
-        self._signals = (pd.concat([self._signals, df], ignore_index=True) if len(self._signals)
-                         else df.reset_index(drop=True))
-        self._signal_names |= set(df["role"].astype(str) + "." + df["name"].astype(str))
-        found = self._signal_names
+    def _update_signal_names(self, found: list[str]) -> None:
+        self._signal_names = found
         # preferred signals first: a browser Select falls back to its first option when the options change
-        names = [n for n in _SIGNAL_PREFERENCE if n in found] + sorted(found - set(_SIGNAL_PREFERENCE))
+        names = [n for n in _SIGNAL_PREFERENCE if n in found] + sorted(set(found) - set(_SIGNAL_PREFERENCE))
         if names != list(self.param.signal.objects):
             self.param.signal.objects = names
             if self.signal not in names or self._signal_auto:  # until the user picks one, prefer precision
@@ -597,26 +538,20 @@ class LiveTrainingState(param.Parameterized):
 
     def signal_frame(self) -> pd.DataFrame:
         """Rows of the chosen scheme signal: columns step, value, series (a layer/tensor, or the name)."""
-        return live_frames.signal_frame(self._signals, self.signal)
+        if self._feed is None or not self.signal:
+            return _empty(_SIGNAL_PLOT_COLS)
+        return self._feed.signal_frame(self.signal)
 
     @param.depends("signal", watch=True)
     def _publish_signals(self) -> None:
         if not self._signal_auto_pick and self.signal:
             self._signal_auto = False  # the user chose a signal: keep it
+        self._mark_sent("signals")
         self.signals.send(self.signal_frame())
 
-    def _add_hist(self, h: dict[str, Any]) -> None:
-        counts = np.asarray(h["counts"], dtype=float)
-        layer = str(h["layer"])
-        if h["tensor"] == "w":
-            self._hists.setdefault(layer, []).append((int(h["step"]), counts, float(h["lo"]), float(h["hi"])))
-        elif h["tensor"] == "a":
-            self._a_hists[layer] = (counts, float(h["lo"]), float(h["hi"]), int(h.get("zeros", 0) or 0))
-
-    def _add_markers(self, steps: list[int]) -> None:
-        with param.edit_constant(self):
-            self.markers = sorted(set(self.markers) | set(steps))
-        self.marks.send(list(self.markers))
+    def _mark_sent(self, plot: str) -> None:
+        if self._feed is not None:
+            self._sent[plot] = self._feed.versions[plot]
 
     def _publish_telemetry(self) -> None:
         self._publish_heat()
@@ -627,26 +562,44 @@ class LiveTrainingState(param.Parameterized):
     def heat_frame(self) -> pd.DataFrame:
         """ARE rows of every source: columns step, layer, tensor, value, width, source.
 
-        ``source`` is ``live`` (the format in use) or a shadow spec string.
+        ``source`` is ``live`` (the format in use) or a shadow spec string; a long run is binned into
+        at most :data:`MAX_COLUMNS` step columns.
         """
-        every = float(max(1, self.every if self._run is None else self._run.config.telemetry.every))
-        return live_frames.heat_frame(self._tele, every, MAX_COLUMNS)
+        return self._feed.heat_frame() if self._feed is not None else _empty(HEAT_COLS)
+
+    def _publishers(self, plot: str) -> list[Any]:
+        """The redraws of ``plot``, one call each (the heat maps one tensor at a time)."""
+        if plot != "heat":
+            return [getattr(self, f"_publish_{plot}")]
+        calls: list[Any] = [lambda t=t: self._publish_heat_of(t) for t in TENSORS]
+        calls.append(lambda: self.heat.send(self.heat_frame()))
+        return calls
+
+    def _publish_heat_of(self, tensor: str) -> None:
+        self._mark_sent("heat")
+        frame = self.heat_frame()
+        self.heat_of[tensor].send(frame[frame["tensor"] == tensor] if len(frame) else frame)
 
     @param.depends("heat_source", watch=True)
     def _publish_heat(self) -> None:
+        for t in TENSORS:
+            self._publish_heat_of(t)
         self.heat.send(self.heat_frame())
 
     @param.depends("hist_layer", watch=True)
     def _publish_whist(self) -> None:
-        self.whist.send(live_frames.weight_hist_frame(self._hists.get(self.hist_layer, []), MAX_COLUMNS))
+        self._mark_sent("whist")
+        frame = self._feed.weight_hist_frame(self.hist_layer) if self._feed is not None else _empty(WHIST_COLS)
+        self.whist.send(frame)
 
     @param.depends("bound_u", watch=True)
     def _publish_tail(self) -> None:
+        self._mark_sent("tail")
         self.tail.send(self.tail_data())
 
     def tail_data(self) -> dict[str, Any]:
         """Per-layer measured tail P(|A| >= 2), the live overflow of A, and the LogBTQ bound."""
-        return live_frames.tail_data(self.layers, self._a_hists, self._tele, self._stats, self.bound_u)
+        return self._feed.tail_data(self.bound_u, self.layers) if self._feed is not None else {}
 
     def _refresh_status(self) -> None:
         run = self._run

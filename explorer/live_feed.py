@@ -1,0 +1,415 @@
+"""One run's plot data, read from the run store once and shared by every page that shows the run.
+
+A :class:`RunFeed` reads the rows a run wrote since its last read (``RunStore.changes``, a rowid
+cursor) and folds them into aggregates of bounded size, so the cost of a page update is the same at
+step 100 and at step 100,000, and three tabs on one run cost one store read and one aggregation:
+
+* :class:`Thinned`: rows keyed by step (loss curve, scheme signals, weight-histogram snapshots) with at
+  most ``capacity`` distinct steps; when full, every other step goes and the stride doubles (an
+  evenly spaced history of a long run);
+* :class:`HeatGrid`: the mean ARE per (tensor, source, layer) in at most :data:`MAX_COLUMNS` step
+  bins; when a step falls beyond the last bin, neighbouring bins merge pairwise and the bin width
+  doubles;
+* the latest activation histogram and overflow of each layer (the tail plot), per-layer statistics,
+  knob-change markers and the run's end events.
+
+Every aggregate has a version number; a page redraws a plot only when its version changed, and
+the frames a plot draws are computed once per version (:meth:`RunFeed.heat_frame` ...). Nothing
+here touches Panel (:mod:`explorer.live_state` turns the frames into HoloViews streams).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import live_frames
+from .live_frames import HEAT_COLS, MAX_COLUMNS, ActHist, WeightHist, empty_frame
+
+__all__ = ["Thinned", "HeatGrid", "RunFeed", "STEP_COLS", "EPOCH_COLS", "SIGNAL_ROLES", "feed_for"]
+
+log = logging.getLogger(__name__)
+
+STEP_COLS = ["step", "loss", "train_acc", "lr"]
+EPOCH_COLS = ["step", "epoch", "test_acc", "test_loss"]
+SIGNAL_COLS = ["step", "layer", "tensor", "role", "name", "value"]
+#: metric roles of the schemes' own telemetry (plotted as "scheme signals")
+SIGNAL_ROLES = ("schedule", "dfq", "niti", "logbtq", "cost")
+#: most distinct steps the loss/accuracy curves keep (a longer run keeps an evenly spaced subset)
+MAX_CURVE_STEPS = 8000
+#: most distinct steps a scheme signal keeps
+MAX_SIGNAL_STEPS = 2000
+
+
+class Thinned:
+    """Rows keyed by step, at most ``capacity`` distinct steps, in step order.
+
+    The ``k``-th distinct step seen is kept while ``k % stride == 0``; when more than ``capacity``
+    steps are kept the stride doubles and every other kept step goes (``generation`` counts these
+    thinnings, so a reader knows to start over). Appending is O(new rows); a thinning is O(kept
+    rows) and happens ``log2(steps / capacity)`` times in a run.
+    """
+
+    def __init__(self, columns: Sequence[str], capacity: int) -> None:
+        if capacity < 2:
+            raise ValueError(f"capacity must be at least 2, got {capacity}")
+        self.columns = list(columns)
+        self.capacity = int(capacity)
+        self.stride = 1
+        self.generation = 0
+        self._ordinal = -1  # ordinal of the last distinct step seen
+        self._last_step = -math.inf
+        self._chunks: list[pd.DataFrame] = []
+        self._frame = empty_frame([*self.columns, "_k"])
+        self._kept_steps = 0
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def add(self, df: pd.DataFrame) -> None:
+        """Append rows (columns ``columns``; steps at or after the last step added)."""
+        if not len(df):
+            return
+        df = df[df["step"] >= self._last_step] if math.isfinite(self._last_step) else df
+        if not len(df):
+            return
+        steps = df["step"].to_numpy(float)
+        new = np.concatenate([[steps[0] != self._last_step], steps[1:] != steps[:-1]])
+        ordinal = self._ordinal + np.cumsum(new)
+        self._ordinal = int(ordinal[-1])
+        self._last_step = float(steps[-1])
+        keep = ordinal % self.stride == 0
+        if keep.any():
+            part = df.loc[keep, self.columns].reset_index(drop=True)
+            part["_k"] = ordinal[keep]
+            self._chunks.append(part)
+            self._kept_steps += int((new & keep).sum())
+        while self._kept_steps > self.capacity:
+            self._thin()
+
+    def _thin(self) -> None:
+        self.stride *= 2
+        self.generation += 1
+        f = self.frame_with_ordinals()
+        f = f[f["_k"] % self.stride == 0].reset_index(drop=True)
+        self._frame, self._chunks = f, []
+        self._kept_steps = int(f["_k"].nunique())
+
+    def frame_with_ordinals(self) -> pd.DataFrame:
+        if self._chunks:
+            parts = [self._frame, *self._chunks] if len(self._frame) else self._chunks
+            self._frame = pd.concat(parts, ignore_index=True)
+            self._chunks = []
+        return self._frame
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The kept rows (columns ``columns``)."""
+        return self.frame_with_ordinals()[self.columns]
+
+    def since(self, generation: int, position: int) -> tuple[pd.DataFrame, bool]:
+        """Rows a reader at (``generation``, ``position`` rows read) has not seen, and whether it must
+        start over (a thinning happened since: the rows are then all the kept rows)."""
+        f = self.frame
+        if generation != self.generation:
+            return f, True
+        return f.iloc[position:], False
+
+
+class HeatGrid:
+    """Mean value per (key, layer) in at most ``columns`` equal step bins (the live heat maps).
+
+    The first step seen is the origin; bin ``j`` covers ``[origin + j w, origin + (j + 1) w)``
+    with ``w`` the telemetry period at first. A step beyond the last bin merges neighbouring bins
+    pairwise (sums and counts add) and doubles ``w``, as often as needed: memory and the cost of a
+    frame stay ``keys x layers x columns``, however long the run.
+    """
+
+    def __init__(self, width: float, columns: int = MAX_COLUMNS) -> None:
+        if columns < 2 or columns % 2:
+            raise ValueError(f"columns must be an even number >= 2, got {columns}")
+        self.width = float(max(width, 1.0))
+        self.columns = int(columns)
+        self.origin: float | None = None
+        self.keys: dict[tuple[str, str], int] = {}
+        self.layers: dict[str, int] = {}
+        self.sums = np.zeros((0, 0, self.columns))
+        self.counts = np.zeros((0, 0, self.columns))
+
+    def _index(self, table: dict[Any, int], values: Sequence[Any], axis: int) -> np.ndarray:
+        for v in dict.fromkeys(values):
+            if v not in table:
+                table[v] = len(table)
+        grow = len(table) - self.sums.shape[axis]
+        if grow > 0:
+            pad = [(0, 0)] * 3
+            pad[axis] = (0, grow)
+            self.sums = np.pad(self.sums, pad)
+            self.counts = np.pad(self.counts, pad)
+        return np.fromiter((table[v] for v in values), dtype=np.int64, count=len(values))
+
+    def add(self, steps: np.ndarray, layers: Sequence[str], tensors: Sequence[str], sources: Sequence[str],
+            values: np.ndarray) -> None:
+        """Add ARE rows; NaN values are skipped."""
+        steps = np.asarray(steps, dtype=float)
+        values = np.asarray(values, dtype=float)
+        ok = np.isfinite(values) & np.isfinite(steps)
+        if not ok.any():
+            return
+        steps, values = steps[ok], values[ok]
+        layers = [str(x) for x, k in zip(layers, ok) if k]
+        keys = [(str(t), str(s)) for t, s, k in zip(tensors, sources, ok) if k]
+        if self.origin is None:
+            self.origin = float(steps.min())
+        steps = np.maximum(steps, self.origin)
+        while (steps.max() - self.origin) // self.width >= self.columns:
+            self._merge()
+        col = ((steps - self.origin) // self.width).astype(np.int64)
+        ki = self._index(self.keys, keys, 0)
+        li = self._index(self.layers, layers, 1)
+        np.add.at(self.sums, (ki, li, col), values)
+        np.add.at(self.counts, (ki, li, col), 1.0)
+
+    def _merge(self) -> None:
+        half = self.columns // 2
+        for name in ("sums", "counts"):
+            a = getattr(self, name)
+            merged = a[..., 0::2] + a[..., 1::2]
+            out = np.zeros_like(a)
+            out[..., :half] = merged
+            setattr(self, name, out)
+        self.width *= 2
+
+    def frame(self) -> pd.DataFrame:
+        """Rows step (the bin's start), layer, tensor, value (the mean), width, source."""
+        if self.origin is None or not self.counts.size:
+            return empty_frame(HEAT_COLS)
+        k, li, c = np.nonzero(self.counts)
+        keys = list(self.keys)
+        names = list(self.layers)
+        value = self.sums[k, li, c] / self.counts[k, li, c]
+        return pd.DataFrame({
+            "step": self.origin + c * self.width,
+            "layer": np.array(names, dtype=object)[li] if len(names) else np.zeros(0, dtype=object),
+            "tensor": np.array([keys[i][0] for i in k], dtype=object),
+            "value": value,
+            "width": self.width,
+            "source": np.array([keys[i][1] for i in k], dtype=object),
+        })[HEAT_COLS]
+
+
+class RunFeed:
+    """Everything the Live Training plots draw of one run, shared by the pages that show it.
+
+    Call :meth:`refresh` (cheap when called again within ``min_interval`` seconds, or after the run
+    ended and its last rows were read); read the aggregates through the versioned accessors.
+    """
+
+    #: seconds between two store reads, however many pages poll
+    min_interval: float = 0.2
+
+    def __init__(self, run: Any) -> None:
+        self.run = run
+        self.lock = threading.RLock()
+        self._cursor: dict[str, int] = {}
+        self._read_at = -math.inf
+        self.complete = False  # the run ended and every row it wrote has been read
+        self.layers: list[str] = []
+        self.steps = Thinned(STEP_COLS, MAX_CURVE_STEPS)
+        self.epochs = Thinned(EPOCH_COLS, MAX_CURVE_STEPS)
+        self.signals = Thinned(SIGNAL_COLS, MAX_SIGNAL_STEPS)
+        self.signal_names: list[str] = []
+        every = float(max(1, getattr(getattr(run.config, "telemetry", None), "every", 1)))
+        self.heat = HeatGrid(every)
+        self.whist: dict[str, Thinned] = {}
+        self.a_hists: dict[str, ActHist] = {}
+        self.a_overflow: dict[str, tuple[float, float]] = {}  # layer -> (step, live overflow of A)
+        self.stats: dict[tuple[str, str], float] = {}
+        self.markers: list[int] = []
+        self.events: list[str] = []  # messages of the run's end events, in order
+        self.versions = {"heat": 0, "whist": 0, "tail": 0, "signals": 0, "markers": 0, "layers": 0}
+        self._cache: dict[Any, Any] = {}
+
+    # ---------------------------------------------------------------- reading
+    def refresh(self, force: bool = False) -> int:
+        """Read what the run wrote since the last read (at most every ``min_interval`` s unless
+        ``force``, or the run has just ended); returns how many rows were read."""
+        from core.store import is_final
+
+        with self.lock:
+            if self.complete:
+                return 0
+            now = time.monotonic()
+            # the status row is committed with the run's last rows: a read after a final status is the last
+            ended = is_final(self.run.refresh(0.0 if force else None).get("status") or "")
+            if not (force or ended) and now - self._read_at < self.min_interval:
+                return 0
+            n = self._read()
+            self._read_at = now
+            self.complete = ended
+            return n
+
+    def _read(self) -> int:
+        run = self.run
+        store = run.store
+        try:
+            if not self.layers:
+                lay = store.layers(run.id)
+                if len(lay):
+                    self._set_layers([str(n) for n in lay.sort_values("idx")["name"]])
+            tables, self._cursor = store.changes(run.id, self._cursor)
+        except Exception as exc:  # noqa: BLE001 - a store hiccup must not break the pages
+            log.warning("reading run %s failed: %s", run.id, exc)
+            return 0
+        m, h, ev = tables["metrics"], tables["histograms"], tables["events"]
+        if len(m):
+            self._add_metrics(m)
+        if len(h):
+            self._add_hists(h)
+        if len(ev):
+            self._add_events(ev)
+        return len(m) + len(h) + len(ev)
+
+    def _add_metrics(self, m: pd.DataFrame) -> None:
+        scalar = m[(m["role"] == "") & (m["layer"] == "")]
+        st = scalar[scalar["name"].isin(STEP_COLS[1:])]
+        if len(st):
+            w = st.pivot_table(index="step", columns="name", values="value", aggfunc="last").reset_index()
+            self.steps.add(w.reindex(columns=STEP_COLS).astype(float))
+        ep = scalar[scalar["name"].isin(["test_acc", "test_loss"])]
+        if len(ep):
+            w = ep.pivot_table(index=["epoch", "step"], columns="name", values="value", aggfunc="last").reset_index()
+            self.epochs.add(w.reindex(columns=EPOCH_COLS).astype(float).sort_values("step"))
+        tel = m[m["name"].isin(["are", "overflow", "mean", "std"])]
+        if len(tel):
+            self._add_telemetry(tel)
+        sig = m[m["role"].isin(SIGNAL_ROLES)]
+        if len(sig):
+            self._add_signals(sig)
+
+    def _add_telemetry(self, df: pd.DataFrame) -> None:
+        layer = df["layer"].astype(str)
+        new = [n for n in dict.fromkeys(layer) if n and n not in self.layers]
+        if new:
+            self._set_layers(self.layers + new)
+        stat = (df["role"] == "stat").to_numpy()
+        for r in df[stat].itertuples(index=False):
+            self.stats[(str(r.layer), f"{r.tensor}.{r.name}")] = float(r.value)
+        live = (df["role"] == "live").to_numpy()
+        are = (df["name"] == "are").to_numpy() & (live | (df["role"] == "shadow").to_numpy())
+        if are.any():
+            a = df[are]
+            src = np.where(a["role"] == "live", "live", a["fmt"].astype(str))
+            self.heat.add(a["step"].to_numpy(float), a["layer"].astype(str).tolist(), a["tensor"].astype(str).tolist(),
+                          src.tolist(), a["value"].to_numpy(float))
+            self.versions["heat"] += 1
+        ovf = df[live & (df["name"] == "overflow").to_numpy() & (df["tensor"] == "a").to_numpy()]
+        if len(ovf):
+            for r in ovf.itertuples(index=False):
+                key = str(r.layer)
+                old = self.a_overflow.get(key)
+                if old is None or float(r.step) >= old[0]:
+                    self.a_overflow[key] = (float(r.step), float(r.value))
+            self.versions["tail"] += 1
+        if stat.any():
+            self.versions["tail"] += 1
+
+    def _add_signals(self, df: pd.DataFrame) -> None:
+        df = df.reindex(columns=SIGNAL_COLS).copy()
+        df["layer"] = df["layer"].fillna("").astype(str)
+        df["tensor"] = df["tensor"].fillna("").astype(str)
+        df["value"] = pd.to_numeric(df["value"], errors="coerce")
+        self.signals.add(df.sort_values("step", kind="stable"))
+        names = set(self.signal_names) | set(df["role"].astype(str) + "." + df["name"].astype(str))
+        self.signal_names = sorted(names)
+        self.versions["signals"] += 1
+
+    def _add_hists(self, h: pd.DataFrame) -> None:
+        for row in h[h["kind"] == "x"].itertuples(index=False):
+            layer = str(row.layer)
+            counts = np.asarray(row.counts, dtype=float)
+            if row.tensor == "w":
+                t = self.whist.get(layer)
+                if t is None:
+                    t = self.whist[layer] = Thinned(["step", "item"], MAX_COLUMNS)
+                t.add(pd.DataFrame({"step": [float(row.step)],
+                                    "item": [(int(row.step), counts, float(row.lo), float(row.hi))]}))
+                self.versions["whist"] += 1
+            elif row.tensor == "a":
+                self.a_hists[layer] = (counts, float(row.lo), float(row.hi), int(getattr(row, "zeros", 0) or 0))
+                self.versions["tail"] += 1
+
+    def _add_events(self, ev: pd.DataFrame) -> None:
+        ups = [int(p.get("step", s)) for s, k, p in zip(ev["step"], ev["kind"], ev["payload"]) if k == "update"]
+        if ups:
+            self.markers = sorted(set(self.markers) | set(ups))
+            self.versions["markers"] += 1
+        for k, p in zip(ev["kind"], ev["payload"]):
+            if k in ("diverged", "error", "done", "stopped", "interrupted"):
+                detail = f": {p.get('message')}" if k == "error" and p.get("message") else ""
+                self.events.append(f"run {self.run.id}: {k}{detail}")
+
+    def _set_layers(self, names: list[str]) -> None:
+        self.layers = list(names)
+        self.versions["layers"] += 1
+
+    # ---------------------------------------------------------------- frames (cached per version)
+    def _cached(self, key: tuple[Any, ...], make: Any) -> Any:
+        with self.lock:
+            hit = self._cache.get(key[0])
+            if hit is not None and hit[0] == key:
+                return hit[1]
+            value = make()
+            self._cache[key[0]] = (key, value)
+            return value
+
+    def heat_frame(self) -> pd.DataFrame:
+        """ARE rows of every source (columns of :data:`live_frames.HEAT_COLS`), binned."""
+        return self._cached(("heat", self.versions["heat"]), self.heat.frame)
+
+    def weight_hist_frame(self, layer: str) -> pd.DataFrame:
+        """The weight histogram of ``layer`` over time (at most :data:`MAX_COLUMNS` snapshots)."""
+        return self._cached(("whist", self.versions["whist"], layer),
+                            lambda: live_frames.weight_hist_frame(self.weight_hists(layer), MAX_COLUMNS))
+
+    def weight_hists(self, layer: str) -> list[WeightHist]:
+        t = self.whist.get(layer)
+        return list(t.frame["item"]) if t is not None else []
+
+    def signal_frame(self, signal: str) -> pd.DataFrame:
+        """Rows of scheme signal ``role.name``: columns step, value, series."""
+        return self._cached(("signal", self.versions["signals"], signal),
+                            lambda: live_frames.signal_frame(self.signals.frame, signal))
+
+    def tail_data(self, u: float, layers: Sequence[str] | None = None) -> dict[str, Any]:
+        """Per-layer measured tail, live overflow of A and the LogBTQ bound with barrier ``u``
+        (for ``layers``, default the run's)."""
+        names = tuple(self.layers if layers is None else layers)
+        overflow = {k: v for k, (_, v) in self.a_overflow.items()}
+        return self._cached(("tail", self.versions["tail"], names, u),
+                            lambda: live_frames.tail_data(names, self.a_hists, overflow, self.stats, u))
+
+
+_FEEDS: dict[tuple[str, str], RunFeed] = {}
+_FEEDS_LOCK = threading.Lock()
+#: feeds kept for runs no page shows any more (the oldest go first)
+MAX_FEEDS = 8
+
+
+def feed_for(run: Any) -> RunFeed:
+    """The shared feed of ``run`` (a :class:`core.sweep.RemoteRun`); one per store and run id."""
+    key = (str(getattr(run.store, "path", id(run.store))), str(run.id))
+    with _FEEDS_LOCK:
+        feed = _FEEDS.pop(key, None)
+        if feed is None:
+            feed = RunFeed(run)
+        _FEEDS[key] = feed  # most recently used last
+        while len(_FEEDS) > MAX_FEEDS:
+            _FEEDS.pop(next(iter(_FEEDS)))
+        return feed
