@@ -18,6 +18,8 @@ import panel as pn
 import param
 from panel.viewable import Viewer
 
+from core.store import is_active
+
 from . import plots, registry
 from .live_state import LiveTrainingState
 from .widgets import SpecBuilderView, knob_widgets
@@ -82,12 +84,14 @@ class LiveTraining(Viewer):
             },
             show_name=False, width=270, margin=0,
         )
+        # Pause and Stop only while there is a run to pause or stop
+        idle = pn.bind(lambda status: not is_active(status), s.param.status)
         start = pn.widgets.Button.from_param(s.param.start, label="Start", color="primary", width=80,
                                              css_classes=["btn-start"], description=None)
         pause = pn.widgets.Button.from_param(s.param.pause, label="Pause / Resume", width=120,
-                                             css_classes=["btn-pause"], description=None)
+                                             css_classes=["btn-pause"], description=None, disabled=idle)
         stop = pn.widgets.Button.from_param(s.param.stop, label="Stop", color="danger", width=70,
-                                            css_classes=["btn-stop"], description=None)
+                                            css_classes=["btn-stop"], description=None, disabled=idle)
         progress = pn.indicators.Progress(value=pn.bind(lambda p: int(round(100 * p)), s.param.progress), max=100,
                                           bar_color="primary",
                                           sizing_mode="stretch_width", css_classes=["run-progress"])

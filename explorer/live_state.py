@@ -138,8 +138,8 @@ class LiveTrainingState(param.Parameterized):
         self._spec_watchers: list[Any] = []
         self._knob_watcher: Any = None
         self._build_scheme(self.scheme)
-        if attach:
-            run = registry.latest(active_only=True)
+        if attach:  # a new page (or a reload) shows the run started last, going or ended
+            run = registry.latest(active_only=False)
             if run is not None:
                 self.attach(run)
 

@@ -9,6 +9,7 @@ from Compare writes PNG/SVG/HTML/JSON, and the HTML renders with the network blo
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,20 @@ def _status(page: Any) -> str:
     return deep_text(page.locator(".run-status"))
 
 
+def _run_id(page: Any) -> str:
+    """The id of the run the page shows ("" before any)."""
+    m = re.search(r"\brun (\w+) ", _status(page))
+    return m.group(1) if m else ""
+
+
+def _start_run(page: Any) -> str:
+    """Press Start and wait until the page shows the new run (a page opens on the last run, maybe ended)."""
+    before = _run_id(page)
+    page.locator(".btn-start button").click()
+    return str(wait_until(lambda: _run_id(page) not in ("", before) and _run_id(page), timeout=60,
+                          message="the page to show the new run"))
+
+
 def test_live_training_streams_reattaches_and_stops(page: Any, explorer_url: str, browser: Any) -> None:
     open_page(page, explorer_url, "live")
     t0 = time.monotonic()
@@ -89,7 +104,7 @@ def test_live_training_streams_reattaches_and_stops(page: Any, explorer_url: str
     epochs.fill("500")  # long enough to still be running when Stop is pressed
     epochs.press("Enter")
     wait_until(lambda: page.locator(".live-training input").nth(2).input_value() == "500", message="epochs")
-    page.locator(".btn-start button").click()
+    _start_run(page)
     wait_until(lambda: "running" in _status(page), timeout=60, message="run to start")
     wait_until(lambda: "/11500" in _status(page).replace(" ", ""), timeout=60,
                message="500 epochs x 23 steps")  # the epochs typed in the page were used
@@ -178,9 +193,10 @@ def test_seed_schemes_that_rebuild_the_model_run_from_the_page(page: Any, explor
     epochs.fill("2")
     epochs.press("Enter")
     wait_until(lambda: page.locator(".live-training input").nth(2).input_value() == "2", message="epochs")
-    page.locator(".btn-start button").click()
+    run_id = _start_run(page)
     try:
-        wait_until(lambda: "done" in _status(page), timeout=120, message=f"{scheme} run to finish")
+        wait_until(lambda: run_id in _status(page) and "done" in _status(page), timeout=120,
+                   message=f"{scheme} run to finish")
     except AssertionError:
         screenshot(page, f"live-training-{scheme}-failed", full_page=True)
         raise AssertionError(f"{scheme}: page status {_status(page)!r}") from None
@@ -203,8 +219,9 @@ def test_a_knob_change_is_acknowledged_within_1_s_while_both_cores_are_busy(page
         epochs.fill("3000")
         epochs.press("Enter")
         wait_until(lambda: page.locator(".live-training input").nth(2).input_value() == "3000", message="epochs")
-        page.locator(".btn-start button").click()
-        wait_until(lambda: "running" in _status(page), timeout=120, message="run to start")
+        run_id = _start_run(page)
+        wait_until(lambda: run_id in _status(page) and "running" in _status(page), timeout=120,
+                   message="run to start")
         wait_until(lambda: col_len(page, "loss") > 200, timeout=120, message="200 steps on the page")
         took = []
         # the first change after a run starts may wait behind the plots' first renders (seen: 2 s with
@@ -220,11 +237,19 @@ def test_a_knob_change_is_acknowledged_within_1_s_while_both_cores_are_busy(page
         print(f"knob change answered after {', '.join(f'{t:.2f}' for t in took)} s")
         first, steady = took[0], took[1:]
         assert first < 10.0, took
-        # the median within 1 s (the machine is overloaded on purpose: single changes have waited 3-6 s
-        # behind a redraw), and none lost
-        assert sorted(steady)[len(steady) // 2] < 1.0 and max(steady) < 15.0, took
-        page.locator(".btn-stop button").click()
-        wait_until(lambda: "stopped" in _status(page), timeout=60, message="run to stop")
+        # every later change within 1 s, though two hogs and the training worker share the 2 cores
+        # with the browser and the server (the page redraws one plot per poll, each a bounded frame)
+        assert max(steady) < 1.0, took
+        # Pause, Resume and Stop: the run's new status is on the page within 1 s of the click
+        answered = []
+        for button, status in ((".btn-pause", "paused"), (".btn-pause", "running"), (".btn-stop", "stopped")):
+            t0 = time.monotonic()
+            page.locator(f"{button} button").click()
+            wait_until(lambda: f" {status} - step" in _status(page), timeout=30,
+                       interval=0.02, message=f"run to be {status}")
+            answered.append(time.monotonic() - t0)
+        print(f"pause, resume, stop shown after {', '.join(f'{t:.2f}' for t in answered)} s")
+        assert max(answered) < 1.0, answered
     finally:
         for h in hogs:
             h.kill()
