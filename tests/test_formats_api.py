@@ -76,8 +76,12 @@ def test_unknown_family_lists_valid_names():
 
 def test_rounding_mode_errors():
     x = torch.randn(8)
-    with pytest.raises(ValueError, match="unknown rounding mode 'up'"):
-        core.quantize(x, "fp8_e4m3", rounding="up")
+    with pytest.raises(ValueError, match="unknown rounding mode 'sideways'; valid modes: nearest, stochastic"):
+        core.quantize(x, "fp8_e4m3", rounding="sideways")
+    with pytest.raises(ValueError, match="random bits must be 1..31"):
+        core.quantize(x, "fp8_e4m3", rounding="stochastic_rbits32")
+    with pytest.raises(ValueError, match="does not support rounding='up'"):
+        core.quantize(x, "nf4", rounding="up")
     with pytest.raises(ValueError, match="does not support rounding='pseudo_stochastic'"):
         core.quantize(x, "fp8_e4m3", rounding="pseudo_stochastic")
     core.quantize(x, "niti", rounding="pseudo_stochastic")
@@ -146,8 +150,14 @@ def test_nan_stays_nan_and_inf_follows_the_family_rule(spec):
                 assert torch.isnan(yb).all()
             else:  # FP6/FP4: nothing to overflow into, always saturates
                 assert yb == fmt.max
+    elif fmt.family == "mx":
+        # OCP MX v1.0 section 6.3 (microxcaling): a block holding inf/NaN has the NaN scale, all NaN
+        assert y.isnan().all()
+        x2 = torch.tensor([[1.0, float("inf"), -2.0, 0.5], [1.0, 3.0, -2.0, 0.5]]).reshape(2, 1, 4)
+        y2 = core.quantize(x2, fmt)
+        assert y2[0].isnan().all() and not y2[1].isnan().any()
     else:
-        # scaled and companded formats: +-inf saturates to the largest code of its
+        # other scaled and companded formats: +-inf saturates to the largest code of its
         # group (its scale comes from the group's finite values)
         assert torch.isfinite(y[2]) and y[2] == -y[3] and not torch.signbit(y[2])
         x2 = torch.tensor([[1.0, float("inf"), -2.0, 0.5]] * 2).reshape(2, 1, 4)
@@ -333,6 +343,38 @@ def test_mulaw_float32_nearest_path_equals_reference(spec):
     rnd = np.random.default_rng(0).uniform(-1.3, 1.3, 20000).astype(np.float32) * np.float32(fmt.range)
     v = np.concatenate(near + lo + [rnd])
     x = torch.from_numpy(np.concatenate([v, -v, np.array([np.nan, np.inf, -np.inf], dtype=np.float32)]))
+    a = core.quantize(x, fmt, backend="numba")
+    b = core.quantize(x, fmt, backend="reference")
+    assert a.dtype == torch.float32
+    assert torch.equal(a.isnan(), b.isnan())
+    assert torch.equal(a.nan_to_num(0.0), b.nan_to_num(0.0)) and torch.equal(a.signbit(), b.signbit())
+
+
+@settings(max_examples=40, deadline=None)
+@given(mu=st.floats(1e-6, 1e9), rng=st.floats(1e-30, 1e30), bits=st.integers(2, 8), seed=st.integers(0, 2**32 - 1),
+       n=st.sampled_from([1000, 70_000]))
+def test_mulaw_float32_bucket_table_equals_reference_for_any_codebook(mu, rng, bits, seed, n):
+    """The one-entry-per-bucket float32 nearest path (``f32_threshold_tables``: at most one
+    threshold per 2^15 bit patterns) for every mu, range and width: each threshold rounded to
+    float32 and 2 ulps either side, the bucket edges around them, random bit patterns below
+    1.2 range and anywhere (NaN, inf, subnormals), serial and parallel sizes."""
+    from core.formats.mulaw import _f32_tables, _tables
+
+    fmt = core.parse_format(f"mulaw(bits={bits},mu={mu!r},range={rng!r})")
+    codes, thr = _tables(fmt.bits, fmt.mu, fmt.range)
+    if thr[0] < 2.0**-126 or _f32_tables(fmt.bits, fmt.mu, fmt.range) is None:
+        return  # the float64 kernel runs (tested above)
+    g = np.random.default_rng(seed)
+    with np.errstate(over="ignore"):
+        pts = np.concatenate([codes, thr, [fmt.range]]).astype(np.float32)
+    pb = pts.view(np.uint32).astype(np.int64)
+    edges = (pb >> 15) << 15
+    near = np.concatenate([pb + d for d in (-2, -1, 0, 1, 2)] + [edges + d for d in (-1, 0, 1)])
+    rand_in = (g.uniform(0, 1.2, n) * fmt.range).astype(np.float32).view(np.uint32).astype(np.int64)
+    rand_any = g.integers(0, 2**32, n // 10)
+    u = np.concatenate([np.clip(near, 0, 2**31 - 1), rand_in, rand_any]).astype(np.uint32)
+    u[: u.size // 2] |= np.uint32(0x80000000) * (g.random(u.size // 2) < 0.5)
+    x = torch.from_numpy(u.view(np.float32).copy())
     a = core.quantize(x, fmt, backend="numba")
     b = core.quantize(x, fmt, backend="reference")
     assert a.dtype == torch.float32

@@ -34,7 +34,8 @@ def test_cuda_backend_without_gpu_is_a_clear_error():
 
 
 GPU_SPECS = ["fp8_e4m3", "fp8_e5m2", "bf16", "fp4_e2m1", "mls(ex=2,mx=1,eg=8,mg=1,group=nc)",
-             "mls(ex=2,mx=4,eg=8,mg=1,group=c)", "mu8", "niti", "mx(elem=fp8_e4m3)", "int(bits=4,scale=channel)"]
+             "mls(ex=2,mx=4,eg=8,mg=1,group=c)", "mu8", "niti", "mx(elem=fp8_e4m3)", "int(bits=4,scale=channel)",
+             "scaled(elem=fp8_e4m3)", "scaled(elem=fp8_e4m3,block=row)", "nvfp4"]  # scaled/nvfp4: torch path
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU (runs on the device machine)")
@@ -71,3 +72,20 @@ def test_lowp_matmul_device_mismatch_is_a_clear_error():
 
     with pytest.raises(ValueError, match="runs on the CPU or a CUDA GPU"):
         lowp_matmul(torch.ones(2, 2, device="meta"), torch.ones(2, 2, device="meta"), "bf16")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU (runs on the device machine)")
+@pytest.mark.parametrize("spec,rounding", [(s, r) for s in ["binary8p3", "fp8_e4m3fnuz", "e8m0", "float8_e4m3fn",
+                                                            "float(e=5,m=0)"]
+                                           for r in ["up", "down", "nearest_away", "odd", "stochastic_rbits8",
+                                                     "truncate"]] + [("nf4", "nearest"), ("nf4(block=32)", "nearest")])
+def test_new_formats_and_modes_on_cuda_equal_cpu_bit_for_bit(spec, rounding):
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(64, 16, 6, 6, generator=g) * torch.logspace(-4, 4, 6)
+    x[0, 0, 0, :5] = torch.tensor([float("nan"), float("inf"), -0.0, 3.0, 65536.0])
+    if spec.startswith("nf4"):
+        x[0, 0, 0, 0] = 1.0  # nf4 encodes no NaN; quantize keeps it, but keep the case simple
+    y_cpu = core.quantize(x, spec, rounding, seed=21)
+    y_gpu = core.quantize(x.cuda(), spec, rounding, seed=21).cpu()
+    assert torch.equal(y_gpu.isnan(), y_cpu.isnan())
+    assert torch.equal(y_gpu.nan_to_num(0.0), y_cpu.nan_to_num(0.0))

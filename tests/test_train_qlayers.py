@@ -133,8 +133,10 @@ def test_capture_records_float_and_quantized_tensors():
 def test_bad_specs_and_roundings_raise_value_error():
     with pytest.raises(ValueError):
         TensorQuant("mls(ex=2")
-    with pytest.raises(ValueError, match="rounding mode 'up'"):
-        TensorQuant("fp8_e4m3", "up")
+    with pytest.raises(ValueError, match="rounding mode 'sideways'"):
+        TensorQuant("fp8_e4m3", "sideways")
+    with pytest.raises(ValueError, match="does not support rounding='up'"):
+        TensorQuant("mls(ex=2,mx=1,eg=8,mg=1,group=nc)", "up")
     assert TensorQuant(" fp8_e4m3 ").fmt == str(core.parse_format("fp8_e4m3"))
     assert QuantConfig(w="none").is_float
 

@@ -27,7 +27,8 @@ __all__ = ["NitiResult", "niti_matmul", "effective_bits", "shift_round", "niti_l
 
 _MAX_K = (2 ** 31 - 1) // (128 * 128)
 #: rounding modes of :func:`shift_round` (the modes of ``core.ROUNDING_MODES`` that NITI uses)
-NITI_ROUNDINGS: tuple[str, ...] = tuple(m for m in ROUNDING_MODES if m != "truncate")
+NITI_ROUNDINGS: tuple[str, ...] = tuple(m for m in ROUNDING_MODES
+                                        if m in ("nearest", "stochastic", "pseudo_stochastic"))
 
 
 @dataclass

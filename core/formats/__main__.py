@@ -44,7 +44,7 @@ def show(spec_text: str, n_codes: int = 16) -> str:
         lines.append("scaled             yes (values below are element codes, in units of the scale)")
     try:
         book = codebook(fmt)
-        n = 2 * (len(book) - 1) + 1
+        n = fmt.finite_count()
         lines.append(f"codes              {n} finite values ({len(book)} non-negative)")
         if len(book) <= n_codes:
             shown = ", ".join(_fmt_num(float(v)) for v in book)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
@@ -18,6 +19,11 @@ import torch
 
 __all__ = [
     "ROUNDING_MODES",
+    "GRID_ROUNDINGS",
+    "rounding_family",
+    "rbits_of",
+    "is_stochastic",
+    "RBITS_PREFIX",
     "FormatSpec",
     "Encoded",
     "check_rounding",
@@ -29,20 +35,60 @@ __all__ = [
 ]
 
 #: Rounding modes understood by :func:`core.quantize`.
-#: ``nearest`` ties to even, ``stochastic`` rounds up with probability equal to
+#: ``nearest`` ties to even (on the code), ``stochastic`` rounds up with probability equal to
 #: the fraction of the gap (unbiased, reproducible with ``seed``),
 #: ``pseudo_stochastic`` is NITI Alg. 3 (NITI paper, section 3.4), ``truncate``
-#: rounds the magnitude toward zero.
-ROUNDING_MODES: tuple[str, ...] = ("nearest", "stochastic", "pseudo_stochastic", "truncate")
+#: rounds the magnitude toward zero (IEEE roundTowardZero: never overflows to inf/NaN),
+#: ``up``/``down`` toward +inf/-inf, ``nearest_away`` ties away from zero (IEEE 754-2019 section 4.3),
+#: ``odd`` rounds to odd (truncate, last code bit set when inexact).  Besides these names the parametric
+#: ``stochastic_rbits<K>`` (``K`` = 1..31) is stochastic rounding with ``K`` random bits
+#: (:func:`core.kernels.modes.mask_word`); a family lists it as ``"stochastic_rbits"`` in ``roundings``.
+ROUNDING_MODES: tuple[str, ...] = ("nearest", "stochastic", "pseudo_stochastic", "truncate", "up", "down",
+                                   "nearest_away", "odd")
+RBITS_PREFIX = "stochastic_rbits"
+RBITS_MIN, RBITS_MAX = 1, 31
+_RBITS_RE = re.compile(r"^stochastic_rbits(\d+)$")
+#: the modes of the elementwise grid kernels (``core.kernels.grid_round``): what float-like families support
+GRID_ROUNDINGS: tuple[str, ...] = ("nearest", "stochastic", "truncate", "up", "down", "nearest_away", "odd",
+                                   RBITS_PREFIX)
+
+
+def rbits_of(rounding: str) -> int | None:
+    """``K`` of ``stochastic_rbits<K>`` (``ValueError`` outside 1..31), ``None`` for other names."""
+    m = _RBITS_RE.match(rounding)
+    if m is None:
+        return None
+    k = int(m.group(1))
+    if not RBITS_MIN <= k <= RBITS_MAX:
+        raise ValueError(f"rounding {rounding!r}: the number of random bits must be {RBITS_MIN}..{RBITS_MAX} "
+                         f"(32 random bits is rounding='stochastic')")
+    return k
+
+
+def is_stochastic(rounding: str) -> bool:
+    """Whether a grid mode draws random words (``stochastic``, ``stochastic_rbits<K>``)."""
+    return rounding == "stochastic" or rounding.startswith(RBITS_PREFIX)
+
+
+def rounding_family(rounding: str) -> str:
+    """The name a family lists in ``roundings`` for ``rounding``: the mode itself, or
+    ``"stochastic_rbits"`` for ``stochastic_rbits<K>``; ``ValueError`` naming the valid modes otherwise."""
+    if not isinstance(rounding, str):
+        raise ValueError(f"a rounding mode is a string, got {type(rounding).__name__}; "
+                         f"valid modes: {', '.join(ROUNDING_MODES)}, {RBITS_PREFIX}<K>")
+    if rounding in ROUNDING_MODES:
+        return rounding
+    if rbits_of(rounding) is not None:  # raises for K out of range
+        return RBITS_PREFIX
+    raise ValueError(
+        f"unknown rounding mode {rounding!r}; valid modes: {', '.join(ROUNDING_MODES)}, "
+        f"{RBITS_PREFIX}<K> (K = {RBITS_MIN}..{RBITS_MAX} random bits)"
+    )
 
 
 def check_rounding(spec: "FormatSpec", rounding: str) -> str:
     """Validate ``rounding`` for ``spec``; raise ``ValueError`` naming the valid modes."""
-    if rounding not in ROUNDING_MODES:
-        raise ValueError(
-            f"unknown rounding mode {rounding!r}; valid modes: {', '.join(ROUNDING_MODES)}"
-        )
-    if rounding not in spec.roundings:
+    if rounding_family(rounding) not in spec.roundings:
         raise ValueError(
             f"format {spec} does not support rounding={rounding!r}; "
             f"it supports: {', '.join(spec.roundings)}"
@@ -172,6 +218,11 @@ class FormatSpec:
     def code_step(self, x: torch.Tensor) -> torch.Tensor:
         """Spacing of the format's grid at each element of ``x`` (float64, in x's units)."""
         raise NotImplementedError
+
+    def finite_count(self) -> int:
+        """Number of distinct finite values (element values for scaled formats): the non-negative
+        :meth:`codebook` mirrored for sign-symmetric formats (unsigned and asymmetric ones override)."""
+        return 2 * (len(self.codebook()) - 1) + 1
 
     def storage_bits(self, q: Encoded) -> int:
         return q.codes.numel() * self.bits

@@ -22,12 +22,14 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..kernels.modes import MODE_CODES
+from ..kernels.modes import MODE_CODES, RBITS_BASE, TRUNCATE, magnitude_mode, mask_word, uses_random
+from .base import is_stochastic, rbits_of
 from .grid import ElementGrid, kernel_seed, random_bits, resolve_seed, round_grid_reference
 
 __all__ = [
     "BACKENDS",
     "MODE_CODES",
+    "mode_code",
     "choose_backend",
     "quantize_elementwise",
     "quantize_blocked",
@@ -42,6 +44,19 @@ BACKENDS = ("auto", "numba", "reference", "cuda")
 
 #: device type -> callable implementing quantize_blocked for that device (CUDA twins)
 _DEVICE_BACKENDS: dict[str, Callable] = {}
+
+
+def mode_code(rounding: str) -> int:
+    """Kernel code (:mod:`core.kernels.modes`) of a grid rounding mode name: ``MODE_CODES[rounding]``, or
+    ``RBITS_BASE + K`` for ``stochastic_rbits<K>``; ``ValueError`` listing the valid names otherwise."""
+    code = MODE_CODES.get(rounding)
+    if code is not None:
+        return code
+    k = rbits_of(rounding)
+    if k is None:
+        raise ValueError(f"rounding {rounding!r} is not a grid rounding; valid: {', '.join(MODE_CODES)}, "
+                         "stochastic_rbits<K>")
+    return RBITS_BASE + k
 
 
 def register_device_backend(device_type: str, fn: Callable) -> None:
@@ -96,7 +111,7 @@ def _cuda_blocked(x3, s2, grid, ovf, infv, rounding, seed):
     s = s2.detach().to(device=xin.device, dtype=torch.float64).contiguous()
     quantize_grid_3d_cuda(cuda.as_cuda_array(xin), cuda.as_cuda_array(s), cuda.as_cuda_array(out),
                           grid.m, grid.emin, grid.subnormals, grid.maxval, ovf, infv,
-                          MODE_CODES[rounding], seed)
+                          mode_code(rounding), seed)
     return out
 
 
@@ -109,11 +124,16 @@ def quantize_blocked_reference(x3, s2, grid, ovf, infv, rounding, seed, elements
     finite = torch.isfinite(v)
     safe_s = torch.where(s == 0, torch.ones_like(s), s)
     a_s = torch.where(finite & (s != 0), a / safe_s, torch.zeros_like(a))
+    code = mode_code(rounding)
     rbits = None
-    if rounding == "stochastic":
-        rbits = torch.from_numpy(random_bits(seed, v.numel())).reshape(v.shape).to(v.device)
-    r = round_grid_reference(a_s, grid, rounding, rbits)
-    r = torch.where(r > grid.maxval, torch.full_like(r, ovf), r)
+    if uses_random(code):
+        rbits = mask_word(torch.from_numpy(random_bits(seed, v.numel())).reshape(v.shape).to(v.device), code)
+    negative = v < 0
+    r = round_grid_reference(a_s, grid, code, rbits, negative)
+    # rounding toward zero never leaves the finite range (IEEE 754-2019 section 7.4): +-max, not ovf
+    toward_zero = _toward_zero(code, negative)
+    r = torch.where(r > grid.maxval, torch.where(toward_zero, torch.full_like(r, grid.maxval),
+                                                 torch.full_like(r, ovf)), r)
     r = torch.where(torch.isinf(v), torch.full_like(r, infv), r)
     r = torch.where(s == 0, torch.zeros_like(r), r)
     if elements:
@@ -124,6 +144,12 @@ def quantize_blocked_reference(x3, s2, grid, ovf, infv, rounding, seed, elements
     return torch.where(torch.isnan(v), v, r)
 
 
+def _toward_zero(code: int, negative: torch.Tensor) -> torch.Tensor:
+    """Per element: whether the magnitude mode of ``code`` rounds toward zero (those saturate)."""
+    pos, neg = magnitude_mode(code, False) == TRUNCATE, magnitude_mode(code, True) == TRUNCATE
+    return torch.where(negative, torch.full_like(negative, neg), torch.full_like(negative, pos))
+
+
 def _to_numpy_float(x: torch.Tensor) -> np.ndarray:
     if x.dtype in (torch.float32, torch.float64):
         return x.detach().numpy()
@@ -132,7 +158,7 @@ def _to_numpy_float(x: torch.Tensor) -> np.ndarray:
 
 def _rows_nearest_ok(grid: ElementGrid, ovf: float, infv: float, rounding: str) -> bool:
     """Whether ``quantize_rows_nearest_sat`` (nearest, saturating) covers this grid and rounding."""
-    return rounding == "nearest" and ovf == grid.maxval == infv and grid.m <= 51
+    return rounding == "nearest" and ovf == grid.maxval == infv and 1 <= grid.m <= 51  # m = 0: round_grid
 
 
 def f32_flat_ok(grid: ElementGrid, ovf: float, infv: float, rounding: str) -> bool:
@@ -153,7 +179,7 @@ def _numba(x3, s2, grid, ovf, infv, rounding, seed):
 
     xn = _to_numpy_float(x3)
     out_dtype = xn.dtype if x3.dtype in (torch.float32, torch.float64) else np.float64
-    mode = MODE_CODES[rounding]
+    mode = mode_code(rounding)
     unscaled = bool((s2 == 1).all()) if s2.numel() <= 1 else False
     vec_ok = _rows_nearest_ok(grid, ovf, infv, rounding)
     if unscaled and xn.dtype == np.float32 and out_dtype == np.float32 and f32_flat_ok(grid, ovf, infv, rounding):
@@ -188,7 +214,7 @@ def quantize_blocked(
     """Quantize an (A, B, R) view with per-(A, B) scales; returns float64 or x3's
     float32/float64 dtype (cast to the caller's dtype by the caller)."""
     which = choose_backend(x3, backend)
-    seed_ = resolve_seed(seed) if rounding == "stochastic" else 0
+    seed_ = resolve_seed(seed) if is_stochastic(rounding) else 0
     if which == "numba":
         return _numba(x3, s2, grid, ovf, infv, rounding, seed_)
     if which == "reference":

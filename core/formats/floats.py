@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .base import Encoded, FormatSpec, check_input, check_rounding
-from .dispatch import MODE_CODES, f32_flat_ok, quantize_elementwise, to_dtype
+from .base import GRID_ROUNDINGS, Encoded, FormatSpec, check_input, check_rounding, is_stochastic
+from .dispatch import f32_flat_ok, mode_code, quantize_elementwise, to_dtype
 from .grid import ElementGrid, kernel_seed, minifloat_fields, minifloat_value, resolve_seed
 from .registry import check_choice, check_range, register_alias, register_family
 
@@ -54,6 +54,7 @@ class FloatFormat(FormatSpec):
     """
 
     family = "float"
+    roundings = GRID_ROUNDINGS
 
     e: int = field(default=4, metadata={"range": (1, 11), "doc": "exponent bits"})
     m: int = field(default=3, metadata={"range": (0, 52), "doc": "mantissa bits"})
@@ -140,7 +141,8 @@ class FloatFormat(FormatSpec):
 
     @property
     def grid(self) -> ElementGrid:
-        return ElementGrid(self.m, self.emin, self.subnormals, self.max)
+        # m = 0: no subnormal values either way; subnormals=True says zero has the code below 2^emin
+        return ElementGrid(self.m, self.emin, self.subnormals or self.m == 0, self.max)
 
     @property
     def overflow_value(self) -> float:
@@ -170,12 +172,12 @@ class FloatFormat(FormatSpec):
         per-call work (~20 us on the tensors of a small training step)."""
         check_rounding(self, rounding)
         g, ovf, infv = self.grid, self.overflow_value, self.inf_value
-        if rounding not in MODE_CODES or not f32_flat_ok(g, ovf, infv, rounding):
+        if not f32_flat_ok(g, ovf, infv, rounding):
             return super().quantizer(rounding)
         from ..kernels.grid_round import quantize_f32_flat
 
-        m, emin, sub, maxval, mode = g.m, g.emin, g.subnormals, g.maxval, MODE_CODES[rounding]
-        stochastic = rounding == "stochastic"
+        m, emin, sub, maxval, mode = g.m, g.emin, g.subnormals, g.maxval, mode_code(rounding)
+        stochastic = is_stochastic(rounding)
         spec = self
 
         def quantize_float32(x: torch.Tensor, seed: int | None = None) -> torch.Tensor:
@@ -274,3 +276,15 @@ register_alias("fp8_152", FloatFormat(e=5, m=2))
 register_alias("fp6_e3m2", FloatFormat(e=3, m=2, inf=False, nan="none"))
 register_alias("fp6_e2m3", FloatFormat(e=2, m=3, inf=False, nan="none"))
 register_alias("fp4_e2m1", FloatFormat(e=2, m=1, inf=False, nan="none"))
+# ml_dtypes' names, with ml_dtypes' behaviour (IEEE overflow: inf, or NaN without inf; docs/conformance.md).
+# Specs equal to one above print as that name (the first alias of a spec is its canonical string).
+register_alias("float8_e4m3fn", FloatFormat(e=4, m=3, inf=False, nan="fn", saturate=False))
+register_alias("float8_e5m2", FloatFormat(e=5, m=2, saturate=False))
+register_alias("float8_e4m3", FloatFormat(e=4, m=3, saturate=False))
+register_alias("float6_e3m2fn", FloatFormat(e=3, m=2, inf=False, nan="none"))
+register_alias("float6_e2m3fn", FloatFormat(e=2, m=3, inf=False, nan="none"))
+register_alias("float4_e2m1fn", FloatFormat(e=2, m=1, inf=False, nan="none"))
+register_alias("bfloat16", FloatFormat(e=8, m=7, saturate=False))
+register_alias("float16", FloatFormat(e=5, m=10, saturate=False))
+register_alias("float32", FloatFormat(e=8, m=23, saturate=False))
+register_alias("float64", FloatFormat(e=11, m=52, saturate=False))

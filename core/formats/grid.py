@@ -32,12 +32,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..kernels.modes import AWAY, NEAREST, NEAREST_AWAY, ODD, STOCHASTIC, TRUNCATE, magnitude_mode
+
 __all__ = [
     "ElementGrid",
     "random_bits",
     "resolve_seed",
     "kernel_seed",
     "round_grid_reference",
+    "code_lsb",
+    "ldexp_exact",
     "grid_quantum_exponent",
     "minifloat_fields",
     "minifloat_value",
@@ -49,7 +53,13 @@ _TWO32 = float(2**32)
 @dataclass(frozen=True)
 class ElementGrid:
     """A (sign-less) minifloat grid: mantissa bits ``m``, minimum normal exponent
-    ``emin``, subnormals on/off and the largest finite value ``maxval``."""
+    ``emin``, subnormals on/off and the largest finite value ``maxval``.
+
+    With ``m = 0`` the values do not depend on ``subnormals`` (below ``2^emin`` there are only 0 and
+    ``2^emin`` either way); the flag then tells ties-to-even and round-to-odd which code ``2^emin`` has:
+    1 (zero is code 0: IEEE-like and P3109 formats, ``subnormals=True``) or 0 (no zero code, E8M0:
+    ``subnormals=False``).  See :func:`code_lsb`.
+    """
 
     m: int
     emin: int
@@ -135,33 +145,85 @@ def grid_quantum_exponent(a: torch.Tensor, grid: ElementGrid) -> torch.Tensor:
     return torch.where(e >= grid.emin, e - grid.m, torch.full_like(e, below))
 
 
+def code_lsb(fl: torch.Tensor, e: torch.Tensor, grid: ElementGrid) -> torch.Tensor:
+    """Last bit of the code of the grid value ``fl * 2^k`` (``fl`` the integer quotient of
+    :func:`round_grid_reference`, ``e = floor(log2 a)``), which ties-to-even and round-to-odd look at.
+
+    It is the last bit of ``fl`` (the mantissa field, or the subnormal count), except on grids without
+    mantissa bits (``m = 0``): there ``fl = 1`` in every binade and the code of ``2^e`` is
+    ``e - emin + 1`` (the biased exponent ``e + bias``), whose parity alternates with the binade
+    (gfloat ``round_float``: ``_isodd(expval + bias)`` for precision 1), or ``e - emin`` on grids without
+    a zero code (E8M0, ``subnormals=False``; see :class:`ElementGrid`).
+    """
+    lsb = torch.remainder(fl, 2.0).to(torch.int64)
+    if grid.m == 0:
+        z = 1 if grid.subnormals else 0  # m = 0: whether zero has the code below 2^emin (ElementGrid)
+        lsb = torch.where(e >= grid.emin, torch.remainder(e - grid.emin + z, 2), lsb)
+    return lsb
+
+
+def _round_up(mode: int, d: torch.Tensor, lsb: torch.Tensor, rbits: torch.Tensor | None) -> torch.Tensor:
+    """Whether a magnitude with fractional part ``d`` of its quantum (and code bit ``lsb`` below it)
+    rounds up in the magnitude mode ``mode`` (``core.kernels.modes``; the rule of ``round_grid``)."""
+    if mode == NEAREST:
+        return (d > 0.5) | ((d == 0.5) & (lsb == 1))
+    if mode == NEAREST_AWAY:
+        return d >= 0.5
+    if mode == TRUNCATE:
+        return torch.zeros_like(d, dtype=torch.bool)
+    if mode == AWAY:
+        return d > 0
+    if mode == ODD:
+        return (d > 0) & (lsb == 0)
+    if mode == STOCHASTIC:
+        if rbits is None:
+            raise ValueError("stochastic rounding needs random bits")
+        frac32 = torch.floor(d * _TWO32).to(torch.int64)
+        return (frac32 + rbits) >= 2**32
+    raise ValueError(f"magnitude mode {mode} is not a grid rounding")  # pragma: no cover
+
+
 def round_grid_reference(
     a: torch.Tensor,
     grid: ElementGrid,
-    rounding: str,
+    rounding: str | int,
     rbits: torch.Tensor | None = None,
+    negative: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Round non-negative finite float64 magnitudes ``a`` onto ``grid``.
 
-    No saturation is applied: results may exceed ``grid.maxval`` (the caller
-    decides between saturation, inf and NaN).  ``rbits`` (int64 words in
-    ``[0, 2^32)``, same shape) is required for ``stochastic``.
+    ``rounding`` is a mode name or kernel code (:mod:`core.kernels.modes`); ``negative`` (bool, same
+    shape) is the sign of the values, needed by ``up``/``down``.  No saturation is applied: results may
+    exceed ``grid.maxval`` (the caller decides between saturation, inf and NaN).  ``rbits`` (int64 words
+    in ``[0, 2^32)``, same shape, already masked for ``stochastic_rbits<K>``) is required for stochastic
+    modes.  Ties to even and round to odd look at the code's last bit (:func:`code_lsb`).
     """
+    from .dispatch import mode_code  # noqa: PLC0415 (dispatch imports this module)
+
+    code = mode_code(rounding) if isinstance(rounding, str) else int(rounding)
+    _, exp = torch.frexp(a)
+    e = exp.to(torch.int64) - 1
     k = grid_quantum_exponent(a, grid)
-    q = torch.ldexp(a, -k.to(torch.float64))
-    if rounding == "nearest":
-        r = torch.round(q)  # round half to even
-    elif rounding == "truncate":
-        r = torch.floor(q)
-    elif rounding == "stochastic":
-        if rbits is None:
-            raise ValueError("stochastic rounding needs random bits")
-        fl = torch.floor(q)
-        frac32 = torch.floor((q - fl) * _TWO32).to(torch.int64)
-        r = fl + ((frac32 + rbits) >= 2**32).to(torch.float64)
-    else:  # pragma: no cover - validated by callers
-        raise ValueError(f"rounding {rounding!r} is not a grid rounding")
-    return torch.ldexp(r, k.to(torch.float64))
+    q = ldexp_exact(a, -k)
+    fl = torch.floor(q)
+    d = q - fl  # exact
+    lsb = code_lsb(fl, e, grid)
+    pos, neg = magnitude_mode(code, False), magnitude_mode(code, True)
+    up = _round_up(pos, d, lsb, rbits)
+    if neg != pos:
+        if negative is None:
+            raise ValueError(f"rounding {rounding!r} depends on the sign: pass negative=")
+        up = torch.where(negative, _round_up(neg, d, lsb, rbits), up)
+    return ldexp_exact(fl + up.to(torch.float64), k)
+
+
+def ldexp_exact(v: torch.Tensor, k: torch.Tensor | int) -> torch.Tensor:
+    """``v * 2^k`` for exact results, in two power-of-two steps: ``torch.ldexp`` multiplies by
+    ``2.0 ** k``, which is inf for ``k > 1023`` and 0 for ``k < -1074`` (fp64 codes need ``2^1074``)."""
+    kt = k if isinstance(k, torch.Tensor) else torch.full_like(v, float(k))
+    kt = kt.to(torch.float64)
+    half = torch.trunc(kt / 2)
+    return torch.ldexp(torch.ldexp(v, half), kt - half)
 
 
 # ----------------------------------------------------------- minifloat codec
@@ -174,9 +236,9 @@ def minifloat_fields(v: torch.Tensor, grid: ElementGrid) -> tuple[torch.Tensor, 
     _, exp = torch.frexp(v)
     e = exp.to(torch.int64) - 1
     normal = (e >= grid.emin) & (v > 0)
-    sub_mant = torch.ldexp(v, torch.full_like(v, float(grid.m - grid.emin))).to(torch.int64)
+    sub_mant = ldexp_exact(torch.where(normal, torch.zeros_like(v), v), grid.m - grid.emin).to(torch.int64)
     e_safe = torch.where(normal, e, torch.full_like(e, grid.emin))
-    norm_mant = torch.ldexp(v, (grid.m - e_safe).to(torch.float64)).to(torch.int64) - 2**grid.m
+    norm_mant = ldexp_exact(v, grid.m - e_safe).to(torch.int64) - 2**grid.m
     efield = torch.where(normal, e - grid.emin + 1, torch.zeros_like(e))
     mfield = torch.where(normal, norm_mant, sub_mant)
     return efield, mfield
@@ -186,7 +248,7 @@ def minifloat_value(efield: torch.Tensor, mfield: torch.Tensor, grid: ElementGri
     """Inverse of :func:`minifloat_fields` (float64)."""
     ef = efield.to(torch.int64)
     mf = mfield.to(torch.float64)
-    sub = torch.ldexp(mf, torch.full_like(mf, float(grid.emin - grid.m)))
+    sub = ldexp_exact(mf, grid.emin - grid.m)
     e = (ef + grid.emin - 1).to(torch.float64)
-    norm = torch.ldexp(mf + 2.0**grid.m, e - grid.m)
+    norm = ldexp_exact(mf + 2.0**grid.m, e - grid.m)
     return torch.where(ef == 0, sub, norm)

@@ -13,6 +13,10 @@
   binade (Alg. 1's mantissa clip is read as a bias of the pseudo-code, not
   of the format: docs/papers.md#mls-rounding).
 
+Special values: NaN stays NaN; +-inf saturates to the largest code of its group (the group max
+is over finite values); a group holding +-inf and no finite non-zero value takes ``Sg = 1``, so
++-inf -> +-St * max for every grouping and dtype (:meth:`MLSFormat.inf_only_groups`).
+
 Grouping: ``none`` (one group), ``n`` (per index of dim 0), ``c`` (per index
 of dim 1), ``nc`` (per (dim0, dim1) pair).  Weights: Cout/Cin; activations
 and errors: N/C.  Arithmetic: ``St*Sg`` is formed in float64 (exact), the
@@ -165,11 +169,59 @@ class MLSFormat(ScaledFormat):
     def view(self, x: torch.Tensor) -> BlockView:
         return group_view(x)
 
+    def _reduce(self, g: torch.Tensor, how: str = "max") -> torch.Tensor:
+        """A (d0, d1) per-cell tensor reduced over each cell's group and expanded back."""
+        red = (lambda t, **kw: t.amax(**kw)) if how == "max" else (lambda t, **kw: t.any(**kw))
+        if self.group == "n":
+            return red(g, dim=1, keepdim=True).expand_as(g)
+        if self.group == "c":
+            return red(g, dim=0, keepdim=True).expand_as(g)
+        if self.group == "none":
+            return red(g.reshape(-1), dim=0, keepdim=True).reshape(1, 1).expand_as(g)
+        return g
+
+    def inf_only_groups(self, x3: torch.Tensor, gmax: torch.Tensor) -> torch.Tensor | None:
+        """(d0, d1) mask of the cells whose group holds +-inf and no finite non-zero value (None if
+        none).  Those groups take the largest group scale ``Sg = 1``, so +-inf saturates to
+        ``+-St * max`` (the largest code of the tensor) for every grouping and dtype: the group
+        max ignores inf, and ``Ceil_G(0)`` would give ``min(G)``, so +-inf became ``St min(G) max``,
+        0 in float32 (``nc`` on 2-d tensors, ``c``)."""
+        if gmax.numel() == 0:
+            return None
+        g = gmax.to(x3.device)
+        cand = self._reduce(g) == 0
+        if not bool(cand.any()):
+            return None
+        rows = cand.reshape(-1).nonzero().squeeze(1)
+        flat = x3.reshape(g.numel(), -1)
+        has = torch.zeros(g.numel(), dtype=torch.bool, device=x3.device)
+        has[rows] = torch.isinf(flat[rows]).any(dim=-1) if flat.shape[1] else False
+        mask = cand & self._reduce(has.reshape(g.shape), "any")
+        return mask if bool(mask.any()) else None
+
+    def _with_inf_groups(self, x3: torch.Tensor, gmax: torch.Tensor, s2: torch.Tensor, named: dict):
+        mask = self.inf_only_groups(x3, gmax)
+        if mask is None:
+            return s2, named
+        mask = mask.to(s2.device)
+        st = gmax.to(device=s2.device, dtype=torch.float64).max()  # St = max|X| in float64 (named: float32)
+        named = dict(named)
+        named["group"] = torch.where(mask, torch.ones_like(named["group"]), named["group"])
+        named["group_exp"] = torch.where(mask, torch.zeros_like(named["group_exp"]), named["group_exp"])
+        named["group_mant"] = torch.where(mask, torch.zeros_like(named["group_mant"]), named["group_mant"])
+        return torch.where(mask, st.expand_as(s2), s2), named
+
     def scales(self, x3: torch.Tensor, backend: str = "auto"):
         """(St*Sg per (dim0, dim1), {"tensor": St, "group": Sg, "group_exp", "group_mant"})."""
         if backend in ("auto", "numba") and x3.device.type == "cpu" and x3.shape[0] * x3.shape[1] > 0:
-            return self._scales_numba(group_absmax(x3, backend))
+            gmax = group_absmax(x3, backend)
+            return self._with_inf_groups(x3, gmax, *self._scales_numba(gmax))
+        s2, named, gmax0 = self._scales_reference(x3, backend)
+        return self._with_inf_groups(x3, gmax0, s2, named)
+
+    def _scales_reference(self, x3: torch.Tensor, backend: str):
         gmax = group_absmax(x3, backend).to(x3.device)  # (d0, d1), float64, exact
+        gmax0 = gmax
         if gmax.numel() and self.group == "n":
             gmax = gmax.amax(dim=1, keepdim=True).expand_as(gmax)
         elif gmax.numel() and self.group == "c":
@@ -186,7 +238,7 @@ class MLSFormat(ScaledFormat):
             "group_exp": e,
             "group_mant": k,
         }
-        return s2, named
+        return s2, named, gmax0
 
     def _scale_arrays(self, gmax: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
         """``(St*Sg, Sg, its exponent, its mantissa, St)`` of a (d0, d1) float64 group-max array,
@@ -276,7 +328,11 @@ class MLSFormat(ScaledFormat):
                                                                g.subnormals, g.maxval, MODE_CODES[rounding], seed_)
             return y
         k = _kernels()
-        s2 = self._scale_arrays(k.group_absmax_rows(flat, d0 * d1).reshape(d0, d1))[0]
+        gmax = k.group_absmax_rows(flat, d0 * d1).reshape(d0, d1)
+        s2, st = (lambda a: (a[0], a[4]))(self._scale_arrays(gmax))
+        mask = self.inf_only_groups(torch.from_numpy(flat).reshape(d0, d1, -1), torch.from_numpy(gmax))
+        if mask is not None:  # groups of only +-inf (and zeros, NaN): Sg = 1
+            s2 = np.where(mask.numpy(), st, s2)
         k.round_rows_sat(flat, s2.reshape(-1), out, g.m, g.emin, g.subnormals, g.maxval, MODE_CODES[rounding], seed_)
         return y
 

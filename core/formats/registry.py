@@ -3,7 +3,10 @@
 Grammar (no code is ever evaluated)::
 
     spec   := NAME | FAMILY "(" [key "=" value ("," key "=" value)*] ")"
-    value  := integer | float | "true" | "false" | identifier
+    value  := integer | float | "true" | "false" | identifier | pattern
+
+``pattern``: a ``str`` field may declare ``field(metadata={"pattern": REGEX})``; its tokens must
+match that regular expression in full (``scaled``'s ``block=128x128``), never a free string.
 
 ``NAME`` is a registered alias (``fp8_e4m3``, ``bf16``, ``mu8`` ...),
 ``FAMILY`` a registered spec class (``float``, ``mls``, ``mx`` ...).  Keys are
@@ -85,8 +88,12 @@ def _convert(family: str, f: dataclasses.Field, token: str) -> Any:
         if not _INT_RE.match(token):
             raise ValueError(f"{where}; expected an integer or none")
         value = int(token)
-    else:  # str
-        if not _NAME_RE.match(token):
+    else:  # str: a name, or a token of the field's own ``pattern`` metadata (e.g. ``128x128``)
+        pattern = f.metadata.get("pattern")
+        if pattern is not None:
+            if not re.fullmatch(pattern, token):
+                raise ValueError(f"{where}; expected {f.metadata.get('pattern_doc', pattern)}")
+        elif not _NAME_RE.match(token):
             raise ValueError(f"{where}; expected a name")
         value = token
     if choices is not None and value not in choices:

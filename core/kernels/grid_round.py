@@ -5,7 +5,9 @@ once as plain ``@njit`` functions (:func:`round_grid`, :func:`quantize_value`,
 :func:`random_word`) so that the CUDA twins call exactly the same code.  The
 rules are those of :mod:`core.formats.grid` (the float64 reference).
 
-Rounding mode codes: 0 nearest-even, 1 stochastic, 2 truncate.
+Rounding mode codes: :mod:`core.kernels.modes` (0 nearest-even, 1 stochastic, 2 truncate, 3 up,
+4 down, 5 nearest-away, 6 odd, ``RBITS_BASE + K`` stochastic with K random bits); the per-sign
+magnitude mode and the masked random word come from the functions there, compiled here.
 """
 
 from __future__ import annotations
@@ -16,10 +18,15 @@ from typing import Any
 import numpy as np
 from numba import njit, prange
 
+from . import modes as _modes
 from .bits import bits_f32, bits_f64, f32_bits, f64_bits
 from .config import CHUNK, JIT_OPTIONS, SERIAL_BELOW
 
 __all__ = [
+    "magnitude_mode",
+    "mask_word",
+    "uses_random",
+    "code_lsb_flip",
     "random_words",
     "round_grid",
     "quantize_value",
@@ -48,6 +55,25 @@ _TWO32 = 4294967296.0
 _TWO52 = 4503599627370496.0
 _S52 = np.uint64(52)
 _EXPMASK = np.uint64(0x7FF)
+
+
+# the rules of core.kernels.modes, compiled from the same source (one definition for reference and kernels)
+magnitude_mode = njit(**JIT_OPTIONS)(_modes.magnitude_mode)
+mask_word = njit(**JIT_OPTIONS)(_modes.mask_word)
+uses_random = njit(**JIT_OPTIONS)(_modes.uses_random)
+
+
+@njit(**JIT_OPTIONS)
+def code_lsb_flip(m, emin, sub):
+    """1 when the last bit of a float64 bit pattern rounded to ``m`` mantissa bits is NOT the last bit
+    of the target's code.  Only grids without mantissa bits (``m = 0``) can differ: there the kept last
+    bit is float64's exponent bit, of parity ``e + 1023``, while the code of ``2^e`` is
+    ``e - emin + z``, ``z = 1`` when zero has the code below ``2^emin`` (``sub``), ``z = 0`` without a
+    zero code (E8M0); see ``core.formats.grid.ElementGrid`` and ``code_lsb``."""
+    if m != 0:
+        return 0
+    z = 1 if sub else 0
+    return (emin + z + 1) & 1
 
 
 @njit(**JIT_OPTIONS)
@@ -136,11 +162,14 @@ def quantum_exponent(e, m, emin, sub):
 def round_grid(a, m, emin, sub, mode, rword):
     """Round a non-negative finite float64 ``a`` onto the grid (no saturation).
 
-    Implements :func:`core.formats.grid.round_grid_reference` for one value.
-    Results that are normals of the grid (``e >= emin``, ``m <= 51``) are
-    rounded on the float64 bit pattern: add half-ulp-minus-one plus the lsb
-    (nearest-even) or the random word aligned below the kept bits
-    (stochastic: up iff ``floor(frac * 2^32) + r >= 2^32``), then mask.
+    ``mode`` is a *magnitude* mode (:func:`magnitude_mode`: 0 nearest-even, 1 stochastic, 2 toward
+    zero, 5 nearest-away, 6 odd, 7 away from zero).  Implements
+    :func:`core.formats.grid.round_grid_reference` for one value.  Results that are normals of the
+    grid (``e >= emin``, ``m <= 51``) are rounded on the float64 bit pattern: add half-ulp-minus-one
+    plus the code's last bit (nearest-even), half an ulp (nearest-away), ulp-minus-one (away), the
+    random word aligned below the kept bits (stochastic: up iff ``floor(frac * 2^32) + r >= 2^32``),
+    or set the last code bit when inexact (odd), then mask.  Below the grid's normals the quotient
+    ``q = a / 2^k`` is rounded with the same rules.
     """
     if a == 0.0:
         return 0.0
@@ -148,31 +177,53 @@ def round_grid(a, m, emin, sub, mode, rword):
     e = np.int64((b >> _S52) & _EXPMASK) - 1023
     if e >= emin and m <= 51:
         shift = np.uint64(52 - m)
-        low_mask = (np.uint64(1) << shift) - np.uint64(1)
+        one = np.uint64(1)
+        low_mask = (one << shift) - one
+        lsb = ((b >> shift) & one) ^ np.uint64(code_lsb_flip(m, emin, sub))
         if mode == 0:
-            b = b + (low_mask >> np.uint64(1)) + ((b >> shift) & np.uint64(1))
+            b = b + (low_mask >> one) + lsb
         elif mode == 1:
             r = np.uint64(rword)
             if shift >= _S32:
                 b = b + (r << (shift - _S32))
             else:
                 b = b + (r >> (_S32 - shift))
+        elif mode == 5:
+            b = b + (one << (shift - one))
+        elif mode == 7:
+            b = b + low_mask
+        elif mode == 6:
+            if (b & low_mask) != 0 and lsb == 0:
+                b = (b & ~low_mask) + (one << shift)
         return bits_f64(b & ~low_mask)
     k = quantum_exponent(e, m, emin, sub)
     if -1022 <= k <= 1022:
         q = a * pow2(-k)
     else:
         q = math.ldexp(a, -k)
-    if mode == 0:
+    if mode == 0 and m > 0:
         if q < _TWO52:
-            fl = (q + _TWO52) - _TWO52  # round half to even in the FP unit
+            fl = (q + _TWO52) - _TWO52  # round half to even in the FP unit (the code's bit is fl's here)
         else:
             fl = q
     else:
-        fl = math.floor(q)
-        if mode == 1:
-            if math.floor((q - fl) * _TWO32) + rword >= _TWO32:
-                fl += 1.0
+        fl = np.floor(q)
+        d = q - fl  # exact
+        odd = fl % 2.0 == 1.0  # below the normals the code's last bit is fl's (0 or 2^emin for m = 0)
+        if mode == 0:
+            up = d > 0.5 or (d == 0.5 and odd)
+        elif mode == 1:
+            up = math.floor(d * _TWO32) + rword >= _TWO32
+        elif mode == 5:
+            up = d >= 0.5
+        elif mode == 7:
+            up = d > 0.0
+        elif mode == 6:
+            up = d > 0.0 and not odd
+        else:
+            up = False
+        if up:
+            fl += 1.0
     if -1022 <= k <= 1023:
         return fl * pow2(k)
     return math.ldexp(fl, k)
@@ -184,7 +235,10 @@ def quantize_value(v, s, m, emin, sub, maxval, ovf, infv, mode, rword):
 
     NaN stays NaN; ``s == 0`` (a group with no finite non-zero value) gives a
     signed zero; +-inf becomes +-``infv * s``; a rounded magnitude above
-    ``maxval`` becomes ``ovf``.
+    ``maxval`` becomes ``ovf``, or ``maxval`` when the magnitude was rounded toward zero
+    (IEEE 754-2019 section 7.4: roundTowardZero and the directed modes toward the finite side never
+    overflow).  ``mode`` is a kernel code of :mod:`core.kernels.modes` (the caller masks ``rword``
+    with :func:`mask_word`).
     """
     if v != v:
         return v
@@ -196,9 +250,10 @@ def quantize_value(v, s, m, emin, sub, maxval, ovf, infv, mode, rword):
     else:
         if s != 1.0:
             a = a / s
-        r = round_grid(a, m, emin, sub, mode, rword)
+        mm = magnitude_mode(mode, v < 0.0)
+        r = round_grid(a, m, emin, sub, mm, rword)
         if r > maxval:
-            r = ovf
+            r = maxval if mm == 2 else ovf
     if s != 1.0 and s != 0.0:
         r = r * s
     return math.copysign(r, v)
@@ -226,8 +281,8 @@ def quantize_grid_3d(x, scale, out, m, emin, sub, maxval, ovf, infv, mode, seed)
         base = row * R
         for r in range(lo, hi):
             rw = 0.0
-            if mode == 1:
-                rw = random_word(key, base + r)
+            if uses_random(mode):
+                rw = np.float64(mask_word(np.int64(random_word(key, base + r)), mode))
             out[ia, ib, r] = quantize_value(
                 np.float64(x[ia, ib, r]), s, m, emin, sub, maxval, ovf, infv, mode, rw
             )
@@ -291,43 +346,63 @@ def _f32_flat_parallel(xb, ob, m, emin, sub, maxval, ovf, infv, mode, seed):
 
 
 @njit(**JIT_OPTIONS)
-def _f32_lane(u, shift, half_m1, mask, min_biased, max_bits, ovf_bits, inv_q, q, mode, rw):
-    """float32 bits of the finite float32 with bits ``u`` on the grid (see :func:`round_grid`).
+def _f32_lane(u, shift, half_m1, mask, min_biased, max_bits, ovf_bits, inv_q, q, mm, rw, flip):
+    """float32 bits of the finite float32 with bits ``u`` on the grid (see :func:`round_grid`), in the
+    magnitude mode ``mm`` (:func:`magnitude_mode`; ``rw`` the masked random word, ``flip`` from
+    :func:`code_lsb_flip`).
 
-    Both candidates are computed and one is selected (no branch, so the loop vectorizes): the
-    bit-pattern rounding, right for normals of the target (and zero), and the rounding to the
-    fixed quantum ``q`` below the target's normal range (``2^(emin - m)``, or ``2^emin`` without
-    subnormals), exact in float64 (power-of-two scalings).  Then saturation to ``ovf``.
+    Both candidates are computed and one is selected (no branch on the value, so the loop vectorizes
+    when ``mm`` is a loop constant): the bit-pattern rounding, right for normals of the target (and
+    zero), and the rounding to the fixed quantum ``q`` below the target's normal range
+    (``2^(emin - m)``, or ``2^emin`` without subnormals), exact in float64 (power-of-two scalings).
+    Then overflow to ``ovf`` (to max when rounding toward zero).
     """
     a = u & 0x7FFFFFFF
-    if mode == 0:  # nearest, ties to even
-        an = (a + half_m1 + ((a >> shift) & 1)) & mask
-    elif mode == 1:  # stochastic: the random word's top bits below the kept ones
+    low = (np.int64(1) << shift) - 1
+    lsb = ((a >> shift) & 1) ^ flip  # the code's last bit
+    if mm == 0:  # nearest, ties to even
+        an = (a + half_m1 + lsb) & mask
+    elif mm == 1:  # stochastic: the random word's top bits below the kept ones
         an = (a + (np.int64(rw) >> (32 - shift))) & mask
+    elif mm == 5:  # nearest, ties away
+        an = (a + half_m1 + 1) & mask
+    elif mm == 7:  # away from zero
+        an = (a + low) & mask
+    elif mm == 6:  # odd: set the code's last bit when inexact
+        an = (a & mask) + ((np.int64(1) << shift) if ((a & low) != 0 and lsb == 0) else 0)
     else:
         an = a & mask
     t = np.float64(bits_f32(np.uint32(a))) * inv_q
-    if mode == 0:
-        fl = (t + _TWO52) - _TWO52  # ties to even in the FP unit (t < 2^52 here)
+    if mm == 0:
+        fl = (t + _TWO52) - _TWO52  # ties to even in the FP unit (t < 2^52 here; the code's bit is fl's)
     else:
         fl = np.floor(t)
-        if mode == 1:
-            fl = fl + 1.0 if np.floor((t - fl) * _TWO32) + rw >= _TWO32 else fl
+        d = t - fl
+        if mm == 1:
+            fl = fl + 1.0 if np.floor(d * _TWO32) + rw >= _TWO32 else fl
+        elif mm == 5:
+            fl = fl + 1.0 if d >= 0.5 else fl
+        elif mm == 7:
+            fl = fl + 1.0 if d > 0.0 else fl
+        elif mm == 6:
+            fl = fl + 1.0 if (d > 0.0 and fl % 2.0 == 0.0) else fl
     r = np.int64(f32_bits(np.float32(fl * q))) if (a >> 23) < min_biased else an
-    r = ovf_bits if r > max_bits else r
+    r = (max_bits if mm == 2 else ovf_bits) if r > max_bits else r
     return np.uint32(r | (u & 0x80000000))
 
 
 @njit(**JIT_OPTIONS)
 def _f32_flat_range(xb, ob, lo, hi, m, emin, sub, maxval, ovf, infv, mode, key):
-    """Elements ``lo:hi`` of :func:`quantize_f32_flat`: one branch-free loop per mode, then the
-    generic path for NaN and +-inf when the loop saw any."""
+    """Elements ``lo:hi`` of :func:`quantize_f32_flat`: one branch-free loop per sign-independent mode
+    (nearest, stochastic, truncate), one loop for the others (the magnitude mode per element's sign),
+    then the generic path for NaN and +-inf when the loop saw any."""
     shift = np.int64(23 - m)
     half_m1 = (np.int64(1) << (shift - 1)) - 1
     mask = np.int64(0x7FFFFFFF) - ((np.int64(1) << shift) - 1)
     min_biased = np.int64(emin + 127)
     max_bits = np.int64(f32_bits(np.float32(maxval)))
     ovf_bits = np.int64(f32_bits(np.float32(ovf)))
+    flip = np.int64(code_lsb_flip(m, emin, sub))
     kq = emin - m if sub else emin
     q, inv_q = pow2(kq), pow2(-kq)
     xs, os_ = xb[lo:hi], ob[lo:hi]  # slices: indices from 0 need no negative-index handling
@@ -337,23 +412,47 @@ def _f32_flat_range(xb, ob, lo, hi, m, emin, sub, maxval, ovf, infv, mode, key):
             u = np.int64(xs[j])
             top = max(top, u & 0x7FFFFFFF)
             os_[j] = _f32_lane(u, shift, half_m1, mask, min_biased, max_bits, ovf_bits, inv_q, q, 1,
-                               random_word(key, lo + j))
+                               random_word(key, lo + j), flip)
     elif mode == 0:
         for j in range(xs.size):
             u = np.int64(xs[j])
             top = max(top, u & 0x7FFFFFFF)
-            os_[j] = _f32_lane(u, shift, half_m1, mask, min_biased, max_bits, ovf_bits, inv_q, q, 0, 0.0)
-    else:
+            os_[j] = _f32_lane(u, shift, half_m1, mask, min_biased, max_bits, ovf_bits, inv_q, q, 0, 0.0, flip)
+    elif mode == 2:
         for j in range(xs.size):
             u = np.int64(xs[j])
             top = max(top, u & 0x7FFFFFFF)
-            os_[j] = _f32_lane(u, shift, half_m1, mask, min_biased, max_bits, ovf_bits, inv_q, q, 2, 0.0)
+            os_[j] = _f32_lane(u, shift, half_m1, mask, min_biased, max_bits, ovf_bits, inv_q, q, 2, 0.0, flip)
+    elif mode == 5:
+        for j in range(xs.size):
+            u = np.int64(xs[j])
+            top = max(top, u & 0x7FFFFFFF)
+            os_[j] = _f32_lane(u, shift, half_m1, mask, min_biased, max_bits, ovf_bits, inv_q, q, 5, 0.0, flip)
+    elif mode == 6:
+        for j in range(xs.size):
+            u = np.int64(xs[j])
+            top = max(top, u & 0x7FFFFFFF)
+            os_[j] = _f32_lane(u, shift, half_m1, mask, min_biased, max_bits, ovf_bits, inv_q, q, 6, 0.0, flip)
+    elif mode == 3 or mode == 4:  # up / down: both magnitude candidates (constant modes), selected by sign
+        away_if_neg = mode == 4  # magnitude_mode: up rounds positives away, down rounds negatives away
+        for j in range(xs.size):
+            u = np.int64(xs[j])
+            top = max(top, u & 0x7FFFFFFF)
+            ra = _f32_lane(u, shift, half_m1, mask, min_biased, max_bits, ovf_bits, inv_q, q, 7, 0.0, flip)
+            rz = _f32_lane(u, shift, half_m1, mask, min_biased, max_bits, ovf_bits, inv_q, q, 2, 0.0, flip)
+            os_[j] = ra if (((u >> 31) & 1) == 1) == away_if_neg else rz
+    else:  # stochastic_rbits<K>: stochastic with the masked word
+        for j in range(xs.size):
+            u = np.int64(xs[j])
+            top = max(top, u & 0x7FFFFFFF)
+            os_[j] = _f32_lane(u, shift, half_m1, mask, min_biased, max_bits, ovf_bits, inv_q, q, 1,
+                               np.float64(mask_word(np.int64(random_word(key, lo + j)), mode)), flip)
     if top < 0x7F800000:
         return
     for j in range(xs.size):  # NaN and +-inf
         u = np.int64(xs[j])
         if (u & 0x7FFFFFFF) >= 0x7F800000:
-            rw = random_word(key, lo + j) if mode == 1 else 0.0
+            rw = np.float64(mask_word(np.int64(random_word(key, lo + j)), mode)) if uses_random(mode) else 0.0
             r = quantize_value(np.float64(bits_f32(np.uint32(u))), 1.0, m, emin, sub, maxval, ovf, infv, mode, rw)
             os_[j] = f32_bits(np.float32(r))
 
@@ -375,7 +474,10 @@ def nearest_sat_value(v, s, shift, low_mask, up, down, min_biased, maxval):
     s_div = s if s != 0.0 else 1.0
     a = abs(v) / s_div
     b = f64_bits(a)
-    bn = (b + (low_mask >> np.uint64(1)) + ((b >> shift) & np.uint64(1))) & ~low_mask
+    # m = 0 (shift 52): the code's last bit is the exponent bit flipped when emin (= log2 down) is odd
+    # (code_lsb_flip for grids with a zero code, sub = true: the only m = 0 grids of the scaled families)
+    flip = np.uint64(1) if shift == _S52 and ((f64_bits(down) >> _S52) & np.uint64(1)) == 0 else np.uint64(0)
+    bn = (b + (low_mask >> np.uint64(1)) + (((b >> shift) & np.uint64(1)) ^ flip)) & ~low_mask
     rs = ((a * up + _TWO52) - _TWO52) * down
     r = bits_f64(bn) if ((b >> _S52) & _EXPMASK) >= min_biased else rs
     r = maxval if not (r <= maxval) else r

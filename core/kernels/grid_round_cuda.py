@@ -20,7 +20,7 @@ from numba import config as numba_config
 from numba import cuda
 
 from . import config
-from .grid_round import quantize_value, random_word, seed_key, stochastic_sat_value
+from .grid_round import mask_word, quantize_value, random_word, seed_key, stochastic_sat_value, uses_random
 from .mls_fused import group_scale_ceil_value
 from .mulaw import mulaw_companded, mulaw_round_y
 from .bits import f64_bits as _f64_bits_intrinsic
@@ -37,7 +37,7 @@ else:
     f64_bits = _f64_bits_intrinsic
 
 __all__ = ["quantize_grid_3d_cuda", "group_absmax_3d_cuda", "mulaw_quantize_cuda", "mls_group_scales_cuda",
-           "round_rows_sat_cuda", "cuda_available"]
+           "round_rows_sat_cuda", "cuda_available", "codebook_quantize_cuda"]
 
 
 def cuda_available() -> bool:
@@ -58,8 +58,8 @@ def _quantize_kernel(x, scale, out, m, emin, sub, maxval, ovf, infv, mode, key):
         ib = row % B
         ia = row // B
         rw = 0.0
-        if mode == 1:
-            rw = random_word(key, i)
+        if uses_random(mode):
+            rw = np.float64(mask_word(np.int64(random_word(key, i)), mode))
         out[ia, ib, r] = quantize_value(
             np.float64(x[ia, ib, r]), scale[ia, ib], m, emin, sub, maxval, ovf, infv, mode, rw
         )
@@ -188,3 +188,39 @@ def round_rows_sat_cuda(x, scale, out, m, emin, sub, maxval, mode, seed) -> None
     R = n // int(scale.size)
     key = np.uint64(seed_key(np.uint64(seed)))  # njit returns a Python int: re-type it as uint64
     _round_rows_kernel[grid, tpb](x, scale, out, R, m, emin, sub, maxval, mode, key)
+
+
+# ------------------------------------------------------------------ lookup codebooks (NF4)
+@cuda.jit
+def _codebook_kernel(x, scale, block, mids, values, codes, out):
+    i = cuda.grid(1)
+    if i < x.size:
+        v = np.float64(x[i])
+        if v != v:
+            codes[i] = 0
+            out[i] = v
+            return
+        s = scale[i // block]
+        a = v / s if s != 0.0 else 0.0
+        # twin of core.kernels.codebook.codebook_index (device arrays cannot enter a CPU @njit function
+        # under the simulator): the number of midpoints strictly below a
+        lo = 0
+        hi = mids.size
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if mids[mid] < a:
+                lo = mid + 1
+            else:
+                hi = mid
+        codes[i] = lo
+        out[i] = values[lo] * s
+
+
+def codebook_quantize_cuda(x, scale, block, mids, values, codes, out) -> None:
+    """GPU twin of :func:`core.kernels.codebook.codebook_quantize` (flat arrays, same arguments)."""
+    n = int(np.prod(x.shape))
+    if n == 0:
+        return
+    grid, tpb = _blocks(n)
+    d = [cuda.to_device(np.ascontiguousarray(t)) for t in (mids, values)]
+    _codebook_kernel[grid, tpb](x, scale, int(block), d[0], d[1], codes, out)

@@ -59,9 +59,13 @@ def top_quantum(m: int, emin: int) -> float:
 # ----------------------------------------------------------------- general path (float64)
 @njit(**JIT_OPTIONS)
 def _nc_scale(v, st, eg, mg):
-    """Scale ``St * Sg`` of an element that is its own group: ``Sg = Ceil_G(|v| / St)`` (inf and
-    NaN count as 0 in a group max): the operations of ``mls_scales`` for one group."""
+    """Scale ``St * Sg`` of an element that is its own group: ``Sg = Ceil_G(|v| / St)`` (NaN counts as
+    0 in a group max): the operations of ``mls_scales`` for one group.  A group holding +-inf and no
+    finite non-zero value takes the largest group scale ``Sg = 1`` (``core.formats.mls``), so +-inf
+    saturates to +-St * max as in every other grouping."""
     a = abs(v)
+    if a == math.inf:
+        return st
     g = a if a < math.inf else 0.0
     sg, _, _ = group_scale_ceil_value(g / st if st > 0.0 else 0.0, eg, mg)
     return st * sg

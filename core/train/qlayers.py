@@ -31,6 +31,7 @@ from torch import nn
 
 import core
 from core.kernels.grid_round import chained_seed, chained_seeds
+from core.formats.base import is_stochastic, rounding_family
 
 __all__ = [
     "TENSORS",
@@ -85,7 +86,7 @@ class TensorQuant:
 
     Attributes:
         fmt: a spec string understood by ``core.parse_format``; normalised to ``str(spec)``.
-        rounding: ``nearest`` | ``stochastic`` | ``pseudo_stochastic`` | ``truncate``.
+        rounding: a mode of ``core.ROUNDING_MODES`` or ``stochastic_rbits<K>`` that the format supports.
 
     Raises:
         ValueError: the spec does not parse, or the format does not support the rounding mode.
@@ -97,12 +98,9 @@ class TensorQuant:
     def __post_init__(self) -> None:
         spec = parse_spec(str(self.fmt))
         object.__setattr__(self, "fmt", str(spec))
-        if self.rounding not in core.ROUNDING_MODES:
-            raise ValueError(
-                f"unknown rounding mode {self.rounding!r}; valid modes: {', '.join(core.ROUNDING_MODES)}"
-            )
+        family = rounding_family(self.rounding)  # ValueError naming the valid modes
         supported = getattr(spec, "roundings", core.ROUNDING_MODES)
-        if self.rounding not in supported:
+        if family not in supported:
             raise ValueError(f"format {spec} does not support rounding={self.rounding!r}; it supports: "
                              f"{', '.join(supported)}")
 
@@ -254,7 +252,7 @@ def _plan_entry(tq: TensorQuant | None, kind: str) -> tuple[Callable[..., torch.
         return None
     # subclasses that wrap the quantization (LogBTQ's ClampQuant clamps first) are called as they are
     fn = _quantizer(tq.fmt, tq.rounding) if type(tq).__call__ is TensorQuant.__call__ else tq
-    return fn, TENSORS[kind], tq.rounding == "stochastic"
+    return fn, TENSORS[kind], is_stochastic(tq.rounding)
 
 
 class _QOp(torch.autograd.Function):

@@ -178,3 +178,46 @@ def test_cuda_lowp_accumulation_twin_equals_cpu(chunk):
     np.testing.assert_array_equal(o1, o2)
     np.testing.assert_array_equal(s1, s2)
     assert s2.sum() > 0  # swamping happens
+
+
+# ---------------------------------------------- new formats and rounding modes (P3109, FNUZ, E8M0, NF4)
+NEW_ELEMENT_SPECS = ["binary8p3", "binary8p1", "fp8_e4m3fnuz", "e8m0", "float(e=5,m=0)", "float8_e4m3fn", "fp16"]
+NEW_MODES = ["up", "down", "nearest_away", "odd", "stochastic_rbits5", "truncate", "nearest"]
+
+
+@pytest.mark.parametrize("spec", NEW_ELEMENT_SPECS)
+@pytest.mark.parametrize("rounding", NEW_MODES)
+def test_cuda_kernel_new_modes_equal_cpu_kernel_and_reference(spec, rounding):
+    from core.formats.dispatch import mode_code
+
+    mode = mode_code(rounding)
+    x3, s2, g, ovf, infv = _case(spec)
+    x3 = x3.clone()
+    x3[1, 2, :6] = torch.tensor([3.0, -6.0, 12.0, 65536.0, -1e30, 1.5])  # m = 0 ties, overflow
+    xn, sn = x3.numpy(), s2.numpy()
+    out_gpu, out_cpu = np.empty_like(xn), np.empty_like(xn)
+    quantize_grid_3d_cuda(xn, sn, out_gpu, g.m, g.emin, g.subnormals, g.maxval, ovf, infv, mode, 9)
+    quantize_grid_3d(xn, sn, out_cpu, g.m, g.emin, g.subnormals, g.maxval, ovf, infv, mode, 9)
+    ref = _reference(x3, s2, g, ovf, infv, rounding, 9).to(torch.float32).numpy()
+    np.testing.assert_array_equal(out_gpu.view(np.uint32), out_cpu.view(np.uint32))
+    np.testing.assert_array_equal(np.isnan(out_gpu), np.isnan(ref))
+    np.testing.assert_array_equal(np.nan_to_num(out_gpu).view(np.uint32), np.nan_to_num(ref).view(np.uint32))
+
+
+@pytest.mark.parametrize("block", [16, 7])
+def test_cuda_codebook_twin_equals_cpu_kernel(block):
+    from core.formats.codebook import CodebookFormat
+    from core.kernels.codebook import codebook_quantize
+    from core.kernels.grid_round_cuda import codebook_quantize_cuda
+
+    fmt = CodebookFormat(book="nf4", block=block)
+    x = (np.random.default_rng(block).standard_normal(100) * 3).astype(np.float32)
+    x[:4] = [np.nan, np.inf, -0.0, 0.0]
+    s, blk = fmt.scales(torch.from_numpy(x), "numba")
+    sn = s.numpy()
+    c1, c2 = np.empty(100, np.int64), np.empty(100, np.int64)
+    o1, o2 = np.empty(100), np.empty(100)
+    codebook_quantize(x, sn, blk, fmt.midpoints, fmt.values, c1, o1)
+    codebook_quantize_cuda(x, sn, blk, fmt.midpoints, fmt.values, c2, o2)
+    np.testing.assert_array_equal(c1, c2)
+    np.testing.assert_array_equal(np.nan_to_num(o1).view(np.uint64), np.nan_to_num(o2).view(np.uint64))
