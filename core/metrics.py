@@ -3,9 +3,16 @@
 * ``are``: mean over finite ``x != 0`` of ``|Q(x) - x| / |x|`` (the MLS paper's ARE).
 * ``rel_error``: norm-wise ``||Q(X) - X|| / ||X||``.
 * ``sqnr_db``: ``10 log10(sum x^2 / sum (Q(x) - x)^2)`` (inf when exact).
-* ``overflow_fraction``: fraction of finite elements with ``|x|`` above the largest
-  representable magnitude (per element for scaled formats, i.e. ``scale * max``;
-  for LogBTQ's MU8 this is the tail outside [-2, 2]).
+* ``saturation_fraction``: fraction of finite elements with ``|x|`` above the top code's
+  magnitude (per element for scaled formats, i.e. ``scale * max``): they are clipped to the
+  top code (or, for a float without saturation, become inf).
+* ``overflow_fraction``: fraction of finite elements with ``|x|`` beyond the largest value the
+  format can represent *including the scale's headroom*: ``scale * headroom(fmt) * max``. A scaled
+  format's scale maps the group maximum into a reserved range whose top is the power of two at or
+  above the top code (MLS: ``x / (St Sg) <= 1`` while the top code of ``<2,1>`` is 0.75, MLS paper
+  section 3, Alg. 1; MX: the top binade), so with max-based scales nothing overflows while up to all
+  of that range's top saturates. Unscaled formats have headroom 1: overflow = saturation (for
+  LogBTQ's MU8 this is the tail outside [-2, 2]). See docs/papers.md#mls-saturation.
 * ``underflow_fraction``: fraction of finite non-zero elements with ``|x|`` below the
   smallest positive representable magnitude.
 
@@ -22,7 +29,8 @@ import torch
 from .formats.base import FormatSpec
 from .formats.registry import parse_format
 
-__all__ = ["are", "rel_error", "sqnr_db", "overflow_fraction", "underflow_fraction", "summary"]
+__all__ = ["are", "rel_error", "sqnr_db", "overflow_fraction", "saturation_fraction", "underflow_fraction",
+           "headroom", "summary"]
 
 
 def _pair(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,12 +82,32 @@ def _limits(x: torch.Tensor, fmt: FormatSpec | str) -> tuple[torch.Tensor, torch
     return a, big.to(a.device), small.to(a.device)
 
 
-def overflow_fraction(x: torch.Tensor, fmt: FormatSpec | str) -> float:
-    """Fraction of finite elements whose magnitude exceeds the representable max."""
+def headroom(fmt: FormatSpec | str) -> float:
+    """Scale headroom of a format: ``2^ceil(log2 top) / top`` for a scaled format's element grid with top
+    code ``top`` (MLS ``<2,1>``: 1 / 0.75; MX E4M3: 512 / 448), 1 for unscaled formats (module doc)."""
+    spec = parse_format(fmt)
+    grid = getattr(spec, "element_grid", None) if getattr(spec, "scaled", False) else None
+    top = float(getattr(grid, "maxval", 0.0) or 0.0)
+    if not (top > 0 and math.isfinite(top)):
+        return 1.0
+    return math.ldexp(1.0, math.ceil(math.log2(top))) / top
+
+
+def saturation_fraction(x: torch.Tensor, fmt: FormatSpec | str) -> float:
+    """Fraction of finite elements whose magnitude exceeds the top code (``scale * max``): clipped to it."""
     a, big, _ = _limits(x, fmt)
     fin = torch.isfinite(a)
     n = int(fin.sum())
     return math.nan if n == 0 else float(((a > big) & fin).sum()) / n
+
+
+def overflow_fraction(x: torch.Tensor, fmt: FormatSpec | str) -> float:
+    """Fraction of finite elements beyond the representable range including the scale's headroom
+    (``scale * headroom * max``; unscaled formats: ``max``)."""
+    a, big, _ = _limits(x, fmt)
+    fin = torch.isfinite(a)
+    n = int(fin.sum())
+    return math.nan if n == 0 else float(((a > big * headroom(fmt)) & fin).sum()) / n
 
 
 def underflow_fraction(x: torch.Tensor, fmt: FormatSpec | str) -> float:
@@ -97,5 +125,6 @@ def summary(x: torch.Tensor, y: torch.Tensor, fmt: FormatSpec | str) -> dict[str
         "rel_error": rel_error(x, y),
         "sqnr_db": sqnr_db(x, y),
         "overflow": overflow_fraction(x, fmt),
+        "saturation": saturation_fraction(x, fmt),
         "underflow": underflow_fraction(x, fmt),
     }

@@ -9,7 +9,8 @@ This module owns everything the Format Lab computes, none of it drawn:
 * :func:`analyze` quantizes the tensor with :func:`core.quantize` and reduces
   ``(x, Q(x))`` with the Numba kernels of :mod:`core.kernels.metrics` (parallel passes)
   to the metrics of :mod:`core.metrics` (same definitions: ARE over finite non-zero ``x``,
-  norm-wise relative error, SQNR, overflow/underflow against :meth:`FormatSpec.range_for`)
+  norm-wise relative error, SQNR, saturation/overflow/underflow against :meth:`FormatSpec.range_for`;
+  saturation = clipped to the top code, overflow = beyond the scale's headroom, docs/papers.md#mls-saturation)
   plus the mean relative error per ``log2|x|`` bin.  The sums are taken in float64 over
   fixed chunks, so the result does not depend on the thread count and matches
   :mod:`core.metrics` to rounding of the summation order (tested).
@@ -29,7 +30,7 @@ import torch
 
 import core
 from core.formats import FormatSpec
-from core.kernels.metrics import error_metrics_from_sums, error_sums, log2_bins, range_fractions
+from core.kernels.metrics import error_metrics_from_sums, error_sums, log2_bins, range_fractions_sat
 
 __all__ = [
     "DISTRIBUTIONS",
@@ -55,6 +56,7 @@ METRIC_LABELS: dict[str, str] = {
     "are": "ARE",
     "rel_error": "rel. error",
     "sqnr_db": "SQNR (dB)",
+    "saturation": "saturation",
     "overflow": "overflow",
     "underflow": "underflow",
 }
@@ -198,7 +200,8 @@ class FormatResult:
         spec: canonical spec string.
         bits: storage bits per element.
         scaled: whether the format carries data-dependent scales.
-        metrics: ``are``, ``rel_error``, ``sqnr_db``, ``overflow``, ``underflow`` (as in core.metrics).
+        metrics: ``are``, ``rel_error``, ``sqnr_db``, ``saturation``, ``overflow``, ``underflow`` (as in
+            core.metrics).
         codebook: positive codebook values (element units for scaled formats); empty when the
             format has too many codes to enumerate (fp32, fp64).
         codes: positive code values in data units at the scale of the largest element.
@@ -262,7 +265,8 @@ def analyze(data: DataSummary, fmt: FormatSpec | str, rounding: str = "nearest",
         small = np.array([spec.smallest_subnormal], dtype=np.float64)
     sums, bsum, bcnt = error_sums(xf, yf, data.bins, nb, chunked=True)
     metrics = error_metrics_from_sums(sums)
-    metrics["overflow"], metrics["underflow"] = range_fractions(xf, big, small)
+    metrics["saturation"], metrics["overflow"], metrics["underflow"] = range_fractions_sat(
+        xf, big, small, core.metrics.headroom(spec))
     with np.errstate(invalid="ignore", divide="ignore"):
         err_mean = np.where(bcnt > 0, bsum / np.maximum(bcnt, 1), np.nan)
     if spec.scaled and xf.size:

@@ -15,10 +15,12 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 __all__ = ["Comparison", "load_comparison", "run_label", "flatten_config", "final_table", "open_store",
-           "STEP_METRICS", "EPOCH_METRICS"]
+           "STEP_METRICS", "EPOCH_METRICS", "COST_METRICS"]
 
 #: per-step curves available from ``store.scalars``
 STEP_METRICS: tuple[str, ...] = ("loss", "train_acc", "lr", "step_time")
+#: the runs' cost (role ``cost``): effective BitOPs and the MLS App. E energy estimate (core.train.cost)
+COST_METRICS: tuple[str, ...] = ("bitops", "energy", "energy_ratio")
 #: per-epoch curves available from ``store.epochs``
 EPOCH_METRICS: tuple[str, ...] = ("test_acc", "test_loss", "epoch_train_loss", "epoch_train_acc")
 def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -62,7 +64,7 @@ class Comparison:
         steps: per-step scalars per run id (``store.scalars``).
         epochs: per-epoch values per run id (``store.epochs``).
         summary: one row per run: id, label, status, dataset, model, scheme, steps, final/best test
-            accuracy, final loss, plus the flattened config columns.
+            accuracy, final loss, BitOPs and energy (``COST_METRICS``), plus the flattened config columns.
     """
 
     run_ids: list[str]
@@ -130,6 +132,11 @@ def load_comparison(run_ids: Sequence[str], store: Any = None) -> Comparison:
         }
         row.update({k: (str(v) if isinstance(v, tuple) else v) for k, v in flatten_config(cfg).items()})
         rows.append(row)
+    from core.sweep.metrics import metric_values  # the cost columns: one query each (BitOPs, App. E energy)
+
+    cost = {m: metric_values(st, ids, m) for m in COST_METRICS}
+    for row in rows:
+        row.update({m: cost[m].get(row["run_id"], math.nan) for m in COST_METRICS})
     return Comparison(ids, labels, configs, steps, epochs, pd.DataFrame(rows), str(st.path))
 
 
@@ -141,6 +148,6 @@ def _num(v: Any) -> float:
 
 
 def final_table(comp: Comparison) -> pd.DataFrame:
-    """Final metrics: label, status, steps, final/best test accuracy, final loss."""
-    cols = ["label", "status", "steps", "final_test_acc", "best_test_acc", "final_loss"]
+    """Final metrics: label, status, steps, final/best test accuracy, final loss, BitOPs and energy."""
+    cols = ["label", "status", "steps", "final_test_acc", "best_test_acc", "final_loss", *COST_METRICS]
     return comp.summary.reindex(columns=cols)

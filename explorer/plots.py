@@ -158,7 +158,7 @@ def histogram_plot(data: DataSummary, results: Sequence[FormatResult]) -> hv.Ove
 
 
 def metrics_frame(results: Sequence[FormatResult]) -> pd.DataFrame:
-    """Metrics table: one row per format (ARE, rel. error, SQNR, overflow, underflow)."""
+    """Metrics table: one row per format (ARE, rel. error, SQNR, saturation, overflow, underflow)."""
     rows = []
     for i, r in enumerate(results):
         row: dict[str, Any] = {"#": i + 1, "format": r.spec, "bits": r.bits}

@@ -190,6 +190,15 @@ def test_compare_state_and_grid(store: dict[str, Any], tmp_path: Path) -> None:
     assert comp is not None and comp.run_ids == ids
     assert "scheme.mx" in comp.varying_keys() and s.grid_x == "scheme.mx" and s.grid == ("scheme.mx", "")
     assert set(comp.summary["scheme.mx"]) == {1, 2}
+    # the cost columns: the runs' last BitOPs and App. E energy rows (core.train.cost)
+    from core.store import RunStore
+
+    st = RunStore(str(store["path"]))
+    for rid, e, b in zip(comp.summary["run_id"], comp.summary["energy"], comp.summary["bitops"]):
+        last = st.metrics(rid, role="cost")
+        assert e == last[last.name == "energy"].value.iloc[-1] > 0
+        assert b == last[last.name == "bitops"].value.iloc[-1] > 0
+    assert (comp.summary["energy_ratio"] >= 1).all()
     files = s.export_files()
     assert [f.suffix for f in files] == [".png", ".svg", ".html", ".json"] and s.exported
     assert run_label(ids[0], comp.configs[ids[0]]).startswith(ids[0][:6] + " mls(")

@@ -11,7 +11,7 @@ import torch
 
 import core
 from core.kernels.metrics import (error_metrics, error_metrics_from_sums, error_sums, log2_bins, range_counts,
-                                  range_fractions, range_fractions_rows, stats_hist)
+                                  range_fractions, range_fractions_rows, range_fractions_sat, stats_hist)
 from core.train.telemetry import log2_histogram
 
 
@@ -38,7 +38,9 @@ def test_kernel_metrics_equal_core_metrics(name, chunked):
     xn, yn = x.numpy(), y.numpy()
     got = error_metrics_from_sums(error_sums(xn, yn, chunked=chunked)[0])
     big, small = core.parse_format(fmt).range_for(x)
-    got["overflow"], got["underflow"] = range_fractions(xn, big.numpy(), small.numpy())
+    got["saturation"], got["overflow"], got["underflow"] = range_fractions_sat(
+        xn, big.numpy(), small.numpy(), core.metrics.headroom(fmt))
+    assert got["saturation"] == range_fractions(xn, big.numpy(), small.numpy())[0] or x.numel() == 0
     assert set(got) == set(ref)
     assert all(_same(got[k], ref[k]) for k in ref), {k: (got[k], ref[k]) for k in ref}
     if not chunked:

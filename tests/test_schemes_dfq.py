@@ -50,13 +50,34 @@ def test_cost_term_trades_bitops_for_accuracy_and_gates_adapt():
     free = train(get_scheme("dfq", beta=0.0), epochs=3)
     for r in (cheap, free):
         assert r.status == "done" and r.result["test_acc"] > 0.7
-    ops = {k: r.model._bitops_counter.total for k, r in (("cheap", cheap), ("free", free))}
+    # the backbone's BitOPs (the gates run in float at a fixed cost and are counted apart too)
+    ops = {k: r.model._bitops_counter.total - r.model._bitops_counter.parts["gate"]
+           for k, r in (("cheap", cheap), ("free", free))}
     assert ops["cheap"] < 0.8 * ops["free"], ops
+    assert cheap.model._bitops_counter.parts["gate"] == free.model._bitops_counter.parts["gate"] > 0
     m = cheap.store.metrics(cheap.id, role="dfq", name="bits_mean")
     assert len(m) and set(m.layer) == {n for n, _ in dfq_layers(cheap.model)}
     assert m.value.min() >= 3 and m.value.max() <= 8
     cost = cheap.store.metrics(cheap.id, role="dfq", name="relative_cost").value
     assert 0 < cost.iloc[-1] < cost.iloc[0]  # the gates learned to pick cheaper branches
+
+
+def test_gates_are_counted_in_the_bitops():
+    """Hand count: Linear(6, 5) with a gate Linear(6, 16) -> ReLU -> Linear(16, 2): per input 30 MACs of
+    the branch it picks (b x b bits) and 6*16 + 16*2 = 128 gate MACs at 32 x 32 bits."""
+    scheme = DFQScheme(levels=(2, 8), hidden=16)
+    model = scheme.prepare(nn.Sequential(nn.Linear(6, 5)), seed=3)
+    block, counter = model[0], model._bitops_counter
+    assert block.gate_macs_per_input == 128
+    model.train()
+    model(torch.randn(4, 6))
+    picks = block.last_choice.tolist()
+    backbone = sum(30 * (2, 8)[k] ** 2 for k in picks)
+    assert counter.parts == {"gate": 4 * 128 * 32 * 32}
+    assert counter.total == backbone + 4 * 128 * 32 * 32
+    model.eval()
+    model(torch.randn(4, 6))  # evaluation forwards are not counted
+    assert counter.total == backbone + 4 * 128 * 32 * 32
 
 
 def test_dfq_runs_are_deterministic():

@@ -9,8 +9,9 @@ import torch
 
 import core.schemes  # noqa: F401 - registers the schemes
 from core.schemes.compare import train
+import core
 from core.schemes.logbtq import psi, tail_bound
-from core.train import get_scheme
+from core.train import get_scheme, qlayers
 
 
 @pytest.fixture(autouse=True)
@@ -70,19 +71,19 @@ def test_logbtq_trains_and_barrier_reduces_tail():
 
 
 def test_weight_barrier_alone_reduces_tail():
-    on = train(get_scheme("logbtq", k=1), epochs=2)
+    on = train(get_scheme("logbtq", k=1, barrier_activations=False), epochs=2)
     off = train(get_scheme("logbtq", k=1, lam=0.0, gamma=0.0), epochs=2)
     assert _outside(on) < _outside(off)
 
 
 def test_mu8_vs_fp8_143_digits():
-    """The paper's ordering (LogBTQ paper, Table 2): MU8 at least as accurate as FP8(1-4-3), same seed.
-    Measured with seed 0: 2 epochs 0.9331 vs 0.9192, 3 epochs 0.9248 vs 0.9192, 5 epochs 0.9694 vs
-    0.9582 (docs/schemes.md)."""
-    mu = train(get_scheme("logbtq", k=1), epochs=2)
-    fp = train(get_scheme("logbtq", k=1, codebook="fp8_143"), epochs=2)
-    assert mu.result["test_acc"] > 0.8 and fp.result["test_acc"] > 0.8
-    assert mu.result["test_acc"] >= fp.result["test_acc"], (mu.result["test_acc"], fp.result["test_acc"])
+    """LogBTQ paper, Table 2 orders MU8 above FP8(1-4-3). On the digits MLP (fully quantized defaults,
+    3 epochs, seeds 0-2) the two are within a point of each other: measured means 0.919 (MU8) vs
+    0.916 (FP8(1-4-3)); asserted: MU8's mean is not below FP8's by more than 0.01, and both train."""
+    mu = [train(get_scheme("logbtq"), epochs=3, seed=s).result["test_acc"] for s in range(3)]
+    fp = [train(get_scheme("logbtq", codebook="fp8_143"), epochs=3, seed=s).result["test_acc"] for s in range(3)]
+    assert min(mu) > 0.85 and min(fp) > 0.85, (mu, fp)
+    assert sum(mu) / 3 >= sum(fp) / 3 - 0.01, (mu, fp)
 
 
 def test_chunked_updates_train():
@@ -90,8 +91,70 @@ def test_chunked_updates_train():
     assert r.status == "done" and r.result["test_acc"] > 0.5
 
 
+def _on_codebook(run, spec: str) -> float:
+    """Share of the quantized layers' weights and biases that round to themselves (nearest)."""
+    on = n = 0
+    for _, layer in qlayers(run.model):
+        for p in layer.parameters(recurse=False):
+            p = p.detach()
+            on += int((core.quantize(p.clamp(-2, 2), spec) == p).sum())
+            n += p.numel()
+    return on / n
+
+
+def test_fully_quantized_weights_stay_on_codebook():
+    """LogBTQ paper, section 3 / Fig. 2: the weights are stored in the codebook. After training every
+    weight and bias of the default (fully quantized) run is a MU8 code, bit-exactly; with fp32 masters
+    almost none is (the chunked accumulation then never meets a rounding of the weights)."""
+    s = get_scheme("logbtq")
+    assert s.master_weights == "codebook"
+    full = train(s, epochs=1)
+    for _, layer in qlayers(full.model):
+        for p in layer.parameters(recurse=False):
+            p = p.detach()
+            assert torch.equal(core.quantize(p.clamp(-2, 2), s.spec), p)
+            assert torch.equal(core.decode(core.encode(p, s.spec)), p)
+    fp32 = train(get_scheme("logbtq", master_weights="fp32"), epochs=1)
+    assert _on_codebook(fp32, s.spec) < 0.05  # measured 0.00-0.01: float masters drift off the grid
+    on = full.store.metrics(full.id, role="logbtq", name="on_codebook")
+    assert len(on) and float(on.value.min()) == 1.0
+
+
+def test_defaults_train_and_barrier_stays_bounded():
+    """The defaults train (docs/schemes.md, "LogBTQ defaults"): 3 digits epochs at the CLI's optimizer
+    settings (lr 0.1, batch 64) reach 0.930 with seed 0 (0.933 from the CLI; fp32 0.961, MLS --first-last 0.964);
+    asserted > 0.90. The weight-barrier term stays bounded: for weights within ``u - 1/t^2`` its mean
+    is at most ``psi_t(-1/t^2) = 2 ln(t) / t`` (0.644 at t = 5, less for larger t); asserted < 1.0
+    (measured max 0.665 here and over 60 epochs, where t is capped at ``t_max``)."""
+    s = get_scheme("logbtq")
+    r = train(s, epochs=3, lr=0.1, batch_size=64)
+    assert r.status == "done" and r.result["test_acc"] > 0.90, r.result
+    bar = r.store.metrics(r.id, role="logbtq", name="barrier").value
+    assert len(bar) and bool(bar.map(math.isfinite).all()) and float(bar.max()) < 1.0
+    act = r.store.metrics(r.id, role="logbtq", name="barrier_act").value  # measured -0.08 .. -0.01
+    assert len(act) and float(act.abs().max()) < 0.5
+    assert s.t_at(10_000) == s.t_max  # the cap: t never grows past t_max
+
+
+def test_tail_within_the_eq12_bound():
+    """LogBTQ paper, Eq. 12: with the default barrier (weights and hidden outputs) the measured share of
+    layer outputs outside [-2, 2] is below the bound computed from the measured E(1) and L, and below
+    the share without barrier and L1 (digits, 3 epochs, CLI optimizer settings, seed 0, last telemetry
+    step: 0.033 vs bound 0.224; without barrier and L1 0.086 vs bound 0.52)."""
+    r = train(get_scheme("logbtq"), epochs=3, lr=0.1, batch_size=64)
+    m = r.store.metrics(r.id, role="logbtq")
+    out = m[m.name == "outside_mean"].value.to_numpy()
+    bound = m[m.name == "tail_bound_exact"].value.to_numpy()
+    assert len(out) == len(bound) > 0
+    assert out[-1] <= bound[-1] and out[-1] < 0.05, (out[-1], bound[-1])
+    off = train(get_scheme("logbtq", lam=0.0, gamma=0.0), epochs=3, lr=0.1, batch_size=64)
+    off_out = off.store.metrics(off.id, role="logbtq", name="outside_mean").value.to_numpy()
+    assert out[-1] < off_out[-1], (out[-1], off_out[-1])
+
+
 @pytest.mark.parametrize("kw", [dict(u=0.0), dict(u=-1.0), dict(mu=0.0), dict(k=0), dict(k=1.5),
-                                dict(accumulate="nonsense"), dict(acc_chunk=0), dict(codebook="nonsense")])
+                                dict(accumulate="nonsense"), dict(acc_chunk=0), dict(codebook="nonsense"),
+                                dict(master_weights="fp16"), dict(t_max=0.0), dict(update_momentum=1.0)])
 def test_bad_input(kw):
     with pytest.raises(ValueError):
         get_scheme("logbtq", **kw)
@@ -102,3 +165,22 @@ def test_low_precision_accumulation_swamping():
     assert r.status == "done" and r.result["test_acc"] > 0.3
     sw = r.store.metrics(r.id, role="logbtq", name="swamped_fraction")
     assert len(sw) and float(sw.value.max()) > 0
+
+
+def test_schedule_applies_live_knobs_to_the_optimizer():
+    """A live change of k / update_momentum / master_weights reaches the optimizer at the next step
+    (the engine itself copies optim.momentum into the groups and re-assigns only the quantizers)."""
+    from core.schemes.logbtq import ChunkedSGD
+    from core.train import OptimConfig, StepContext
+
+    torch.manual_seed(0)
+    s = get_scheme("logbtq", master_weights="fp32")
+    model = s.prepare(torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2)), seed=0)
+    opt = s.make_optimizer(model.parameters(), OptimConfig(lr=0.1, momentum=0.9))
+    assert isinstance(opt, ChunkedSGD) and opt.store is None and opt.param_groups[0]["momentum"] == 0.0
+    opt.param_groups[0]["momentum"] = 0.9  # what the engine does on a live optim change
+    live = s.replace(k=5, update_momentum=0.5, master_weights="codebook")
+    live.schedule(StepContext(model=model, optimizer=opt, seed=3))
+    assert opt.k == 5 and opt.store is not None and opt.param_groups[0]["momentum"] == 0.5
+    for _, layer in qlayers(model):  # switched to codebook storage: the weights were rounded in
+        assert torch.equal(core.quantize(layer.weight.detach().clamp(-2, 2), s.spec), layer.weight.detach())

@@ -147,7 +147,7 @@ def test_telemetry_equals_direct_core_metrics(store):
 
     # E and G of the last layer: every telemetry value equals core.metrics of the tensors the layer used
     e_rows = m[(m.layer == "3") & (m.tensor == "e") & (m.role == "live")]
-    assert set(e_rows.name) == {"are", "rel_error", "sqnr_db", "overflow", "underflow"}
+    assert set(e_rows.name) == {"are", "rel_error", "sqnr_db", "saturation", "overflow", "underflow"}
     assert set(m[m.role == "stat"].tensor) == {"w", "a", "e", "g"}
 
     # a stored tensor sample is a subset of the real weights

@@ -51,7 +51,8 @@ from ..formats.mls import MLSFormat
 from ..kernels.arith_mls import (MODE_SATURATE, MODE_WRAP, im2col_f64, mls_align_fold,
                                  mls_conv_accumulate)
 
-__all__ = ["MLSResult", "mls_conv2d", "mls_matmul", "aligned_integers", "product_bits"]
+__all__ = ["MLSResult", "mls_conv2d", "mls_matmul", "aligned_integers", "product_bits", "accumulator_bits",
+           "signed_bits"]
 
 _OVERFLOW_MODES = {"wrap": MODE_WRAP, "saturate": MODE_SATURATE}
 
@@ -317,3 +318,53 @@ def mls_matmul(w_q: Encoded, a_q: Encoded, acc_bits: int = 32, overflow: str = "
     r = _conv_core(w4, a4, 1, 0, acc_bits, overflow, path)
     r.output = r.output[:, :, 0, 0]
     return r
+
+
+def signed_bits(v: int) -> int:
+    """Bits of the smallest two's-complement integer that holds ``v`` (0 and -1: 1 bit)."""
+    v = int(v)
+    return (v if v >= 0 else -v - 1).bit_length() + 1
+
+
+def accumulator_bits(w_q: Encoded, a_q: Encoded, stride: int = 1, padding: int = 0) -> int:
+    """The signed accumulator width that the intra-group partial sums of ``mls_conv2d(w_q, a_q)`` need
+    (MLS paper, section 4.2, Eq. 6-7; docs/papers.md#mls-acc-bits): the fewest bits for which no running
+    sum ``P`` of any ``(n, co, ci)`` window, products added in the stated row-major ``(kh, kw)`` order,
+    leaves ``[-2^(b-1), 2^(b-1) - 1]`` (so ``mls_conv2d(..., acc_bits=b)`` counts no overflow and
+    ``b - 1`` does). 2-D operands (``mls_matmul``) are windows of one product.
+
+    Computed on the aligned integers in float64, one input at a time (exact while a window's sum of
+    magnitudes stays below 2^52).
+
+    Raises:
+        TypeError / ValueError: as :func:`mls_conv2d`; operands too wide for an exact float64 measurement.
+    """
+    import torch.nn.functional as F
+
+    nd = w_q.codes.dim()
+    if nd not in (2, 4):
+        raise ValueError(f"w_q codes must be 2-D or 4-D, got shape {tuple(w_q.codes.shape)}")
+    sw = _check_operand(w_q, "w_q", nd)
+    sa = _check_operand(a_q, "a_q", nd)
+    iw = aligned_integers(w_q.codes, sw.ex, sw.mx).to(torch.float64)
+    ia = aligned_integers(a_q.codes, sa.ex, sa.mx).to(torch.float64)
+    if nd == 2:
+        iw, ia, stride, padding = iw[:, :, None, None], ia[:, :, None, None], 1, 0
+    cout, cin, kh, kw = iw.shape
+    if ia.shape[1] != cin:
+        raise ValueError(f"channel mismatch: weights have Cin={cin}, activations C={ia.shape[1]}")
+    kk = kh * kw
+    if _mag_bits(sw.ex, sw.mx) + _mag_bits(sa.ex, sa.mx) + kk.bit_length() > 52:
+        raise ValueError("accumulator_bits: operands too wide for an exact float64 measurement")
+    # grouped convolution: group ci holds the Cout kernels iw[:, ci], so output ci*Cout + co is P[n, co, ci]
+    wg = iw.permute(1, 0, 2, 3).reshape(cin * cout, 1, kh, kw)
+    masks = torch.tril(torch.ones(kk, kk, dtype=torch.float64)).reshape(kk, 1, 1, kh, kw)  # first t taps
+    hi, lo = 0.0, 0.0
+    for n in range(ia.shape[0]):
+        x = ia[n:n + 1]
+        for t in range(kk):  # running sums after each tap (padded taps add 0: same values as skipping them)
+            p = F.conv2d(x, wg * masks[t], stride=stride, padding=padding, groups=cin)
+            if p.numel():
+                hi = max(hi, float(p.max()))
+                lo = min(lo, float(p.min()))
+    return max(signed_bits(int(hi)), signed_bits(int(lo)))

@@ -15,7 +15,9 @@ and nothing else computes them:
   chunks so that the result does not depend on the thread count; :func:`error_metrics_from_sums`
   turns the sums into the metrics with ``core.metrics``' definitions.
 * :func:`range_counts` is the one overflow/underflow count (finite elements with ``|x|`` above the
-  largest / in ``(0, smallest)``), with one limit, one per element or one per equal row.
+  largest / in ``(0, smallest)``), with one limit, one per element or one per equal row;
+  :func:`range_fractions_sat` splits saturation (above the top code) from overflow (above the scale's
+  headroom) with it.
 * :func:`stagnant_fraction_rows`: updates below half a scaled format's code step.
 """
 
@@ -32,7 +34,8 @@ from .config import JIT_OPTIONS, SERIAL_BELOW
 
 __all__ = ["StatsHist", "stats_hist", "log2_bin", "log2_bin_setup", "log2_bins", "error_sums",
            "error_metrics_from_sums", "error_metrics", "range_counts", "range_fractions",
-           "range_fractions_rows", "stagnant_fraction_rows", "METRIC_CHUNKS"]
+           "range_fractions_rows", "range_fractions_sat", "range_fractions_rows_sat", "stagnant_fraction_rows",
+           "METRIC_CHUNKS"]
 
 #: fixed number of partial sums of the parallel passes: results independent of the thread count
 METRIC_CHUNKS = 64
@@ -374,6 +377,27 @@ def range_fractions_rows(x: np.ndarray, scale: np.ndarray, big_mult: float,
     s = np.array(scale, dtype=np.float64).reshape(-1)
     s[s == 0.0] = 1.0
     return range_fractions(x, s * float(big_mult), s * float(small_mult))
+
+
+def range_fractions_sat(x: np.ndarray, big: np.ndarray | float, small: np.ndarray | float,
+                        headroom: float = 1.0) -> tuple[float, float, float]:
+    """``(saturation, overflow, underflow)`` fractions of the finite elements of ``x``: saturation counts
+    ``|x| > big`` (clipped to the top code), overflow ``|x| > big * headroom`` (beyond the range the
+    format's scale reserves; ``headroom = 1`` for unscaled formats, where the two coincide),
+    ``core.metrics.saturation_fraction``/``overflow_fraction``'s definitions (docs/papers.md#mls-saturation)."""
+    sat, under = range_fractions(x, big, small)
+    if headroom == 1.0:
+        return sat, sat, under
+    over, _ = range_fractions(x, np.asarray(big, dtype=np.float64) * float(headroom), small)
+    return sat, over, under
+
+
+def range_fractions_rows_sat(x: np.ndarray, scale: np.ndarray, big_mult: float, small_mult: float,
+                             headroom: float = 1.0) -> tuple[float, float, float]:
+    """:func:`range_fractions_sat` with the per-row limits of :func:`range_fractions_rows`."""
+    s = np.array(scale, dtype=np.float64).reshape(-1)
+    s[s == 0.0] = 1.0
+    return range_fractions_sat(x, s * float(big_mult), s * float(small_mult), headroom)
 
 
 # --------------------------------------------------------------------------- stagnation

@@ -34,6 +34,8 @@ class ModelConfig:
         width: channel multiplier for the convolutional nets (e.g. 0.25 for quick tests).
         batchnorm: None = the model's default (ResNets: yes; VGG-small: no, as NITI; LeNet-5: no).
         dropout: dropout before the classifier (VGG-small and MLP).
+        shortcut: the ResNets' shape-changing shortcuts: ``"B"`` 1x1 convolution + BN (default),
+            ``"A"`` parameter-free zero-padded identity (the MLS paper's ResNet-20, Table 1).
     """
 
     name: str = "mlp"
@@ -41,6 +43,7 @@ class ModelConfig:
     width: float = 1.0
     batchnorm: bool | None = None
     dropout: float = 0.0
+    shortcut: str = "B"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -50,6 +53,8 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.width must be in (0, {MAX_WIDTH}], got {self.width}")
         if not (0.0 <= self.dropout < 1.0):
             raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout}")
+        if self.shortcut not in ("A", "B"):
+            raise ValueError(f"ModelConfig.shortcut must be 'A' or 'B', got {self.shortcut!r}")
 
 
 Builder = Callable[[ModelConfig, tuple[int, ...], int], nn.Module]

@@ -51,8 +51,8 @@ def default_lineup() -> list[tuple[str, Scheme]]:
     return [
         ("fp32", get_scheme("fp32")),
         ("mls", get_scheme("mls", first_last=True)),
-        ("logbtq(mu8)", get_scheme("logbtq", k=1)),
-        ("logbtq(fp8_143)", get_scheme("logbtq", codebook="fp8_143", k=1)),
+        ("logbtq(mu8)", get_scheme("logbtq")),
+        ("logbtq(fp8_143)", get_scheme("logbtq", codebook="fp8_143")),
     ] + [(name, get_scheme(name)) for name in ("niti", "sbm", "cpt", "pfq", "dfq")]
 
 

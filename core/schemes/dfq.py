@@ -13,7 +13,9 @@ incorporating a regularization term within the network's objective function that
   and the layer, so runs are reproducible); evaluation: the gate's argmax, no noise;
 * loss = cross-entropy + ``beta`` * expected relative cost, the cost being the MAC-weighted mean over
   layers of ``E_gate[b^2] / max(levels)^2`` (BitOPs relative to static training at the top level);
-* effective BitOPs count what the gates chose: per input, ``MACs * b * b`` of its branch.
+* effective BitOPs count what the gates chose: per input, ``MACs * b * b`` of its branch; the gates are
+  layers too and run in float, so each gate's multiply-adds (``in*hidden + hidden*len(levels)`` per input)
+  count ``32 * 32`` BitOPs each, also logged apart as ``bitops_gate`` (docs/papers.md#bitops).
 
 Deviations (documented in docs/schemes.md): FracTrain's gates are recurrent (SkipNet-style); these are
 per-layer feed-forward gates. The simulator evaluates every branch on the whole batch and selects per
@@ -34,7 +36,8 @@ from core.train.qlayers import QConv2d, QLinear, tensor_seed
 from core.train.schemes import field_doc
 from core.train import register_scheme
 
-from core.train.cost import BitopsCounter, cost_rows, layer_macs
+from core.cost import layer_partial_sums
+from core.train.cost import FLOAT_BITS, BitopsCounter, cost_rows, layer_macs
 from .survey import _check_bits, int_spec
 
 __all__ = ["DFQScheme", "DFQLayer", "gumbel_hard"]
@@ -74,6 +77,9 @@ class DFQLayer(nn.Module):
         self.last_probs: torch.Tensor | None = None
         self.last_choice: torch.Tensor | None = None
         self.last_macs_per_input = 0
+        self._partial_sums = 0
+        #: multiply-adds of the gate's Linear layers per input (counted in the BitOPs at 32 x 32 bits)
+        self.gate_macs_per_input = sum(int(m.weight.numel()) for m in self.gate if isinstance(m, nn.Linear))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = x.detach().mean(dim=tuple(range(2, x.dim()))) if self.is_conv else x.detach()
@@ -92,10 +98,17 @@ class DFQLayer(nn.Module):
             self.last_probs = F.softmax(logits, dim=-1)
             self.last_choice = pick.detach().argmax(-1)
             self.last_macs_per_input = layer_macs(self.branches[0], x, y) // max(1, x.shape[0])
+            self._partial_sums = layer_partial_sums(self.branches[0], y) // max(1, x.shape[0])
             if self.counter is not None:
                 counts = torch.bincount(self.last_choice, minlength=len(self.levels)).tolist()
                 for b, n in zip(self.levels, counts):
                     self.counter.add(self.last_macs_per_input * n, b, b)
+                    if n:
+                        self.counter.add_energy(self.last_macs_per_input * n, self._partial_sums * n,
+                                                "int8" if b <= 8 else "fp32")
+                gate = self.gate_macs_per_input * x.shape[0]
+                self.counter.add(gate, FLOAT_BITS, FLOAT_BITS, part="gate")  # the gate is a float layer too
+                self.counter.add_energy(gate, gate, "fp32")
         return y
 
 

@@ -2,21 +2,31 @@
 
 Owns :class:`LogBTQScheme` (registered as ``logbtq``), the log-barrier extension :func:`psi`
 (Eq. 5), the tail bound of Eq. 7-12 (:func:`tail_bound`), the clamping quantizer
-:class:`ClampQuant` and the chunked-update optimizer :class:`ChunkedSGD`.
+:class:`ClampQuant`, the chunked-update optimizer :class:`ChunkedSGD` and :func:`store_in_codebook`.
 
 * One global range ``[-clip, clip]`` (2 in the paper) for x, w, a, e and g: values are clamped, then
   rounded into the codebook (``mu8(mu=..)`` by default, Eq. 14-16, stochastic in the y domain; or
   ``fp8_143`` / ``fp8_152`` / any spec); the rounding is a straight-through estimator.
+* Fully quantized training (section 3, Fig. 2; default ``master_weights="codebook"``): the weights and
+  biases of the quantized layers are stored in the codebook (rounded into it at the start and after
+  every update, ``w <- Q(w - lr * acc)``), as is the gradient accumulator; ``master_weights="fp32"``
+  keeps float masters (fake quantization: only the forward copy of w is rounded).
 * Loss (Eq. 13): ``CE + lam * sum_n psi_t(|theta_n| - u) + gamma * sum_n |theta_n|`` with ``reduction``
   ``"mean"`` (default; sums divided by the parameter count, so ``lam``/``gamma`` do not scale with the
-  model size) or ``"sum"`` (the paper's literal sum). ``t = t0 * t_growth ** epoch`` (Kervadec et al.
-  2019: t0 = 5, x1.1 per epoch). ``barrier_activations`` adds ``psi_t(|z| - clip)`` over every
-  layer output z (the range itself is the activation bound).
-* Chunked updates: the gradients are summed into an accumulator kept in the codebook (clamped and
-  re-quantized after each addition) for ``k`` steps; then the optimizer applies it once.
+  model size) or ``"sum"`` (the paper's literal sum: the barrier's gradient is then ``t`` per weight
+  outside ``u``, which swamps the cross-entropy). ``t = min(t0 * t_growth ** epoch, t_max)``
+  (Kervadec et al. 2019: t0 = 5, x1.1 per epoch; the cap keeps the barrier term bounded in long runs).
+  ``barrier_activations`` (default on; the paper's contribution 1 bars "weights and activations")
+  adds ``lam * mean psi_t(|z| - clip)`` over the outputs z of every layer but the last (the logits
+  are not quantized by the simulator).
+* Chunked updates (section 3.6): the gradients are summed into an accumulator kept in the codebook
+  (clamped and re-quantized after each addition) for ``k`` steps; then one SGD step applies it
+  (momentum ``update_momentum``, 0 by default: plain SGD on the accumulated gradient).
 * ``accumulate``: ``"fp32"`` or a low-precision accumulation format: the forward sums of the Linear
   layers run through ``core.arith.lowp_matmul`` (LogBTQ paper, Table 1 "acc 8"; the backward GEMMs stay
   fp32), with the swamped-addend fraction as telemetry; conv layers raise a ValueError.
+
+The defaults and their measurements (digits, MNIST-t10k): docs/schemes.md ("LogBTQ defaults").
 """
 
 from __future__ import annotations
@@ -119,12 +129,24 @@ class ClampQuant(TensorQuant):
 
 class ChunkedSGD(torch.optim.SGD):
     """SGD whose gradients are summed for ``k`` steps in a low-precision accumulator (LogBTQ paper,
-    section 3.6, "chunked updates"): ``acc <- Q(acc + g)`` every step, the SGD step with ``acc`` every k-th step."""
+    section 3.6, "chunked updates"): ``acc <- Q(acc + g)`` every step, the SGD step with ``acc`` every
+    k-th step.
 
-    def __init__(self, params: Any, k: int, quant: TensorQuant | None, **kw: Any) -> None:
+    With ``store`` (fully quantized training, LogBTQ paper, section 3 and Fig. 2: "we quantize
+    everything ... including the gradient accumulation step"), the parameters tagged by
+    :func:`store_in_codebook` and their momentum buffers are re-quantized into the codebook after
+    every update, ``w <- Q(w - lr * acc)``: the weights never leave the codebook, so an update smaller
+    than the codebook's spacing at ``w`` is rounded away (nearest) or applied with probability
+    ``|update| / spacing`` (stochastic), which is what the ``k``-step accumulation counters
+    (section 3.6: "helps to accumulate the gradients to be large enough to be rounded up").
+    """
+
+    def __init__(self, params: Any, k: int, quant: TensorQuant | None, store: TensorQuant | None = None,
+                 **kw: Any) -> None:
         super().__init__(params, **kw)
         self.k = int(k)
         self.quant = quant
+        self.store = store
         self.calls = 0
         self.seed = 0  # the run seed (set by LogBTQScheme.schedule); stochastic rounding is seeded
 
@@ -139,6 +161,10 @@ class ChunkedSGD(torch.optim.SGD):
         self.calls = int(state_dict.pop("chunk_calls", 0))
         super().load_state_dict(state_dict)
 
+    def _q(self, q: TensorQuant, x: torch.Tensor, i: int, tensor: str) -> torch.Tensor:
+        sd = tensor_seed(self.seed, self.calls, 1000 + i, tensor) if q.rounding == "stochastic" else None
+        return q(x, sd)
+
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
         self.calls += 1
@@ -152,9 +178,7 @@ class ChunkedSGD(torch.optim.SGD):
                 acc = st.get("chunk_acc")
                 acc = p.grad.clone() if acc is None else acc + p.grad
                 if self.quant is not None:
-                    stochastic = self.quant.rounding == "stochastic"
-                    sd = tensor_seed(self.seed, self.calls, 1000 + i, "update") if stochastic else None
-                    acc = self.quant(acc, sd)
+                    acc = self._q(self.quant, acc, i, "update")
                 st["chunk_acc"] = acc
         if self.calls % self.k:
             return None
@@ -163,7 +187,56 @@ class ChunkedSGD(torch.optim.SGD):
                 st = self.state[p]
                 if "chunk_acc" in st:
                     p.grad = st.pop("chunk_acc")
-        return super().step(closure)
+        out = super().step(closure)
+        if self.store is not None:
+            i = 0
+            for group in self.param_groups:
+                for p in group["params"]:
+                    i += 1
+                    if not getattr(p, "_logbtq_codebook", False):
+                        continue
+                    p.copy_(self._q(self.store, p, i, "w"))
+                    buf = self.state[p].get("momentum_buffer")
+                    if buf is not None:
+                        buf.copy_(self._q(self.store, buf, i, "g"))
+        return out
+
+
+def store_in_codebook(model: nn.Module, quant: TensorQuant, seed: int) -> int:
+    """Round the weights and biases of every quantized layer of ``model`` into ``quant``'s codebook
+    (in place, seeded) and tag them so :class:`ChunkedSGD` keeps them there (LogBTQ paper, section 3:
+    the weights are stored in the 8-bit codebook, not as fp32 masters). Returns the number of values
+    stored."""
+    n = 0
+    with torch.no_grad():
+        for _, layer in qlayers(model):
+            if layer.quant is None:  # a float layer (first_last=False) keeps fp32 parameters
+                continue
+            for pname, p in layer.named_parameters(recurse=False):
+                sd = tensor_seed(seed, 0, 2000 + layer.layer_index, "w" if pname == "weight" else "g")
+                p.copy_(quant(p, sd if quant.rounding == "stochastic" else None))
+                p._logbtq_codebook = True
+                n += p.numel()
+    return n
+
+
+def _codebook_post_hook(store: TensorQuant) -> Any:
+    """An optimizer step post-hook that rounds the tagged parameters back into ``store``'s codebook."""
+    calls = [0]
+
+    @torch.no_grad()
+    def hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        calls[0] += 1
+        i = 0
+        for group in opt.param_groups:
+            for p in group["params"]:
+                i += 1
+                if getattr(p, "_logbtq_codebook", False):
+                    seed = int(getattr(opt, "logbtq_seed", 0))
+                    sd = tensor_seed(seed, calls[0], 1000 + i, "w") if store.rounding == "stochastic" else None
+                    p.copy_(store(p, sd))
+
+    return hook
 
 
 class _LowpLinearOp:
@@ -193,6 +266,7 @@ class _Tail:
         self.z2: dict[str, list[float]] = {}
         self.acts: list[torch.Tensor] = []
         self.keep_acts = False
+        self.barred: set[str] = set()
 
     def count(self, layer: str, tensor: str, x: torch.Tensor) -> None:
         x = x.detach()
@@ -201,7 +275,11 @@ class _Tail:
         c[1] += x.numel()
 
     def attach(self, model: nn.Module) -> None:
-        for name, layer in qlayers(model):
+        layers = list(qlayers(model))
+        # the network's output (logits) is not quantized by the simulator (no layer reads it), so it is
+        # not barred; a one-layer model bars its only output
+        self.barred = {n for n, _ in (layers[:-1] if len(layers) > 1 else layers)}
+        for name, layer in layers:
             def fwd(mod: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor, name: str = name) -> None:
                 if not mod.training:
                     return
@@ -210,7 +288,7 @@ class _Tail:
                 z2 = self.z2.setdefault(name, [0.0, 0.0])
                 z2[0] += float(out.detach().double().pow(2).sum())
                 z2[1] += out.numel()
-                if self.keep_acts:
+                if self.keep_acts and name in self.barred:
                     self.acts.append(out)
                 if out.requires_grad:
                     out.register_hook(lambda g, name=name: self.count(name, "e", g))
@@ -234,11 +312,21 @@ class LogBTQScheme(Scheme):
     u: float = field(default=0.1, metadata=field_doc("barrier bound u on |theta| (LogBTQ paper, Eq. 13)"))
     t0: float = field(default=5.0, metadata=field_doc("initial barrier sharpness t"))
     t_growth: float = field(default=1.1, metadata=field_doc("t multiplier per epoch"))
+    t_max: float = field(default=20.0, metadata=field_doc("cap of the barrier sharpness t (inf = no cap)"))
     lam: float = field(default=1.0, metadata=field_doc("barrier weight (0 = no barrier)"))
     gamma: float = field(default=1e-4, metadata=field_doc("L1 weight"))
     reduction: str = field(default="mean", metadata=field_doc("barrier/L1 reduction over parameters", ("mean", "sum")))
-    barrier_activations: bool = field(default=False, metadata=field_doc("also bar |z| > clip for layer outputs"))
-    k: int = field(default=20, metadata=field_doc("chunked updates: steps of gradient accumulation"))
+    barrier_activations: bool = field(default=True,
+                                      metadata=field_doc("also bar |z| > clip for the hidden layers' outputs"))
+    k: int = field(default=2, metadata=field_doc("chunked updates: steps of gradient accumulation per weight update "
+                                                 "(the paper: 20)"))
+    update_momentum: float = field(default=0.0,
+                                   metadata=field_doc("SGD momentum of the chunked update (0: the paper's plain "
+                                                      "w <- Q(w - lr * acc); -1: the run's optimizer momentum)"))
+    master_weights: str = field(default="codebook",
+                                metadata=field_doc("where the weights live: 'codebook' (stored in the codebook, the "
+                                                   "paper's fully quantized training) or 'fp32' (float masters)",
+                                                   ("codebook", "fp32")))
     accumulate: str = field(default="fp32",
                             metadata=field_doc("forward matmul accumulation of Linear layers: 'fp32' or a spec "
                                           "(core.arith.lowp_matmul; LogBTQ paper, Table 1 'acc 8')"))
@@ -246,7 +334,11 @@ class LogBTQScheme(Scheme):
                            metadata=field_doc("chunk of the low-precision accumulation (1 = after every addition)"))
 
     def __post_init__(self) -> None:
-        for k in ("u", "mu", "clip", "t0", "t_growth", "lam", "gamma"):
+        if not self.t_max > 0:  # inf allowed: t grows without bound (Kervadec et al.'s schedule)
+            raise ValueError(f"logbtq.t_max must be > 0, got {self.t_max}")
+        if not (self.update_momentum == -1 or 0 <= self.update_momentum < 1):
+            raise ValueError(f"logbtq.update_momentum must be in [0, 1) or -1, got {self.update_momentum}")
+        for k in ("u", "mu", "clip", "t0", "t_growth", "lam", "gamma", "update_momentum"):
             if not math.isfinite(getattr(self, k)):
                 raise ValueError(f"logbtq.{k} must be a finite number, got {getattr(self, k)}")
         if not self.u > 0:
@@ -269,6 +361,8 @@ class LogBTQScheme(Scheme):
                     f"logbtq.accumulate={self.accumulate!r} needs the low-precision accumulation simulator "
                     "core.arith.lowp_matmul, which is not available; use accumulate='fp32'")
             core.parse_format(self.accumulate)  # a bad spec fails here
+        if self.master_weights not in ("codebook", "fp32"):
+            raise ValueError(f"logbtq.master_weights must be 'codebook' or 'fp32', got {self.master_weights!r}")
         if int(self.acc_chunk) != self.acc_chunk or self.acc_chunk < 1:
             raise ValueError(f"logbtq.acc_chunk must be an integer >= 1, got {self.acc_chunk}")
         self.tq()  # validates the spec and rounding
@@ -288,12 +382,18 @@ class LogBTQScheme(Scheme):
         return QuantConfig(w=q, a=q, e=q, g=q)
 
     def t_at(self, epoch: int) -> float:
-        """Barrier sharpness at ``epoch`` (0-based)."""
-        return self.t0 * self.t_growth ** epoch
+        """Barrier sharpness at ``epoch`` (0-based): ``min(t0 * t_growth ** epoch, t_max)``."""
+        try:
+            t = self.t0 * self.t_growth ** epoch
+        except OverflowError:  # t_growth > 1 over very many epochs
+            t = math.inf
+        return min(t, self.t_max)
 
     # ---- hooks
     def prepare(self, model: nn.Module, seed: int) -> nn.Module:
         model = convert(model, self, seed=seed)
+        if self.master_weights == "codebook":
+            store_in_codebook(model, self.tq(), seed)
         tail = _Tail(self.clip)
         tail.attach(model)
         model._logbtq_tail = tail  # type: ignore[assignment]
@@ -322,28 +422,59 @@ class LogBTQScheme(Scheme):
         ce = F.cross_entropy(logits.float(), target)
         barrier, l1 = self.penalties(model, ctx.epoch)
         total = ce + self.lam * barrier + self.gamma * l1
+        barrier_act: torch.Tensor | None = None
         tail: _Tail | None = getattr(model, "_logbtq_tail", None)
         if self.barrier_activations and tail is not None and tail.acts:
             t = self.t_at(ctx.epoch)
             za = torch.cat([z.reshape(-1) for z in tail.acts])
-            total = total + self.lam * psi(za.abs() - self.clip, t).mean()
+            barrier_act = psi(za.abs() - self.clip, t).mean()
+            total = total + self.lam * barrier_act
         if tail is not None:
             tail.acts = []
             tail.keep_acts = self.barrier_activations
-        ctx.state["logbtq_last"] = {"ce": float(ce.detach()), "barrier": float(barrier.detach()),
-                                    "l1": float(l1.detach()), "t": self.t_at(ctx.epoch)}
+        last = {"ce": float(ce.detach()), "barrier": float(barrier.detach()), "l1": float(l1.detach()),
+                "t": self.t_at(ctx.epoch)}
+        if barrier_act is not None:
+            last["barrier_act"] = float(barrier_act.detach())
+        ctx.state["logbtq_last"] = last
         return total
 
     def make_optimizer(self, params: Any, optim: Any) -> torch.optim.Optimizer:
+        """:class:`ChunkedSGD` for ``sgd`` (momentum: ``update_momentum``, or the run's with -1); another
+        optimizer is built as usual (no chunking) and, with
+        ``master_weights='codebook'``, re-quantizes the tagged parameters after each step (its own
+        state, e.g. Adam's moments, stays fp32)."""
+        store = self.tq() if self.master_weights == "codebook" else None
         if optim.name != "sgd":
-            return default_optimizer(params, optim)
-        return ChunkedSGD(params, self.k, self.tq(), lr=optim.lr, momentum=optim.momentum,
-                          weight_decay=optim.weight_decay, nesterov=optim.nesterov and optim.momentum > 0)
+            opt = default_optimizer(params, optim)
+            if store is not None:
+                opt.register_step_post_hook(_codebook_post_hook(store))
+            return opt
+        mom = optim.momentum if self.update_momentum == -1 else self.update_momentum
+        return ChunkedSGD(params, self.k, self.tq(), store=store, lr=optim.lr, momentum=mom,
+                          weight_decay=optim.weight_decay, nesterov=optim.nesterov and mom > 0)
 
     def schedule(self, ctx: StepContext) -> "Scheme | None":
-        if isinstance(ctx.optimizer, ChunkedSGD):
-            ctx.optimizer.seed = ctx.seed
+        """Per step: keeps the optimizer in line with this scheme's knobs, so live changes of ``k``,
+        ``rounding``, ``update_momentum`` and ``master_weights`` apply from this step (the engine only
+        re-assigns the layers' quantizers, and copies ``optim.momentum`` into the groups)."""
         model = ctx.model
+        opt = ctx.optimizer
+        if isinstance(opt, ChunkedSGD):
+            opt.seed = ctx.seed
+            opt.k = int(self.k)
+            opt.quant = self.tq()
+            opt.store = self.tq() if self.master_weights == "codebook" else None
+            if self.update_momentum != -1:
+                for g in opt.param_groups:
+                    g["momentum"] = self.update_momentum
+        elif opt is not None:
+            opt.logbtq_seed = ctx.seed  # type: ignore[attr-defined]
+        if model is not None and self.master_weights == "codebook":
+            fresh = [p for _, q in qlayers(model) if q.quant is not None for p in q.parameters(recurse=False)
+                     if not getattr(p, "_logbtq_codebook", False)]
+            if fresh:  # switched to codebook storage live (or a layer became quantized): round them in
+                store_in_codebook(model, self.tq(), ctx.seed + ctx.step)
         if model is not None:
             tail = getattr(model, "_logbtq_tail", None)
             if tail is not None:
@@ -361,6 +492,8 @@ class LogBTQScheme(Scheme):
         for name, layer in layers:
             w = layer.weight.detach()
             rows.append(MetricRow(name, "w", fmt, "logbtq", "outside", float((w.abs() > self.clip).float().mean())))
+            on = core.quantize(w.clamp(-self.clip, self.clip), self.spec) == w
+            rows.append(MetricRow(name, "w", fmt, "logbtq", "on_codebook", float(on.float().mean())))
             if layer.weight.grad is not None:
                 g = layer.weight.grad.detach()
                 rows.append(MetricRow(name, "g", fmt, "logbtq", "outside", float((g.abs() > self.clip).float().mean())))
@@ -390,6 +523,7 @@ class LogBTQScheme(Scheme):
                 lp.swamped = lp.adds = 0
         last = ctx.state.get("logbtq_last")
         if last:
-            for k in ("ce", "barrier", "l1", "t"):
-                rows.append(MetricRow("", "", "", "logbtq", k, float(last[k])))
+            for k in ("ce", "barrier", "barrier_act", "l1", "t"):
+                if k in last:
+                    rows.append(MetricRow("", "", "", "logbtq", k, float(last[k])))
         return rows + cost_rows(model, ctx)

@@ -295,7 +295,10 @@ class NitiNet(nn.Module):
         for op in self.ops:
             if isinstance(op, _IWeighted):
                 if train:
-                    self.counter.add(op.macs(q), self.bits, self.bits)
+                    macs = op.macs(q)
+                    self.counter.add(macs, self.bits, self.bits)
+                    window = int(op.w.shape[2] * op.w.shape[3]) if op.kind == "conv" else 1
+                    self.counter.add_energy(macs, macs // window, "int8")  # int8 x int8 -> int32 (App. E model)
                 acc, saved = op.fwd(q)
                 b = effective_bits(acc)
                 q2, sh = shift_round(acc, "nearest", bits=self.bits, dtype=torch.int64)
@@ -451,4 +454,7 @@ class NitiScheme(Scheme):
             c.mark(ctx.epoch)
             rows += [MetricRow("", "", "", "cost", "bitops", c.total),
                      MetricRow("", "", "", "cost", "bitops_epoch", c.total - c.epoch_start)]
+            if c.energy > 0:  # MLS paper App. E estimate (core.cost.energy), as core.train.cost.cost_rows
+                rows += [MetricRow("", "", "", "cost", "energy", c.energy),
+                         MetricRow("", "", "", "cost", "energy_ratio", c.energy_fp32 / c.energy)]
         return rows

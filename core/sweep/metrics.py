@@ -78,6 +78,8 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("final_test_loss", "final test loss", False, "{:.4f}", _last_metric("test_loss")),
     Metric("final_loss", "final training loss", False, "{:.4f}", _last_metric("loss")),
     Metric("bitops", "effective BitOPs", False, "{:.3g}", _last_metric("bitops", "cost")),
+    Metric("energy", "energy estimate (FP32 adds, MLS App. E)", False, "{:.3g}", _last_metric("energy", "cost")),
+    Metric("energy_ratio", "energy saving vs FP32 (x)", True, "{:.2f}", _last_metric("energy_ratio", "cost")),
     Metric("are_w", "mean ARE of W", False, "{:.4f}", _mean_are("w")),
     Metric("are_a", "mean ARE of A", False, "{:.4f}", _mean_are("a")),
     Metric("are_e", "mean ARE of E", False, "{:.4f}", _mean_are("e")),

@@ -95,6 +95,8 @@ class TelemetryConfig:
             ``hist_bins`` equal bins over ``[hist_lo, hist_hi)``.
         stagnation: fraction of weight updates smaller than half a code step of the weight format.
         sample_every: steps between stored raw tensor samples (0 = off); ``sample_size`` elements each.
+        acc_bits: layers with MLS W and A log ``acc_bits``, the accumulator width their intra-group partial
+            sums need (MLS paper, section 4.2), measured on this many inputs of the batch (0 = off).
     """
 
     every: int = 25
@@ -108,6 +110,7 @@ class TelemetryConfig:
     stagnation: bool = True
     sample_every: int = 100
     sample_size: int = 4096
+    acc_bits: int = 4
 
     def __post_init__(self) -> None:
         tensors = (self.tensors,) if isinstance(self.tensors, str) else tuple(self.tensors)
@@ -117,6 +120,8 @@ class TelemetryConfig:
             raise ValueError(f"TelemetryConfig.tensors: unknown {bad}; valid: {', '.join(TENSOR_KINDS)}")
         object.__setattr__(self, "tensors", tensors)
         object.__setattr__(self, "shadow", tuple(str(parse_spec(s)) for s in shadow if s.strip()))
+        if self.acc_bits < 0:
+            raise ValueError(f"TelemetryConfig.acc_bits must be >= 0, got {self.acc_bits}")
         if self.every < 0 or self.sample_every < 0:
             raise ValueError("TelemetryConfig.every and sample_every must be >= 0")
         if not (math.isfinite(self.hist_lo) and math.isfinite(self.hist_hi) and self.hist_lo < self.hist_hi):

@@ -3,8 +3,9 @@
 Owns the measurements taken at the telemetry cadence from the tensors the quantized layers capture
 (:attr:`~core.train.qlayers.QLayer.capture`): statistics of the float tensor, a histogram of
 ``log2|x|`` on fixed bins, the quantization metrics of the live format and of every shadow format
-(``core.metrics.summary``: ARE, relative error, SQNR, overflow, underflow), the weight-update
-stagnation rate, and raw tensor samples for the Format Lab.
+(``core.metrics.summary``: ARE, relative error, SQNR, saturation, overflow, underflow), the weight-update
+stagnation rate, the accumulator width the MLS arithmetic needs (``acc_bits``, MLS layers only) and raw
+tensor samples for the Format Lab.
 """
 
 from __future__ import annotations
@@ -18,16 +19,18 @@ import torch
 from torch import nn
 
 import core
+from core.arith import accumulator_bits
+from core.formats import Encoded
 from core.formats.scaled import ScaledFormat
 
 from .config import TelemetryConfig
 from .context import MetricRow
 from .qlayers import TensorQuant, qlayers, tensor_seed
-from core.kernels.metrics import (error_metrics, range_fractions, range_fractions_rows, stagnant_fraction_rows,
-                                  stats_hist)
+from core.kernels.metrics import (error_metrics, range_fractions_rows_sat, range_fractions_sat,
+                                  stagnant_fraction_rows, stats_hist)
 
 __all__ = ["Histogram", "Telemetry", "tensor_stats", "log2_histogram", "stats_and_histogram", "quant_metrics",
-           "stagnation_rate", "structured_sample",
+           "stagnation_rate", "structured_sample", "mls_acc_bits",
            "STAT_NAMES"]
 
 STAT_NAMES = ("min", "max", "mean", "std", "amax", "amin_nz", "dynamic_range", "zero_fraction", "numel")
@@ -121,8 +124,8 @@ def _numpy_float(t: torch.Tensor) -> np.ndarray:
 
 def quant_metrics(x: torch.Tensor, y: torch.Tensor, spec: Any) -> dict[str, float]:
     """``core.metrics.summary(x, y, spec)`` computed in one fused pass on CPU (same definitions: ARE,
-    relative error, SQNR, overflow and underflow against ``spec.range_for(x)``); ``core.metrics`` itself
-    on other devices or when the spec has no ``range_for``."""
+    relative error, SQNR, saturation, overflow and underflow against ``spec.range_for(x)``); ``core.metrics``
+    itself on other devices or when the spec has no ``range_for``."""
     range_for = getattr(spec, "range_for", None)
     if x.device.type != "cpu" or range_for is None or x.shape != y.shape:
         return core.metrics.summary(x, y, spec)
@@ -133,13 +136,14 @@ def quant_metrics(x: torch.Tensor, y: torch.Tensor, spec: Any) -> dict[str, floa
         x3, s2, view = spec.blocked_scales(xd)
         if not view.pad:  # padding would count as elements
             g = spec.element_grid
-            out["overflow"], out["underflow"] = range_fractions_rows(_numpy_float(x3), s2.numpy(), g.maxval,
-                                                                     g.smallest)
+            out["saturation"], out["overflow"], out["underflow"] = range_fractions_rows_sat(
+                _numpy_float(x3), s2.numpy(), g.maxval, g.smallest, core.metrics.headroom(spec))
             return out
     big, small = range_for(xd)
     big = torch.as_tensor(big, dtype=torch.float64).expand(xd.shape).reshape(-1).numpy()
     small = torch.as_tensor(small, dtype=torch.float64).expand(xd.shape).reshape(-1).numpy()
-    out["overflow"], out["underflow"] = range_fractions(xn, big, small)
+    out["saturation"], out["overflow"], out["underflow"] = range_fractions_sat(xn, big, small,
+                                                                              core.metrics.headroom(spec))
     return out
 
 
@@ -157,6 +161,38 @@ def stagnation_rate(before: torch.Tensor, after: torch.Tensor, fmt: Any) -> floa
     step = core.code_step(before, spec)
     delta = (after.double() - before.double()).abs()
     return float((delta < step / 2).double().mean())
+
+
+def mls_acc_bits(layer: Any, cap: dict[str, torch.Tensor], q: Any, step: int, inputs: int) -> int | None:
+    """The signed accumulator width the MLS intra-group partial sums of this layer's last forward need
+    (``core.arith.accumulator_bits``; MLS paper, section 4.2, Eq. 6-7; docs/papers.md#mls-acc-bits), on the
+    first ``inputs`` inputs of the captured batch: W and A encoded as the layer quantized them (same format,
+    rounding and seed, scales from the whole batch). None unless W and A are both MLS and captured on CPU
+    (and for grouped or dilated convolutions)."""
+    w, a, tw, ta = cap.get("w"), cap.get("a"), q.w, q.a
+    if w is None or a is None or tw is None or ta is None or w.device.type != "cpu":
+        return None
+    if getattr(tw.spec, "family", "") != "mls" or getattr(ta.spec, "family", "") != "mls":
+        return None
+    stride = padding = 0
+    if isinstance(layer, nn.Conv2d):
+        if layer.groups != 1 or tuple(layer.dilation) != (1, 1) or len(set(layer.stride)) != 1 \
+                or not isinstance(layer.padding, tuple) or len(set(layer.padding)) != 1 or a.dim() != 4:
+            return None
+        stride, padding = int(layer.stride[0]), int(layer.padding[0])
+    elif a.dim() != 2:
+        return None
+
+    def enc(x: torch.Tensor, tq: TensorQuant, t: str) -> Any:
+        seed = tensor_seed(layer.seed, step, layer.layer_index, t) if tq.rounding == "stochastic" else None
+        return core.encode(x.float(), tq.spec, tq.rounding, seed)
+
+    eq_w, eq_a = enc(w, tw, "w"), enc(a, ta, "a")
+    k = max(1, int(inputs))
+    eq_a = Encoded(eq_a.spec, eq_a.codes[:k], {"tensor": eq_a.scales["tensor"], "group": eq_a.scales["group"][:k]},
+                   eq_a.dtype)
+    return accumulator_bits(eq_w, eq_a, stride, padding) if isinstance(layer, nn.Conv2d) else \
+        accumulator_bits(eq_w, eq_a)
 
 
 class Telemetry:
@@ -222,6 +258,10 @@ class Telemetry:
                 if sample:
                     part = self._sample(x, step, layer.layer_index, t)
                     samples.append((name, t, part.reshape(-1), list(part.shape)))
+            if self.cfg.acc_bits and q is not None:
+                bits = mls_acc_bits(layer, cap, q, step, self.cfg.acc_bits)
+                if bits is not None:
+                    rows.append(MetricRow(name, "a", q.a.fmt, "live", "acc_bits", float(bits)))
             if self.cfg.stagnation and before is not None and name in before:
                 w_fmt = q.w.fmt if (q is not None and q.w is not None) else "fp32"
                 b, a = before[name], layer.weight.detach()
