@@ -7,14 +7,22 @@ Public API::
     q = core.encode(x, fmt); core.decode(q)        # == y
     v = core.codebook(fmt)
     core.metrics.are(x, y) ...
+
+``import core`` is light (no torch, no Numba): the formats (:mod:`core.formats`, which imports
+torch) load on the first use of a name that needs them, and the Numba kernels on the first
+quantize of a family, so command lines that only read (``--help``, listings) start fast.
 """
 
 from __future__ import annotations
 
-import torch
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from . import metrics
-from .formats import ALIASES, FAMILIES, ROUNDING_MODES, Encoded, FormatSpec, parse_format
+if TYPE_CHECKING:
+    import torch
+
+    from . import metrics
+    from .formats import ALIASES, FAMILIES, ROUNDING_MODES, Encoded, FormatSpec, parse_format
 
 __all__ = [
     "parse_format", "quantize", "encode", "decode", "codebook", "code_step", "metrics",
@@ -22,6 +30,37 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+#: names loaded on first access: name -> (module, attribute or None for the module itself)
+_LAZY = {
+    "metrics": (".metrics", None),
+    "parse_format": (".formats", "parse_format"),
+    "FormatSpec": (".formats", "FormatSpec"),
+    "Encoded": (".formats", "Encoded"),
+    "FAMILIES": (".formats", "FAMILIES"),
+    "ALIASES": (".formats", "ALIASES"),
+    "ROUNDING_MODES": (".formats", "ROUNDING_MODES"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'core' has no attribute {name!r}")
+    mod, attr = _LAZY[name]
+    module = importlib.import_module(mod, __name__)
+    value = module if attr is None else getattr(module, attr)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+def _parse(fmt: FormatSpec | str) -> FormatSpec:
+    from .formats import parse_format
+
+    return parse_format(fmt)
 
 
 def quantize(
@@ -36,20 +75,22 @@ def quantize(
     Args:
         x: floating-point tensor (fp16/bf16/fp32/fp64; any shape, 0-d and empty too).
         fmt: a spec or spec string.
-        rounding: ``nearest`` | ``stochastic`` | ``pseudo_stochastic`` | ``truncate``.
+        rounding: a mode of ``ROUNDING_MODES`` (``nearest`` | ``stochastic`` | ``pseudo_stochastic`` |
+            ``truncate`` | ``up`` | ``down`` | ``nearest_away`` | ``odd``) or ``stochastic_rbits<K>``
+            (K = 1..31 random bits); ``fmt.roundings`` lists what a family supports.
         seed: makes stochastic rounding reproducible (same codes on every backend).
         backend: ``auto`` | ``numba`` | ``reference``.
     Raises:
         TypeError: non-tensor or non-floating input.
         ValueError: bad spec or a rounding mode the family does not support.
     """
-    return parse_format(fmt).quantize(x, rounding, seed, backend)
+    return _parse(fmt).quantize(x, rounding, seed, backend)
 
 
 def encode(x: torch.Tensor, fmt: FormatSpec | str, rounding: str = "nearest",
            seed: int | None = None) -> Encoded:
     """Integer codes plus scales; ``decode(encode(x, f))`` equals ``quantize(x, f)``."""
-    return parse_format(fmt).encode(x, rounding, seed)
+    return _parse(fmt).encode(x, rounding, seed)
 
 
 def decode(q: Encoded) -> torch.Tensor:
@@ -59,9 +100,9 @@ def decode(q: Encoded) -> torch.Tensor:
 
 def codebook(fmt: FormatSpec | str) -> torch.Tensor:
     """Sorted float64 tensor of all finite non-negative values (element grid for scaled formats)."""
-    return parse_format(fmt).codebook()
+    return _parse(fmt).codebook()
 
 
 def code_step(x: torch.Tensor, fmt: FormatSpec | str) -> torch.Tensor:
     """Spacing of ``fmt``'s grid at each element of ``x`` (float64, in x's units)."""
-    return parse_format(fmt).code_step(x)
+    return _parse(fmt).code_step(x)

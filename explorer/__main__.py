@@ -52,8 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # session ids made by the server and signed: a page elsewhere cannot invent one
         kwargs.update(sign_sessions=True, generate_session_ids=True,
                       secret_key=os.environ.get("BOKEH_SECRET_KEY") or secrets.token_urlsafe(32))
+    # warm: one page is built before the server reports ready (imports, Numba kernels, first analyses),
+    # so the first browser's page costs only its own session
     pn.serve({"explorer": lambda: create_app(store=args.store)}, address=args.host, port=args.port,
-             show=args.show, title="Lowbit Explorer", websocket_origin=origins, **kwargs)
+             show=args.show, title="Lowbit Explorer", websocket_origin=origins, warm=True, **kwargs)
     return 0
 
 

@@ -27,13 +27,11 @@ import re
 import sys
 import types
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-import holoviews as hv
 import numpy as np
 import pandas as pd
 
-from . import plots
 from .comparison import (EPOCH_METRICS, STEP_METRICS, Comparison, final_table, flatten_config, load_comparison,
                          open_store, run_label)
 
@@ -51,6 +49,9 @@ __all__ = [
 ]
 
 FORMATS: tuple[str, ...] = ("png", "svg", "html")
+if TYPE_CHECKING:
+    import holoviews as hv
+
 _RELATIVE_SCRIPT = re.compile(r'<script[^>]*src="static/[^"]*"[^>]*></script>\s*'
                               r'|<link[^>]*href="static/[^"]*"[^>]*>\s*')
 
@@ -65,6 +66,8 @@ def _smooth(df: pd.DataFrame, col: str, window: int) -> pd.DataFrame:
 
 def curves(comp: Comparison, metric: str, smooth: int = 1) -> hv.Overlay:
     """Overlay of one metric per run (per step or per epoch, by the metric's name)."""
+    from . import plots  # HoloViews and Panel load with it: not for --list and --help
+
     per_epoch = metric in EPOCH_METRICS
     src = comp.epochs if per_epoch else comp.steps
     frames = {r: _smooth(src[r], metric, 1 if per_epoch else smooth) for r in comp.run_ids}
@@ -74,6 +77,8 @@ def curves(comp: Comparison, metric: str, smooth: int = 1) -> hv.Overlay:
 
 def grid_plot(comp: Comparison, x: str, y: str, value: str = "final_test_acc") -> hv.HeatMap:
     """Heat map of ``value`` over two config keys of the runs (e.g. scheme.ex x scheme.mx)."""
+    from . import plots
+
     return plots.grid_heatmap(comp.summary, x, y, value, title=f"{value} over {x} x {y}" if y and y != x else "")
 
 
@@ -85,6 +90,8 @@ def comparison_figure(
     smooth: int = 1,
 ) -> hv.Layout:
     """The comparison as a HoloViews layout: one overlay per metric, plus a grid heat map."""
+    import holoviews as hv
+
     items: list[Any] = [curves(comp, m, smooth) for m in metrics]
     if grid is not None:
         items.append(grid_plot(comp, grid[0], grid[1], value))
@@ -116,6 +123,8 @@ def _metadata(comp: Comparison) -> dict[str, Any]:
 
 
 def _bokeh_options(obj: Any) -> Any:
+    import holoviews as hv
+
     return obj.opts(
         hv.opts.Curve(width=560, height=340, tools=["hover"], line_width=2, backend="bokeh"),
         hv.opts.Scatter(size=7, backend="bokeh"),
@@ -137,6 +146,8 @@ def static_figure(
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
+
+    from . import plots
 
     n = len(metrics) + (1 if grid is not None else 0)
     ncols = 1 if n == 1 else 2
@@ -213,6 +224,7 @@ def _write_html(fig_obj: Any, comp: Comparison, path: Path) -> Path:
     from bokeh.layouts import column
     from bokeh.models import Div
     from bokeh.resources import INLINE
+    import holoviews as hv
 
     model = hv.render(fig_obj, backend="bokeh")
     rows = "".join(

@@ -3,12 +3,8 @@
 #   bash scripts/test.sh            (what .ci/run and the README run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
-fi
-.venv/bin/pip install -q torch==2.13.0
-.venv/bin/pip install -q -e ".[dev]"
+. scripts/install.sh  # the installs (skipped when pyproject.toml and the torch pin are unchanged), kernel cache
+install_project "[dev]"
 # Lint and type checks first (configured in pyproject.toml); either failing fails the script.
 .venv/bin/ruff check .
 .venv/bin/mypy core/

@@ -234,64 +234,90 @@ def mulaw_quantize(x, out, codes, thr, start, K, mu, rng, mode, seed):
 
 
 # --------------------------------------------------------------- float32 fast path (nearest)
-F32_BUCKET_SHIFT = 16  # float32 bits >> 16: exponent + 7 mantissa bits (relative width 2^-7)
+F32_BUCKET_SHIFT = 15  # float32 bits >> 15: exponent + 8 mantissa bits (relative width <= 2^-8)
+_NO_THRESHOLD = (1 << F32_BUCKET_SHIFT) + 2  # an in-bucket offset no input reaches
 
 
 def f32_threshold_tables(thr: np.ndarray, codes: np.ndarray,
-                         rng: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.int64]:
-    """Integer tables of the float32 nearest path, built once per codebook (float64 in, exact).
+                         rng: float) -> tuple[np.ndarray, np.ndarray, np.int64] | None:
+    """Tables of the float32 nearest path, built once per codebook (float64 in, exact), or None
+    when a bucket would hold two thresholds (then the float64 kernel runs).
 
-    ``above[k]``: the smallest float32 bit pattern whose value is > ``thr[k]`` (so for a float32
-    magnitude ``a``, ``thr[k] < a`` iff ``bits(a) >= above[k]``); ``equal[k]``: the bit pattern
-    of ``thr[k]`` when it is a float32 value, else a pattern no input has; both padded with one
-    never-reached entry.  ``start``: for every bucket of float32 patterns up to ``rng``, the
-    number of thresholds below the bucket's lower edge.  ``code_bits``: the codes rounded once to
-    float32, as bit patterns.  ``rng_bits``: the clamp, rounded down to a float32 (an input
-    above it is above ``rng`` too, since inputs are float32).
+    With ``above[k]`` the smallest float32 bit pattern whose value is > ``thr[k]`` (so for a
+    float32 magnitude ``a``, ``thr[k] < a`` iff ``bits(a) >= above[k]``), every bucket ``b`` of
+    patterns ``[b 2^15, (b+1) 2^15)`` up to ``rng`` gets one uint32 ``start << 17 | exact << 16 |
+    off``: ``start`` the number of thresholds with ``above <= b 2^15``, ``off`` the in-bucket
+    offset of the one threshold with ``above`` in ``(b 2^15, (b+1) 2^15]`` (or a value no offset
+    reaches), ``exact`` whether that threshold is a float32 value (its pattern is then
+    ``above - 1``: an input equal to it is a tie, to the even code).  Consecutive thresholds are
+    at least ``1 + 1/(K - 1/2)`` apart (:func:`mulaw_nearest`), > 0.78% for ``K <= 127``, and a
+    bucket spans at most 2^-8 = 0.39%: one threshold per bucket at most (checked here).
+    Returns ``(table, code_bits, rng_bits)``: ``code_bits`` the codes rounded once to float32, as
+    bit patterns; ``rng_bits`` the clamp rounded down to a float32 (an input above it is above
+    ``rng`` too, since inputs are float32).
     """
     t32 = thr.astype(np.float32)  # round to nearest
     below_or_eq = t32.astype(np.float64) <= thr
     above = t32.view(np.uint32).astype(np.int64) + below_or_eq.astype(np.int64)
     exact = t32.astype(np.float64) == thr
-    equal = np.where(exact, t32.view(np.uint32).astype(np.int64), -1)
-    never = np.int64(0xFFFFFFFF)
-    above = np.append(above, never)
-    equal = np.append(equal, -1)
     r32 = np.float32(rng)
     if float(r32) > rng:
         r32 = np.nextafter(r32, np.float32(0))
     rng_bits = int(np.array(r32).view(np.uint32))
-    top = rng_bits >> F32_BUCKET_SHIFT
-    edges = (np.arange(top + 1, dtype=np.uint32) << np.uint32(F32_BUCKET_SHIFT)).view(np.float32)
-    start = np.searchsorted(thr, edges.astype(np.float64), side="left").astype(np.int16)
+    b = np.arange((rng_bits >> F32_BUCKET_SHIFT) + 1, dtype=np.int64)
+    lo_edge, hi_edge = b << F32_BUCKET_SHIFT, (b + 1) << F32_BUCKET_SHIFT
+    start = np.searchsorted(above, lo_edge, side="right")
+    inside = np.searchsorted(above, hi_edge, side="right") - start
+    if inside.size and inside.max() > 1:
+        return None
+    k = np.minimum(start, len(above) - 1)
+    has = inside == 1
+    off = np.where(has, above[k] - lo_edge, _NO_THRESHOLD)
+    table = (start << 17) | ((has & exact[k]).astype(np.int64) << 16) | off
     code_bits = codes.astype(np.float32).view(np.uint32).astype(np.uint32)
-    return above, equal, start, code_bits, np.int64(rng_bits)
+    return table.astype(np.uint32), code_bits, np.int64(rng_bits)
+
+
+@njit(**JIT_OPTIONS)
+def _nearest_f32_span(xs, os_, table, code_bits, rng_bits, top_bits):
+    """Branch-free (vectorizable) body of :func:`mulaw_nearest_f32` over one slice."""
+    rb = np.uint32(rng_bits)
+    for j in range(xs.size):
+        u = xs[j]
+        a = u & np.uint32(0x7FFFFFFF)
+        sign = u & np.uint32(0x80000000)
+        ac = min(a, rb)
+        e = table[ac >> np.uint32(F32_BUCKET_SHIFT)]
+        off = e & np.uint32(0xFFFF)
+        lo = ac & np.uint32((1 << F32_BUCKET_SHIFT) - 1)
+        c = (e >> np.uint32(17)) + np.uint32(lo >= off)
+        # an input equal to an exact threshold (lo = off - 1, so c = start) goes to the even code
+        c += ((e >> np.uint32(16)) & np.uint32(1)) & np.uint32(lo + np.uint32(1) == off) & c
+        r = code_bits[c] | sign
+        r = (np.uint32(top_bits) | sign) if a > rb else r
+        os_[j] = u if a > np.uint32(0x7F800000) else r
 
 
 @njit(parallel=True, **JIT_OPTIONS)
-def mulaw_nearest_f32(xb, ob, above, equal, start, code_bits, rng_bits, K, rng_code_bits):
-    """Nearest mu-law rounding of float32 bit patterns ``xb`` into ``ob`` (uint32 views).
+def _nearest_f32_parallel(xb, ob, table, code_bits, rng_bits, top_bits):
+    n = xb.size
+    for t in prange((n + CHUNK - 1) // CHUNK):
+        lo = t * CHUNK
+        hi = min(n, lo + CHUNK)
+        _nearest_f32_span(xb[lo:hi], ob[lo:hi], table, code_bits, rng_bits, top_bits)
+
+
+def mulaw_nearest_f32(xb: np.ndarray, ob: np.ndarray, table: np.ndarray, code_bits: np.ndarray, rng_bits: int,
+                      top_bits: int) -> None:
+    """Nearest mu-law rounding of float32 bit patterns ``xb`` into ``ob`` (uint32 views), tables
+    from :func:`f32_threshold_tables`.
 
     The same decision as :func:`mulaw_nearest` (count of float64 thresholds below the clamped
-    magnitude, exact ties to the even code) in integer compares only; NaN stays NaN, a
-    magnitude above ``rng`` (+-inf included) takes the top code ``rng_code_bits``.  Same bits
-    as the float64 kernel rounded to float32 (tested).
+    magnitude, exact ties to the even code) from one table entry per element and integer
+    compares; NaN stays NaN, a magnitude above ``rng`` (+-inf included) takes the top code
+    ``top_bits``.  Runs over slices of ``CHUNK`` elements (a loop over a slice vectorizes; one
+    over ``range(lo, hi)`` of the whole array does not fully).  Same bits as the float64 kernel
+    rounded to float32 (tested).  Inputs below ``SERIAL_BELOW`` elements run on the calling thread.
     """
-    for i in prange(xb.size):
-        u = np.int64(xb[i])
-        a = u & 0x7FFFFFFF
-        sign = np.uint32(u & 0x80000000)
-        if a > 0x7F800000:
-            ob[i] = xb[i]
-            continue
-        if a > rng_bits:
-            ob[i] = np.uint32(rng_code_bits) | sign
-            continue
-        c = np.int64(start[a >> F32_BUCKET_SHIFT])
-        c += np.int64(a >= above[c])
-        c += np.int64(a >= above[c])
-        if K > 127:
-            while a >= above[c]:
-                c += 1
-        c += np.int64((a == equal[c]) & (c % 2 == 1))
-        ob[i] = code_bits[c] | sign
+    kernel = _nearest_f32_span if xb.size < SERIAL_BELOW else _nearest_f32_parallel
+    kernel(xb, ob, table, code_bits, rng_bits, top_bits)

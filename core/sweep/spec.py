@@ -44,9 +44,10 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from core.train.config import RunConfig
+if TYPE_CHECKING:  # imported where a config is built: `python -m core.sweep list/status` stays torch-free
+    from core.train.config import RunConfig
 
 __all__ = ["SweepSpec", "Cell", "SweepError", "load", "loads", "expand", "value_label"]
 
@@ -284,6 +285,8 @@ def expand(spec: SweepSpec) -> list[Cell]:
     from core.models import MODELS
 
     try:
+        from core.train.config import RunConfig
+
         base = RunConfig.from_dict({**spec.base, "name": spec.base.get("name", spec.name)})
     except (ValueError, TypeError) as exc:
         raise SweepError(f"{spec.source}: [base]: {exc}") from None

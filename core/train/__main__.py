@@ -30,6 +30,7 @@ log = logging.getLogger("core.train")
 _DIRECT = {
     "dataset": "data.name", "data_root": "data.root", "train_subset": "data.train_subset",
     "test_subset": "data.test_subset", "model": "model.name", "hidden": "model.hidden", "width": "model.width",
+    "shortcut": "model.shortcut",
     "epochs": "epochs", "batch_size": "batch_size", "lr": "optim.lr", "optimizer": "optim.name",
     "momentum": "optim.momentum", "weight_decay": "optim.weight_decay", "schedule": "optim.schedule",
     "seed": "seed", "telemetry_every": "telemetry.every", "max_steps": "max_steps", "name": "name",
@@ -80,7 +81,7 @@ examples:
   python -m core.train --dataset digits --model mlp --scheme mls --ex 2 --mx 1 --group nc --epochs 10
   python -m core.train --scheme custom --w fp8_e4m3 --a fp8_e4m3 --e fp8_e5m2 --e-rounding stochastic
   python -m core.train --config run.toml --set scheme.mx=3 --set optim.lr=0.05
-  python -m core.train --scheme logbtq --codebook mu8 --mu 100 --u 0.1 --k 20
+  python -m core.train --dataset digits --scheme logbtq --codebook mu8 --k 2 --epochs 3
   python -m core.train --scheme niti --m-u 3
 
 Scheme options apply only to the schemes named in their help; an option that does not apply to the
@@ -106,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--model", help=f"one of: {', '.join(list_models())}")
     data.add_argument("--hidden", help="MLP hidden widths, comma separated")
     data.add_argument("--width", type=float, help="channel multiplier of conv nets")
+    data.add_argument("--shortcut", choices=("A", "B"),
+                      help="ResNet shortcuts: A zero-padded identity (MLS paper, Table 1), B 1x1 conv + BN (default)")
     sch = p.add_argument_group("scheme")
     sch.add_argument("--scheme", help=f"one of: {', '.join(list_schemes())}")
     for k in _SCHEME_OPTS:
