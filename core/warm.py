@@ -30,6 +30,7 @@ __all__ = ["CASES", "warm", "main"]
 CASES: tuple[str, ...] = (
     "fp8_e4m3", "fp8_e5m2", "bf16", "fp16", "fp4_e2m1",
     "mx(elem=fp8_e4m3)", "mx(elem=fp4_e2m1)", "bfp(bits=8,block=16)", "scaled(elem=fp8_e4m3)", "nvfp4",
+    "scaled(elem=fp8_e4m3,block=128x128)", "scaled(elem=fp8_e4m3,block=row)", "binary8p3", "e8m0", "nf4",
     "mls(ex=2,mx=1,eg=8,mg=1,group=nc)", "mls(ex=2,mx=1,eg=8,mg=1,group=c)", "mls(ex=2,mx=1,eg=8,mg=1,group=none)",
     "mu8", "mulaw(bits=10)",
     "int8", "int(bits=8,scale=channel)", "fixed(bits=8,frac=4)", "niti",
