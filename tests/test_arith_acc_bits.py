@@ -32,17 +32,17 @@ def test_all_top_codes_need_19_bits_by_hand():
     assert accumulator_bits(w2, a2) == 15
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_running_sums_match_the_python_reference(seed):
+@pytest.mark.parametrize("seed,stride,padding", [(0, 1, 1), (1, 1, 1), (2, 1, 1), (3, 2, 1), (4, 2, 0), (5, 1, 0)])
+def test_running_sums_match_the_python_reference(seed, stride, padding):
     """The width is the smallest acc_bits at which the per-addition reference counts no overflow (mixed signs:
     a running sum can exceed the final one)."""
     g = torch.Generator().manual_seed(seed)
-    w = core.encode(torch.randn(2, 2, 3, 3, generator=g), MLS24)
-    a = core.encode(torch.randn(1, 2, 4, 4, generator=g), MLS24)
-    bits = accumulator_bits(w, a, stride=1, padding=1)
-    counts, _ = mls_conv_overflows(w, a, 1, 1, bits, "wrap")
+    w = core.encode(torch.randn(3, 2, 3, 3, generator=g), MLS24)
+    a = core.encode(torch.randn(2, 2, 5, 5, generator=g), MLS24)
+    bits = accumulator_bits(w, a, stride=stride, padding=padding)
+    counts, _ = mls_conv_overflows(w, a, stride, padding, bits, "wrap")
     assert sum(counts) == 0
-    counts, _ = mls_conv_overflows(w, a, 1, 1, bits - 1, "wrap")
+    counts, _ = mls_conv_overflows(w, a, stride, padding, bits - 1, "wrap")
     assert sum(counts) > 0
 
 
@@ -74,3 +74,39 @@ def test_telemetry_logs_the_width_of_each_mls_layer():
     a2 = Encoded(aq.spec, aq.codes[:2], {"tensor": aq.scales["tensor"], "group": aq.scales["group"][:2]}, aq.dtype)
     assert got["0"] == accumulator_bits(wq, a2, 1, 1)
     assert 2 <= got["2"] <= 15  # a linear layer: windows of one product, at most 14 magnitude bits
+
+
+def test_acc_bits_is_measured_every_acc_bits_every_steps():
+    from torch import nn
+
+    from core.train import QuantConfig, TelemetryConfig, TensorQuant, convert
+    from core.train.telemetry import Telemetry
+
+    tq = TensorQuant("mls(ex=2,mx=4,eg=8,mg=1,group=nc)", "nearest")
+    model = convert(nn.Sequential(nn.Linear(6, 4), nn.Linear(4, 3)), QuantConfig(w=tq, a=tq), seed=0)
+    tel = Telemetry(TelemetryConfig(every=2, tensors=("w",), hist=False, acc_bits=1, acc_bits_every=6))
+    measured = []
+    for step in range(0, 14, 2):
+        tel.arm(model)
+        model(torch.randn(3, 6)).sum().backward()
+        rows, _, _ = tel.collect(model, step)
+        if any(r.name == "acc_bits" for r in rows):
+            measured.append(step)
+    assert measured == [0, 6, 12]
+    with pytest.raises(ValueError, match="acc_bits_every"):
+        TelemetryConfig(acc_bits_every=0)
+
+
+@pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
+def test_the_telemetry_encodes_the_head_of_the_batch_as_the_whole_batch(rounding):
+    """acc_bits telemetry encodes only the first k inputs (plus one holding the batch's max): the codes and
+    scales of those inputs equal the encoding of the whole batch."""
+    from core.train.telemetry import _head_with_tensor_max
+
+    g = torch.Generator().manual_seed(7)
+    a = torch.randn(16, 3, 5, 5, generator=g) * torch.linspace(0.1, 4, 16).reshape(16, 1, 1, 1)
+    full = core.encode(a, MLS24, rounding, 123)
+    head = core.encode(_head_with_tensor_max(a, 4), MLS24, rounding, 123)
+    assert torch.equal(full.codes[:4], head.codes[:4])
+    assert torch.equal(full.scales["tensor"], head.scales["tensor"])
+    assert torch.equal(full.scales["group"][:4], head.scales["group"][:4])

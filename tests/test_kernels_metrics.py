@@ -99,6 +99,41 @@ def test_one_log2_binning(lo, hi, bins):
         log2_bins(x.numpy(), 1.0, 1.0, 4)
 
 
+@pytest.mark.parametrize("lo, hi, bins", [(-40.0, 16.0, 112), (-3.0, 5.0, 64), (-2.0, 2.0, 4)])
+def test_log2_binning_at_the_bin_edges(lo, hi, bins):
+    """Values on, just below and just above every bin edge 2^(lo + t/per) and float64 subnormals. The
+    kernels' integer fast path is exact (the plain-Python oracle compares ``|x|^per`` with ``2^(per lo + j)``
+    in exact rationals); within ~1e-12 of an irrational edge 2^(t/per) they bin as ``math.log2`` does."""
+    import math
+    from fractions import Fraction
+
+    per = round(bins / (hi - lo))
+    edges = np.array([2.0 ** (lo + t / per) for t in range(bins + 1)])
+    x64 = np.concatenate([edges, np.nextafter(edges, 0), np.nextafter(edges, np.inf), edges * (1 + 1e-13),
+                          edges * (1 - 1e-13), -edges, [5e-324, 1e-310, 2.0 ** -1022, 3.0, 0.7]])
+
+    def exact_bin(v):
+        p = Fraction(abs(v)) ** per
+        j = math.floor(math.log2(abs(v)) * per - lo * per) + 2  # an upper guess, then step down
+        while Fraction(2) ** int(per * lo + j) > p:
+            j -= 1
+        return min(max(j, 0), bins - 1)
+
+    def near_irrational_edge(v):
+        t = (math.log2(abs(v)) - lo) * per
+        return abs(t - round(t)) < 1e-9 and round(t) % per != 0
+
+    for x in (x64, x64.astype(np.float32)):
+        want = [0] * bins
+        for v in x.tolist():
+            if v != 0 and math.isfinite(v):
+                k = (min(max(math.floor((math.log2(abs(v)) - lo) * per), 0), bins - 1) if near_irrational_edge(v)
+                     else exact_bin(v))
+                want[k] += 1
+        assert stats_hist(x, lo, hi, bins).counts.tolist() == want
+        assert log2_bins(x, lo, hi, bins)[1].tolist() == want
+
+
 def test_binned_error_sums_match_direct_computation():
     g = torch.Generator().manual_seed(5)
     x = torch.randn(5000, generator=g)

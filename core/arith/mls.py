@@ -48,7 +48,7 @@ import torch
 
 from ..formats import Encoded
 from ..formats.mls import MLSFormat
-from ..kernels.arith_mls import (MODE_SATURATE, MODE_WRAP, im2col_f64, mls_align_fold,
+from ..kernels.arith_mls import (MODE_SATURATE, MODE_WRAP, im2col_f64, mls_align_fold, partial_sum_range,
                                  mls_conv_accumulate)
 
 __all__ = ["MLSResult", "mls_conv2d", "mls_matmul", "aligned_integers", "product_bits", "accumulator_bits",
@@ -333,38 +333,29 @@ def accumulator_bits(w_q: Encoded, a_q: Encoded, stride: int = 1, padding: int =
     leaves ``[-2^(b-1), 2^(b-1) - 1]`` (so ``mls_conv2d(..., acc_bits=b)`` counts no overflow and
     ``b - 1`` does). 2-D operands (``mls_matmul``) are windows of one product.
 
-    Computed on the aligned integers in float64, one input at a time (exact while a window's sum of
-    magnitudes stays below 2^52).
+    Computed exactly on the aligned int64 integers by one Numba kernel
+    (:func:`core.kernels.arith_mls.partial_sum_range`).
 
     Raises:
-        TypeError / ValueError: as :func:`mls_conv2d`; operands too wide for an exact float64 measurement.
+        TypeError / ValueError: as :func:`mls_conv2d`; operands whose sums could leave int64.
     """
-    import torch.nn.functional as F
-
     nd = w_q.codes.dim()
     if nd not in (2, 4):
         raise ValueError(f"w_q codes must be 2-D or 4-D, got shape {tuple(w_q.codes.shape)}")
     sw = _check_operand(w_q, "w_q", nd)
     sa = _check_operand(a_q, "a_q", nd)
-    iw = aligned_integers(w_q.codes, sw.ex, sw.mx).to(torch.float64)
-    ia = aligned_integers(a_q.codes, sa.ex, sa.mx).to(torch.float64)
+    iw = aligned_integers(w_q.codes, sw.ex, sw.mx)
+    ia = aligned_integers(a_q.codes, sa.ex, sa.mx)
     if nd == 2:
         iw, ia, stride, padding = iw[:, :, None, None], ia[:, :, None, None], 1, 0
     cout, cin, kh, kw = iw.shape
     if ia.shape[1] != cin:
         raise ValueError(f"channel mismatch: weights have Cin={cin}, activations C={ia.shape[1]}")
     kk = kh * kw
-    if _mag_bits(sw.ex, sw.mx) + _mag_bits(sa.ex, sa.mx) + kk.bit_length() > 52:
-        raise ValueError("accumulator_bits: operands too wide for an exact float64 measurement")
-    # grouped convolution: group ci holds the Cout kernels iw[:, ci], so output ci*Cout + co is P[n, co, ci]
-    wg = iw.permute(1, 0, 2, 3).reshape(cin * cout, 1, kh, kw)
-    masks = torch.tril(torch.ones(kk, kk, dtype=torch.float64)).reshape(kk, 1, 1, kh, kw)  # first t taps
-    hi, lo = 0.0, 0.0
-    for n in range(ia.shape[0]):
-        x = ia[n:n + 1]
-        for t in range(kk):  # running sums after each tap (padded taps add 0: same values as skipping them)
-            p = F.conv2d(x, wg * masks[t], stride=stride, padding=padding, groups=cin)
-            if p.numel():
-                hi = max(hi, float(p.max()))
-                lo = min(lo, float(p.min()))
+    if _mag_bits(sw.ex, sw.mx) + _mag_bits(sa.ex, sa.mx) + kk.bit_length() > 62:
+        raise ValueError("accumulator_bits: operands too wide for an exact int64 measurement")
+    out = np.zeros(2, dtype=np.int64)
+    partial_sum_range(np.ascontiguousarray(iw.numpy()), np.ascontiguousarray(ia.numpy()), int(stride),
+                      int(padding), out)
+    lo, hi = int(out[0]), int(out[1])
     return max(signed_bits(int(hi)), signed_bits(int(lo)))

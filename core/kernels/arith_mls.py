@@ -23,7 +23,7 @@ from numba import njit, prange
 
 from .config import JIT_OPTIONS
 
-__all__ = ["mls_conv_accumulate", "MODE_WRAP", "MODE_SATURATE"]
+__all__ = ["mls_conv_accumulate", "partial_sum_range", "MODE_WRAP", "MODE_SATURATE"]
 
 MODE_WRAP = 0
 MODE_SATURATE = 1
@@ -104,6 +104,48 @@ def mls_conv_accumulate(iw, ia, sgw, sga, stride, padding, acc_bits, mode, out, 
                         z = z + (sgw[co, ci] * sga[n, ci]) * np.float64(acc)
                     out[n, co, oh, ow] = z
         ovf[co] = count
+
+
+@njit(**JIT_OPTIONS)
+def partial_sum_range(iw, ia, stride, padding, out):
+    """The smallest and largest running intra-group sum of the MLS convolution (the accumulation order
+    of :func:`mls_conv_accumulate`: per ``(n, co, oh, ow, ci)`` window the products added in row-major
+    ``(kh, kw)`` order, padded taps skipped), exact in int64, no accumulator limit.
+
+    Args:
+        iw: int64 (Cout, Cin, KH, KW) signed aligned weight integers.
+        ia: int64 (N, Cin, H, W) signed aligned activation integers.
+        stride, padding: ints.
+        out: int64 (2,), written with ``(min, max)`` over every running sum and 0.
+    """
+    cout, cin, kh_, kw_ = iw.shape
+    n_, _, h, w = ia.shape
+    oh_ = (h + 2 * padding - kh_) // stride + 1
+    ow_ = (w + 2 * padding - kw_) // stride + 1
+    lo = np.int64(0)
+    hi = np.int64(0)
+    # serial on purpose (see mls_align_fold): telemetry calls it between torch's OpenMP GEMMs
+    for n in range(n_):
+        for co in range(cout):
+            for ci in range(cin):
+                for oh in range(oh_):
+                    for ow in range(ow_):
+                        acc = np.int64(0)
+                        for kh in range(kh_):
+                            ih = oh * stride - padding + kh
+                            if ih < 0 or ih >= h:
+                                continue
+                            for kw in range(kw_):
+                                iw_ = ow * stride - padding + kw
+                                if iw_ < 0 or iw_ >= w:
+                                    continue
+                                acc += iw[co, ci, kh, kw] * ia[n, ci, ih, iw_]
+                                if acc > hi:
+                                    hi = acc
+                                elif acc < lo:
+                                    lo = acc
+    out[0] = lo
+    out[1] = hi
 
 
 @njit(**JIT_OPTIONS)

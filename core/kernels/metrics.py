@@ -29,10 +29,10 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
-from .bits import bits_f64, f64_bits
+from .bits import f64_bits
 from .config import JIT_OPTIONS, SERIAL_BELOW
 
-__all__ = ["StatsHist", "stats_hist", "log2_bin", "log2_bin_setup", "log2_bins", "error_sums",
+__all__ = ["StatsHist", "stats_hist", "log2_bin", "log2_bin_fast", "log2_bin_setup", "log2_bins", "error_sums",
            "error_metrics_from_sums", "error_metrics", "range_counts", "range_fractions",
            "range_fractions_rows", "range_fractions_sat", "range_fractions_rows_sat", "stagnant_fraction_rows",
            "METRIC_CHUNKS"]
@@ -58,36 +58,49 @@ def _log2_bin_slow(a, lo, scale, bins):
 def log2_bin_setup(lo, hi, bins):
     """Constants of :func:`log2_bin` for ``bins`` equal bins on ``[lo, hi)``: ``(scale, per, fast,
     base, edges)``; ``fast`` when the bins are whole binades of ``per`` bins from an integer ``lo``
-    (``edges = 2^(t/per)``, ``t = 1 .. per-1``)."""
+    (``edges``: the 52 mantissa bits of ``2^(t/per)``, ``t = 1 .. per-1``, as int64)."""
     scale = bins / (hi - lo)
     per = np.int64(round(scale))
     fast = per == scale and 1 <= per <= 64 and math.floor(lo) == lo and abs(lo) < 1e6
-    edges = np.empty(max(per - 1, 1), dtype=np.float64)
+    edges = np.zeros(max(per - 1, 1), dtype=np.int64)
     for t in range(per - 1):
-        edges[t] = 2.0 ** ((t + 1) / per)
+        edges[t] = np.int64(f64_bits(2.0 ** ((t + 1) / per)) & _MANT)
     base = np.int64(lo) if fast else np.int64(0)
     return scale, per, fast, base, edges
 
 
+#: mantissa units (2^-52) around an edge inside which :func:`log2_bin` asks ``math.log2`` (2^(t/per) is
+#: rounded; 4504 units ~ 1e-12 of the binade)
+_NEAR = np.int64(4504)
+
+
 @njit(**JIT_OPTIONS)
-def log2_bin(a, lo, bins, scale, per, fast, base, edges):
-    """The bin of a finite ``a > 0`` (constants from :func:`log2_bin_setup`): for ``a = m 2^e``
-    (float64 normal) and whole binades it is ``per (e - lo) + #{edges <= m}``, else ``math.log2``."""
+def log2_bin_fast(a, bins, per, fast, base, edges):
+    """The bin of a finite ``a > 0`` by integer compares of its float64 fields (``a = m 2^e``, whole
+    binades: ``per (e - lo) + #{edges <= m}``), or -1 when that is not exact (bins that are not whole
+    binades, float64 subnormals, ``m`` within ``_NEAR`` of an edge) and :func:`_log2_bin_slow` must
+    decide. Hot loops handle the -1 elements in a second pass: a ``math.log2`` call inside the loop
+    costs ~1.5 ns per element even when it is not taken."""
     b = f64_bits(a)
     e = np.int64((b >> _S52) & _EXPMASK) - 1023
-    near = not fast or e == -1023
+    near = (e == -1023) | (not fast)  # no short-circuit branch
     k = per * (e - base)
-    if not near:
-        m = bits_f64((b & _MANT) | _ONE_BITS)
-        for t in range(per - 1):
-            c = edges[t]
-            if abs(m - c) < 1e-12:
-                near = True
-            if m >= c:
-                k += 1
+    mant = np.int64(b & _MANT)
+    for t in range(per - 1):
+        c = edges[t]
+        near |= abs(mant - c) < _NEAR
+        k += mant >= c
     if near:
-        return _log2_bin_slow(a, lo, scale, bins)
+        return -1
     return min(max(k, 0), bins - 1)
+
+
+@njit(**JIT_OPTIONS)
+def log2_bin(a, lo, bins, scale, per, fast, base, edges):
+    """The bin of a finite ``a > 0`` (constants from :func:`log2_bin_setup`): :func:`log2_bin_fast`,
+    else (bins that are not whole binades, subnormals, values within ``_NEAR`` of an edge) ``math.log2``."""
+    k = log2_bin_fast(a, bins, per, fast, base, edges)
+    return _log2_bin_slow(a, lo, scale, bins) if k < 0 else k
 
 
 def _check_bins(lo: float, hi: float, bins: int) -> None:
@@ -125,7 +138,7 @@ def log2_bins(x: np.ndarray, lo: float, hi: float, bins: int) -> tuple[np.ndarra
 
 @njit(**JIT_OPTIONS)
 def _stats_hist(v, lo, hi, bins):
-    """One pass over ``v``: statistics of the finite values and the :func:`log2_bin` histogram."""
+    """Statistics of the finite values of ``v`` and their :func:`log2_bin` histogram."""
     lanes = np.zeros((4, bins), dtype=np.int64)  # 4 interleaved histograms: no store-to-load chain per bin
     n = 0
     zeros = 0
@@ -141,6 +154,7 @@ def _stats_hist(v, lo, hi, bins):
     vmax = -math.inf
     amax = 0.0
     amin_nz = math.inf
+    slow = 0
     scale, per, fast, base, edges = log2_bin_setup(lo, hi, bins)
     for i in range(v.size):
         x = np.float64(v[i])
@@ -163,7 +177,27 @@ def _stats_hist(v, lo, hi, bins):
             amax = a
         if a < amin_nz:
             amin_nz = a
-        lanes[i & 3, log2_bin(a, lo, bins, scale, per, fast, base, edges)] += 1
+        # log2_bin_fast, written out: as a call the loop runs at ~4.7 ns per element instead of ~2.5
+        b = f64_bits(a)
+        e = np.int64((b >> _S52) & _EXPMASK) - 1023
+        near = (e == -1023) | (not fast)
+        k = per * (e - base)
+        mant = np.int64(b & _MANT)
+        for t in range(per - 1):
+            c = edges[t]
+            near |= abs(mant - c) < _NEAR
+            k += mant >= c
+        if near:
+            slow += 1
+            continue
+        lanes[i & 3, min(max(k, 0), bins - 1)] += 1
+    if slow:  # the few elements whose bin needs math.log2 (see log2_bin_fast)
+        for i in range(v.size):
+            a = abs(np.float64(v[i]))
+            if a == 0.0 or not math.isfinite(a):
+                continue
+            if log2_bin_fast(a, bins, per, fast, base, edges) < 0:
+                lanes[0, _log2_bin_slow(a, lo, scale, bins)] += 1
     mean = shift + s1 / n if n > 0 else 0.0
     std = math.sqrt(max(0.0, (s2 - s1 * s1 / n) / (n - 1))) if n > 1 else 0.0
     counts = lanes[0] + lanes[1] + lanes[2] + lanes[3]

@@ -24,6 +24,10 @@ from core.models import ModelConfig
 from .qlayers import parse_spec
 from .schemes import FP32Scheme, Scheme, get_scheme
 
+#: the most torch threads a run may ask for (more than 4 per core only slows a run down; 10^5 threads
+#: exhaust the machine's memory)
+MAX_THREADS = max(64, 4 * (os.cpu_count() or 1))
+
 __all__ = [
     "DataConfig",
     "ModelConfig",
@@ -97,6 +101,9 @@ class TelemetryConfig:
         sample_every: steps between stored raw tensor samples (0 = off); ``sample_size`` elements each.
         acc_bits: layers with MLS W and A log ``acc_bits``, the accumulator width their intra-group partial
             sums need (MLS paper, section 4.2), measured on this many inputs of the batch (0 = off).
+        acc_bits_every: steps between ``acc_bits`` measurements, taken at the telemetry snapshots whose
+            step is a multiple of it (step 0 included): the exact per-addition measurement costs several
+            snapshots' worth of the other metrics, and the width changes slowly.
     """
 
     every: int = 25
@@ -111,6 +118,7 @@ class TelemetryConfig:
     sample_every: int = 100
     sample_size: int = 4096
     acc_bits: int = 4
+    acc_bits_every: int = 250
 
     def __post_init__(self) -> None:
         tensors = (self.tensors,) if isinstance(self.tensors, str) else tuple(self.tensors)
@@ -122,6 +130,8 @@ class TelemetryConfig:
         object.__setattr__(self, "shadow", tuple(str(parse_spec(s)) for s in shadow if s.strip()))
         if self.acc_bits < 0:
             raise ValueError(f"TelemetryConfig.acc_bits must be >= 0, got {self.acc_bits}")
+        if self.acc_bits_every < 1:
+            raise ValueError(f"TelemetryConfig.acc_bits_every must be >= 1, got {self.acc_bits_every}")
         if self.every < 0 or self.sample_every < 0:
             raise ValueError("TelemetryConfig.every and sample_every must be >= 0")
         if not (math.isfinite(self.hist_lo) and math.isfinite(self.hist_hi) and self.hist_lo < self.hist_hi):
@@ -192,8 +202,8 @@ class RunConfig:
             raise ValueError("RunConfig.diverge_loss must be > 0")
         if self.checkpoint_every < 0:
             raise ValueError("RunConfig.checkpoint_every must be >= 0")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError("RunConfig.threads must be >= 1 or None")
+        if self.threads is not None and not 1 <= self.threads <= MAX_THREADS:
+            raise ValueError(f"RunConfig.threads must be in 1..{MAX_THREADS} or None, got {self.threads}")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ValueError(f"RunConfig.device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
 

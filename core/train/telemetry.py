@@ -4,7 +4,9 @@ Owns the measurements taken at the telemetry cadence from the tensors the quanti
 (:attr:`~core.train.qlayers.QLayer.capture`): statistics of the float tensor, a histogram of
 ``log2|x|`` on fixed bins, the quantization metrics of the live format and of every shadow format
 (``core.metrics.summary``: ARE, relative error, SQNR, saturation, overflow, underflow), the weight-update
-stagnation rate, the accumulator width the MLS arithmetic needs (``acc_bits``, MLS layers only) and raw
+stagnation rate, the accumulator width the MLS arithmetic needs (``acc_bits``, MLS layers only), the rows a
+layer's QuantConfig adds through its ``telemetry_rows(layer, name, tensor, x)`` (the training recipes of
+core.schemes.recipes: scale exponents, scale saturation, delayed-scaling state, a shadow recipe) and raw
 tensor samples for the Format Lab.
 """
 
@@ -163,6 +165,19 @@ def stagnation_rate(before: torch.Tensor, after: torch.Tensor, fmt: Any) -> floa
     return float((delta < step / 2).double().mean())
 
 
+def _head_with_tensor_max(a: torch.Tensor, k: int) -> torch.Tensor:
+    """The first ``k`` inputs of ``a`` plus one input holding only ``a``'s largest-magnitude element: its MLS
+    encoding has the whole batch's tensor scale and, for the first ``k`` inputs, the same group scales, element
+    positions (so the same stochastic-rounding draws) and codes as the encoding of all of ``a``, at the cost of
+    ``k + 1`` inputs (MLS paper, Alg. 1: ``St = max|X|``, group scales per (dim0, dim1) group)."""
+    if k >= a.shape[0]:
+        return a
+    extra = torch.zeros_like(a[:1])
+    flat = a.reshape(-1)
+    extra.view(-1)[0] = flat[flat.abs().argmax()]
+    return torch.cat([a[:k], extra])
+
+
 def mls_acc_bits(layer: Any, cap: dict[str, torch.Tensor], q: Any, step: int, inputs: int) -> int | None:
     """The signed accumulator width the MLS intra-group partial sums of this layer's last forward need
     (``core.arith.accumulator_bits``; MLS paper, section 4.2, Eq. 6-7; docs/papers.md#mls-acc-bits), on the
@@ -187,8 +202,8 @@ def mls_acc_bits(layer: Any, cap: dict[str, torch.Tensor], q: Any, step: int, in
         seed = tensor_seed(layer.seed, step, layer.layer_index, t) if tq.rounding == "stochastic" else None
         return core.encode(x.float(), tq.spec, tq.rounding, seed)
 
-    eq_w, eq_a = enc(w, tw, "w"), enc(a, ta, "a")
-    k = max(1, int(inputs))
+    k = max(1, min(int(inputs), a.shape[0]))
+    eq_w, eq_a = enc(w, tw, "w"), enc(_head_with_tensor_max(a, k), ta, "a")
     eq_a = Encoded(eq_a.spec, eq_a.codes[:k], {"tensor": eq_a.scales["tensor"], "group": eq_a.scales["group"][:k]},
                    eq_a.dtype)
     return accumulator_bits(eq_w, eq_a, stride, padding) if isinstance(layer, nn.Conv2d) else \
@@ -255,10 +270,13 @@ class Telemetry:
                 tq: TensorQuant | None = getattr(q, t) if q is not None else None
                 xq = cap.get(t + "q") if tq is not None else None
                 rows += self._measure(name, t, x, xq, tq, hists, step, layer.layer_index, layer.seed)
+                extra = getattr(q, "telemetry_rows", None)  # a recipe's scale and shadow-recipe rows
+                if extra is not None:
+                    rows += extra(layer, name, t, x)
                 if sample:
                     part = self._sample(x, step, layer.layer_index, t)
                     samples.append((name, t, part.reshape(-1), list(part.shape)))
-            if self.cfg.acc_bits and q is not None:
+            if self.cfg.acc_bits and q is not None and step % self.cfg.acc_bits_every == 0:
                 bits = mls_acc_bits(layer, cap, q, step, self.cfg.acc_bits)
                 if bits is not None:
                     rows.append(MetricRow(name, "a", q.a.fmt, "live", "acc_bits", float(bits)))
