@@ -83,6 +83,11 @@ def warm(cases: Sequence[str] = CASES, metrics: bool = True) -> int:
                 range_fractions(xf, np.full(n, 448.0), np.full(n, 2.0**-9))
                 stats_hist(xf, -20.0, 4.0, 96)
                 calls += 7
+        from .kernels.arith_mls import partial_sum_range  # the acc_bits telemetry
+
+        partial_sum_range(np.ones((2, 2, 3, 3), np.int64), np.ones((1, 2, 4, 4), np.int64), 1, 1,
+                          np.zeros(2, np.int64))
+        calls += 1
     return calls
 
 
