@@ -309,7 +309,7 @@ def test_mulaw_stochastic_fast_path_equals_the_exact_kernel(mu, rng, bits, seed,
 
 
 def test_log1p_bounded_error_bound():
-    """The vectorizable log1p stays within its documented bound, 2^-50 (1 + log1p(u)), of libm's
+    """The vectorizable log1p stays within its documented bound, 2^-40 (1 + log1p(u)), of libm's
     over [0, 1e9] (dense near 0, 1 and the sqrt(2) mantissa split)."""
     import math
 
@@ -320,7 +320,7 @@ def test_log1p_bounded_error_bound():
                         np.geomspace(1e-300, 1e9, 20000), r.uniform(0, 2, 20000), r.uniform(0, 300, 20000)])
     for v in u:
         want = math.log1p(v)
-        assert abs(log1p_bounded(v) - want) <= 2.0**-50 * (1 + want), v
+        assert abs(log1p_bounded(v) - want) <= 2.0**-40 * (1 + want), v
 
 
 @pytest.mark.parametrize("spec", ["mu8", "mu8(mu=10,range=0.3)", "mulaw(bits=5,mu=50,range=4)",
