@@ -219,3 +219,27 @@ def test_ml_dtypes_names_overflow_where_the_project_aliases_saturate():
 def test_finite_count_counts_distinct_finite_values(spec, n):
     """One NaN, +-inf (extended), no -0: the distinct finite values the codes hold."""
     assert core.parse_format(spec).finite_count() == n
+
+
+@pytest.mark.parametrize("spec", ["e8m0", "e8m0(saturate=true)"])
+@pytest.mark.parametrize("with_subnormals", [False, True])
+def test_e8m0_float32_fast_path_equals_reference(spec, with_subnormals):
+    """The float32 fast path (grid from 2^-125 plus the zero/sign pass) gives the reference's bits in
+    every rounding mode, stochastic draws and ties included; with inputs below 2^-125 it hands over to
+    the general path."""
+    from core.formats.base import GRID_ROUNDINGS
+
+    f = core.parse_format(spec)
+    bits = np.random.default_rng(3).integers(0, 1 << 32, 20000, dtype=np.uint64).astype(np.uint32)
+    x = bits.view(np.float32).copy()
+    if not with_subnormals:
+        x[(np.abs(x) < 2.0**-125) & (x != 0)] = 1.0
+    x[:8] = [0.0, -0.0, 2.0**127, 1.5 * 2.0**127, 2.0**-125, -2.0**-125, 1.5 * 2.0**-125, 3.0]
+    t = torch.from_numpy(x)
+    for mode in [*GRID_ROUNDINGS, "stochastic_rbits4"]:
+        if mode == "stochastic_rbits":
+            continue
+        fast = core.quantize(t, f, mode, seed=11)
+        ref = core.quantize(t, f, mode, seed=11, backend="reference")
+        assert torch.equal(fast.view(torch.int32), ref.view(torch.int32)) or \
+            torch.equal(fast.nan_to_num(7.0), ref.nan_to_num(7.0)), mode

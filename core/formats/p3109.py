@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .base import GRID_ROUNDINGS, Encoded, FormatSpec, check_input, check_rounding
-from .dispatch import quantize_elementwise, to_dtype
+from .dispatch import f32_flat_ok, quantize_elementwise, to_dtype
 from .floats import _code_dtype
 from .grid import ElementGrid, grid_quantum_exponent, minifloat_fields, minifloat_value
 from .registry import check_choice, check_range, register_alias, register_family
@@ -272,10 +272,33 @@ class E8M0Format(FormatSpec):
     def quantize(self, x, rounding="nearest", seed=None, backend="auto"):
         check_input(x)
         check_rounding(self, rounding)
+        fast = self._quantize_f32(x, rounding, seed, backend)
+        if fast is not None:
+            return fast
         y = quantize_elementwise(x, self.grid, self.overflow_value, self.inf_value, rounding, seed, backend)
         out = self.tiny if self.saturate else math.nan
         y = torch.where(x <= 0, torch.full_like(y, out), y)  # no zero, no sign
         return y.clamp_(min=self.tiny)  # below 2^-127: the smallest value (NaN stays NaN)
+
+    def _quantize_f32(self, x, rounding, seed, backend):
+        """Contiguous float32 CPU data without magnitudes below 2^-125: the float32 bit-pattern kernel
+        on the grid from 2^-125 (above it every float32 rounds there as on the E8M0 grid: same quantum
+        per binade, same element index for the stochastic draws, and an exponent offset of two, so the
+        same parity for the ties-to-even and round-to-odd rules) plus one pass for zero and negative
+        inputs (:func:`core.kernels.e8m0.e8m0_finish_f32`); None where that does not hold."""
+        if not (backend in ("auto", "numba") and x.dtype == torch.float32 and x.device.type == "cpu"
+                and x.is_contiguous() and x.numel() > 0):
+            return None
+        g = ElementGrid(0, -125, False, self.max)
+        if not f32_flat_ok(g, self.overflow_value, self.inf_value, rounding):
+            return None
+        from ..kernels.e8m0 import e8m0_finish_f32
+
+        y = quantize_elementwise(x, g, self.overflow_value, self.inf_value, rounding, seed, "numba")
+        below = self.tiny if self.saturate else math.nan
+        if e8m0_finish_f32(x.detach().numpy().reshape(-1), y.numpy().reshape(-1), below):
+            return None  # inputs below 2^-125: the general path
+        return y
 
     def encode(self, x, rounding="nearest", seed=None) -> Encoded:
         y = self.quantize(x, rounding, seed).to(torch.float64)
