@@ -73,6 +73,22 @@ def test_specials_shapes_and_dtypes():
     assert q.storage_bits() == 130 * 4 + 3 * 32  # 4-bit codes + one float32 absmax per block
 
 
+def test_blocks_of_zero_scale_with_nan_and_inf_agree_with_the_reference():
+    """Blocks whose finite absmax is 0 (zeros, NaN, inf): the kernel's branch-free selects give the
+    reference's codes and values, signs of zero included."""
+    x = torch.tensor([math.nan, 0.0, -0.0, 0.0, math.inf, -math.inf, 0.0, math.nan, 1.0, math.nan, -2.0, 0.5])
+    for dt in (torch.float32, torch.float64):
+        t = x.to(dt)
+        got = core.quantize(t, "nf4(block=4)", backend="numba")
+        want = core.quantize(t, "nf4(block=4)", backend="reference")
+        assert torch.equal(got.nan_to_num(9.0), want.nan_to_num(9.0))
+        assert torch.equal(torch.signbit(got), torch.signbit(want))
+        spec = core.parse_format("nf4(block=4)")
+        kc, _, _ = spec._codes_values(t, "numba")
+        rc, _, _ = spec._codes_values(t, "reference")
+        assert torch.equal(kc.to(torch.int64), rc.to(torch.int64))
+
+
 def test_codebook_format_from_values_round_trips_and_validates():
     f = codebook_format([-1.0, -0.25, 0.0, 0.5, 1.0], block=32)
     assert core.parse_format(str(f)) == f and f.bits == 3

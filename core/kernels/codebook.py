@@ -45,21 +45,31 @@ def codebook_element(v, s, mids):
     return codebook_index(a, mids)
 
 
+@njit(**JIT_OPTIONS)
+def _codebook_span(x, scale, block, mids, values, codes, out, lo, hi):
+    """Elements ``lo:hi`` (whole blocks but the last): one block scale per inner loop and no branch
+    per element (NaN and a zero scale are selects), so the loop vectorizes; no integer division per
+    element."""
+    for b in range(lo // block, (hi + block - 1) // block):
+        s = scale[b]
+        zero = s == 0.0
+        d = 1.0 if zero else s
+        for i in range(max(lo, b * block), min(hi, (b + 1) * block)):
+            v = np.float64(x[i])
+            a = 0.0 if zero else v / d
+            nan = v != v
+            c = 0 if nan else codebook_index(a, mids)
+            codes[i] = c
+            out[i] = v if nan else values[c] * s
+
+
 @njit(parallel=True, **JIT_OPTIONS)
 def codebook_quantize(x, scale, block, mids, values, codes, out):
     """``codes[i]`` and ``out[i] = values[code] * scale[i // block]`` (float64 product, stored in ``out``'s
     dtype: float32 rounds it once) for a flat float32/float64 ``x``; NaN elements keep NaN in ``out``
-    (their code is 0; ``encode`` refuses NaN)."""
+    (their code is 0; ``encode`` refuses NaN). The per-element rule is :func:`codebook_element`."""
     n = x.size
-    ntask = (n + CHUNK - 1) // CHUNK
+    span = max(1, CHUNK // block) * block  # tasks of whole blocks
+    ntask = (n + span - 1) // span
     for t in prange(ntask):
-        for i in range(t * CHUNK, min(n, t * CHUNK + CHUNK)):
-            v = np.float64(x[i])
-            if v != v:
-                codes[i] = 0
-                out[i] = v
-                continue
-            s = scale[i // block]
-            c = codebook_element(v, s, mids)
-            codes[i] = c
-            out[i] = values[c] * s
+        _codebook_span(x, scale, block, mids, values, codes, out, t * span, min(n, t * span + span))
