@@ -7,6 +7,7 @@ Public API::
     q = core.encode(x, fmt); core.decode(q)        # == y
     v = core.codebook(fmt)
     core.metrics.are(x, y) ...
+    y = core.quantize_with_scale(x, "fp8_e4m3", s)   # delayed scaling: s * round(x / s), s given
 
 ``import core`` is light (no torch, no Numba): the formats (:mod:`core.formats`, which imports
 torch) load on the first use of a name that needs them, and the Numba kernels on the first
@@ -22,11 +23,12 @@ if TYPE_CHECKING:
     import torch
 
     from . import metrics
-    from .formats import ALIASES, FAMILIES, ROUNDING_MODES, Encoded, FormatSpec, parse_format
+    from .formats import (ALIASES, FAMILIES, ROUNDING_MODES, Encoded, FormatSpec, parse_format, quantize_with_scale,
+                          scale_from_amax)
 
 __all__ = [
     "parse_format", "quantize", "encode", "decode", "codebook", "code_step", "metrics",
-    "FormatSpec", "Encoded", "FAMILIES", "ALIASES", "ROUNDING_MODES",
+    "FormatSpec", "Encoded", "FAMILIES", "ALIASES", "ROUNDING_MODES", "quantize_with_scale", "scale_from_amax",
 ]
 
 __version__ = "0.1.0"
@@ -40,6 +42,9 @@ _LAZY = {
     "FAMILIES": (".formats", "FAMILIES"),
     "ALIASES": (".formats", "ALIASES"),
     "ROUNDING_MODES": (".formats", "ROUNDING_MODES"),
+    # delayed scaling: quantize with a scale computed elsewhere (an amax history), and the scale rule
+    "quantize_with_scale": (".formats", "quantize_with_scale"),
+    "scale_from_amax": (".formats", "scale_from_amax"),
 }
 
 
