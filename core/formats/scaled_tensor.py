@@ -56,8 +56,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .base import ALIASES, Encoded, FormatSpec, check_input, check_rounding
-from .dispatch import MODE_CODES, quantize_blocked, quantize_blocked_reference, to_dtype
+from .base import ALIASES, GRID_ROUNDINGS, Encoded, FormatSpec, check_input, check_rounding, is_stochastic
+from .dispatch import mode_code, quantize_blocked, quantize_blocked_reference, to_dtype
 from .floats import FloatFormat
 from .grid import ElementGrid, grid_quantum_exponent, kernel_seed, resolve_seed
 from .registry import check_choice, check_range, register_family
@@ -181,8 +181,8 @@ class _TiledScaledFormat(FormatSpec):
 
     _scale_format = "fp32"
     _two_level = False
-    #: what the fused kernel (core.kernels.scaled_tiles) and the reference implement
-    roundings = ("nearest", "stochastic", "truncate")
+    #: every grid rounding (core.kernels.scaled_tiles and the reference implement them all)
+    roundings = GRID_ROUNDINGS
 
     @property
     def scaled(self) -> bool:
@@ -283,10 +283,10 @@ class _TiledScaledFormat(FormatSpec):
                           device=x.device)
         P, H, W, tr, tc = self._layout(tuple(x.shape))
         g = self.element_grid
-        seed_ = kernel_seed(resolve_seed(seed)) if rounding == "stochastic" else 0
+        seed_ = kernel_seed(resolve_seed(seed)) if is_stochastic(rounding) else 0
         round_tiles_cuda(cuda.as_cuda_array(xin), cuda.as_cuda_array(out), P, H, W, tr, tc,
                          cuda.as_cuda_array(s.contiguous()), g.m, g.emin, g.subnormals, g.maxval,
-                         MODE_CODES[rounding], seed_)
+                         mode_code(rounding), seed_)
         return to_dtype(out.reshape(x.shape), x.dtype)
 
     def _quantize_numba(self, x: torch.Tensor, rounding: str, seed: int | None):
@@ -303,9 +303,9 @@ class _TiledScaledFormat(FormatSpec):
         P, H, W, tr, tc = self._layout(tuple(x.shape))
         st = self._tensor_scale(float(group_absmax_rows(flat, 1)[0])) if self._two_level else 1.0
         g = self.element_grid
-        seed_ = kernel_seed(resolve_seed(seed)) if rounding == "stochastic" else 0
+        seed_ = kernel_seed(resolve_seed(seed)) if is_stochastic(rounding) else 0
         s = quantize_tiles(flat, out, P, H, W, tr, tc, _SCALE_KIND[self._scale_format], self.max, st,
-                           g.m, g.emin, g.subnormals, g.maxval, MODE_CODES[rounding], seed_)
+                           g.m, g.emin, g.subnormals, g.maxval, mode_code(rounding), seed_)
         y = torch.from_numpy(out).reshape(x.shape)
         return to_dtype(y, x.dtype), torch.from_numpy(s), st
 
@@ -314,7 +314,7 @@ class _TiledScaledFormat(FormatSpec):
         se = s.reshape(-1)[idx]
         bad = torch.isnan(se)
         g = self.element_grid
-        seed_ = resolve_seed(seed) if rounding == "stochastic" else 0
+        seed_ = resolve_seed(seed) if is_stochastic(rounding) else 0
         y = quantize_blocked_reference(x.detach().reshape(-1, 1, 1), torch.where(bad, torch.ones_like(se), se)
                                        .reshape(-1, 1), g, g.maxval, g.maxval, rounding, seed_, elements=elements)
         y = torch.where(bad.reshape(-1, 1, 1), torch.full_like(y, math.nan), y).reshape(x.shape)

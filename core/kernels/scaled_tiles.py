@@ -31,7 +31,7 @@ from numba import njit, prange
 from .bits import bits_f32, bits_f64, f64_bits
 from .config import CHUNK, JIT_OPTIONS
 from .grid_round import (_magnitude_bits, floor_log2, nearest_sat_consts, nearest_sat_value, pow2,
-                         quantize_value, random_word, seed_key, stochastic_sat_value)
+                         mask_word, quantize_value, random_word, seed_key, stochastic_sat_value, uses_random)
 
 __all__ = ["SCALE_KINDS", "tile_scale", "tile_amax", "tile_scales", "round_tiles", "quantize_tiles"]
 
@@ -224,8 +224,10 @@ def _round_seg(x, out, lo, hi, s, m, emin, sub, maxval, mode, key, shift, low_ma
         for j in range(xs.size):
             os_[j] = stochastic_sat_value(np.float64(xs[j]), s, m, emin, sub, maxval, random_word(key, lo + j))
     else:
+        rnd = uses_random(mode)
         for j in range(xs.size):
-            os_[j] = quantize_value(np.float64(xs[j]), s, m, emin, sub, maxval, maxval, maxval, mode, 0.0)
+            rw = np.float64(mask_word(np.int64(random_word(key, lo + j)), mode)) if rnd else 0.0
+            os_[j] = quantize_value(np.float64(xs[j]), s, m, emin, sub, maxval, maxval, maxval, mode, rw)
 
 
 @njit(**JIT_OPTIONS)
@@ -243,9 +245,11 @@ def _round_cols(x, out, lo, hi, ss, m, emin, sub, maxval, mode, key, shift, low_
             y = stochastic_sat_value(np.float64(xs[j]), s, m, emin, sub, maxval, random_word(key, lo + j))
             os_[j] = math.nan if s != s else y
     else:
+        rnd = uses_random(mode)
         for j in range(xs.size):
             s = ss[j]
-            y = quantize_value(np.float64(xs[j]), s, m, emin, sub, maxval, maxval, maxval, mode, 0.0)
+            rw = np.float64(mask_word(np.int64(random_word(key, lo + j)), mode)) if rnd else 0.0
+            y = quantize_value(np.float64(xs[j]), s, m, emin, sub, maxval, maxval, maxval, mode, rw)
             os_[j] = math.nan if s != s else y
 
 

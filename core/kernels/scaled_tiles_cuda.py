@@ -18,7 +18,7 @@ import numpy as np
 from numba import cuda
 
 from . import config
-from .grid_round import quantize_value, random_word, seed_key, stochastic_sat_value
+from .grid_round import mask_word, quantize_value, random_word, seed_key, stochastic_sat_value, uses_random
 
 __all__ = ["round_tiles_cuda"]
 
@@ -37,7 +37,8 @@ def _round_tiles_kernel(x, scale, out, H, W, tr, tc, m, emin, sub, maxval, mode,
         elif mode == 1:
             out[i] = stochastic_sat_value(v, s, m, emin, sub, maxval, random_word(key, i))
         else:
-            out[i] = quantize_value(v, s, m, emin, sub, maxval, maxval, maxval, mode, 0.0)
+            rw = np.float64(mask_word(np.int64(random_word(key, i)), mode)) if uses_random(mode) else 0.0
+            out[i] = quantize_value(v, s, m, emin, sub, maxval, maxval, maxval, mode, rw)
 
 
 def round_tiles_cuda(x, out, P: int, H: int, W: int, tr: int, tc: int, scale, m: int, emin: int, sub: bool,

@@ -22,9 +22,12 @@ def small_blocks(monkeypatch):
 
 @pytest.mark.parametrize("spec", ["scaled(elem=fp8_e4m3,block=row)", "scaled(elem=fp8_e5m2,block=2x3,scale=pow2)",
                                   "nvfp4", "scaled(elem=fp4_e2m1,block=4,axis=0,scale=e8m0)"])
-@pytest.mark.parametrize("rounding", ["nearest", "stochastic", "truncate"])
+@pytest.mark.parametrize("rounding", ["nearest", "stochastic", "truncate", "up", "down", "nearest_away", "odd",
+                                      "stochastic_rbits5"])
 def test_cuda_round_tiles_equals_cpu_kernel(spec, rounding):
-    mode = {"nearest": 0, "stochastic": 1, "truncate": 2}[rounding]
+    from core.formats.dispatch import mode_code
+
+    mode = mode_code(rounding)
     fmt = core.parse_format(spec)
     rng = np.random.default_rng(4)
     x = (rng.standard_normal((5, 7)) * np.logspace(-3, 3, 7)).astype(np.float32)
