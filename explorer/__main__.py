@@ -9,7 +9,6 @@ session or make one up.
 
 from __future__ import annotations
 
-import argparse
 import os
 import secrets
 import sys
@@ -19,8 +18,11 @@ __all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse arguments and serve until interrupted; returns the exit code."""
-    p = argparse.ArgumentParser(prog="python -m explorer", description="Serve the Lowbit Explorer.")
+    """Parse arguments, open the store and serve until interrupted; returns the exit code (2: bad input,
+    an unusable store)."""
+    from core.cli import ArgumentParser, fail
+
+    p = ArgumentParser(prog="python -m explorer", description="Serve the Lowbit Explorer.")
     p.add_argument("--port", type=int, default=5006, help="port (default 5006; 0 picks a free one)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; use 0.0.0.0 to serve other machines)")
@@ -30,14 +32,28 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="who may connect when serving beyond this machine: the host[:port] users open "
                         "(repeatable; required with --host other than 127.0.0.1/localhost)")
     args = p.parse_args(argv)
+    if not 0 <= args.port <= 65535:
+        return fail(f"--port must be in 0..65535, got {args.port}")
     local = args.host in ("127.0.0.1", "localhost", "::1")
     if not local and not args.allow_origin:
-        sys.stderr.write(f"error: serving on {args.host} needs --allow-origin HOST[:PORT] naming the address "
-                         f"users open (e.g. --allow-origin myhost.lan:{args.port})\n")
-        return 2
+        return fail(f"serving on {args.host} needs --allow-origin HOST[:PORT] naming the address "
+                    f"users open (e.g. --allow-origin myhost.lan:{args.port})")
     if any(o.strip() in ("*", "") for o in args.allow_origin):
-        sys.stderr.write("error: --allow-origin must name a host, not '*'\n")
-        return 2
+        return fail("--allow-origin must name a host, not '*'")
+    if not local:
+        import socket
+
+        try:
+            socket.getaddrinfo(args.host, args.port)
+        except (OSError, UnicodeError) as exc:
+            return fail(f"--host {args.host!r} is not an address of this machine: {exc}")
+    from core.store import RunStore, StoreError
+
+    try:
+        with RunStore(args.store) as store:  # a bad store is reported here, not as a blank page
+            store_path = str(store.path)
+    except (StoreError, OSError) as exc:
+        return fail(exc)
 
     import panel as pn
 
@@ -54,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       secret_key=os.environ.get("BOKEH_SECRET_KEY") or secrets.token_urlsafe(32))
     # warm: one page is built before the server reports ready (imports, Numba kernels, first analyses),
     # so the first browser's page costs only its own session
-    pn.serve({"explorer": lambda: create_app(store=args.store)}, address=args.host, port=args.port,
+    pn.serve({"explorer": lambda: create_app(store=store_path)}, address=args.host, port=args.port,
              show=args.show, title="Lowbit Explorer", websocket_origin=origins, warm=True, **kwargs)
     return 0
 

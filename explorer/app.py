@@ -3,16 +3,20 @@
 ``create_app()`` builds fresh page objects each time it is called; ``panel serve`` runs
 ``apps/explorer.py`` once per session, so two browser sessions never share widget state.
 The open tab follows the URL query (``?page=lab|live|compare|sweeps``). Clicking a cell of a
-Sweeps heat map opens its runs in Compare.
+Sweeps heat map opens its runs in Compare. A store that cannot be used (corrupt, not a run store,
+a newer schema) gives a page with the reason in an alert instead of the tabs (:func:`store_error_page`).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import panel as pn
 
-__all__ = ["create_app", "PAGES", "RAW_CSS"]
+__all__ = ["create_app", "store_error_page", "PAGES", "RAW_CSS"]
+
+log = logging.getLogger(__name__)
 
 #: URL query value -> tab title
 PAGES: dict[str, str] = {"lab": "Format Lab", "live": "Live Training", "compare": "Compare", "sweeps": "Sweeps"}
@@ -30,8 +34,12 @@ def create_app(store: Any = None, page: str | None = None) -> pn.viewable.Viewab
         page: the tab to open (``lab``, ``live``, ``compare``, ``sweeps``); None reads ``?page=`` from the URL.
 
     Returns:
-        A Panel layout (``pn.Column`` with a header and the tabs).
+        A Panel layout (``pn.Column`` with a header and the tabs, or with the alert of
+        :func:`store_error_page` when the store cannot be opened).
     """
+    store, problem = _open_store(store)
+    if problem is not None:
+        return store_error_page(problem)
     from .lab import FormatLab
     from .lab_state import FormatLabState
 
@@ -89,5 +97,33 @@ def create_app(store: Any = None, page: str | None = None) -> pn.viewable.Viewab
         tabs.active = keys.index(page)
     if sweeps_state is not None:
         sweeps_view.set_polling(tabs.active == keys.index("sweeps"))
-    header = pn.pane.HTML("<h2 style='margin:4px 8px'>Lowbit Explorer</h2>", sizing_mode="stretch_width")
-    return pn.Column(header, tabs, sizing_mode="stretch_width")
+    return pn.Column(_header(), tabs, sizing_mode="stretch_width")
+
+
+def _header() -> pn.viewable.Viewable:
+    return pn.pane.HTML("<h2 style='margin:4px 8px'>Lowbit Explorer</h2>", sizing_mode="stretch_width")
+
+
+def _open_store(store: Any) -> tuple[Any, str | None]:
+    """``(RunStore, None)``, or ``(None, reason)`` when the store cannot be used (one per session,
+    shared by the pages)."""
+    try:
+        from core.store import RunStore, StoreError
+    except ImportError:  # the pages say so themselves
+        return store, None
+    if isinstance(store, RunStore):
+        return store, None
+    try:
+        return RunStore(store), None
+    except (StoreError, OSError) as exc:
+        log.error("run store unusable: %s", exc)
+        return None, " ".join(str(exc).split())
+
+
+def store_error_page(reason: str) -> pn.viewable.Viewable:
+    """The page shown instead of the tabs when the run store cannot be used: the reason in a danger alert."""
+    text = reason.replace("`", "'")
+    alert = pn.pane.Alert(f"**The run store cannot be used.**\n\n`{text}`\n\nOr start the Explorer with another "
+                          f"store: `--store FILE` or `LOWBIT_STORE`.",
+                          alert_type="danger", sizing_mode="stretch_width", css_classes=["store-error"])
+    return pn.Column(_header(), alert, sizing_mode="stretch_width")

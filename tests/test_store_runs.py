@@ -1,9 +1,11 @@
-"""Run store: SIGKILL -> interrupted with the logged steps kept, bad files, export, live readers."""
+"""Run store: SIGKILL -> interrupted with the logged steps kept, bad and damaged files (quick_check, the CLIs' one
+error line), export, live readers."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -14,8 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from corrupt_store import HOW, corrupt_copy, make_real_store
 
-from core.store import RunStore, StoreError, default_store_path, resolve_store_path
+from core.store import RunStore, StoreCorruptError, StoreError, default_store_path, resolve_store_path
+from core.store.integrity import check_integrity, forget_checks
 from core.store.process import process_start_time
 from core.train import ModelConfig, OptimConfig, Run, RunConfig, TelemetryConfig, get_scheme
 
@@ -268,3 +272,143 @@ def test_a_full_disk_is_reported_as_such(tmp_path):
         subprocess.run(["umount", "-l", str(d)], capture_output=True)
     assert r.returncode == 1 and "error=OperationalError: database or disk is full" in r.stdout, r.stdout
     assert "cannot rollback" not in r.stdout + r.stderr
+
+
+# ------------------------------------------------------------------ a damaged store file
+
+
+@pytest.fixture(scope="module")
+def real_store(tmp_path_factory):
+    return make_real_store(tmp_path_factory.mktemp("real-store") / "runs.sqlite")
+
+
+@pytest.mark.parametrize("how", HOW)
+@pytest.mark.parametrize("readonly", [False, True], ids=["rw", "ro"])
+def test_a_damaged_store_is_refused_with_a_one_line_reason(real_store, tmp_path, how, readonly):
+    bad = corrupt_copy(real_store, tmp_path / f"{how}.sqlite", how)
+    before = bad.read_bytes()
+    with pytest.raises(StoreCorruptError) as err:
+        RunStore(bad, readonly=readonly)
+    msg = str(err.value)
+    assert msg.startswith(f"run store {bad} is corrupt: ") and "\n" not in msg
+    assert "malformed" in msg or "tree page" in msg or "Page " in msg, msg
+    assert isinstance(err.value, StoreError)  # every caller that handles StoreError handles this one
+    assert bad.read_bytes() == before  # refused before anything was written to it
+    with RunStore(real_store) as s:  # the sound original still opens
+        assert len(s.list_runs()) == 1
+
+
+def test_quick_check_problem_rows_become_one_line(tmp_path):
+    """quick_check reports problems as rows ('*** in database main *** ...'); the error names the first
+    and counts the rest, on one line."""
+    class Rows:
+        def execute(self, sql):
+            assert sql.startswith("PRAGMA quick_check")
+            return self
+
+        def fetchall(self):
+            return [("*** in database main ***\nOn tree page 7 cell 1: invalid page number 99",), ("Page 9: x",)]
+
+    with pytest.raises(StoreCorruptError, match=r"^run store .* is corrupt: On tree page 7 cell 1: invalid page "
+                                                r"number 99 \(and 1 more problem\); move it aside"):
+        check_integrity(Rows(), tmp_path / "nope.sqlite")  # type: ignore[arg-type]
+
+
+def test_the_check_runs_once_per_process_and_file_and_again_when_it_changes(real_store, tmp_path):
+    copy = tmp_path / "copy.sqlite"
+    shutil.copyfile(real_store, copy)
+    forget_checks()
+    calls = []
+
+    class Counting(sqlite3.Connection):
+        def execute(self, sql, *a):
+            if "quick_check" in sql:
+                calls.append(sql)
+            return super().execute(sql, *a)
+
+    def connect(path):
+        return sqlite3.connect(path, factory=Counting)
+
+    c = connect(copy)
+    check_integrity(c, copy)
+    check_integrity(c, copy)
+    assert len(calls) == 1  # found sound once: not read again
+    corrupt_copy(real_store, copy, "garbled")  # the same path, changed in place
+    with pytest.raises(StoreCorruptError):
+        check_integrity(connect(copy), copy)
+    assert len(calls) == 2
+
+
+def test_opening_a_50_run_store_stays_fast(real_store, tmp_path):
+    """~50 runs of ~1 MB: the first open of a process pays quick_check (tens of ms with a warm page
+    cache), later opens skip it."""
+    big = tmp_path / "big.sqlite"
+    shutil.copyfile(real_store, big)
+    with sqlite3.connect(big) as c:
+        rid = c.execute("SELECT run_id FROM runs").fetchone()[0]
+        tables = {t: [r[1] for r in c.execute(f"PRAGMA table_info({t})")]
+                  for t in ("metrics", "histograms", "events", "layers", "samples", "runs")}
+        for i in range(49):
+            for t, cols in tables.items():
+                sel = ", ".join("?" if col == "run_id" else col for col in cols)
+                c.execute(f"INSERT INTO {t} ({', '.join(cols)}) SELECT {sel} FROM {t} WHERE run_id=?",
+                          (f"copy{i:08d}", rid))
+    forget_checks()
+    t0 = time.perf_counter()
+    with RunStore(big) as s:
+        first = time.perf_counter() - t0
+        assert len(s.list_runs()) == 50
+    t0 = time.perf_counter()
+    RunStore(big).close()
+    again = time.perf_counter() - t0
+    assert first < 2.0 and again < 0.1, (first, again)
+
+
+def _cli(module: str, argv: list[str]) -> tuple[int, str, str]:
+    import contextlib
+    import importlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = importlib.import_module(module).main(argv)
+        except SystemExit as exc:
+            code = exc.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_every_cli_that_opens_a_store_reports_a_damaged_one_in_one_line(real_store, tmp_path, monkeypatch):
+    import panel
+
+    monkeypatch.setattr(panel, "serve", lambda *a, **k: pytest.fail("served a damaged store"))
+    sweep = tmp_path / "s.toml"
+    sweep.write_text('name = "s"\n[base]\nepochs = 1\nmax_steps = 1\n[base.scheme]\nname = "mls"\n'
+                     '[grid]\n"scheme.mx" = [1, 2]\n')
+    for how in HOW:
+        bad = str(corrupt_copy(real_store, tmp_path / f"{how}.sqlite", how))
+        for module, argv in [
+            ("core.train.__main__", ["--store", bad, "--no-progress", "--max-steps", "1", "--hidden", "4"]),
+            ("core.sweep.__main__", ["list", "--store", bad]),
+            ("core.sweep.__main__", ["status", "s", "--store", bad]),
+            ("core.sweep.__main__", ["stop", "s", "--store", bad]),
+            ("core.sweep.__main__", ["run", str(sweep), "--store", bad, "--no-progress"]),
+            ("explorer.export", ["--list", "--store", bad]),
+            ("explorer.export", ["--last", "1", "--store", bad]),
+            ("core.schemes.compare", ["--store", bad, "--only", "fp32", "--epochs", "1"]),
+            ("explorer.__main__", ["--store", bad, "--port", "0"]),
+        ]:
+            code, out, err = _cli(module, argv)
+            assert code == 2 and out == "", (module, argv, code, out, err)
+            assert err.splitlines() == [err.strip()] and err.startswith(f"error: run store {bad} is corrupt: "), \
+                (module, argv, err)
+
+
+@pytest.mark.parametrize("module", ["core.train", "explorer"])
+def test_a_damaged_store_in_a_real_process_is_one_line_and_exit_2(real_store, tmp_path, module):
+    bad = corrupt_copy(real_store, tmp_path / "bad.sqlite", "garbled")
+    argv = ["--no-progress", "--max-steps", "1"] if module == "core.train" else ["--port", "0"]
+    r = subprocess.run([sys.executable, "-m", module, "--store", str(bad), *argv], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and r.stdout == "", (r.returncode, r.stdout, r.stderr)
+    assert r.stderr.startswith(f"error: run store {bad} is corrupt: ") and r.stderr.count("\n") == 1, r.stderr

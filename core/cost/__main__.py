@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import NoReturn
+
+from core.cli import ArgumentParser, fail
 
 from .energy import ARITHMETICS, EnergyTable, eq9_ratio, iteration_energy, parse_overrides
 from .ops import PAPER_TABLE1, TABLE1_ROWS, OpCounts, count_model
@@ -24,15 +25,9 @@ _EPILOG = """examples:
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line, exit 2 (no usage dump)
-        sys.stderr.write(f"error: {message}\n")
-        raise SystemExit(2)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's parser."""
-    p = _Parser(prog="python -m core.cost", description=_DESCRIPTION, epilog=_EPILOG,
+    p = ArgumentParser(prog="python -m core.cost", description=_DESCRIPTION, epilog=_EPILOG,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="a model of core.models (resnet20, resnet18, mlp, lenet5, vgg7, vgg8, vgg9)")
     p.add_argument("--batch", type=int, default=1, help="batch size (default 1, as Table 1)")
@@ -106,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.classes < 1:
             raise ValueError(f"--classes must be >= 1, got {a.classes}")
         shape = None
-        if a.input:
+        if a.input is not None:
             try:
                 shape = tuple(int(s) for s in a.input.split(","))
             except ValueError:
@@ -120,8 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"unknown model {a.model!r}; known: {', '.join(list_models())}")
         c = count_model(a.model, a.batch, shape, a.classes, width=a.width, shortcut=a.shortcut)
     except (ValueError, TypeError, RuntimeError) as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 2
+        return fail(exc)
     paper = (a.model == "resnet20" and a.batch == 1 and a.shortcut == "A" and a.width == 1.0
              and shape in (None, (3, 32, 32)))
     sc = f", shortcut {a.shortcut}" if a.model.startswith("resnet") else ""

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.cli import SEED_MAX, ArgumentParser, fail, float_in, int_in
+
 from . import parse_format
 from .. import codebook, metrics, quantize
 
@@ -144,25 +146,27 @@ examples:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used for ``--help``)."""
-    ap = argparse.ArgumentParser(prog="python -m core.formats", description=_DESCRIPTION, epilog=_EPILOG,
+    ap = ArgumentParser(prog="python -m core.formats", description=_DESCRIPTION, epilog=_EPILOG,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="{show,compare}")
     p_show = sub.add_parser("show", help="bits, range and codebook of a format",
                             description="Print a format's bits per element, range, rounding modes and codebook.")
     p_show.add_argument("spec", help='format spec string, e.g. fp8_e4m3 or "mls(ex=2,mx=1)"')
-    p_show.add_argument("--codes", type=int, default=16, help="codebook values to list (default: 16)")
+    p_show.add_argument("--codes", type=int_in(1, 1 << 16), default=16, help="codebook values to list (default: 16)")
     p_cmp = sub.add_parser("compare", help="error metrics of formats on a distribution or tensor",
                            description="Quantize one tensor with every format and print ARE, relative error, "
                                        "SQNR, overflow and underflow per format.")
     p_cmp.add_argument("specs", nargs="+", metavar="spec", help="format spec strings to compare")
     p_cmp.add_argument("--dist", choices=DISTRIBUTIONS, default="normal",
                        help="sample distribution (default: normal)")
-    p_cmp.add_argument("--scale", type=float, default=1.0, help="scale of the distribution (default: 1.0)")
+    p_cmp.add_argument("--scale", type=float_in(0.0, lo_open=True), default=1.0,
+                       help="scale of the distribution (default: 1.0)")
     p_cmp.add_argument("-n", type=int, default=1 << 20, help="number of samples (default: 1048576)")
     p_cmp.add_argument("--file", help=".pt (weights only) or .npy tensor file instead of a distribution")
     p_cmp.add_argument("--rounding", default="nearest",
                        help="nearest, stochastic, pseudo_stochastic or truncate (default: nearest)")
-    p_cmp.add_argument("--seed", type=int, default=0, help="seed of the samples and of stochastic rounding")
+    p_cmp.add_argument("--seed", type=int_in(0, SEED_MAX), default=0,
+                       help="seed of the samples and of stochastic rounding")
     return ap
 
 
@@ -177,11 +181,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             if not 1 <= args.n <= 1 << 28:
                 raise ValueError(f"-n must be in 1..{1 << 28}, got {args.n}")
-            x = load_tensor(args.file) if args.file else sample(args.dist, args.n, args.scale, args.seed)
+            probe = torch.ones(4, 4)
+            for text in args.specs:  # a bad spec or rounding is reported before a large tensor is made
+                quantize(probe, parse_format(text), rounding=args.rounding, seed=args.seed)
+            x = load_tensor(args.file) if args.file is not None else sample(args.dist, args.n, args.scale, args.seed)
             out.write(compare(args.specs, x, args.rounding, args.seed) + "\n")
     except (ValueError, TypeError) as err:
-        sys.stderr.write(f"error: {err}\n")
-        return 2
+        return fail(err)
     return 0
 
 

@@ -19,7 +19,12 @@ is over finite values); a group holding +-inf and no finite non-zero value takes
 
 Grouping: ``none`` (one group), ``n`` (per index of dim 0), ``c`` (per index
 of dim 1), ``nc`` (per (dim0, dim1) pair).  Weights: Cout/Cin; activations
-and errors: N/C.  Arithmetic: ``St*Sg`` is formed in float64 (exact), the
+and errors: N/C.  On a 2-d tensor (a Linear layer's W, A and E) ``nc`` makes
+every element its own group: wherever the group scale reaches
+(``|X|/St >= 2^(1-2^Eg)``: every float32 element with ``Eg = 8``, the default)
+``|X|/(St*Sg)`` lies in ``(1/2, 1]``, the top binade of the element grid, so
+every ``Ex >= 1`` gives the same codes and only ``Mx``, ``Eg`` and ``Mg``
+matter (``Ex = 0``, fixed point, differs).  Arithmetic: ``St*Sg`` is formed in float64 (exact), the
 division ``|X|/(St*Sg)`` is one correctly rounded float64 division, and the
 dequantized value ``St*Sg*x'`` is rounded once to the output dtype.
 """
@@ -142,7 +147,9 @@ class MLSFormat(ScaledFormat):
     mx: int = field(default=1, metadata={"range": (0, 10), "doc": "element mantissa bits Mx"})
     eg: int = field(default=8, metadata={"range": (0, 8), "doc": "group scale exponent bits Eg"})
     mg: int = field(default=1, metadata={"range": (0, 4), "doc": "group scale mantissa bits Mg"})
-    group: str = field(default="nc", metadata={"choices": GROUPINGS, "doc": "grouping dimension"})
+    group: str = field(default="nc", metadata={"choices": GROUPINGS,
+                                               "doc": "grouping dimension (nc on a 2-d tensor: one group per element, "
+                                                      "so with Eg = 8 every Ex >= 1 quantizes alike)"})
 
     def __post_init__(self) -> None:
         for f in fields(self):  # the ranges and choices are declared once, in the field metadata

@@ -14,8 +14,10 @@ import time
 from typing import Any
 
 import core.schemes  # noqa: F401 - registers the schemes
+from core.cli import SEED_MAX, ArgumentParser, fail, int_in
 from core.train.cost import attach_counter
-from core.data import DatasetError
+from core.data import DatasetError, load_dataset
+from core.models.base import MAX_HIDDEN
 from core.store import RunStore, StoreError
 from core.train import DataConfig, ModelConfig, OptimConfig, Run, RunConfig, Scheme, TelemetryConfig, get_scheme
 
@@ -74,16 +76,17 @@ examples:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used for ``--help``)."""
     labels = ", ".join(label for label, _ in default_lineup())
-    p = argparse.ArgumentParser(prog="python -m core.schemes.compare", description=_DESCRIPTION, epilog=_EPILOG,
+    p = ArgumentParser(prog="python -m core.schemes.compare", description=_DESCRIPTION, epilog=_EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", action="append",
                    help="dataset to train on (repeatable; default: digits), e.g. digits, mnist-t10k, mnist1d")
     p.add_argument("--epochs", type=int, default=5, help="training epochs per run (default: 5)")
-    p.add_argument("--hidden", type=int, default=64, help="width of the MLP's hidden layer (default: 64)")
-    p.add_argument("--seed", type=int, default=0, help="run seed shared by all runs (default: 0)")
+    p.add_argument("--hidden", type=int_in(1, MAX_HIDDEN), default=64,
+                   help="width of the MLP's hidden layer (default: 64)")
+    p.add_argument("--seed", type=int_in(0, SEED_MAX), default=0, help="run seed shared by all runs (default: 0)")
     p.add_argument("--root", default=None,
                    help="folder with the dataset files, for datasets other than the embedded digits")
-    p.add_argument("--train-subset", type=int, default=None,
+    p.add_argument("--train-subset", type=int_in(1), default=None,
                    help="train on N training examples (a fixed, seeded subset; default: all)")
     p.add_argument("--only", default=None, metavar="LABELS",
                    help=f"comma-separated subset of the line-up to run (labels: {labels})")
@@ -98,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     datasets = a.dataset or ["digits"]
     lineup = default_lineup()
     try:
-        if a.only:
+        if a.only is not None:
             keep = [x.strip() for x in a.only.split(",") if x.strip()]
             known = [label for label, _ in lineup]
             unknown = [x for x in keep if x not in known]
@@ -113,10 +116,15 @@ def main(argv: list[str] | None = None) -> int:
         bad = [d for d in datasets if d not in DATASETS]
         if bad:
             raise ValueError(f"unknown dataset(s) {', '.join(bad)}; known: {', '.join(sorted(DATASETS))}")
+        for d in dict.fromkeys(datasets):  # missing or bad dataset files: reported before any run starts
+            try:
+                load_dataset(DataConfig(name=d, root=a.root if d != "digits" else None,
+                                         train_subset=a.train_subset))
+            except (ValueError, OSError) as exc:
+                raise ValueError(f"{d}: {exc}") from None
         store = RunStore(a.store)
     except (ValueError, StoreError) as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 2
+        return fail(exc)
     results: dict[tuple[str, str], tuple[float | None, str, float, float | None]] = {}
     jobs = [(d, label, s) for d in datasets for label, s in lineup]
     try:
@@ -136,8 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, DatasetError) as exc:
             if bar is not None:
                 bar.close()
-            sys.stderr.write(f"error: {d}: {exc}\n")
-            return 2
+            return fail(f"{d}: {exc}")
         c = getattr(run.model, "_bitops_counter", None)
         bitops = c.total if c is not None else None
         results[(d, label)] = (run.result.get("test_acc"), run.status, time.perf_counter() - t0, bitops)

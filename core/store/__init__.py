@@ -6,12 +6,15 @@ from __future__ import annotations
 from .schema import SCHEMA_VERSION, default_store_path, resolve_store_path
 from .status import (ACTIVE_STATUSES, FINAL_STATUSES, PENDING_STATUSES, RERUN_STATUSES, CommandKind, RunStatus,
                      SweepStatus, is_active, is_final)
-from .store import RunStore, RunWriter, StoreError
+from .errors import StoreError
+from .integrity import StoreCorruptError
+from .store import RunStore, RunWriter
 
 __all__ = [
     "RunStore",
     "RunWriter",
     "StoreError",
+    "StoreCorruptError",
     "default_store_path",
     "resolve_store_path",
     "SCHEMA_VERSION",

@@ -23,13 +23,16 @@ import pandas as pd
 
 from .schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION, resolve_store_path
 from .control import ControlMixin
+from .errors import StoreError
+from .integrity import StoreCorruptError, check_integrity, corrupt_error, is_corruption
 from .process import pid_alive as _pid_alive
 from .process import process_start_time
 from .tx import rollback
 from .status import ACTIVE_STATUSES, FINAL_STATUSES, RunStatus
 from .sweeps import SweepsMixin
 
-__all__ = ["RunStore", "RunWriter", "StoreError", "ACTIVE_STATUSES", "FINAL_STATUSES", "process_start_time"]
+__all__ = ["RunStore", "RunWriter", "StoreError", "StoreCorruptError", "ACTIVE_STATUSES", "FINAL_STATUSES",
+           "process_start_time"]
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +41,6 @@ _RUN_COLUMNS = ("run_id", "name", "status", "created", "started", "ended", "hear
                 "best_test_acc", "error")
 
 _UPDATABLE = set(_RUN_COLUMNS) - {"run_id", "created", "config"} | {"versions"}
-
-
-class StoreError(RuntimeError):
-    """The store file cannot be used (not a database, not a run store, newer schema, unknown run)."""
 
 
 def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
@@ -71,6 +70,8 @@ class RunStore(ControlMixin, SweepsMixin):
             when the store's folder cannot be written (a read-only mount, another user's folder).
 
     Raises:
+        StoreCorruptError: the file is damaged (SQLite's ``quick_check`` fails; checked once per process
+            and file: :mod:`core.store.integrity`).
         StoreError: the file is not a SQLite database, or not a Lowbit run store; with ``readonly``,
             no store there or one that needs an upgrade.
     """
@@ -104,10 +105,13 @@ class RunStore(ControlMixin, SweepsMixin):
                 tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
                 if "lowbit_meta" not in tables:
                     raise StoreError(f"{self.path} is not a Lowbit run store")
+                check_integrity(c, self.path)
                 row = c.execute("SELECT value FROM lowbit_meta WHERE key='schema_version'").fetchone()
             finally:
                 c.close()
         except sqlite3.DatabaseError as exc:
+            if is_corruption(exc):
+                raise corrupt_error(self.path, str(exc)) from None
             raise StoreError(f"{self.path} is not a run store: {exc}") from None
         version = int(row[0]) if row else 0
         if version != SCHEMA_VERSION:
@@ -153,6 +157,8 @@ class RunStore(ControlMixin, SweepsMixin):
             if tables and "lowbit_meta" not in tables:
                 raise StoreError(f"{self.path} is a SQLite database but not a Lowbit run store "
                                  f"(tables: {', '.join(sorted(tables))})")
+            if tables:
+                check_integrity(c, self.path)
             c.execute("PRAGMA journal_mode=WAL")
             c.execute("PRAGMA synchronous=NORMAL")
             c.execute("BEGIN IMMEDIATE")
@@ -176,6 +182,8 @@ class RunStore(ControlMixin, SweepsMixin):
                 rollback(c)
                 raise
         except sqlite3.DatabaseError as exc:
+            if is_corruption(exc):
+                raise corrupt_error(self.path, str(exc)) from None
             raise StoreError(f"{self.path} is not a run store: {exc}") from exc
         finally:
             c.close()

@@ -18,21 +18,28 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from typing import Any, Sequence
 
+from core.cli import ArgumentParser, fail, int_in
+
 __all__ = ["main", "build_parser"]
+
+#: the most embedded workers a sweep may start (each is a process with torch: ~0.4 GB)
+MAX_WORKERS = 4 * (os.cpu_count() or 1)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m core.sweep",
+    p = ArgumentParser(prog="python -m core.sweep",
                                 description="Grids of training runs on a Dask cluster; every cell is a run in "
                                             "the store.")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     r = sub.add_parser("run", help="train every unfinished cell of a sweep file")
     r.add_argument("file", help="sweep TOML file (see docs/sweeps.md)")
-    r.add_argument("--workers", type=int, help="embedded Dask workers, one thread each (default: one per core)")
+    r.add_argument("--workers", type=int_in(1, MAX_WORKERS),
+                   help=f"embedded Dask workers, one thread each (default: one per core; at most {MAX_WORKERS})")
     r.add_argument("--scheduler", help="address of a running dask scheduler, e.g. tcp://127.0.0.1:8786")
     r.add_argument("--store", help="run store file (default: $LOWBIT_STORE or the user data dir)")
     r.add_argument("--rerun-failed", action="store_true", help="also train again the cells that ended with an error")
@@ -164,8 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.write(f"sweep {spec.name} stopped; run the same command to continue\n")
             return 1
         except EngineError as exc:
-            sys.stderr.write(f"error: {exc}\n")
-            return 2
+            return fail(exc)
         finally:
             signal.signal(signal.SIGTERM, old)
         if bar is not None:
@@ -177,8 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ok = res.status == "done" and all(k in ("done", "diverged") for k in res.counts)
         return 0 if ok else 1
     except (ValueError, StoreError, RuntimeError) as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 2
+        return fail(exc)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import signal
 import sys
 from typing import Any, Sequence
 
+from core.cli import ArgumentParser, fail, warn
 from core.data import DatasetError, list_datasets
 from core.models import list_models
 from core.store import StoreError
@@ -91,9 +92,20 @@ exit status: 0 when the run ends done, 1 when it ends diverged, stopped or error
 """
 
 
+def _widths(text: str) -> tuple[int, ...]:
+    """``--hidden``: positive integers separated by commas (``128`` or ``64,32``)."""
+    try:
+        widths = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        widths = ()
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"must be positive widths separated by commas (e.g. 64,32), got {text!r}")
+    return widths
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used for ``--help``)."""
-    p = argparse.ArgumentParser(prog="python -m core.train", description=_DESCRIPTION, epilog=_EPILOG,
+    p = ArgumentParser(prog="python -m core.train", description=_DESCRIPTION, epilog=_EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="TOML file with [data], [model], [scheme], [optim], [telemetry] tables")
     p.add_argument("--list", action="store_true", help="list datasets, models and schemes, then exit")
@@ -105,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--download", action="store_true", help="download missing dataset files")
     data.add_argument("--no-verify", action="store_true", help="skip SHA-256 checks of dataset files")
     data.add_argument("--model", help=f"one of: {', '.join(list_models())}")
-    data.add_argument("--hidden", help="MLP hidden widths, comma separated")
+    data.add_argument("--hidden", type=_widths, help="MLP hidden widths, comma separated")
     data.add_argument("--width", type=float, help="channel multiplier of conv nets")
     data.add_argument("--shortcut", choices=("A", "B"),
                       help="ResNet shortcuts: A zero-padded identity (MLS paper, Table 1), B 1x1 conv + BN (default)")
@@ -154,8 +166,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     Raises:
         ValueError: an option does not apply or a value is invalid.
     """
-    cfg = RunConfig.from_toml(args.config) if args.config else RunConfig()
-    if args.scheme and args.scheme != cfg.scheme.name:
+    cfg = RunConfig.from_toml(args.config) if args.config is not None else RunConfig()
+    if args.scheme is not None and args.scheme != cfg.scheme.name:
         cfg = cfg.with_changes({"scheme": get_scheme(args.scheme)})
     changes: dict[str, Any] = {}
     for opt, key in _DIRECT.items():
@@ -234,8 +246,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         run.prepare()
         run.store  # opens the store now: a bad file is reported as bad input
     except (ValueError, TypeError, DatasetError, StoreError) as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 2
+        return fail(exc)
+    problem = run.quantization_warning()
+    if problem is not None:
+        warn(problem)  # the run also records it as a `warning` event (shown by the Live page)
     bar = _progress(run, not args.no_progress)
 
     def _terminate(signum: int, frame: Any) -> None:

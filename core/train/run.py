@@ -158,6 +158,7 @@ class Run:
         self._test_acc: float | None = None
         self._best_acc: float | None = None
         self._t_start = 0.0
+        self._warned: str | None = None  # the last quantization warning recorded
 
     # ------------------------------------------------------------------ public API
     @property
@@ -433,6 +434,7 @@ class Run:
             self._write_layers()
             self._event("start", {"config": self.config.to_dict(), "total_steps": self.total_steps,
                                   "resumed_from_step": self.step if self._resume else None})
+            self._check_quantized()
             self._emit({"type": "status", "status": RunStatus.RUNNING.value})
             final = self._train()
         except Exception as exc:  # noqa: BLE001 - recorded as the run's error
@@ -469,6 +471,35 @@ class Run:
             self._emit({"type": "event", "kind": final, "payload": dict(self.result)})
         self._emit({"type": "status", "status": final})
         self._done.set()
+
+    def quantization_warning(self) -> str | None:
+        """Why this run trains in float although its scheme quantizes, or None.
+
+        A scheme with a quantized config (``quant()``) may still leave every layer of the model float:
+        MLS keeps the first and the last layer float unless ``first_last`` (MLS paper, App. B;
+        docs/papers.md#mls-first-last), and those are all the layers of a one-hidden-layer MLP. Needs
+        the model (:meth:`prepare`).
+        """
+        model, scheme = self.model, self.config.scheme
+        q = scheme.quant()
+        if model is None or q is None or q.is_float:
+            return None
+        layers = [layer for _, layer in qlayers(model)]
+        if not layers or any(layer.quant is not None and not layer.quant.is_float for layer in layers):
+            return None
+        why = ""
+        if getattr(scheme, "first_last", True) is False:
+            why = (f": first_last=false keeps the first and last layer float and this {self.config.model.name} "
+                   f"has only {len(layers)} (set first_last=true, --first-last, or use a deeper model)")
+        return f"scheme {scheme.name} quantizes no layer{why}; the run trains in float"
+
+    def _check_quantized(self) -> None:
+        """Record :meth:`quantization_warning` as a ``warning`` event when it appears or changes."""
+        msg = self.quantization_warning()
+        if msg is not None and msg != self._warned:
+            log.info("run %s: %s", self.id, msg)
+            self._event("warning", {"message": msg}, flush=False)
+        self._warned = msg
 
     def _write_layers(self) -> None:
         assert self._writer is not None and self.model is not None
@@ -569,6 +600,7 @@ class Run:
         self.config = cfg
         if cfg.scheme != old.scheme:
             assign(self.model, cfg.scheme)
+            self._check_quantized()
         if cfg.optim != old.optim:
             for g in self.optimizer.param_groups:
                 g["base_lr"] = cfg.optim.lr

@@ -335,11 +335,14 @@ class MLSScheme(Scheme):
 
     description: ClassVar[str] = "multi-level scaling low-bit training (MLS paper)"
     # the five fields of the MLS format, with its defaults, ranges and choices (core/formats/mls.py)
-    ex: int = format_field(MLSFormat, "ex", "element exponent bits Ex")
+    ex: int = format_field(MLSFormat, "ex", "element exponent bits Ex (no effect on Linear layers with group=nc and "
+                                            "Eg = 8: each element is its own group, so every Ex >= 1 quantizes "
+                                            "alike)")
     mx: int = format_field(MLSFormat, "mx", "element mantissa bits Mx")
     eg: int = format_field(MLSFormat, "eg", "group-scale exponent bits Eg")
     mg: int = format_field(MLSFormat, "mg", "group-scale mantissa bits Mg")
-    group: str = format_field(MLSFormat, "group", "grouping dims")
+    group: str = format_field(MLSFormat, "group", "grouping dims (nc on a Linear layer's 2-d W/A/E: one group per "
+                                                  "element, so Ex has no effect there)")
     w: bool = field(default=True, metadata=field_doc("quantize weights W"))
     a: bool = field(default=True, metadata=field_doc("quantize activations A"))
     e: bool = field(default=True, metadata=field_doc("quantize errors E"))
