@@ -16,6 +16,12 @@ A quantized layer computes, as in the MLS paper's Alg. 2 (forward ``Z = LowbitCo
 The rounding itself is a straight-through estimator: the gradient flows through ``Q`` as identity
 (grad_x is taken w.r.t. the quantized input, and G is applied to the float master weight).
 Stochastic rounding is seeded from ``(run seed, step, layer index, tensor)`` so runs are reproducible.
+
+Two hooks, resolved when a config is assigned (no per-step cost for configs without them): a TensorQuant
+with ``bind(layer, kind)`` is stateful and quantizes through what ``bind`` returns (delayed FP8 scaling);
+a QuantConfig with a ``wgrad_transform`` ``fn(layer, E, A, Eqw, Aq) -> (E', A')`` gives the operands of
+the weight-gradient op ``G = op_weight_grad(E', A')`` from the float E and A (the NVFP4 recipe's random
+Hadamard transform and re-quantization along the batch; core/schemes/recipes.py).
 """
 
 from __future__ import annotations
@@ -208,7 +214,10 @@ class QLayer:
     @quant.setter
     def quant(self, q: QuantConfig | None) -> None:
         self._quant = q
-        self._plan = {kind: _plan_entry(getattr(q, kind), kind) if q is not None else None for kind in TENSORS}
+        self._plan = {kind: _plan_entry(getattr(q, kind), kind, self) if q is not None else None for kind in TENSORS}
+        # the weight-gradient operand hook of a QuantConfig that has one (core.schemes.recipes: the NVFP4
+        # random Hadamard transform), resolved once here so the backward pays one attribute test
+        self._wgrad = getattr(q, "wgrad_transform", None)
 
     def _init_q(self) -> None:
         # [(seed, step, layer index), seeds]: a plain list, so refreshing it each step skips
@@ -246,10 +255,18 @@ class QLayer:
                 "quant": self.quant.to_dict() if self.quant is not None else None}
 
 
-def _plan_entry(tq: TensorQuant | None, kind: str) -> tuple[Callable[..., torch.Tensor], int, bool] | None:
-    """``(quantizer, seed code, stochastic)`` of one tensor kind, or None when it stays float."""
+def _plan_entry(tq: TensorQuant | None, kind: str,
+                layer: Any = None) -> tuple[Callable[..., torch.Tensor], int, bool] | None:
+    """``(quantizer, seed code, stochastic)`` of one tensor kind, or None when it stays float.
+
+    A TensorQuant with a ``bind(layer, kind)`` method is stateful (delayed scaling keeps an amax history
+    per layer and tensor, core.schemes.recipes): its quantizer is what ``bind`` returns, resolved here,
+    when the config is assigned, never per step."""
     if tq is None:
         return None
+    bind = getattr(tq, "bind", None)
+    if bind is not None and layer is not None:
+        return bind(layer, kind), TENSORS[kind], is_stochastic(tq.rounding)
     # subclasses that wrap the quantization (LogBTQ's ClampQuant clamps first) are called as they are
     fn = _quantizer(tq.fmt, tq.rounding) if type(tq).__call__ is TensorQuant.__call__ else tq
     return fn, TENSORS[kind], is_stochastic(tq.rounding)
@@ -263,7 +280,10 @@ class _QOp(torch.autograd.Function):
         xq = layer._q("a", x)
         wq = layer._q("w", w)
         y = layer._op(xq, wq, b)
-        ctx.save_for_backward(xq, wq)
+        if layer._wgrad is None:
+            ctx.save_for_backward(xq, wq)
+        else:  # the weight-gradient hook builds its operands from the float input
+            ctx.save_for_backward(xq, wq, x.detach())
         ctx.layer = layer
         ctx.has_bias = b is not None
         cap = layer.capture
@@ -273,12 +293,20 @@ class _QOp(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_y: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        xq, wq = ctx.saved_tensors
+        saved = ctx.saved_tensors
+        xq, wq = saved[0], saved[1]
         layer = ctx.layer
         eq = layer._q("e", grad_y)
         eqw = eq if layer._plan["ew"] is None else layer._q("ew", grad_y)
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        gx, gw = layer._grads(eq, eqw, xq, wq, need_x, need_w)
+        if layer._wgrad is None:
+            gx, gw = layer._grads(eq, eqw, xq, wq, need_x, need_w)
+        else:  # G = op_weight_grad(E', A') with the operands the hook returns (e.g. H E, H A: H^T H = I)
+            gx = layer._grads(eq, eq, xq, wq, True, False)[0] if need_x else None
+            gw = None
+            if need_w:
+                e_op, a_op = layer._wgrad(layer, grad_y, saved[2], eqw, xq)
+                gw = layer._grads(e_op, e_op, a_op, wq, False, True)[1]
         cap = layer.capture
         gwq = layer._q("g", gw) if gw is not None else None
         if cap is not None:
