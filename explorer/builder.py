@@ -74,6 +74,17 @@ def _knobs_for(spec: FormatSpec) -> param.Parameterized:
     return knobs
 
 
+def _outside_knobs(spec: FormatSpec) -> str:
+    """Why ``spec`` cannot be shown on its family's knobs (a value beyond a field's ``range``), or ``""``."""
+    knobs = knob_class(spec.family)
+    for name, value in _knob_values(spec).items():
+        try:
+            knobs.param[name]._validate(value)
+        except (ValueError, TypeError) as exc:
+            return f"{spec.family}: {name}={value!r} is outside the knob's range ({exc})"
+    return ""
+
+
 class SpecBuilder(param.Parameterized):
     """One format chosen by family + knobs, by preset, or by a typed spec string."""
 
@@ -115,6 +126,17 @@ class SpecBuilder(param.Parameterized):
     def set_spec(self, text: str | FormatSpec | None) -> None:
         """Set the format from a string/spec (None or '(float)' disables an optional builder)."""
         self.spec = FLOAT_NONE if text is None else str(text)
+
+    def set_knob(self, name: str, value: Any) -> bool:
+        """Move one knob; a value outside the knob's range (or of the wrong type) sets ``error`` to the
+        reason and changes nothing else, like a rejected spec string. Returns whether it was applied."""
+        try:
+            self.knobs.param[name]._validate(value)
+        except (ValueError, TypeError) as exc:
+            self._reject(f"{self.fmt.family}: {name}={value!r} rejected: {exc}; still showing {self.fmt}")
+            return False
+        setattr(self.knobs, name, value)
+        return not self.error
 
     # -------------------------------------------------------------- internals
     def _apply(self, spec: FormatSpec) -> None:
@@ -189,5 +211,9 @@ class SpecBuilder(param.Parameterized):
         if new == self.fmt and self.enabled:
             with param.edit_constant(self):
                 self.error = ""
+            return
+        reason = _outside_knobs(new)
+        if reason:
+            self._reject(reason)
             return
         self._apply(new)

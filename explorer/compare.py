@@ -1,24 +1,50 @@
-"""The Compare page: a thin view over :class:`CompareState`."""
+"""The Compare page: a thin view over :class:`CompareState`.
+
+Runs are picked in a searchable table (``pn.widgets.Tabulator``: a checkbox per row, a filter under
+each column title, pages of 12 rows), as in W&B's runs table. The curves carry no legend (a Bokeh
+legend of many long labels stretches the page): a list of the selected runs with their colour
+swatches sits under them. The grid heat map writes each cell's value on it, and defaults to the
+config keys that differ across the selected runs (:meth:`Comparison.varying_keys`).
+"""
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 from typing import Any
 
 import holoviews as hv
 import panel as pn
+from bokeh.models.widgets.tables import NumberFormatter
 import param
 from panel.viewable import Viewer
 
 from .compare_state import CompareState
 from .comparison import Comparison, final_table
 from .export import curves, grid_plot
+from .plots import RUN_COLORS
 
-__all__ = ["Compare"]
+__all__ = ["Compare", "legend_html"]
 
 hv.renderer("bokeh")
 
-_OPTS = dict(height=380, responsive=True, min_width=380)
+_OPTS = dict(height=380, responsive=True, min_width=320)
+_FILTERS = {c: {"type": "input", "func": "like", "placeholder": "filter"}
+            for c in ("run", "label", "scheme", "dataset", "model", "name", "status")}
+
+
+def legend_html(comp: Comparison | None) -> str:
+    """The selected runs with the colour of their curves (wrapping rows of swatch + label)."""
+    if comp is None:
+        return ""
+    items = []
+    for i, rid in enumerate(comp.run_ids):
+        color = RUN_COLORS[i % len(RUN_COLORS)]
+        items.append(f"<span class='run-legend-item' style='display:inline-flex;align-items:center;"
+                     f"margin:2px 14px 2px 0'>"
+                     f"<span class='swatch' style='display:inline-block;width:14px;height:14px;background:{color};"
+                     f"margin-right:6px;border-radius:2px'></span>{html.escape(comp.labels[rid])}</span>")
+    return "<div style='display:flex;flex-wrap:wrap'>" + "".join(items) + "</div>"
 
 
 class Compare(Viewer):
@@ -34,10 +60,16 @@ class Compare(Viewer):
 
     def __init__(self, state: CompareState | None = None, **params: Any) -> None:
         super().__init__(state=state if state is not None else CompareState(), **params)
+        pn.extension("tabulator")  # the table's JS and CSS, in this session's page (idempotent)
         s = self.state
-        self._select = pn.widgets.MultiSelect(label="Runs (newest first)", options=self._options(),
-                                              value=list(s.selected), size=14, width=330, css_classes=["run-select"])
-        self._select.param.watch(lambda e: setattr(s, "selected", list(e.new)), "value")
+        self._table = pn.widgets.Tabulator(
+            s.runs_table(), selectable="checkbox", header_filters=_FILTERS, pagination="local", page_size=12,
+            show_index=False, disabled=True, layout="fit_data_table", sizing_mode="stretch_width",
+            formatters={"test acc": NumberFormatter(format="0.0%")},
+            css_classes=["run-table"])
+        self._syncing = False
+        self._sync_table()
+        self._table.param.watch(self._on_selection, "selection")
         s.param.watch(self._sync_select, ["runs", "selected"])
         refresh = pn.widgets.Button.from_param(s.param.refresh, label="Refresh", width=90, description=None)
         controls = pn.Param(
@@ -48,46 +80,75 @@ class Compare(Viewer):
                      "grid_x": {"type": pn.widgets.Select, "label": "Grid x"},
                      "grid_y": {"type": pn.widgets.Select, "label": "Grid y"},
                      "grid_value": {"type": pn.widgets.Select, "label": "Grid value"}},
-            show_name=False, width=330, margin=0)
+            show_name=False, width=280, margin=0)
         export = pn.widgets.Button.from_param(s.param.export, label="Export PNG / SVG / HTML", color="primary",
                                               width=220, css_classes=["btn-export"], description=None)
         downloads = pn.panel(pn.bind(self._downloads, s.param.exported), css_classes=["export-files"])
         message = pn.pane.Markdown(s.param.message, css_classes=["compare-status"], margin=(0, 10))
-        sidebar = pn.Column(pn.pane.Markdown("### Runs", margin=(0, 5)), refresh, self._select, controls,
-                            export, downloads, width=350)
+        sidebar = pn.Column(pn.pane.Markdown("### Plots", margin=(0, 5)), refresh, controls,
+                            export, downloads, width=300)
         c1 = pn.pane.HoloViews(pn.bind(self._curves, s.param.comparison, s.param.metric, s.param.smooth),
                                css_classes=["plot-curve1"], sizing_mode="stretch_width")
         c2 = pn.pane.HoloViews(pn.bind(self._curves, s.param.comparison, s.param.metric2, s.param.smooth),
                                css_classes=["plot-curve2"], sizing_mode="stretch_width")
-        table = pn.pane.DataFrame(pn.bind(self._table, s.param.comparison), index=False,
+        legend = pn.pane.HTML(pn.bind(legend_html, s.param.comparison), css_classes=["run-legend"],
+                              sizing_mode="stretch_width", margin=(0, 10))
+        table = pn.pane.DataFrame(pn.bind(self._final, s.param.comparison), index=False,
                                   float_format="{:.4g}".format, sizing_mode="stretch_width",
-                                  css_classes=["final-table"])
+                                  styles={"overflow-x": "auto"}, css_classes=["final-table"])
         grid = pn.panel(pn.bind(self._grid, s.param.comparison, s.param.grid_x, s.param.grid_y,
                                 s.param.grid_value), css_classes=["plot-grid"])
-        main = pn.Column(message, pn.GridBox(c1, c2, ncols=2, sizing_mode="stretch_width"),
+        main = pn.Column(pn.pane.Markdown("### Runs (tick to compare; type in a column's filter to search)",
+                                          margin=(0, 10)),
+                         self._table, message, pn.GridBox(c1, c2, ncols=2, sizing_mode="stretch_width"), legend,
                          pn.pane.Markdown("**Final metrics**", margin=(0, 10)), table, grid,
                          sizing_mode="stretch_width")
         self._layout = pn.Row(sidebar, main, sizing_mode="stretch_width", css_classes=["compare"])
 
-    def _options(self) -> dict[str, str]:
-        return {label: rid for rid, label in self.state.labels().items()}
+    # ------------------------------------------------------------ runs table <-> state
+    def _ids(self) -> list[str]:
+        return [str(r) for r in self.state.param.selected.objects]
+
+    def _sync_table(self) -> None:
+        ids = self._ids()
+        self._syncing = True
+        try:
+            self._table.selection = [ids.index(r) for r in self.state.selected if r in ids]
+        finally:
+            self._syncing = False
+
+    def _on_selection(self, event: Any) -> None:
+        if self._syncing:
+            return
+        ids = self._ids()
+        # keep the order of the runs already selected (their colours), new ones after them
+        chosen = [ids[i] for i in event.new if 0 <= i < len(ids)]
+        keep = [r for r in self.state.selected if r in chosen]
+        self.state.selected = keep + [r for r in chosen if r not in keep]
 
     def _sync_select(self, *events: Any) -> None:
         if any(e.name == "runs" for e in events):
-            self._select.options = self._options()
-        if list(self._select.value) != list(self.state.selected):
-            self._select.value = list(self.state.selected)
+            self._syncing = True
+            try:
+                self._table.value = self.state.runs_table()
+            finally:
+                self._syncing = False
+        ids = self._ids()
+        want = sorted(ids.index(r) for r in self.state.selected if r in ids)
+        if sorted(self._table.selection) != want:
+            self._sync_table()
 
+    # ------------------------------------------------------------ plots
     @staticmethod
     def _curves(comp: Comparison | None, metric: str, smooth: int) -> Any:
         if comp is None:
             return hv.Curve([], "step", metric).opts(title=metric, **_OPTS)
         return curves(comp, metric, smooth).opts(
             hv.opts.Curve(tools=["hover"], line_width=2), hv.opts.Scatter(size=7),
-            hv.opts.Overlay(legend_position="bottom", **_OPTS))
+            hv.opts.Overlay(show_legend=False, **_OPTS))
 
     @staticmethod
-    def _table(comp: Comparison | None) -> Any:
+    def _final(comp: Comparison | None) -> Any:
         import pandas as pd
 
         return final_table(comp) if comp is not None else pd.DataFrame()
@@ -96,7 +157,8 @@ class Compare(Viewer):
         if comp is None or not x:
             return pn.pane.Markdown("*Grid heat map: select runs whose configs differ (e.g. a sweep over Ex x Mx).*")
         return pn.pane.HoloViews(grid_plot(comp, x, y, value).opts(
-            cmap="viridis", colorbar=True, tools=["hover"], height=330, width=520), sizing_mode="fixed")
+            hv.opts.HeatMap(cmap="viridis", colorbar=True, tools=["hover"], height=330, responsive=True,
+                            min_width=320, max_width=720, xrotation=20)), sizing_mode="stretch_width")
 
     @staticmethod
     def _downloads(files: list[str]) -> Any:

@@ -14,10 +14,14 @@ from typing import Any
 import pandas as pd
 import param
 
-from .comparison import EPOCH_METRICS, STEP_METRICS, Comparison, load_comparison, run_label
+from .comparison import EPOCH_METRICS, STEP_METRICS, Comparison, flatten_config, load_comparison, run_label
 from .export import export_comparison
 
-__all__ = ["CompareState", "GRID_VALUES"]
+__all__ = ["CompareState", "GRID_VALUES", "RUN_TABLE_COLUMNS"]
+
+#: columns of the runs table (:meth:`CompareState.runs_table`)
+RUN_TABLE_COLUMNS: tuple[str, ...] = ("run", "label", "scheme", "dataset", "model", "name", "status",
+                                      "test acc", "created")
 
 #: summary columns that the grid heat map can show
 GRID_VALUES: tuple[str, ...] = ("final_test_acc", "best_test_acc", "final_loss")
@@ -47,6 +51,8 @@ class CompareState(param.Parameterized):
 
     def __init__(self, store: Any = None, export_dir: str | Path | None = None, **params: Any) -> None:
         super().__init__(**params)
+        self._grid_chosen = False  # the user picked a grid axis: keep it while it still varies
+        self._picking = False
         self.store = store
         self.export_dir = export_dir
         self.refresh_runs()
@@ -78,6 +84,32 @@ class CompareState(param.Parameterized):
             out[rid] = f"{lab} [{r.status}]{acc_s}"
         return out
 
+    def runs_table(self) -> pd.DataFrame:
+        """Every stored run as a row of the page's runs table (newest first; one row per entry of
+        ``param.selected.objects``, same order): short id, label, scheme, dataset, model, name,
+        status, final test accuracy and when it was created."""
+        df = self.runs
+        if df is None or not len(df):
+            return pd.DataFrame({c: pd.Series(dtype=object) for c in RUN_TABLE_COLUMNS})
+        st = self._store()
+
+        def label(rid: str) -> str:  # what the other columns do not say: the scheme and its fields
+            try:
+                return run_label(rid, {**st.get_run(rid)["config"], "name": ""}).split(" ", 1)[-1]
+            except Exception:  # noqa: BLE001 - a damaged row still gets a row
+                return "?"
+
+        acc = pd.to_numeric(df["final_test_acc"], errors="coerce") if "final_test_acc" in df else float("nan")
+        out = pd.DataFrame({
+            "run": [str(r)[:6] for r in df["run_id"]],
+            "label": [label(str(r)) for r in df["run_id"]],
+            "scheme": df["scheme"].fillna("").astype(str), "dataset": df["dataset"].fillna("").astype(str),
+            "model": df["model"].fillna("").astype(str), "name": df["name"].fillna("").astype(str),
+            "status": df["status"].astype(str), "test acc": acc,
+            "created": [_dt.datetime.fromtimestamp(float(t)).strftime("%Y-%m-%d %H:%M") for t in df["created"]],
+        })
+        return out[list(RUN_TABLE_COLUMNS)].reset_index(drop=True)
+
     def refresh_runs(self) -> pd.DataFrame:
         """Re-read the store's run list (newest first); keeps the selection where possible."""
         df = self._store().list_runs()
@@ -108,16 +140,29 @@ class CompareState(param.Parameterized):
             except ValueError as exc:
                 msg = str(exc)
         keys = comp.varying_keys() if comp is not None else []
+        # the default axes: the keys that differ across these runs, best first; y only among keys every
+        # run has (a field of one scheme would put the others in a "nan" row)
+        flat = [flatten_config(comp.configs[r]) for r in comp.run_ids] if comp is not None else []
+        everywhere = [k for k in keys if all(k in f for f in flat)]
         for p in (self.param.grid_x, self.param.grid_y):
             p.objects = [_NONE, *keys]
-        with param.parameterized.batch_call_watchers(self):
-            if self.grid_x not in keys:
-                self.grid_x = keys[0] if keys else _NONE
-            if self.grid_y not in keys or self.grid_y == self.grid_x:
-                self.grid_y = next((k for k in keys if k != self.grid_x), _NONE)
+        self._picking = True
+        try:
+            with param.parameterized.batch_call_watchers(self):
+                if self.grid_x not in keys or not self._grid_chosen:
+                    self.grid_x = keys[0] if keys else _NONE
+                if self.grid_y not in keys or self.grid_y == self.grid_x or not self._grid_chosen:
+                    self.grid_y = next((k for k in everywhere if k != self.grid_x), _NONE)
+        finally:
+            self._picking = False
             with param.edit_constant(self):
                 self.comparison = comp
                 self.message = msg or (f"{len(self.selected)} run(s) selected" if self.selected else "select runs")
+
+    @param.depends("grid_x", "grid_y", watch=True)
+    def _on_grid_axis(self) -> None:
+        if not self._picking:
+            self._grid_chosen = True
 
     @property
     def grid(self) -> tuple[str, str] | None:

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-__all__ = ["Comparison", "load_comparison", "run_label", "flatten_config", "final_table", "open_store",
+__all__ = ["Comparison", "load_comparison", "run_label", "varying_keys", "flatten_config", "final_table", "open_store",
            "STEP_METRICS", "EPOCH_METRICS", "COST_METRICS"]
 
 #: per-step curves available from ``store.scalars``
@@ -23,6 +23,10 @@ STEP_METRICS: tuple[str, ...] = ("loss", "train_acc", "lr", "step_time")
 COST_METRICS: tuple[str, ...] = ("bitops", "energy", "energy_ratio")
 #: per-epoch curves available from ``store.epochs``
 EPOCH_METRICS: tuple[str, ...] = ("test_acc", "test_loss", "epoch_train_loss", "epoch_train_acc")
+#: most config keys outside the scheme that a run's label names (those that differ most between the runs)
+LABEL_KEYS = 3
+
+
 def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"scheme": {"mx": 1}}`` -> ``{"scheme.mx": 1}`` (lists become tuples)."""
     out: dict[str, Any] = {}
@@ -44,13 +48,29 @@ def _scheme_defaults(name: str) -> dict[str, Any]:
         return {}
 
 
-def run_label(run_id: str, config: Mapping[str, Any]) -> str:
-    """Short label: ``<id6> <scheme>(<fields that differ from the scheme's defaults>)``."""
+def _short(v: Any) -> str:
+    return ",".join(str(x) for x in v) if isinstance(v, (list, tuple)) else str(v)
+
+
+def run_label(run_id: str, config: Mapping[str, Any], vary: Sequence[str] = ()) -> str:
+    """Short label: ``<id6> <scheme>(<fields>) <key>=<value> ... "<name>"``.
+
+    The scheme's fields are those that differ from its defaults plus those in ``vary`` (the keys
+    that differ between the runs compared, so a run at a default value still shows it: ``mx=1``
+    next to ``mx=2``); the other ``vary`` keys follow by their last part (``lr=0.05``), then the
+    run's name when it has one."""
     sch = dict(config.get("scheme", {}))
     name = str(sch.get("name", "?"))
     defaults = _scheme_defaults(name)
-    diff = [f"{k}={v}" for k, v in sch.items() if k != "name" and defaults.get(k, object()) != v]
-    return f"{run_id[:6]} {name}" + (f"({','.join(diff)})" if diff else "")
+    vary_fields = {k[len("scheme."):] for k in vary if k.startswith("scheme.")}
+    diff = [f"{k}={_short(v)}" for k, v in sch.items()
+            if k != "name" and (defaults.get(k, object()) != v or k in vary_fields)]
+    flat = flatten_config(config)
+    rest = [f"{k.rsplit('.', 1)[-1]}={_short(flat[k])}" for k in vary
+            if not k.startswith("scheme.") and k != "name" and k in flat]
+    run_name = str(config.get("name") or "")
+    return " ".join([f"{run_id[:6]} {name}" + (f"({','.join(diff)})" if diff else ""), *rest,
+                     *([f'"{run_name}"'] if run_name else [])])
 
 
 @dataclass
@@ -76,12 +96,27 @@ class Comparison:
     store_path: str = ""
 
     def varying_keys(self) -> list[str]:
-        """Flattened config keys whose values differ between the runs (candidate grid axes)."""
-        if len(self.run_ids) < 2:
-            return []
-        flat = [flatten_config(self.configs[r]) for r in self.run_ids]
-        keys = sorted(set().union(*flat), key=lambda k: (not k.startswith("scheme."), k))  # formats first
-        return [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
+        """Flattened config keys whose values differ between the runs (candidate grid axes), best axis
+        first: keys every run has, with the most distinct values (``scheme.name`` first among equals,
+        then the scheme's fields), before keys only some runs have (a field of one scheme only)."""
+        return varying_keys([self.configs[r] for r in self.run_ids])
+
+
+def varying_keys(configs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The flattened keys whose values differ between ``configs``, best grid axis first (see
+    :meth:`Comparison.varying_keys`)."""
+    if len(configs) < 2:
+        return []
+    flat = [flatten_config(c) for c in configs]
+    keys = set().union(*flat)
+
+    def rank(k: str) -> tuple[Any, ...]:
+        present = [repr(f[k]) for f in flat if k in f]
+        # the run's name labels it, it is no axis: last
+        return (len(present) < len(flat), k == "name", k != "scheme.name", -len(set(present)),
+                not k.startswith("scheme."), k)
+
+    return sorted((k for k in keys if len({repr(f.get(k)) for f in flat}) > 1), key=rank)
 
 
 def open_store(store: Any) -> Any:
@@ -113,11 +148,19 @@ def load_comparison(run_ids: Sequence[str], store: Any = None) -> Comparison:
         if match[0] not in ids:
             ids.append(match[0])
     configs, steps, epochs, labels, rows = {}, {}, {}, {}, []
+    infos = {rid: st.get_run(rid) for rid in ids}
+    cfgs = {rid: infos[rid]["config"] for rid in ids}
+    # at most the LABEL_KEYS best other keys (seed, lr ...): a label, not the config (that is in the table)
+    others = [k for k in varying_keys(list(cfgs.values())) if not k.startswith("scheme.") and k != "name"]
+    others = others[:LABEL_KEYS]
     for rid in ids:
-        info = st.get_run(rid)
+        info = infos[rid]
         cfg = info["config"]
         configs[rid] = cfg
-        labels[rid] = run_label(rid, cfg)
+        # a scheme's fields that differ among the runs of that scheme (not every field of another scheme)
+        same = [c for c in cfgs.values() if c.get("scheme", {}).get("name") == cfg.get("scheme", {}).get("name")]
+        fields = [k for k in varying_keys(same) if k.startswith("scheme.")]
+        labels[rid] = run_label(rid, cfg, fields + others)
         sc = st.scalars(rid)
         ep = st.epochs(rid)
         steps[rid] = sc

@@ -52,8 +52,10 @@ FORMATS: tuple[str, ...] = ("png", "svg", "html")
 if TYPE_CHECKING:
     import holoviews as hv
 
-_RELATIVE_SCRIPT = re.compile(r'<script[^>]*src="static/[^"]*"[^>]*></script>\s*'
-                              r'|<link[^>]*href="static/[^"]*"[^>]*>\s*')
+#: <script src>/<link href> tags that Panel adds for its own components (relative "static/..." ones, and
+#: CDN ones such as the Tabulator stylesheet once a page used a table): none is used by an export
+_RELATIVE_SCRIPT = re.compile(r'<script[^>]*src="(?:static/|https?://)[^"]*"[^>]*></script>\s*'
+                              r'|<link[^>]*href="(?:static/|https?://)[^"]*"[^>]*>\s*')
 
 
 def _smooth(df: pd.DataFrame, col: str, window: int) -> pd.DataFrame:
@@ -75,11 +77,14 @@ def curves(comp: Comparison, metric: str, smooth: int = 1) -> hv.Overlay:
     return plots.curves_plot(frames, metric, x="step", labels=comp.labels, title=title, markers=per_epoch)
 
 
-def grid_plot(comp: Comparison, x: str, y: str, value: str = "final_test_acc") -> hv.HeatMap:
-    """Heat map of ``value`` over two config keys of the runs (e.g. scheme.ex x scheme.mx)."""
+def grid_plot(comp: Comparison, x: str, y: str, value: str = "final_test_acc") -> hv.Overlay:
+    """Heat map of ``value`` over two config keys of the runs (e.g. scheme.ex x scheme.mx), each cell's
+    value written on it (as in the PNG export)."""
     from . import plots
 
-    return plots.grid_heatmap(comp.summary, x, y, value, title=f"{value} over {x} x {y}" if y and y != x else "")
+    title = f"{value} over {x} x {y}" if y and y != x else f"{value} over {x}"
+    heat = plots.grid_heatmap(comp.summary, x, y, value, title=title)
+    return (heat * plots.grid_labels(comp.summary, x, y, value)).opts(title=title)
 
 
 def comparison_figure(
@@ -128,7 +133,8 @@ def _bokeh_options(obj: Any) -> Any:
     return obj.opts(
         hv.opts.Curve(width=560, height=340, tools=["hover"], line_width=2, backend="bokeh"),
         hv.opts.Scatter(size=7, backend="bokeh"),
-        hv.opts.Overlay(width=560, height=380, legend_position="bottom", backend="bokeh"),
+        # no legend in the plots (many long labels stretch them): the header lists the runs with their colours
+        hv.opts.Overlay(width=560, height=380, show_legend=False, backend="bokeh"),
         hv.opts.HeatMap(width=460, height=340, cmap="viridis", colorbar=True, tools=["hover"], backend="bokeh"),
     )
 
@@ -219,6 +225,15 @@ def _write_static(comp: Comparison, path: Path, fmt: str, **kw: Any) -> Path:
     return path
 
 
+def _config_details(comp: Comparison) -> str:
+    """Each run's config as a collapsed ``<details>`` (its label as the summary; open one to read it),
+    so many runs do not make the page thousands of pixels tall."""
+    return "".join(
+        f"<details class='run-config'><summary><b>{html.escape(comp.labels[r])}</b> <code>{r}</code></summary>"
+        f"<pre style='margin:0 0 6px 16px;font-size:11px'>{html.escape(json.dumps(comp.configs[r], indent=1))}</pre>"
+        f"</details>" for r in comp.run_ids)
+
+
 def _write_html(fig_obj: Any, comp: Comparison, path: Path) -> Path:
     from bokeh.io import save
     from bokeh.layouts import column
@@ -226,22 +241,22 @@ def _write_html(fig_obj: Any, comp: Comparison, path: Path) -> Path:
     from bokeh.resources import INLINE
     import holoviews as hv
 
+    from . import plots
+
     model = hv.render(fig_obj, backend="bokeh")
-    rows = "".join(
-        f"<tr><td><b>{html.escape(comp.labels[r])}</b></td><td><code>{r}</code></td>"
-        f"<td><pre style='margin:0;font-size:11px'>{html.escape(json.dumps(comp.configs[r], indent=1))}</pre></td></tr>"
-        for r in comp.run_ids)
     table = final_table(comp).to_html(index=False, float_format=lambda v: f"{v:.4g}")
-    lines = "<br>".join(html.escape(x) for x in _caption_lines(comp))
-    header = Div(text=f"<h2>Lowbit Explorer comparison</h2><p>{lines}</p>")
+    lines = "".join(
+        f"<li style='list-style:none'><span style='display:inline-block;width:12px;height:12px;margin-right:6px;"
+        f"background:{plots.RUN_COLORS[i % len(plots.RUN_COLORS)]}'></span>{html.escape(x)}</li>"
+        for i, x in enumerate(_caption_lines(comp)))
+    header = Div(text=f"<h2>Lowbit Explorer comparison</h2><ul style='padding:0'>{lines}</ul>", width=1100)
     configs = html.escape(json.dumps(_metadata(comp), default=str))
-    caption = Div(text=f"<h3>Final metrics</h3>{table}<h3>Run configs</h3>"
-                       f"<table border='1' style='border-collapse:collapse'>{rows}</table>"
+    caption = Div(text=f"<h3>Final metrics</h3>{table}<h3>Run configs</h3>{_config_details(comp)}"
                        f"<script type='application/json' id='run-configs'>{configs}</script>",
                   width=1100)
     save(column(header, model, caption), filename=str(path), resources=INLINE, title="Lowbit Explorer comparison")
-    # Panel (imported by HoloViews) adds relative <script>/<link> tags ("static/extensions/...") for its
-    # own components; none are used here, and next to the file they do not exist: drop them.
+    # Panel (imported by HoloViews) adds <script>/<link> tags ("static/extensions/...", CDN stylesheets) for
+    # its own components; none are used here, and offline they do not load: drop them.
     text = path.read_text(encoding="utf-8")
     path.write_text(_RELATIVE_SCRIPT.sub("", text), encoding="utf-8")
     return path
@@ -320,13 +335,15 @@ export = export_comparison
 
 # ----------------------------------------------------------------------- CLI
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from core.cli import ArgumentParser, int_in
+
+    p = ArgumentParser(
         prog="python -m explorer.export",
         description="Export a comparison of stored runs (metric curves, with --grid a heat map over two "
                     "config keys, and a caption naming each run's settings and final accuracy) as PNG, SVG "
                     "and offline standalone HTML, plus <name>.json with the configs and final metrics.")
     p.add_argument("--runs", nargs="+", default=None, help="run ids (or unique prefixes); see --list")
-    p.add_argument("--last", type=int, default=None, help="compare the N most recent runs instead of --runs")
+    p.add_argument("--last", type=int_in(1), default=None, help="compare the N most recent runs instead of --runs")
     p.add_argument("--store", default=None, help="run store file (default: $LOWBIT_STORE or the user data dir)")
     p.add_argument("--out", default=None, help="output directory (default: <store dir>/exports/<timestamp>)")
     p.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS, metavar="FORMAT",
@@ -337,7 +354,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", nargs=2, default=None, metavar=("X", "Y"),
                    help="two config keys for a heat map, e.g. scheme.ex scheme.mx")
     p.add_argument("--value", default="final_test_acc", help="summary column of the grid heat map")
-    p.add_argument("--smooth", type=int, default=1, help="rolling mean window for per-step curves")
+    p.add_argument("--smooth", type=int_in(1, 100_000), default=1, help="rolling mean window for per-step curves")
     p.add_argument("--name", default="comparison", help="file stem")
     p.add_argument("--list", action="store_true", help="list the runs in the store and exit")
     return p
@@ -345,6 +362,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit code (0 ok, 2 bad input)."""
+    from core.cli import fail
     from core.store import StoreError
 
     args = _parser().parse_args(argv)
@@ -361,13 +379,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             ids = list(args.runs or [])
         if not ids:
-            sys.stderr.write("error: give --runs ID [ID ...] or --last N (see --list)\n")
-            return 2
+            return fail("give --runs ID [ID ...] or --last N (see --list)")
         files = export_comparison(ids, args.out, st, args.formats, args.metrics,
                        tuple(args.grid) if args.grid else None, args.value, args.smooth, args.name)
     except (ValueError, OSError, StoreError) as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 2
+        return fail(exc)
     for f in files:
         sys.stdout.write(f"{f}\n")
     return 0

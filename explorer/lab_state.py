@@ -7,23 +7,34 @@ run) and the rounding mode, and keeps ``results`` — one
 them changes.  Results are cached by (data, spec, rounding, seed), so moving one slider
 recomputes one format; ``latency`` records how long the last update took.
 
+A result that cannot be computed never leaves the previous format's plots on screen: the slot gets
+a result with ``error`` set (NaN metrics, nothing drawn) under the new spec, and the reason is in
+``slot_errors``.  Besides the four slots the state keeps the bit layout of one typed value in one slot's
+format (:mod:`explorer.bitlayout`) and the per-block scales of one slot's scaled format over the tensor
+as a 2-D weight (:mod:`explorer.scalemap`).
+
 Tensors from a run come only from the run store (``store.samples`` / ``store.load_sample``),
 never from a path typed on the page.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
+import numpy as np
 import param
 
 import core
+from core.formats.base import RBITS_MAX, RBITS_MIN, RBITS_PREFIX
 
-from .analysis import DISTRIBUTIONS, SIZES, DataSummary, FormatResult, ResultCache
+from .analysis import DISTRIBUTIONS, SIZES, DataSummary, FormatResult, ResultCache, _nan_metrics
+from .bitlayout import BitLayout, bit_layout
 from .builder import SpecBuilder
+from .scalemap import ScaleMap, as_matrix, scale_map
 
-__all__ = ["FormatLabState", "DEFAULT_SPECS", "SOURCES"]
+__all__ = ["FormatLabState", "DEFAULT_SPECS", "SOURCES", "ROUNDINGS", "SCALE_MAP_ROWS", "SCALE_MAP_COLS"]
 
 #: the formats the four slots start with
 DEFAULT_SPECS: tuple[str, ...] = (
@@ -34,6 +45,10 @@ DEFAULT_SPECS: tuple[str, ...] = (
 )
 #: data sources
 SOURCES: tuple[str, ...] = ("synthetic", "stored run")
+#: the rounding choices: core's named modes plus ``stochastic_rbits`` (its K is the ``rbits`` knob)
+ROUNDINGS: tuple[str, ...] = (*core.ROUNDING_MODES, RBITS_PREFIX)
+#: the scale heat map uses at most this many rows and columns of the 2-D tensor (its top-left corner)
+SCALE_MAP_ROWS, SCALE_MAP_COLS = 256, 512
 _NONE = ""
 
 
@@ -43,8 +58,23 @@ class FormatLabState(param.Parameterized):
     count = param.Integer(default=2, bounds=(1, 4), doc="Number of formats compared side by side (1-4).")
     builders = param.List(item_type=SpecBuilder, constant=True,
                           doc="The four format slots (the first `count` are shown).")
-    rounding = param.Selector(default="nearest", objects=list(core.ROUNDING_MODES),
-                              doc="Rounding mode used for every format.")
+    rounding = param.Selector(default="nearest", objects=list(ROUNDINGS),
+                              doc="Rounding mode used for every format (stochastic_rbits: with `rbits` random bits).")
+    rbits = param.Integer(default=8, bounds=(RBITS_MIN, RBITS_MAX),
+                          doc="Random bits K of stochastic_rbits<K> rounding.")
+    probe = param.String(default="0.3", doc="Value shown in the bit-layout view (a number).")
+    probe_slot = param.Integer(default=1, bounds=(1, 4), doc="Slot whose format the bit-layout view uses.")
+    probe_amax = param.Number(default=0.0, bounds=(0.0, None),
+                              doc="Largest |x| of the probe's block (scaled formats); 0: the probe is the block max.")
+    scale_slot = param.Integer(default=1, bounds=(1, 4), doc="Slot whose block scales the heat map shows.")
+    layout = param.ClassSelector(class_=BitLayout, default=None, allow_None=True, constant=True,
+                                 doc="Bit layout of `probe` in slot `probe_slot`'s format (read-only).")
+    layout_error = param.String(default="", constant=True, doc="Why the bit layout cannot be shown; empty when it is.")
+    scales = param.ClassSelector(class_=ScaleMap, default=None, allow_None=True, constant=True,
+                                 doc="Per-block log2 scales of slot `scale_slot` over the tensor as 2-D (read-only).")
+    scales_message = param.String(default="", constant=True, doc="Why there is no scale map; empty when there is.")
+    slot_errors = param.List(default=["", "", "", ""], constant=True,
+                             doc="Per slot: why its current spec could not be computed (empty when it was).")
     source = param.Selector(default="synthetic", objects=list(SOURCES),
                             doc="Synthetic distribution or a tensor stored by a training run.")
     distribution = param.Selector(default="normal", objects=list(DISTRIBUTIONS), doc="Synthetic distribution.")
@@ -79,12 +109,20 @@ class FormatLabState(param.Parameterized):
         builders += [SpecBuilder(DEFAULT_SPECS[i]) for i in range(len(builders), 4)]
         super().__init__(builders=builders, **params)
         self._cache = ResultCache(size=48)
+        self._scale_cache: dict[tuple[str, str], ScaleMap | str] = {}
         for b in self.builders:
             b.param.watch(self._on_format, ["fmt"])
         self._load_data()
         self._update_results()
+        self._update_layout()
+        self._update_scales()
 
     # -------------------------------------------------------------- public
+    @property
+    def effective_rounding(self) -> str:
+        """The rounding mode passed to :func:`core.quantize` (``stochastic_rbits<K>`` with K = ``rbits``)."""
+        return f"{RBITS_PREFIX}{self.rbits}" if self.rounding == RBITS_PREFIX else self.rounding
+
     @property
     def specs(self) -> list[str]:
         """Spec strings of the shown slots."""
@@ -149,13 +187,52 @@ class FormatLabState(param.Parameterized):
                 return
         self._load_data()
         self._update_results()
+        self._update_scales()
 
-    @param.depends("count", "rounding", watch=True)
+    @param.depends("count", "rounding", "rbits", watch=True)
     def _on_slots(self) -> None:
         self._update_results()
 
     def _on_format(self, *events: Any) -> None:
         self._update_results()
+        self._update_layout()
+        self._update_scales()
+
+    @param.depends("probe", "probe_slot", "probe_amax", "rbits", "seed", watch=True)
+    def _update_layout(self) -> None:
+        fmt = self.builders[self.probe_slot - 1].fmt
+        layout, err = None, ""
+        try:
+            x = float(self.probe.strip())
+        except ValueError:
+            err = f"not a number: {self.probe!r}"
+        else:
+            try:
+                layout = bit_layout(fmt, x, self.probe_amax or None, self.rbits, self.seed)
+            except (ValueError, TypeError, NotImplementedError) as exc:
+                err = f"{fmt}: {exc}"
+        with param.edit_constant(self):
+            self.param.update(layout=layout, layout_error=err)
+
+    @param.depends("scale_slot", watch=True)
+    def _update_scales(self) -> None:
+        fmt = self.builders[self.scale_slot - 1].fmt
+        key = (self.data.key, str(fmt))
+        hit = self._scale_cache.get(key)
+        if hit is None:
+            try:
+                x = as_matrix(self.data.x)[:SCALE_MAP_ROWS, :SCALE_MAP_COLS]
+                hit = scale_map(fmt, x)
+            except (ValueError, TypeError, NotImplementedError) as exc:
+                hit = str(exc)
+            if len(self._scale_cache) > 16:
+                self._scale_cache.clear()
+            self._scale_cache[key] = hit
+        with param.edit_constant(self):
+            if isinstance(hit, ScaleMap):
+                self.param.update(scales=hit, scales_message="")
+            else:
+                self.param.update(scales=None, scales_message=hit)
 
     def _load_data(self) -> None:
         t0 = time.perf_counter()
@@ -189,11 +266,29 @@ class FormatLabState(param.Parameterized):
     def _update_results(self) -> None:
         t0 = time.perf_counter()
         data = self.data
-        results: list[FormatResult] = [
-            self._cache.get(data, b.fmt, self.rounding, self.seed) for b in self.builders[: self.count]
-        ]
+        results: list[FormatResult] = []
+        errors = ["", "", "", ""]
+        for i, b in enumerate(self.builders[: self.count]):
+            try:
+                results.append(self._cache.get(data, b.fmt, self.effective_rounding, self.seed))
+            except Exception as exc:  # noqa: BLE001 - any failure is shown on the page, never stale plots
+                errors[i] = f"{b.fmt} could not be computed: {type(exc).__name__}: {exc}"
+                results.append(_failed(b.fmt, len(data.counts), errors[i]))
+            if results[-1].error:
+                errors[i] = results[-1].error
         with param.edit_constant(self):
-            self.param.update(results=results, latency=time.perf_counter() - t0)
+            self.param.update(results=results, slot_errors=errors, latency=time.perf_counter() - t0)
+
+
+def _failed(fmt: Any, nbins: int, message: str) -> FormatResult:
+    """The result of a format that could not be computed: its spec, NaN metrics, nothing to draw."""
+    empty = np.zeros(0)
+    try:
+        bits = int(fmt.bits)
+    except Exception:  # noqa: BLE001 - a broken format may fail here too
+        bits = 0
+    return FormatResult(str(fmt), bits, bool(getattr(fmt, "scaled", False)), _nan_metrics(), empty, empty,
+                        np.full(nbins, math.nan), 0.0, message)
 
 
 def core_tensor(arr: Any, shape: Any) -> "Any":

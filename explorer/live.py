@@ -6,12 +6,19 @@ into it. A periodic callback (every ``period`` ms, in the session) calls
 :meth:`LiveTrainingState.poll`, which streams the new rows into HoloViews ``Buffer``/``Pipe``
 streams; the callback is removed when the session is destroyed (the run goes on, and a reload
 reattaches).
+
+The page fits a 1280 px wide window (the plots shrink to ``min_width``, the rows of controls wrap);
+each ARE heat map has one colour range per tensor kind (``heat_scale``/``heat_range``), a plot that
+stays empty says why in its plot area, and the data-folder field exists only on a page served on
+loopback (:func:`local_request`): elsewhere the server's ``LOWBIT_DATA`` names the folder.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import holoviews as hv
 import panel as pn
@@ -21,15 +28,56 @@ from panel.viewable import Viewer
 from core.store import is_active
 
 from . import plots, registry
+from .live_frames import duration_text
 from .live_state import LiveTrainingState
-from .widgets import SpecBuilderView, knob_widgets
+from .widgets import OptionalSpecBuilderView, knob_widgets
 
-__all__ = ["LiveTraining"]
+__all__ = ["LiveTraining", "local_request", "served_locally"]
 
 hv.renderer("bokeh")
 
 _OPTS = dict(height=260, responsive=True, min_width=360)
 _TENSOR_TITLES = {"w": "W (weights)", "a": "A (activations)", "e": "E (errors)", "g": "G (weight gradients)"}
+
+
+def _loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def local_request(host_header: str | None, remote_ip: str | None) -> bool:
+    """True when a page request came from this machine to a loopback address: the browser opened
+    ``localhost``/``127.0.0.1``/``[::1]`` (the ``Host`` header; a server reached by any other name
+    or address is served beyond this machine, docs/architecture.md invariants) and the client is a
+    loopback address (``remote_ip``; None when unknown)."""
+    hostname = urlsplit("//" + (host_header or "")).hostname
+    return _loopback(hostname) and (remote_ip is None or _loopback(remote_ip))
+
+
+def served_locally() -> bool:
+    """Whether this session's page may name server folders: outside a server (Jupyter) yes, in a
+    server only for a :func:`local_request`."""
+    doc = pn.state.curdoc
+    ctx = getattr(doc, "session_context", None) if doc is not None else None
+    req = getattr(ctx, "request", None) if ctx is not None else None
+    if req is None:
+        return ctx is None
+    headers = getattr(req, "headers", {}) or {}
+    tornado_req = getattr(req, "_request", None)
+    return local_request(headers.get("Host") or headers.get("host"), getattr(tornado_req, "remote_ip", None))
+
+
+def _colorbar_when_data(plot: Any, element: Any) -> None:
+    """A Bokeh hook: the colour bar only while the map has cells (an empty map keeps no old scale)."""
+    for key, bar in plot.handles.items():
+        if key.endswith("colorbar"):
+            bar.visible = bool(len(element))
 
 
 def _layer_ticks(layers: list[str]) -> Any:
@@ -65,9 +113,15 @@ class LiveTraining(Viewer):
         super().__init__(state=state if state is not None else LiveTrainingState(), **params)
         registry.warm_up()  # the worker engine starts in the background; a first Start need not wait
         s = self.state
+        local = served_locally()
+        with param.edit_constant(s):
+            s.local_paths = local
+        if not local:
+            s.data_root = ""
+        # the data-folder field comes last, so the other inputs keep their order
         config = pn.Param(
             s, parameters=["dataset", "model", "hidden", "scheme", "lr", "momentum", "epochs", "batch_size",
-                           "seed", "every", "shadow", "max_steps"],
+                           "seed", "every", "shadow", "max_steps", *(["data_root"] if local else [])],
             widgets={
                 "dataset": {"type": pn.widgets.Select, "label": "Dataset"},
                 "model": {"type": pn.widgets.Select, "label": "Model"},
@@ -81,27 +135,36 @@ class LiveTraining(Viewer):
                 "every": {"type": pn.widgets.IntInput, "label": "Telemetry every (steps)"},
                 "shadow": {"type": pn.widgets.TextInput, "label": "Shadow formats (;)"},
                 "max_steps": {"type": pn.widgets.IntInput, "label": "Max steps (0 = all)"},
+                "data_root": {"type": pn.widgets.TextInput, "label": "Data folder (mnist, CIFAR-10; empty = default)",
+                              "placeholder": "$LOWBIT_DATA or the dataset cache", "css_classes": ["data-root"]},
             },
             show_name=False, width=270, margin=0,
         )
+        data_note = pn.pane.Markdown(
+            "Data folder: this page is served beyond this machine, so the server's `LOWBIT_DATA` environment "
+            "variable names it (set it where the server runs).", css_classes=["data-root-note"],
+            visible=not local, width=270, margin=(0, 5))
         # Pause and Stop only while there is a run to pause or stop
         idle = pn.bind(lambda status: not is_active(status), s.param.status)
         start = pn.widgets.Button.from_param(s.param.start, label="Start", color="primary", width=80,
                                              css_classes=["btn-start"], description=None)
         pause = pn.widgets.Button.from_param(s.param.pause, label="Pause / Resume", width=120,
                                              css_classes=["btn-pause"], description=None, disabled=idle)
-        stop = pn.widgets.Button.from_param(s.param.stop, label="Stop", color="danger", width=70,
-                                            css_classes=["btn-stop"], description=None, disabled=idle)
+        # red only while there is a run to stop (a disabled red button reads as an alarm)
+        stop = pn.widgets.Button.from_param(s.param.stop, label="Stop", width=70, css_classes=["btn-stop"],
+                                            description=None, disabled=idle,
+                                            color=pn.bind(lambda st: "danger" if is_active(st) else "light",
+                                                          s.param.status))
         progress = pn.indicators.Progress(value=pn.bind(lambda p: int(round(100 * p)), s.param.progress), max=100,
                                           bar_color="primary",
                                           sizing_mode="stretch_width", css_classes=["run-progress"])
         status = pn.pane.Markdown(
             pn.bind(self._status_text, s.param.run_id, s.param.status, s.param.step, s.param.total_steps,
-                    s.param.test_acc, s.param.message),
+                    s.param.test_acc, s.param.message, s.param.steps_per_s, s.param.elapsed, s.param.eta),
             css_classes=["run-status"], sizing_mode="stretch_width", margin=(0, 10))
         knobs = pn.panel(pn.bind(self._knob_panel, s.param.knobs, s.param.specs), width=290)
         sidebar = pn.Column(
-            pn.pane.Markdown("### Run", margin=(0, 5)), config,
+            pn.pane.Markdown("### Run", margin=(0, 5)), config, data_note,
             pn.pane.Markdown("**Scheme knobs** (live)", margin=(0, 5)), knobs, width=300)
 
         steps = s.steps
@@ -120,7 +183,7 @@ class LiveTraining(Viewer):
         acc_plot = (train_acc * test_acc * lines).opts(*curve_opts).opts(
             hv.opts.Overlay(title="Accuracy (train per step, test per epoch)", legend_position="bottom_right"))
 
-        heat_plots = []
+        heat_plots: list[pn.pane.HoloViews] = []
         for t in ("w", "a", "e", "g"):
             dm = hv.DynamicMap(self._heat_callback(t), streams=[s.heat_of[t]])
             heat_plots.append(pn.pane.HoloViews(
@@ -128,19 +191,29 @@ class LiveTraining(Viewer):
                                                      framewise=True),
                                   hv.opts.Overlay(**_OPTS, framewise=True)),
                 css_classes=[f"plot-heat-{t}"], sizing_mode="stretch_width"))
-        tail = hv.DynamicMap(lambda data: plots.tail_plot(data), streams=[s.tail]).opts(
-            hv.opts.Curve(framewise=True), hv.opts.Overlay(**_OPTS, framewise=True, legend_position="bottom_left"))
-        whist = hv.DynamicMap(lambda data: plots.weight_hist_rectangles(data), streams=[s.whist])
+        # the legend below the plot (two columns), never over the points
+        tail = hv.DynamicMap(self._tail_callback, streams=[s.tail]).opts(
+            hv.opts.Curve(framewise=True),
+            hv.opts.Overlay(**dict(_OPTS, height=340), framewise=True, legend_position="bottom", legend_cols=2))
+        whist = hv.DynamicMap(self._whist_callback, streams=[s.whist])
         whist_plot = (whist * lines).opts(
-            hv.opts.Rectangles(**_OPTS, colorbar=True, tools=["hover"], line_alpha=0, framewise=True),
+            hv.opts.Rectangles(**_OPTS, colorbar=True, tools=["hover"], line_alpha=0, framewise=True,
+                               hooks=[_colorbar_when_data]),
             hv.opts.Overlay(**_OPTS, framewise=True))
 
-        extras = pn.Param(s, parameters=["heat_source", "hist_layer", "bound_u", "signal"],
-                          widgets={"heat_source": {"type": pn.widgets.Select, "label": "Heat map ARE of"},
-                                   "hist_layer": {"type": pn.widgets.Select, "label": "Weight histogram layer"},
-                                   "bound_u": {"type": pn.widgets.FloatSlider, "label": "Bound u"},
-                                   "signal": {"type": pn.widgets.Select, "label": "Scheme signal"}},
-                          default_layout=pn.Row, show_name=False, margin=0)
+        heat_controls = pn.FlexBox(
+            pn.widgets.Select.from_param(s.param.heat_source, name="Heat map ARE of", width=200),
+            pn.widgets.RadioButtonGroup.from_param(s.param.heat_scale, width=120, margin=(24, 10, 5, 10),
+                                                   css_classes=["heat-scale"]),
+            pn.widgets.RangeSlider.from_param(s.param.heat_range, name="Fixed colour range (log10 ARE)", width=240,
+                                              css_classes=["heat-range"],
+                                              disabled=s.param.heat_scale.rx.pipe(lambda v: v != "fixed")),
+            sizing_mode="stretch_width", css_classes=["heat-controls"])
+        extras = pn.FlexBox(
+            pn.widgets.Select.from_param(s.param.hist_layer, name="Weight histogram layer", width=200),
+            pn.widgets.FloatSlider.from_param(s.param.bound_u, name="Bound u", width=200),
+            pn.widgets.Select.from_param(s.param.signal, name="Scheme signal", width=220),
+            sizing_mode="stretch_width", css_classes=["live-extras"])
         signal_plot = hv.DynamicMap(self._signal_callback,
                                     streams={"data": s.signals.param.data, "marks": s.marks.param.data}).opts(
             hv.opts.Curve(**_OPTS, framewise=True, tools=["hover"]),
@@ -152,6 +225,7 @@ class LiveTraining(Viewer):
                        pn.pane.HoloViews(acc_plot, css_classes=["plot-acc"], sizing_mode="stretch_width"),
                        ncols=2, sizing_mode="stretch_width"),
             pn.pane.Markdown("**ARE per layer and step** (the MLS paper's Fig. 3, live)", margin=(0, 10)),
+            heat_controls,
             pn.GridBox(*heat_plots, ncols=2, sizing_mode="stretch_width"),
             extras,
             pn.GridBox(pn.pane.HoloViews(tail, css_classes=["plot-tail"], sizing_mode="stretch_width"),
@@ -160,6 +234,8 @@ class LiveTraining(Viewer):
                        ncols=2, sizing_mode="stretch_width"),
             sizing_mode="stretch_width",
         )
+        self._heat_panes = heat_plots
+        self._stop = stop
         self._layout = pn.Row(sidebar, main, sizing_mode="stretch_width", css_classes=["live-training"])
         self._callback: Any = None
         self._next_poll = 0.0
@@ -171,6 +247,7 @@ class LiveTraining(Viewer):
 
         def cb(data: Any) -> hv.Rectangles:
             title = f"ARE of {_TENSOR_TITLES[tensor]}"
+            clim = s.heat_clim(tensor)
             d = data[(data["tensor"] == tensor) & (data["source"] == s.heat_source)] if len(data) else data
             if not len(d) and len(data):
                 # e.g. G is not quantized by the scheme: show it in a shadow format instead
@@ -185,9 +262,23 @@ class LiveTraining(Viewer):
                 title += " - none (this scheme logs no ARE)" if s.status not in ("running", "paused") else ""
             elif s.heat_source != "live":
                 title += f" in {s.heat_source} (shadow)"
-            return plots.are_rectangles(d, s.layers, title=title).opts(hooks=[_layer_ticks(s.layers)])
+            return plots.are_rectangles(d, s.layers, title=title).opts(
+                clim=clim or (float("nan"), float("nan")), hooks=[_layer_ticks(s.layers), _colorbar_when_data])
 
         return cb
+
+    def _tail_callback(self, data: Any) -> hv.Overlay:
+        """The tail plot, with the reason in the plot area while it has nothing to show."""
+        why = self.state.tail_note()
+        tail = plots.tail_plot(data)
+        own = tail.opts.get().kwargs
+        return (tail * plots.note(why, kdims=("layer #", "fraction"))).opts(title=own.get("title", ""), logy=True)
+
+    def _whist_callback(self, data: Any) -> hv.Overlay:
+        """The weight histogram over time, with the reason in the plot area while it is empty."""
+        why = self.state.whist_note()
+        hist = plots.weight_hist_rectangles(data)
+        return (hist * plots.note(why, kdims=("step", "log2|w|"))).opts(title=hist.opts.get().kwargs.get("title", ""))
 
     def _signal_callback(self, data: Any, marks: Any) -> hv.Overlay:
         """The chosen scheme signal with the knob-change markers; the title names the signal."""
@@ -202,19 +293,25 @@ class LiveTraining(Viewer):
                 * plots.event_lines(marks)).opts(title=title)
 
     @staticmethod
-    def _status_text(run_id: str, status: str, step: int, total: int, test_acc: float | None, message: str) -> str:
+    def _status_text(run_id: str, status: str, step: int, total: int, test_acc: float | None, message: str,
+                     steps_per_s: float | None = None, elapsed: float | None = None, eta: float | None = None) -> str:
         if not run_id:
             return f"No run yet: press **Start**. {message}"
         acc = f", test acc **{test_acc:.2%}**" if test_acc is not None else ""
         if status == "created":
             return f"run `{run_id}` **queued** - waiting for its worker process  \n{message}"
-        return f"run `{run_id}` **{status}** - step {step}/{total}{acc}  \n{message}"
+        speed = ""
+        if elapsed is not None:
+            rate = f"{steps_per_s:.1f} steps/s, " if steps_per_s is not None else ""
+            left = f", ETA {duration_text(eta)}" if is_active(status) and eta is not None else ""
+            speed = f" ({rate}elapsed {duration_text(elapsed)}{left})"
+        return f"run `{run_id}` **{status}** - step {step}/{total}{acc}{speed}  \n{message}"
 
     def _knob_panel(self, knobs: param.Parameterized, specs: dict[str, Any]) -> pn.Column:
         items: list[Any] = [pn.Param(knobs, show_name=False, widgets=knob_widgets(knobs), width=280, margin=0,
                                      css_classes=["scheme-knobs"])]
         for name, b in specs.items():
-            items.append(SpecBuilderView(b, title=f"{name.upper()} format (optional)", color="#555555"))
+            items.append(OptionalSpecBuilderView(b, title=f"{name.upper()} format (optional)", color="#555555"))
         return pn.Column(*items, margin=0)
 
     def _start_polling(self) -> None:

@@ -11,7 +11,10 @@ step 100 and at step 100,000, and three tabs on one run cost one store read and 
   bins; when a step falls beyond the last bin, neighbouring bins merge pairwise and the bin width
   doubles;
 * the latest activation histogram and overflow of each layer (the tail plot), per-layer statistics,
-  knob-change markers and the run's end events.
+  knob-change markers and the run's end events;
+* the run row's timestamps: ``started``, ``ended`` and the latest :data:`MAX_SPEED_SAMPLES`
+  ``(heartbeat, step)`` pairs (:func:`explorer.live_frames.run_speed` turns them into steps/s,
+  elapsed time and ETA).
 
 Every aggregate has a version number; a page redraws a plot only when its version changed, and
 the frames a plot draws are computed once per version (:meth:`RunFeed.heat_frame` ...). Nothing
@@ -24,13 +27,14 @@ import logging
 import math
 import threading
 import time
+from collections import deque
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
 from . import live_frames
-from .live_frames import HEAT_COLS, MAX_COLUMNS, ActHist, WeightHist, empty_frame
+from .live_frames import HEAT_COLS, MAX_COLUMNS, ActHist, RunSpeed, WeightHist, empty_frame, run_speed
 
 __all__ = ["Thinned", "HeatGrid", "RunFeed", "STEP_COLS", "EPOCH_COLS", "SIGNAL_ROLES", "feed_for"]
 
@@ -40,11 +44,13 @@ STEP_COLS = ["step", "loss", "train_acc", "lr"]
 EPOCH_COLS = ["step", "epoch", "test_acc", "test_loss"]
 SIGNAL_COLS = ["step", "layer", "tensor", "role", "name", "value"]
 #: metric roles of the schemes' own telemetry (plotted as "scheme signals")
-SIGNAL_ROLES = ("schedule", "dfq", "niti", "logbtq", "cost")
+SIGNAL_ROLES = ("schedule", "dfq", "niti", "logbtq", "cost", "scale")  # scale: the training recipes
 #: most distinct steps the loss/accuracy curves keep (a longer run keeps an evenly spaced subset)
 MAX_CURVE_STEPS = 8000
 #: most distinct steps a scheme signal keeps
 MAX_SIGNAL_STEPS = 2000
+#: most (heartbeat, step) samples of the run row kept for its steps/s rate
+MAX_SPEED_SAMPLES = 120
 
 
 class Thinned:
@@ -232,7 +238,10 @@ class RunFeed:
         self.a_overflow: dict[str, tuple[float, float]] = {}  # layer -> (step, live overflow of A)
         self.stats: dict[tuple[str, str], float] = {}
         self.markers: list[int] = []
-        self.events: list[str] = []  # messages of the run's end events, in order
+        self.events: list[str] = []  # messages of the run's warning and end events, in order
+        self.started: float | None = None
+        self.ended: float | None = None
+        self.speed_samples: deque[tuple[float, int]] = deque(maxlen=MAX_SPEED_SAMPLES)
         self.versions = {"heat": 0, "whist": 0, "tail": 0, "signals": 0, "markers": 0, "layers": 0}
         self._cache: dict[Any, Any] = {}
 
@@ -267,6 +276,10 @@ class RunFeed:
         except Exception as exc:  # noqa: BLE001 - a store hiccup must not break the pages
             log.warning("reading run %s failed: %s", run.id, exc)
             return 0
+        try:
+            self._read_times(store.get_run(run.id))
+        except Exception as exc:  # noqa: BLE001 - no timing is no reason to drop the rows
+            log.warning("reading the timestamps of run %s failed: %s", run.id, exc)
         m, h, ev = tables["metrics"], tables["histograms"], tables["events"]
         if len(m):
             self._add_metrics(m)
@@ -275,6 +288,19 @@ class RunFeed:
         if len(ev):
             self._add_events(ev)
         return len(m) + len(h) + len(ev)
+
+    def _read_times(self, row: dict[str, Any]) -> None:
+        """Keep the run row's start, end and one (heartbeat, step) sample per heartbeat."""
+        self.started = row.get("started")
+        self.ended = row.get("ended")
+        hb, step = row.get("heartbeat"), row.get("step")
+        if hb is not None and (not self.speed_samples or float(hb) > self.speed_samples[-1][0]):
+            self.speed_samples.append((float(hb), int(step or 0)))
+
+    def speed(self, total: int) -> RunSpeed:
+        """Steps/s, elapsed time and ETA (to ``total`` steps) from the run row's timestamps."""
+        with self.lock:
+            return run_speed(list(self.speed_samples), self.started, self.ended, total)
 
     def _add_metrics(self, m: pd.DataFrame) -> None:
         scalar = m[(m["role"] == "") & (m["layer"] == "")]
@@ -351,8 +377,8 @@ class RunFeed:
             self.markers = sorted(set(self.markers) | set(ups))
             self.versions["markers"] += 1
         for k, p in zip(ev["kind"], ev["payload"]):
-            if k in ("diverged", "error", "done", "stopped", "interrupted"):
-                detail = f": {p.get('message')}" if k == "error" and p.get("message") else ""
+            if k in ("diverged", "error", "done", "stopped", "interrupted", "warning"):
+                detail = f": {p.get('message')}" if k in ("error", "warning") and p.get("message") else ""
                 self.events.append(f"run {self.run.id}: {k}{detail}")
 
     def _set_layers(self, names: list[str]) -> None:

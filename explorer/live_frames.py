@@ -5,12 +5,15 @@ plots draw (Panel-free, no state: :class:`explorer.live_state.LiveTrainingState`
   long run draws at most :data:`MAX_COLUMNS` columns;
 * :func:`weight_hist_frame`: the weight histogram of one layer over time;
 * :func:`signal_frame`: one scheme signal per layer/tensor;
-* :func:`tail_data`: the measured activation tail (:func:`tail_fraction`) against the LogBTQ bound.
+* :func:`tail_data`: the measured activation tail (:func:`tail_fraction`) against the LogBTQ bound;
+* :func:`run_speed`: steps/s, elapsed time and ETA of a run from its row's timestamps (``started``,
+  ``heartbeat``, ``ended``: the run writes ``heartbeat`` with every commit of its step rows).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -19,7 +22,8 @@ import pandas as pd
 from core.schemes import tail_bound
 
 __all__ = ["MAX_COLUMNS", "HEAT_COLS", "WHIST_COLS", "SIGNAL_PLOT_COLS", "empty_frame", "bin_steps", "heat_frame",
-           "weight_hist_frame", "signal_frame", "tail_fraction", "tail_data"]
+           "weight_hist_frame", "signal_frame", "tail_fraction", "tail_data", "RunSpeed", "run_speed", "SPEED_WINDOW",
+           "duration_text"]
 
 #: most step columns a heat map or the weight histogram draws (a long run is binned into this many)
 MAX_COLUMNS = 160
@@ -129,3 +133,55 @@ def tail_data(layers: Sequence[str], a_hists: Mapping[str, ActHist], overflow: M
     per_layer = [bound.per_layer[blocks.index(n.split(".branches.")[0])] for n in layers]
     return {"layers": layers, "measured": measured, "overflow": ovf, "e1": e1, "u": u,
             "depth": len(blocks), "per_layer": per_layer, "average": bound.average, "approx": bound.approx}
+
+
+#: seconds of the run's latest (heartbeat, step) samples that the steps/s rate is measured over
+SPEED_WINDOW = 10.0
+
+
+@dataclass(frozen=True)
+class RunSpeed:
+    """How fast a run goes: ``steps_per_s`` (None before two samples), ``elapsed`` seconds since it
+    started (None before it started) and ``eta`` seconds to its last step (None while the rate is
+    unknown or zero)."""
+
+    steps_per_s: float | None
+    elapsed: float | None
+    eta: float | None
+
+
+def run_speed(samples: Sequence[tuple[float, int]], started: float | None, ended: float | None,
+              total: int, window: float = SPEED_WINDOW) -> RunSpeed:
+    """Steps/s, elapsed time and ETA of a run from ``samples``, its row's ``(heartbeat, step)`` pairs
+    as read over time (oldest first).
+
+    The rate is ``(step_b - step_a) / (t_b - t_a)`` from the oldest sample of the last ``window``
+    seconds (counted back from the last sample) to the last one (None while they are one instant);
+    elapsed is ``ended`` (else the last heartbeat) minus ``started``; the ETA is
+    ``(total - step) / rate`` (None while the rate is unknown or zero). Once the run ended the rate is
+    its average, ``step / elapsed``, and the ETA 0."""
+    pts = [(float(t), int(s)) for t, s in samples if t is not None and math.isfinite(float(t))]
+    if not pts:
+        return RunSpeed(None, None if ended is None or started is None else max(0.0, ended - started),
+                        0.0 if ended is not None else None)
+    last_t, last_s = pts[-1]
+    end = float(ended) if ended is not None else last_t
+    elapsed = max(0.0, end - float(started)) if started is not None else None
+    t0, s0 = next(p for p in pts if p[0] >= last_t - window)
+    rate = (last_s - s0) / (last_t - t0) if last_t > t0 else None
+    if ended is not None:  # an ended run: its average over the whole run
+        return RunSpeed(last_s / elapsed if elapsed else rate, elapsed, 0.0)
+    eta = max(0, int(total) - last_s) / rate if rate and total else None
+    return RunSpeed(rate, elapsed, eta)
+
+
+def duration_text(seconds: float | None) -> str:
+    """``42 s``, ``3 min 05 s``, ``2 h 07 min``; ``?`` for None."""
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"

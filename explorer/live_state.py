@@ -14,14 +14,18 @@ the run store:
 
 Moving a knob, Pause and Stop write a command row for the run (``RunStore.send_command``); the
 run acknowledges it within ``Run.command_interval`` and applies it before its next step; the page
-says so when the answer arrives, and the step of every applied ``update`` is marked on all plots.
+says so when the answer arrives, and the step of every applied ``update`` is marked on all plots. A
+change the run never used (it ended first, or rejected it) is said so, and its control shows the
+run's value again (:meth:`LiveTrainingState._restore`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 import typing
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -36,6 +40,7 @@ from .builder import SpecBuilder
 from .knobs import knob_text, scheme_knob_class, spec_fields
 from .live_feed import EPOCH_COLS, SIGNAL_ROLES, STEP_COLS, RunFeed, feed_for
 from .live_frames import HEAT_COLS, MAX_COLUMNS, SIGNAL_PLOT_COLS, WHIST_COLS, empty_frame, tail_fraction
+from .plots import decade_range
 
 #: ``scheme_knob_class``/``spec_fields`` (:mod:`explorer.knobs`) and ``tail_fraction``/``MAX_COLUMNS``
 #: (:mod:`explorer.live_frames`) are re-exported for compatibility
@@ -76,6 +81,11 @@ class LiveTrainingState(param.Parameterized):
     shadow = param.String(default="fp8_e4m3",
         doc="Extra 'shadow' formats measured on the live tensors, separated by ';'.")
     max_steps = param.Integer(default=0, bounds=(0, None), doc="Stop after this many steps (0: the epochs decide).")
+    data_root = param.String(default="",
+        doc="Folder holding the dataset's files (DataConfig.root; empty: $LOWBIT_DATA or the catalogue cache). "
+            "Only for a page served on this machine (see local_paths).")
+    local_paths = param.Boolean(default=True, constant=True,
+        doc="Whether this page may name server folders (data_root): true when served on loopback only.")
     threads = param.Integer(default=1, bounds=(1, 64), doc="Torch threads of the training worker.")
     redraw = param.Number(default=1.5, bounds=(0.0, 60.0),
         doc="Seconds between redraws of the telemetry plots (heat maps, tail, histograms); curves stream on every "
@@ -85,6 +95,11 @@ class LiveTrainingState(param.Parameterized):
     hist_layer = param.Selector(default="", objects=[""], doc="Layer whose weight histogram is shown over time.")
     bound_u = param.Number(default=0.1, bounds=(0.0, 0.99), step=0.01,
         doc="Barrier u of the LogBTQ bound (the scheme's u when it has one).")
+    heat_scale = param.Selector(default="auto", objects=["auto", "fixed"],
+        doc="Colour range of the ARE heat maps: 'auto' is one range per tensor kind (W, A, E, G), the whole "
+            "decades of log10 ARE its rows span over every source; 'fixed' is heat_range for all four maps.")
+    heat_range = param.Range(default=(-4.0, 0.0), bounds=(-7.0, 1.0), step=0.5,
+        doc="log10 ARE colour range of every heat map while heat_scale is 'fixed'.")
     signal = param.Selector(default="", objects=[""],
         doc="Scheme signal plotted over steps: precision schedule (CPT/PFQ bits), DFQ bits per layer, NITI "
             "exponents, LogBTQ terms, effective BitOPs.")
@@ -102,6 +117,12 @@ class LiveTrainingState(param.Parameterized):
     message = param.String(default="", constant=True, doc="Last message: errors, applied updates (read-only).")
     markers = param.List(default=[], constant=True, doc="Steps where a knob was changed during the run (read-only).")
     layers = param.List(default=[], constant=True, doc="Layer names of the observed run, in model order (read-only).")
+    steps_per_s = param.Number(default=None, allow_None=True, constant=True,
+        doc="Steps per second of the observed run over its last seconds (read-only).")
+    elapsed = param.Number(default=None, allow_None=True, constant=True,
+        doc="Seconds since the observed run started (to its end once it ended; read-only).")
+    eta = param.Number(default=None, allow_None=True, constant=True,
+        doc="Seconds the observed run needs to its last step at its current rate (read-only).")
 
     def __init__(self, store: Any = None, attach: bool = True, **params: Any) -> None:
         from core.data import list_datasets
@@ -137,6 +158,9 @@ class LiveTrainingState(param.Parameterized):
         self._redraw_cost = 0.0
         self._spec_watchers: list[Any] = []
         self._knob_watcher: Any = None
+        self._notes: tuple[str, str] = ("", "")  # the empty plots' reasons last drawn
+        self._notes_key: Any = None  # what they were computed from
+        self._deferred_specs: dict[str, Any] = {}  # format cards to set back to the run's spec
         self._build_scheme(self.scheme)
         if attach:  # a new page (or a reload) shows the run started last, going or ended
             run = registry.latest(active_only=False)
@@ -187,8 +211,14 @@ class LiveTrainingState(param.Parameterized):
         shadow = tuple(s.strip() for s in self.shadow.split(";") if s.strip())
         for s in shadow:
             core.parse_format(s)
+        root = self.data_root.strip()
+        if root and not self.local_paths:
+            raise ValueError("a data folder can only be given on a page served on this machine: set LOWBIT_DATA "
+                             "where the server runs")
+        if root and not Path(root).expanduser().is_dir():
+            raise ValueError(f"data folder {root!r} is not a folder on the server")
         return RunConfig(
-            data=DataConfig(name=self.dataset),
+            data=DataConfig(name=self.dataset, root=str(Path(root).expanduser()) if root else None),
             model=ModelConfig(name=self.model, hidden=hidden or (128,)),
             scheme=get_scheme(self.scheme, **self.scheme_fields()),
             optim=OptimConfig(name="sgd", lr=self.lr, momentum=self.momentum),
@@ -207,7 +237,7 @@ class LiveTrainingState(param.Parameterized):
         if self._knob_watcher is not None:
             self.knobs.param.unwatch(self._knob_watcher)
         cls = SCHEMES[name]
-        default = get_scheme(name, first_last=True) if name not in ("fp32", "amp") else get_scheme(name)
+        default = get_scheme(name)  # the scheme's own defaults: the same as the CLI's and a sweep file's
         values = values or {}
         knobs = scheme_knob_class(name)()
         kv = {k: values.get(k, getattr(default, k)) for k in knobs.param.values() if k != "name"}
@@ -236,7 +266,21 @@ class LiveTrainingState(param.Parameterized):
             self._live_update({"scheme": {"name": self.scheme, **self.scheme_fields()}})
 
     # -------------------------------------------------------- live updates
+    def _ended_before(self, changes: dict[str, Any]) -> bool:
+        """True (and the change said to be dropped, its controls restored) when the page still showed
+        the run going but it has ended: the change reached the server too late."""
+        if self._syncing or self._run is None or self.running or not is_active(self.status):
+            return False
+        shown = ", ".join(f"{k}={v}" for k, v in changes.items())
+        self._restore(changes)
+        self._refresh_status()
+        self._say(f"not applied: run {self._run.id} ended ({self._run.status}) before it got {shown}; "
+                  f"the controls show the run's values again")
+        return True
+
     def _on_knob(self, *events: Any) -> None:
+        if self._ended_before({f"scheme.{e.name}": e.new for e in events}):
+            return
         if self.running:
             self._live_update({f"scheme.{e.name}": e.new for e in events})
             for e in events:
@@ -244,15 +288,15 @@ class LiveTrainingState(param.Parameterized):
                     self.bound_u = float(e.new)
 
     def _on_spec(self, *events: Any) -> None:
-        if not self.running:
-            return
         changes = {f"scheme.{k}": b.value for k, b in self.specs.items() if any(e.obj is b for e in events)}
+        if not changes or self._ended_before(changes) or not self.running:
+            return
         if changes:
             self._live_update(changes)
 
     @param.depends("lr", "momentum", "every", "epochs", watch=True)
     def _on_live_param(self) -> None:
-        if not self.running:
+        if self._run is None or self._syncing:
             return
         cfg = self._run.config
         changes: dict[str, Any] = {}
@@ -264,15 +308,17 @@ class LiveTrainingState(param.Parameterized):
             changes["telemetry.every"] = self.every
         if self.epochs != cfg.epochs:
             changes["epochs"] = self.epochs
-        if changes:
-            self._live_update(changes)
+        if not changes or self._ended_before(changes) or not self.running:
+            return
+        self._live_update(changes)
 
     def _live_update(self, changes: dict[str, Any]) -> None:
         shown = ", ".join(f"{k}={v}" for k, v in changes.items())
         try:
             seq = self._run.update(changes)
         except (ValueError, RuntimeError, TypeError) as exc:
-            self._say(f"not applied: {exc}")
+            self._restore(changes)
+            self._say(f"not applied: {exc}; the controls show the run's values again")
             return
         self._commands[seq] = (shown, changes)
         self._say(f"sent to the run: {shown}")
@@ -280,25 +326,73 @@ class LiveTrainingState(param.Parameterized):
     def check_answers(self) -> None:
         """Say what the run made of the commands this page sent (they are answered within ~0.1 s);
         cheap (one row per waiting command), so a page can call it more often than :meth:`poll`."""
+        self._restore_specs()
         if not self._commands or self._run is None:
             return
         for seq in sorted(self._commands):
             ans = self._run.answer(seq)
-            shown, _ = self._commands[seq]
+            shown, changes = self._commands[seq]
             if ans.get("acked"):
                 del self._commands[seq]
                 result = str(ans.get("result") or "")
                 if result.startswith("applied"):
                     self._say(f"{result}: {shown}")
                 elif result.startswith("rejected"):
-                    self._say(f"not applied ({result[len('rejected: '):]}): {shown}")
+                    self._restore(changes)
+                    self._say(f"not applied ({result[len('rejected: '):]}): {shown}; the controls show the "
+                              f"run's values again")
                 else:
                     self._say(f"run {self._run.id}: {result}")
             elif is_final(self._run.status):
                 del self._commands[seq]
-                self._say(f"not applied: run {self._run.id} ended ({self._run.status}) before it read {shown}")
+                self._restore(changes)
+                self._say(f"not applied: run {self._run.id} ended ({self._run.status}) before it read {shown}"
+                          + ("; the controls show the run's values again" if changes else ""))
         if not self._commands:
             self._refresh_status()
+
+    def _restore(self, changes: dict[str, Any]) -> None:
+        """Show the run's own values again in the controls of ``changes`` (``optim.lr``, ``scheme.mx``,
+        ``scheme`` ...) that the run never used; nothing is sent (the run has ended or refused them)."""
+        if not changes or self._run is None:
+            return
+        cfg = self._run.config
+        own = {"optim.lr": ("lr", cfg.optim.lr), "optim.momentum": ("momentum", cfg.optim.momentum),
+               "telemetry.every": ("every", max(1, cfg.telemetry.every)), "epochs": ("epochs", cfg.epochs)}
+        scheme = cfg.scheme.to_dict()
+        self._syncing = True
+        try:
+            for key in changes:
+                if key in own:
+                    name, value = own[key]
+                    setattr(self, name, value)
+                elif key == "scheme" or (key.startswith("scheme.") and self.scheme != cfg.scheme.name):
+                    self.scheme = cfg.scheme.name
+                    self._build_scheme(cfg.scheme.name, scheme)
+                elif key.startswith("scheme."):
+                    field = key[len("scheme."):]
+                    if field in self.specs:
+                        # a card's change reaches us inside its own update: set it back after that
+                        self._deferred_specs[field] = scheme.get(field)
+                    elif field in self.knobs.param:
+                        p = self.knobs.param[field]
+                        v = scheme.get(field)
+                        setattr(self.knobs, field, knob_text(v) if isinstance(p, param.String) else v)
+        finally:
+            self._syncing = False
+
+    def _restore_specs(self) -> None:
+        """Set format cards back to the run's specs (see :meth:`_restore`), without sending anything."""
+        if not self._deferred_specs:
+            return
+        pending, self._deferred_specs = self._deferred_specs, {}
+        self._syncing = True
+        try:
+            for field, value in pending.items():
+                if field in self.specs:
+                    self.specs[field].set_spec(value)
+        finally:
+            self._syncing = False
 
     def _say(self, text: str) -> None:
         with param.edit_constant(self):
@@ -413,10 +507,11 @@ class LiveTrainingState(param.Parameterized):
                     if cfg.batch_size in self.param.batch_size.objects else self.batch_size,
                     seed=cfg.seed, every=max(1, cfg.telemetry.every), shadow="; ".join(cfg.telemetry.shadow),
                     max_steps=cfg.max_steps or 0,
+                    data_root=(cfg.data.root or "") if self.local_paths else "",
                 )
             self._build_scheme(cfg.scheme.name, cfg.scheme.to_dict())
             self.param.trigger("dataset", "model", "scheme", "hidden", "lr", "momentum", "epochs",
-                               "batch_size", "seed", "every", "shadow", "max_steps")
+                               "batch_size", "seed", "every", "shadow", "max_steps", "data_root")
         finally:
             self._syncing = False
         self.param.heat_source.objects = ["live", *cfg.telemetry.shadow]
@@ -487,6 +582,7 @@ class LiveTrainingState(param.Parameterized):
         """
         if self._run is None:
             return 0
+        self._restore_specs()
         n = self._read_new(force=force)
         self.check_answers()
         now = time.monotonic()
@@ -580,7 +676,16 @@ class LiveTrainingState(param.Parameterized):
         frame = self.heat_frame()
         self.heat_of[tensor].send(frame[frame["tensor"] == tensor] if len(frame) else frame)
 
-    @param.depends("heat_source", watch=True)
+    def heat_clim(self, tensor: str) -> tuple[float, float] | None:
+        """The log10 ARE colour range of ``tensor``'s heat map: ``heat_range`` when ``heat_scale`` is
+        'fixed', else the whole decades its rows of every source span (None without rows), so the live
+        format and a shadow format of one tensor share a scale and noise within a decade stays one colour."""
+        if self.heat_scale == "fixed":
+            return (float(self.heat_range[0]), float(self.heat_range[1]))
+        frame = self.heat_frame()
+        return decade_range(frame.loc[frame["tensor"] == tensor, "value"]) if len(frame) else None
+
+    @param.depends("heat_source", "heat_scale", "heat_range", watch=True)
     def _publish_heat(self) -> None:
         for t in TENSORS:
             self._publish_heat_of(t)
@@ -601,18 +706,70 @@ class LiveTrainingState(param.Parameterized):
         """Per-layer measured tail P(|A| >= 2), the live overflow of A, and the LogBTQ bound."""
         return self._feed.tail_data(self.bound_u, self.layers) if self._feed is not None else {}
 
+    def _empty_reason(self, what: str) -> str:
+        """Why a telemetry plot of the observed run has nothing to show (``what``: the missing data)."""
+        from core.train import SCHEMES
+
+        run = self._run
+        if run is None:
+            return "no run yet: press Start"
+        every = max(1, int(run.config.telemetry.every or 0))
+        if is_active(self.status) and self.step <= every:
+            return f"waiting for the first telemetry snapshot (every {every} steps)"
+        cls = SCHEMES.get(run.config.scheme.name)
+        if self._feed is not None and not len(self.heat_frame()) and cls is not None and cls.rebuilds_model:
+            # e.g. NITI: an integer network, no float quantized layer for the hooks to measure
+            return (f"no {what}: {cls.name} trains its own network\n({cls.description}),\nwith no float "
+                    f"quantized layer to measure:\nsee its scheme signals")
+        if not run.config.telemetry.hist:
+            return f"no {what}: this run's telemetry has hist = false"
+        return f"no {what} logged by this run"
+
+    def tail_note(self) -> str:
+        """Why the tail plot is empty ("" when it has a measured point)."""
+        d = self.tail_data()
+        vals = [*d.get("measured", []), *d.get("overflow", [])]
+        if any(isinstance(v, float) and math.isfinite(v) for v in vals):
+            return ""
+        return self._empty_reason("activation histograms")
+
+    def whist_note(self) -> str:
+        """Why the weight histogram plot is empty ("" when it has a snapshot)."""
+        if self._feed is not None and self._feed.weight_hists(self.hist_layer):
+            return ""
+        return self._empty_reason("weight histograms")
+
     def _refresh_status(self) -> None:
         run = self._run
         if run is None:
             return
         was = self.status
         status = run.status
+        total = int(run.total_steps)
+        speed = self._feed.speed(total) if self._feed is not None else None
         with param.edit_constant(self):
             self.param.update(
                 run_id=run.id or "", status=status, step=int(run.step),
-                total_steps=int(run.total_steps), progress=float(run.progress),
+                total_steps=total, progress=float(run.progress),
+                steps_per_s=speed.steps_per_s if speed else None, elapsed=speed.elapsed if speed else None,
+                eta=speed.eta if speed else None,
             )
         if status != was and is_final(status):
             self._publish_heat()  # the heat-map titles say why a map stays empty once a run has ended
         if status in ("error", "interrupted") and run.error and status != was:
             self._say(f"run {run.id} failed: {run.error}")
+        self._publish_notes(run, status)
+
+    def _publish_notes(self, run: Any, status: str) -> None:
+        """Redraw the tail and weight-histogram plots when the reason they are empty changed."""
+        feed = self._feed
+        key = (id(feed), feed.versions["tail"] if feed else -1, feed.versions["whist"] if feed else -1,
+               self.hist_layer, status, self.step <= max(1, int(run.config.telemetry.every or 0)))
+        if key == self._notes_key:  # nothing an empty plot's reason depends on changed
+            return
+        self._notes_key = key
+        notes = (self.tail_note(), self.whist_note())
+        if notes != self._notes:  # an empty plot's reason changed (e.g. waiting -> none logged): redraw it
+            self._notes = notes
+            self._publish_tail()
+            self._publish_whist()

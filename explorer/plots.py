@@ -32,6 +32,9 @@ __all__ = [
     "grid_heatmap",
     "event_lines",
     "RUN_COLORS",
+    "decade_range",
+    "note",
+    "grid_labels",
 ]
 
 hv.renderer("bokeh")  # options below need a registered backend; this only registers it (no output)
@@ -334,3 +337,110 @@ def tail_plot(d: Mapping[str, Any]) -> hv.Overlay:
     if layers:
         title += f" (E1={d.get('e1', 1.0):.3g}, u={d.get('u', 0.1):g}, L={d.get('depth', len(layers))})"
     return (measured * mpts * ovf * bound * avg_c * approx_c).opts(title=title, logy=True)
+
+
+# ----------------------------------------------------------------- colour ranges, notes, grid labels
+def decade_range(values: Any, floor: float = _FLOOR) -> tuple[float, float] | None:
+    """The colour range of a log10 heat map of ``values`` rounded out to whole decades (at least one):
+    ARE 0.12 .. 0.15 gives (-1, 0), so noise within a decade never spreads over the whole colour map.
+    None without finite values. Values are floored at ``floor`` as :func:`are_rectangles` does."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if not v.size:
+        return None
+    lv = np.log10(np.clip(v, floor, None))
+    lo, hi = math.floor(float(lv.min())), math.ceil(float(lv.max()))
+    return (float(lo), float(max(hi, lo + 1)))
+
+
+def note(text: str, kdims: Sequence[str] = ("x", "y")) -> hv.Text:
+    """A line of text in the middle of an otherwise empty plot (why it is empty); ``""`` draws nothing."""
+    return hv.Text(0.5, 0.5, text, kdims=list(kdims)).opts(text_color="#555555", text_font_size="11pt")
+
+
+def grid_labels(table: pd.DataFrame, x: str, y: str, value: str, fmt: str = "{:.3g}") -> hv.Labels:
+    """The cell values of :func:`grid_heatmap` (same axes and averaging) as text labels on the cells."""
+    if not y or y == x:
+        y = "runs"
+        table = table.assign(runs="all")
+    if not len(table):
+        return hv.Labels(([], [], []), [x, y], "text")
+    d = table[[x, y, value]].copy()
+    d[x] = d[x].astype(str)
+    d[y] = d[y].astype(str)
+    d = d.groupby([x, y], as_index=False)[value].mean()
+    d["text"] = [fmt.format(v) if math.isfinite(v) else "n/a" for v in d[value].astype(float)]
+    return hv.Labels(d[[x, y, "text"]], [x, y], "text").opts(text_color="white", text_font_size="10pt")
+
+
+# ----------------------------------------------------------------- Format Lab: one element per slot
+#: axis label of the codebook plot (scaled formats' codes are element values, in units of their block scale)
+CODEBOOK_AXIS = "code value (scaled formats: element value, x block scale)"
+
+
+def slot_label(i: int, r: FormatResult | None) -> str:
+    """Legend entry of Format Lab slot ``i`` (0-based): ``Format 1`` like its card (a label that never changes,
+    so the overlay keeps its structure and Bokeh updates data in place; the spec is in the hover)."""
+    return f"Format {i + 1}"
+
+
+def codebook_slot(r: FormatResult | None, i: int, n: int) -> hv.Segments:
+    """Slot ``i`` of :func:`codebook_plot` alone (row ``n - 1 - i`` of ``n``), labelled for a legend."""
+    v = _thin(r.codebook) if r is not None else _EMPTY
+    row = n - 1 - i
+    return _segments([(v, np.float64(row + 0.1), np.float64(row + 0.9), SLOT_COLORS[i],
+                       r.spec if r is not None else "")], CODEBOOK_AXIS, "slot").relabel(slot_label(i, r)).opts(
+        color=SLOT_COLORS[i])
+
+
+def binade_slot(r: FormatResult | None, i: int) -> hv.Segments:
+    """Slot ``i`` of :func:`binade_plot` alone, labelled for a legend."""
+    if r is None:
+        parts: list[tuple[np.ndarray, np.ndarray, str, str]] = []
+    else:
+        ks, c = binade_counts(r.codebook)
+        x = np.repeat(np.exp2(ks), 2)
+        x[1::2] *= 2.0
+        parts = [(x, np.repeat(c, 2), SLOT_COLORS[i], r.spec)]
+    return _polylines(parts, "code value", "codes per binade").relabel(slot_label(i, r)).opts(color=SLOT_COLORS[i])
+
+
+def error_slot(data: DataSummary, r: FormatResult | None, i: int) -> hv.Segments:
+    """Slot ``i`` of :func:`error_plot` alone, labelled for a legend."""
+    parts: list[tuple[np.ndarray, np.ndarray, str, str]] = []
+    if r is not None:
+        centers = np.exp2(0.5 * (data.edges[:-1] + data.edges[1:]))
+        ok = np.isfinite(r.err_mean)
+        parts = [(centers[ok], np.clip(r.err_mean[ok], 1e-10, None), SLOT_COLORS[i], r.spec)]
+    return _polylines(parts, "|x|", "relative error").relabel(slot_label(i, r)).opts(color=SLOT_COLORS[i])
+
+
+def rug_slot(data: DataSummary, r: FormatResult | None, i: int) -> hv.Segments:
+    """Slot ``i``'s rug row of :func:`histogram_plot` (codes in data units) alone, labelled for a legend."""
+    edges = np.exp2(data.edges)
+    counts = data.counts.astype(float)
+    top = float(counts.max()) if counts.size and counts.max() > 0 else 1.0
+    lo, hi = edges[0] / 2.0, edges[-1] * 2.0
+    v = _thin(r.codes[(r.codes >= lo) & (r.codes <= hi)]) if r is not None else _EMPTY
+    y0 = top * (1.04 + 0.1 * i)
+    return _segments([(v, np.float64(y0), np.float64(y0 + 0.08 * top), SLOT_COLORS[i], r.spec if r else "")],
+                     "|x|", "count").relabel(slot_label(i, r)).opts(color=SLOT_COLORS[i])
+
+
+def data_histogram(data: DataSummary) -> hv.Histogram:
+    """The ``|x|`` histogram of :func:`histogram_plot` (log bins) alone."""
+    edges = np.exp2(data.edges)
+    return hv.Histogram((edges, data.counts.astype(float)), kdims=["|x|"], vdims=["count"],
+                        label="data |x|").opts(color="#9e9e9e")
+
+
+def scale_image(m: Any, message: str = "") -> hv.Image:
+    """The per-block log2 scales of :class:`explorer.scalemap.ScaleMap` ``m`` as an image over the tensor's
+    (column, row) indices (row 0 on top); ``None`` gives an empty image titled with ``message``."""
+    if m is None:
+        return hv.Image(np.full((1, 1), np.nan), bounds=(0, 0, 1, 1), kdims=["column", "row"],
+                        vdims=["log2 scale"]).opts(title=f"Block scales: {message}"[:90])
+    r, c = m.shape
+    title = f"log2 block scale of {m.spec} over a {r}x{c} tensor ({m.distinct} distinct)"
+    return hv.Image(m.image[::-1], bounds=(0, 0, c, r), kdims=["column", "row"], vdims=["log2 scale"]).opts(
+        title=title, cmap="viridis", colorbar=True, invert_yaxis=True)

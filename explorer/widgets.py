@@ -14,7 +14,7 @@ from panel.viewable import Viewer
 
 from .builder import SpecBuilder
 
-__all__ = ["SpecBuilderView", "knob_widgets"]
+__all__ = ["SpecBuilderView", "OptionalSpecBuilderView", "knob_widgets"]
 
 
 def knob_widgets(knobs: param.Parameterized) -> dict[str, Any]:
@@ -77,3 +77,12 @@ class SpecBuilderView(Viewer):
 
     def __panel__(self) -> pn.Column:
         return self._layout
+
+
+class OptionalSpecBuilderView(SpecBuilderView):
+    """The card of an optional format (a scheme's G, E ... field): its family knobs only while the
+    builder quantizes; set to ``(float)`` (``enabled`` false) the card shows no knobs, since none apply."""
+
+    def _knobs(self, knobs: param.Parameterized) -> pn.Column:  # type: ignore[override]
+        return pn.Column(SpecBuilderView._knobs(knobs), visible=self.builder.param.enabled, margin=0,
+                         css_classes=["optional-knobs"])

@@ -233,3 +233,129 @@ def test_aliases_all_analyze(data: DataSummary) -> None:
         res = analyze(data, name)
         assert res.error is None and res.metrics["sqnr_db"] > 0
         assert (res.codebook.size > 0) == (core.parse_format(name).bits <= 16), name
+
+
+# ------------------------------------------------------------------ every family from knobs, canonical specs
+@pytest.mark.parametrize("start, knobs, want", [
+    ("scaled(elem=fp8_e4m3)", {"block": "128x128", "scale": "e8m0"},
+     "scaled(elem=fp8_e4m3,block=128x128,axis=-1,scale=e8m0)"),
+    ("scaled(elem=fp8_e4m3)", {"elem": "fp4_e2m1", "block": "row", "scale": "pow2"},
+     "scaled(elem=fp4_e2m1,block=row,axis=-1,scale=pow2)"),
+    ("scaled(elem=fp8_e4m3)", {"block": "col", "scale": "e4m3"}, "scaled(elem=fp8_e4m3,block=col,axis=-1,scale=e4m3)"),
+    ("scaled(elem=fp8_e4m3)", {"block": "32"}, "scaled(elem=fp8_e4m3,block=32,axis=-1,scale=fp32)"),
+    ("nvfp4", {"tensor_scale": False}, "nvfp4(tensor_scale=false)"),
+    ("binary8p3", {"k": 6, "p": 2, "signed": False, "domain": "finite"},
+     "p3109(k=6,p=2,signed=false,domain=finite,saturate=false)"),
+    ("binary8p3", {"p": 4, "domain": "finite"}, "fp8_e4m3fnuz"),
+    ("float8_e8m0fnu", {"saturate": True}, "e8m0(saturate=true)"),
+    ("nf4", {"block": 128}, "nf4(block=128)"),
+    ("codebook(book=nf4)", {"block": 0, "scale": "none"}, "codebook(book=nf4,block=0,scale=none)"),
+])
+def test_new_formats_build_from_knobs(start: str, knobs: dict, want: str) -> None:
+    b = SpecBuilder(start)
+    for k, v in knobs.items():
+        assert b.set_knob(k, v), (k, v, b.error)
+    assert b.spec == want == str(b.fmt) == str(core.parse_format(want))
+
+
+@pytest.mark.parametrize("typed", ["SCALED( elem=fp4_e2m1 , block=16x16 )", "p3109(p=4,k=8,domain=finite)",
+                                   "float(e=4,m=3,bias=8,inf=false,nan=fn)", "nf4"])
+def test_typed_specs_are_shown_canonically(typed: str) -> None:
+    b = SpecBuilder("int8")
+    b.spec = typed
+    assert b.error == "" and b.spec == str(core.parse_format(typed))
+
+
+@pytest.mark.parametrize("rounding", ["up", "down", "nearest_away", "odd", "stochastic_rbits"])
+def test_lab_rounding_modes(rounding: str) -> None:
+    lab = FormatLabState(specs=["fp8_e4m3", "binary8p3"], size="16K")
+    lab.rounding = rounding
+    lab.rbits = 5
+    want = "stochastic_rbits5" if rounding == "stochastic_rbits" else rounding
+    assert lab.effective_rounding == want
+    for r in lab.results:
+        assert r.error is None
+        y = core.quantize(lab.data.x, r.spec, rounding=want, seed=lab.seed)
+        ref = core.metrics.summary(lab.data.x, y, r.spec)
+        assert math.isclose(r.metrics["are"], ref["are"], rel_tol=1e-9)
+
+
+# ------------------------------------------------------------------ no stale results
+@pytest.mark.parametrize("bad, reason", [("mu8(mu=1e300)", "outside the knob's range"),
+                                         ("mulaw(range=1e-31)", "outside the knob's range"),
+                                         ("float(e=11,m=52,bias=-2)", "beyond float64's range")])
+def test_rejected_specs_leave_spec_and_results_consistent(bad: str, reason: str) -> None:
+    lab = FormatLabState(size="16K")
+    before = lab.results[0]
+    lab.builders[0].spec = bad
+    b = lab.builders[0]
+    assert reason in b.error and str(b.fmt) == before.spec
+    assert lab.results[0] is before  # the plotted result is the shown format's
+
+
+def test_out_of_range_knob_value_is_reported() -> None:
+    b = SpecBuilder("mu8(mu=255.0,range=2.0)")
+    assert not b.set_knob("mu", -3)
+    assert "mu=-3" in b.error and "still showing mu8(mu=255.0,range=2.0)" in b.error and b.fmt.mu == 255.0
+    assert b.set_knob("mu", 100.0) and b.error == "" and b.spec == "mu8(mu=100.0,range=2.0)"
+
+
+def test_a_spec_that_fails_to_compute_is_shown_as_failed_not_stale(monkeypatch: pytest.MonkeyPatch) -> None:
+    lab = FormatLabState(size="16K")
+    real = lab._cache.get
+
+    def get(data, fmt, rounding, seed):  # noqa: ANN001
+        if str(fmt) == "fp8_e5m2":
+            raise RuntimeError("kernel exploded")
+        return real(data, fmt, rounding, seed)
+
+    monkeypatch.setattr(lab._cache, "get", get)
+    lab.builders[1].spec = "fp8_e5m2"
+    r = lab.results[1]
+    assert r.spec == "fp8_e5m2" and r.error and "kernel exploded" in lab.slot_errors[1]
+    assert math.isnan(r.metrics["are"]) and r.codebook.size == 0 and np.isnan(r.err_mean).all()
+    lab.builders[1].spec = "fp8_e4m3"
+    assert lab.slot_errors[1] == "" and lab.results[1].error is None
+
+
+# ------------------------------------------------------------------ bit layout and scale map in the state
+def test_lab_bit_layout_follows_probe_slot_and_format() -> None:
+    lab = FormatLabState(size="16K")
+    lab.probe_slot = 2  # fp8_e4m3
+    lab.probe = "0.3"
+    assert lab.layout.spec == "fp8_e4m3" and lab.layout.bit_string == "0|0101|010"
+    lab.builders[1].spec = "fp8_e5m2"
+    assert lab.layout.spec == "fp8_e5m2" and lab.layout.bit_string == "0|01101|01"
+    lab.probe = "abc"
+    assert lab.layout is None and "not a number" in lab.layout_error
+
+
+def test_lab_scale_map_of_2d_tiles_matches_tile_absmax() -> None:
+    lab = FormatLabState(specs=["scaled(elem=fp8_e4m3,block=4x4,scale=fp32)", "fp8_e4m3"], size="16K")
+    m = lab.scales
+    x = lab.data.x.reshape(16 * 64, -1)[:256, :512].double().numpy()  # (256, 16)
+    assert m.shape == x.shape
+    amax = np.abs(x).reshape(64, 4, 4, 4).max(axis=(1, 3))  # 4x4 tiles
+    want = np.log2(amax / 448.0).repeat(4, 0).repeat(4, 1)
+    # the image is the per-element scale reduced by patch max (two rows per pixel here)
+    red = want.reshape(128, 2, 16).max(axis=1)
+    assert np.allclose(m.image, red, rtol=0, atol=1e-6) and m.distinct == 64 * 4
+    lab.scale_slot = 2
+    assert lab.scales is None and "no per-block scales" in lab.scales_message
+
+
+def test_model_tier_knob_move_resends_one_slot() -> None:
+    """Each plot is an overlay of per-slot elements: a knob move changes only that slot's sources."""
+    from bokeh.document import Document
+    from bokeh.models import ColumnDataSource
+
+    from explorer import FormatLab
+
+    lab = FormatLab(FormatLabState(size="16K"))
+    root = lab.__panel__().get_root(Document())
+    srcs = list(root.select({"type": ColumnDataSource}))
+    changed: set[str] = set()
+    for src in srcs:
+        src.on_change("data", lambda attr, old, new, src=src: changed.add(src.id))
+    lab.state.builders[1].knobs.m = 2  # slot 2 (not the scale-map slot)
+    assert len(changed) == 4 < len(srcs), (len(changed), len(srcs))  # codebook, density, error, rug of slot 2

@@ -113,6 +113,9 @@ class _FakeStore:
     def layers(self, run_id: str) -> pd.DataFrame:
         return pd.DataFrame({"idx": [0, 1], "name": ["l0", "l1"]})
 
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        return {"started": 1000.0, "ended": 1100.0, "heartbeat": 1100.0, "step": 50_000}
+
     def changes(self, run_id: str, cursor: Any) -> tuple[dict[str, pd.DataFrame], Any]:
         self.reads += 1
         if cursor:
@@ -148,3 +151,27 @@ def test_a_long_run_feeds_bounded_frames_read_once() -> None:
     whist = feed.weight_hists("l0")
     assert len(whist) <= MAX_COLUMNS and whist[0][0] == 0
     assert feed.events == ["run r1: done"]
+    speed = feed.speed(50_000)  # from the run row: 50,000 steps in 100 s
+    assert speed.steps_per_s == pytest.approx(500.0) and speed.elapsed == pytest.approx(100.0) and speed.eta == 0.0
+
+
+def test_a_recipe_run_feeds_its_scale_telemetry_as_scheme_signals(tmp_path) -> None:
+    """A real fp8 (delayed scaling) run: its role ``scale`` rows (core.schemes.recipes) reach the page's
+    scheme-signal selector."""
+    from core.train import Run, RunConfig, TelemetryConfig, get_scheme
+    from core.data import DataConfig
+    from core.models import ModelConfig
+
+    cfg = RunConfig(data=DataConfig(name="digits"), model=ModelConfig(name="mlp", hidden=(32,)), epochs=1,
+                    scheme=get_scheme("fp8", first_last=True), telemetry=TelemetryConfig(every=5), max_steps=12,
+                    checkpoint=False)
+    run = Run(cfg, store=str(tmp_path / "runs.sqlite")).start()
+    assert run.wait(120) == "done"
+    from core.store import RunStore
+
+    view = types.SimpleNamespace(id=run.id, store=RunStore(str(tmp_path / "runs.sqlite")), config=cfg,
+                                 refresh=lambda max_age=None: {"status": "done"})
+    feed = RunFeed(view)
+    feed.refresh(force=True)
+    scale = [n for n in feed.signal_names if n.startswith("scale.")]
+    assert scale, feed.signal_names

@@ -110,6 +110,8 @@ class FixedFormat(ScaledFormat):
         return math.ldexp(1.0, -self.frac)
 
     def codebook(self):
+        if self.bits > 25:  # as FloatFormat.codebook: at most 2^24 non-negative codes are enumerated
+            raise ValueError(f"{self} has 2^{self.bits - 1} non-negative codes; codebook() enumerates at most 2^24")
         return torch.arange(0, 2 ** (self.bits - 1), dtype=torch.float64) * math.ldexp(1.0, -self.frac)
 
 

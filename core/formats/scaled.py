@@ -215,6 +215,8 @@ class ScaledFormat(FormatSpec):
         return to_dtype(view.from_x3(y3), q.dtype)
 
     def codebook(self) -> torch.Tensor:
+        if self.bits > 25:  # as FloatFormat.codebook: at most 2^24 non-negative codes are enumerated
+            raise ValueError(f"{self} has 2^{self.bits - 1} non-negative codes; codebook() enumerates at most 2^24")
         return torch.from_numpy(self.element_grid.values())
 
     # ------------------------------------------------------------- metrics

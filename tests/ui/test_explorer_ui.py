@@ -141,10 +141,13 @@ def test_live_training_streams_reattaches_and_stops(page: Any, explorer_url: str
 def test_compare_export_writes_files_that_render_offline(page: Any, explorer_url: str, browser: Any,
                                                           ui_store: dict[str, Any]) -> None:
     open_page(page, explorer_url, "compare")
-    select = page.locator(".run-select select")
-    wait_until(lambda: select.locator("option").count() >= 2, message="runs listed")
-    n = select.locator("option").count()
-    select.select_option(index=[n - 2, n - 1])  # the two seeded runs (oldest): an Mx sweep
+    rows = page.locator(".run-table .tabulator-row")
+    wait_until(lambda: rows.count() >= 2, message="runs listed")
+    seeded = rows.filter(has_text="ui-seed")  # the two seeded runs: an Mx sweep
+    wait_until(lambda: seeded.count() == 2, message="the two seeded runs listed")
+    for i in range(2):  # one at a time: each tick is answered (its colour listed) before the next
+        seeded.nth(i).locator("input[type='checkbox']").click()
+        wait_until(lambda: page.locator(".run-legend .swatch").count() == i + 1, message=f"{i + 1} run(s) compared")
     wait_until(lambda: col_len(page, "loss") > 0, message="overlaid curves")
     page.locator(".btn-export button").click()
     wait_until(lambda: deep_text(page.locator(".export-files")).count("comparison") >= 4, timeout=90,
