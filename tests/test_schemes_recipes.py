@@ -18,12 +18,13 @@ import core
 import core.schemes  # noqa: F401  (registers the schemes)
 from core.data import DataConfig
 from core.models import ModelConfig
-from core.schemes.recipes import (DelayedScaleQuant, NVFP4Weight2D, RecipeConfig, WgradOperands, scale_report)
+from core.schemes.recipes import (DelayedScaleQuant, NVFP4Weight2D, RecipeConfig, ReductionAxisQuant, WgradOperands,
+                                  scale_report)
 from core.store import RunStore
 from core.train import (OptimConfig, QConv2d, QLinear, Run, RunConfig, Scheme, TelemetryConfig, TensorQuant,
                         get_scheme)
 from core.train.checkpoint import load_checkpoint
-from naive import E2M1_BOOK, E4M3_BOOK, f32_round, round_nearest_even, signed_round
+from naive import E2M1_BOOK, E4M3_BOOK, f32_round, nvfp4_reference, round_nearest_even, signed_round
 from datafiles import T10K
 
 
@@ -44,11 +45,13 @@ def test_delayed_scaling_matches_amax_history_oracle(algo, length, margin, elem,
     cast = ml_dtypes.float8_e4m3fn if elem == "fp8_e4m3" else ml_dtypes.float8_e5m2
     history: list[float] = []  # oracle: previous steps' amaxes, newest last
     g = torch.Generator().manual_seed(1)
-    for step, mag in enumerate([1.0, 8.0, 0.25, 3.0, 0.01, 50.0, 2.0]):
+    s = 1.0  # TE's initial scale, kept while the amax used is 0 (TE _default_sf_compute)
+    mags = [0.0, 1.0, 8.0, 0.25, 0.0, 1e-3, 3.0, 0.01, 50.0, 2.0]
+    for step, mag in enumerate(mags):
         x = torch.randn(6, 8, generator=g) * mag
         amax = float(x.abs().max())
         used = amax if not history else (max(history[-length:]) if algo == "max" else history[-1])
-        s = float(np.float32(used * 2**margin / fmax))
+        s = float(np.float32(used * 2**margin / fmax)) if used > 0 else s
         # elements: ml_dtypes' saturating cast of x / s (an independent rounding)
         want = np.clip(x.double().numpy() / s, -fmax, fmax).astype(cast).astype(np.float64) * s
         y = layer._q("a", x)
@@ -59,7 +62,45 @@ def test_delayed_scaling_matches_amax_history_oracle(algo, length, margin, elem,
         assert step == 0 or last[3] > 0 or amax <= fmax * s
         history.append(amax)
         assert layer.fp8_history_a[:min(len(history), length)].tolist() == history[::-1][:length]
-    assert int(layer.fp8_count_a) == 7
+    assert int(layer.fp8_count_a) == len(mags)
+
+
+def test_delayed_zero_amax_keeps_the_last_scale():
+    """After an all-zero step (history [0]) a tiny tensor keeps the previous scale: scale_from_amax(0)
+    would give s = 1 and flush 1e-3 (below E4M3's 2^-9) to zero."""
+    tq = DelayedScaleQuant("scaled(elem=fp8_e4m3,block=tensor,scale=fp32)", "nearest", 1, "max", 0)
+    layer = _layer(RecipeConfig(a=tq))
+    layer._q("a", torch.full((1, 8), 0.25))
+    layer._q("a", torch.zeros(1, 8))  # scale from history [0.25], then records 0
+    s = float(np.float32(0.25 / 448))
+    x = torch.full((1, 8), 1e-3)
+    y = layer._q("a", x)
+    assert float(layer.fp8_last_a[1]) == s and float(layer.fp8_last_a[0]) == 0
+    v = float(np.float32(1e-3))
+    want = float(np.float32(float(np.array(v / s).astype(ml_dtypes.float8_e4m3fn)) * s))
+    assert want > 0 and torch.equal(y, torch.full_like(x, want))
+
+
+@pytest.mark.parametrize("elem,inf_to", [("fp8_e5m2", math.inf), ("fp8_e4m3", 448.0)])
+def test_delayed_nonfinite_follows_the_element_format(elem, inf_to):
+    tq = DelayedScaleQuant(f"scaled(elem={elem},block=tensor,scale=fp32)", "nearest", 4, "max", 0)
+    layer = _layer(RecipeConfig(e=tq))
+    fn = layer._plan["e"][0]
+    x0 = torch.ones(1, 8)
+    x0[0, 0] = math.inf  # first step non-finite: TE's initial scale 1, nothing recorded
+    y0 = fn(x0)
+    assert float(y0[0, 0]) == inf_to and int(layer.fp8_count_e) == 0 and float(layer.fp8_last_e[1]) == 1.0
+    fn(torch.full((1, 8), 2.0))  # history [2]
+    s = float(np.float32(2.0 / tq.spec.max))
+    x = torch.tensor([[math.inf, -math.inf, math.nan, 100.0, 1.0, 0, 0, 0]])
+    y = fn(x)
+    top = float(np.float32(inf_to * s))  # E5M2: inf stays inf; saturating E4M3: inf -> 448 s
+    assert float(y[0, 0]) == top and float(y[0, 1]) == -top and math.isnan(float(y[0, 2]))
+    assert float(y[0, 3]) == 2.0  # a finite value beyond fp8_max * s saturates
+    assert int(layer.fp8_count_e) == 1 and layer.fp8_history_e[:2].tolist() == [2.0, 0.0]  # inf not recorded
+    assert float(layer.fp8_last_e[1]) == s
+    fn(torch.full((1, 8), 1.0))
+    assert float(layer.fp8_last_e[1]) == s and layer.fp8_history_e[:2].tolist() == [1.0, 2.0]
 
 
 def test_delayed_scaling_saturates_and_eval_does_not_record():
@@ -121,7 +162,10 @@ def test_roundtrip_and_knobs(name):
 
 # ------------------------------------------------------------------ mxfp8
 def test_mxfp8_blocks_along_the_reduction_axis():
+    # TE's MXFP8BlockScaling default: E4M3 forward and backward; hybrid takes E5M2 for E
     q = get_scheme("mxfp8").quant()
+    assert q.w.fmt == q.e.fmt == "mx(elem=fp8_e4m3,block=32,axis=-1,scale=floor)"
+    q = get_scheme("mxfp8", format="hybrid").quant()
     assert q.w.fmt == "mx(elem=fp8_e4m3,block=32,axis=-1,scale=floor)"
     assert q.e.fmt == "mx(elem=fp8_e5m2,block=32,axis=-1,scale=floor)"
     layer = _layer(q, QLinear, 64, 16)
@@ -130,6 +174,68 @@ def test_mxfp8_blocks_along_the_reduction_axis():
     # weight-gradient operands: 32-element blocks along dim 0 (the batch, G's reduction axis)
     assert torch.equal(e_op, core.quantize(e, "mx(elem=fp8_e5m2,block=32,axis=0)"))
     assert torch.equal(a_op, core.quantize(a, "mx(elem=fp8_e4m3,block=32,axis=0)"))
+
+
+def _mx_e4m3_rows(rows: np.ndarray) -> np.ndarray:
+    """MXFP8 E4M3 (OCP MX v1.0, section 6.3, floor rule) of each row, 32-element blocks along it:
+    ``X = 2^(floor(log2 amax) - 8)``, elements ml_dtypes' E4M3 of ``v / X`` clipped to 448."""
+    out = np.zeros_like(rows, dtype=np.float64)
+    for i, row in enumerate(rows.astype(np.float64)):
+        for b in range(0, len(row), 32):
+            blk = row[b:b + 32]
+            amax = float(np.abs(blk).max())
+            if amax == 0:
+                continue
+            sc = 2.0 ** (math.floor(math.log2(amax)) - 8)
+            out[i, b:b + 32] = np.clip(blk / sc, -448, 448).astype(ml_dtypes.float8_e4m3fn).astype(np.float64) * sc
+    return out
+
+
+def _rows_oracle(name: str, rows: np.ndarray) -> np.ndarray:
+    if name == "mxfp8":
+        return _mx_e4m3_rows(rows)
+    return np.array(nvfp4_reference(rows.astype(np.float64).tolist()))
+
+
+@pytest.mark.parametrize("name,kw", [("mxfp8", {}), ("nvfp4", dict(w2d=False, sr=False, rht=False))])
+def test_conv_blocks_along_the_gemm_reduction_axis(name, kw):
+    """QConv2d: W on its GEMM view (Cout, Cin*kh*kw), A and E (NCHW) in blocks along the channels (the
+    reduction axis of the forward and input-gradient GEMMs), not along the image width."""
+    g = torch.Generator().manual_seed(4)
+    cin, cout = 40, 36  # partial last blocks on both channel axes
+    layer = QConv2d(cin, cout, 3, padding=1)
+    layer.quant = get_scheme(name, **kw).quant()
+    # channel magnitudes spread over decades: blocks along W (width 4) would scale differently
+    x = torch.randn(2, cin, 3, 4, generator=g) * torch.logspace(-3, 2, cin).reshape(1, cin, 1, 1)
+    gy = torch.randn(2, cout, 3, 4, generator=g) * torch.logspace(2, -3, cout).reshape(1, cout, 1, 1)
+    with torch.no_grad():
+        layer.weight.mul_(torch.logspace(-2, 2, cin * 9).reshape(1, cin, 3, 3))
+    layer.capture = {}
+    layer(x.requires_grad_()).backward(gy)
+    cap = layer.capture
+    w = layer.weight.detach().numpy()
+    want_w = _rows_oracle(name, w.reshape(cout, cin * 9)).reshape(w.shape)
+    np.testing.assert_array_equal(cap["wq"].double().numpy(), want_w.astype(np.float32))
+    for t, v in (("aq", x.detach()), ("eq", gy)):
+        nhwc = np.moveaxis(v.numpy(), 1, -1)
+        want = np.moveaxis(_rows_oracle(name, nhwc.reshape(-1, nhwc.shape[-1])).reshape(nhwc.shape), -1, 1)
+        np.testing.assert_array_equal(cap[t].double().numpy(), want.astype(np.float32), err_msg=t)
+    # the scale telemetry counts the same blocks: one per (n, h, w) and channel block
+    bs = 32 if name == "mxfp8" else 16
+    rows = layer.quant.telemetry_rows(layer, "c", "a", x.detach())
+    nb = {r.name: r.value for r in rows if r.role == "scale"}["scale_blocks"]
+    assert nb == 2 * 3 * 4 * -(-cin // bs)
+
+
+def test_wgrad_hook_saves_only_the_float_input():
+    layer = QLinear(32, 16)
+    layer.quant = get_scheme("nvfp4").quant()
+    x = torch.randn(16, 32) * 3
+    y = layer(x)
+    saved = y.grad_fn.saved_tensors
+    assert len(saved) == 2 and torch.equal(saved[0], x) and torch.equal(saved[1], layer._q("w", layer.weight))
+    y.sum().backward()
+    assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
 
 
 # ------------------------------------------------------------------ nvfp4
@@ -171,7 +277,7 @@ def test_nvfp4_scheme_switches():
     assert isinstance(q.w, NVFP4Weight2D) and q.a.fmt == "nvfp4(tensor_scale=true)"
     assert q.e.rounding == "stochastic" and q.wgrad_transform.rht == 16
     q2 = get_scheme("nvfp4", w2d=False, sr=False, rht=False).quant()
-    assert type(q2.w) is TensorQuant and q2.w.fmt == "nvfp4(tensor_scale=true)"
+    assert type(q2.w) is ReductionAxisQuant and q2.w.fmt == "nvfp4(tensor_scale=true)"
     assert q2.e.rounding == "nearest" and q2.wgrad_transform.rht == 0
     with pytest.raises(ValueError):
         get_scheme("nvfp4", sr="yes")

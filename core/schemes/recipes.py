@@ -10,7 +10,9 @@ Sources (docs/schemes.md#training-recipes):
   ``s = amax 2**margin / fp8_max``, the convention of :func:`core.formats.scaled_tensor.scale_from_amax`),
   then the step's amax is recorded; values beyond ``fp8_max * s`` saturate (and are counted).
 * ``mxfp8``: OCP Microscaling spec v1.0, section 5 (32-element blocks, E8M0 scale), NVIDIA's MXFP8
-  recipe for the E5M2 gradients and for 1-D blocks along each GEMM's reduction axis.
+  recipe (TransformerEngine ``MXFP8BlockScaling``: E4M3 for the forward and the backward by default;
+  ``format=hybrid`` takes E5M2 for the gradients) with 1-D blocks along each GEMM's reduction axis (a
+  conv's weight on its GEMM view, its activations and gradients along the channels).
 * ``nvfp4``: "Pretraining LLMs with NVFP4" (arXiv 2509.25149), section 4: 16x16 2-D block scales for
   weights, 1x16 blocks for activations and gradients (FP32 tensor scale + UE4M3 block scale), stochastic
   rounding of gradients, a 16-point random Hadamard transform on both operands of the weight-gradient
@@ -43,7 +45,8 @@ from core.train.qlayers import TENSORS, tensor_seed
 from core.train.telemetry import quant_metrics
 
 __all__ = ["FP8Scheme", "MXFP8Scheme", "NVFP4Scheme", "RecipeConfig", "DelayedScaleQuant", "NVFP4Weight2D",
-           "WgradOperands", "group_amax", "scale_report", "along_dim0", "RECIPES"]
+           "ReductionAxisQuant", "gemm_operand_fn", "WgradOperands", "group_amax", "scale_report", "along_dim0",
+           "RECIPES"]
 
 #: recipe scheme names (the choices of every recipe's ``shadow_recipe``)
 RECIPES = ("fp8", "mxfp8", "nvfp4")
@@ -129,32 +132,86 @@ class DelayedScaleQuant(TensorQuant):
         return functools.partial(self.delayed, layer, kind)
 
     def amax_used(self, history: torch.Tensor, count: int, amax_now: torch.Tensor) -> torch.Tensor:
-        """The amax the scale is taken from (float64 scalar)."""
+        """The amax the scale is taken from (a scalar)."""
         n = min(int(count), history.numel())
         if n == 0:
             return amax_now
         return history[:n].max() if self.algo == "max" else history[0]
 
     def delayed(self, layer: nn.Module, kind: str, x: torch.Tensor, seed: int | None = None) -> torch.Tensor:
-        """Quantize ``x`` as tensor ``kind`` of ``layer`` with the delayed scale (class docstring)."""
+        """Quantize ``x`` as tensor ``kind`` of ``layer`` with the delayed scale (class docstring).
+
+        As TransformerEngine's ``_default_sf_compute`` (``sf = where(amax > 0, sf, scale)``,
+        ``sf = where(isfinite(amax), sf, scale)``), an amax used of 0 or a non-finite one keeps the previous
+        training call's scale (``fp8_last_<kind>[1]``; 1 before the first, TE's initial scale), and a step
+        whose own amax is not finite (``x`` holds inf or NaN) is not recorded in the history. Finite values
+        beyond ``fp8_max * s`` saturate; +-inf and NaN follow the element format's own rule
+        (:func:`quantize_with_scale`: E5M2 keeps +-inf, the saturating E4M3 maps +-inf to +-448 s)."""
         hname, cname, lname = self.buffer_names(kind)
         hist: torch.Tensor = getattr(layer, hname)
         count: torch.Tensor = getattr(layer, cname)
-        amax_now = _finite_amax(x)
+        last: torch.Tensor = getattr(layer, lname)
+        # max |x| is exact in x's own dtype (no float64 copy); inf/NaN make it non-finite
+        amax_now = x.detach().abs().max().to(torch.float64) if x.numel() else torch.zeros((), dtype=torch.float64)
+        now = float(amax_now)
         used = float(self.amax_used(hist, int(count), amax_now))  # a number: history[0] changes below
-        s = scale_from_amax(used * 2.0**self.margin, self.elem, "fp32")
-        sv = float(s)
-        bound = self.spec.max * sv
-        sat = int((x.detach().abs() > bound).sum())
-        y = quantize_with_scale(x.clamp(-bound, bound), self.elem, sv, self.rounding, seed)
+        if used > 0 and math.isfinite(used):
+            sv = float(scale_from_amax(used * 2.0**self.margin, self.elem, "fp32"))
+        else:  # keep the last scale (TE), 1.0 before any
+            prev = float(last[1])
+            sv = prev if math.isfinite(prev) and prev > 0 else 1.0
+        y = quantize_with_scale(x, self.elem, sv, self.rounding, seed)
         if layer.training:
             with torch.no_grad():
-                hist.copy_(torch.roll(hist, 1))
-                hist[0] = amax_now
-                count.add_(1)
-                getattr(layer, lname).copy_(torch.tensor([used, sv, float(amax_now), sat, x.numel()],
-                                                         dtype=torch.float64))
+                if math.isfinite(now):
+                    hist.copy_(torch.roll(hist, 1))
+                    hist[0] = now
+                    count.add_(1)
+                vals = torch.tensor([used, sv, now, 0.0, x.numel()], dtype=torch.float64, device=last.device)
+                vals[3] = (x.detach().abs() > self.spec.max * sv).sum()  # saturated (inf included), no sync
+                last.copy_(vals)
         return y
+
+
+# --------------------------------------------------------------------------- blocks along the GEMM reduction axis
+@dataclass(frozen=True)
+class ReductionAxisQuant(TensorQuant):
+    """A 1-D-block format (``mx(...,block=32)``, ``nvfp4``) whose blocks run along the GEMM reduction axis
+    of the layer it is bound to (OCP MX v1.0, section 5: blocks along the dot products' reduction
+    dimension; NVFP4 paper, section 4: 1x16 blocks along the GEMM's inner dimension; TransformerEngine's
+    MXFP8 quantizes rowwise along K). Called unbound it is the spec itself (blocks along the last axis:
+    right for Linear operands and for :func:`along_dim0`). Bound (:meth:`bind`) to a Conv2d it quantizes
+    the weight on its GEMM view ``W.reshape(Cout, -1)`` (blocks along ``Cin*kh*kw``) and the activation A
+    and gradient E (NCHW) with blocks along the channel axis (NHWC, the implicit-GEMM reduction axis of
+    the forward and the input-gradient GEMM)."""
+
+    def bind(self, layer: nn.Module, kind: str) -> Callable[..., torch.Tensor]:
+        """The quantizer ``fn(x, seed=None)`` of tensor ``kind`` of ``layer``."""
+        return gemm_operand_fn(self, layer, kind)
+
+
+def gemm_operand_fn(tq: Callable[..., torch.Tensor], layer: nn.Module, kind: str) -> Callable[..., torch.Tensor]:
+    """``tq`` (blocks along the last axis) applied to the GEMM-reduction view of tensor ``kind`` of
+    ``layer`` (:class:`ReductionAxisQuant`); ``tq`` itself for a Linear layer."""
+    if not isinstance(layer, nn.Conv2d):
+        return tq
+
+    def fn(x: torch.Tensor, seed: int | None = None) -> torch.Tensor:
+        return _from_gemm_view(tq(_to_gemm_view(x, kind), seed), kind, x.shape)
+    return fn
+
+
+def _to_gemm_view(x: torch.Tensor, kind: str) -> torch.Tensor:
+    """A Conv2d tensor with its GEMM reduction axis last: W as ``(Cout, Cin*kh*kw)``, A/E NCHW -> NHWC."""
+    if kind == "w":
+        return _gemm_view(x)
+    return x.permute(0, 2, 3, 1).contiguous() if x.dim() == 4 else x
+
+
+def _from_gemm_view(y: torch.Tensor, kind: str, shape: torch.Size) -> torch.Tensor:
+    if kind == "w":
+        return y.reshape(shape)
+    return y.permute(0, 3, 1, 2).contiguous() if len(shape) == 4 else y
 
 
 # --------------------------------------------------------------------------- NVFP4 2-D weights
@@ -365,18 +422,26 @@ class RecipeConfig(QuantConfig):
                         "saturated_fraction": sat / max(n, 1.0), "scale_log2_median": math.log2(s)}
                 rows += [MetricRow(name, t, tq.fmt, "scale", k, v) for k, v in vals.items()]
         elif tq is not None:
-            rep = scale_report(x, tq)
+            rep = scale_report(_telemetry_view(tq, layer, t, x), tq)
             if rep is not None:
                 rows += [MetricRow(name, t, tq.fmt, "scale", k, v) for k, v in rep.items()]
         sq = getattr(self.shadow, t, None) if self.shadow is not None else None
         if sq is not None:
             sd = tensor_seed(layer.seed, layer.step, layer.layer_index, t) if sq.rounding.startswith("stochastic") \
                 else None
-            xs = _gemm_view(x) if isinstance(sq, NVFP4Weight2D) else x
+            xs = _gemm_view(x) if isinstance(sq, NVFP4Weight2D) else _telemetry_view(sq, layer, t, x)
             ys = sq(xs, sd).reshape(xs.shape)
             fmt = f"{self.shadow_name}:{sq.fmt}"
             rows += [MetricRow(name, t, fmt, "shadow", k, v) for k, v in quant_metrics(xs, ys, sq.spec).items()]
         return rows
+
+
+def _telemetry_view(tq: TensorQuant, layer: Any, t: str, x: torch.Tensor) -> torch.Tensor:
+    """The view of ``x`` whose last axis ``tq`` blocks along on ``layer`` (:class:`ReductionAxisQuant`
+    on a Conv2d: the GEMM view), so the scale telemetry and shadow errors see the recipe's blocks."""
+    if isinstance(tq, ReductionAxisQuant) and isinstance(layer, nn.Conv2d):
+        return _to_gemm_view(x, t)
+    return x
 
 
 # --------------------------------------------------------------------------- the schemes
@@ -467,14 +532,17 @@ class FP8Scheme(_Recipe):
 @dataclass(frozen=True)
 class MXFP8Scheme(_Recipe):
     """MXFP8 training (OCP MX v1.0; NVIDIA's MXFP8 recipe): 32-element 1-D blocks with E8M0 scales,
-    E4M3 W/A and E5M2 E (``format=hybrid``) or E4M3 everywhere. Blocks run along each GEMM's reduction
-    axis: the last axis for the forward (W and A) and the input gradient (E), dim 0 (the batch) for
-    both operands of the weight gradient (re-quantized from the float E and A). The input-gradient GEMM
-    reuses the forward's W (blocked along its input axis)."""
+    E4M3 everywhere (``format=e4m3``, the default of TransformerEngine's ``MXFP8BlockScaling``) or E4M3
+    W/A and E5M2 E (``format=hybrid``). Blocks run along each GEMM's reduction axis
+    (:class:`ReductionAxisQuant`): the last axis of a Linear's W, A and E, a Conv2d's W as
+    ``W.reshape(Cout, -1)`` and its A and E along the channels, dim 0 (the batch) for both operands of
+    the weight gradient (re-quantized from the float E and A). The input-gradient GEMM reuses the
+    forward's W (blocked along its input axis)."""
 
     description: ClassVar[str] = "MXFP8 training (OCP MX: 32-element blocks, E8M0 scales)"
-    format: str = field(default="hybrid", metadata=field_doc(
-        "hybrid = E4M3 for W/A, E5M2 for E; e4m3 = E4M3 everywhere", _FORMATS))
+    format: str = field(default="e4m3", metadata=field_doc(
+        "e4m3 = E4M3 everywhere (TE MXFP8BlockScaling default); hybrid = E4M3 for W/A, E5M2 for E",
+        ("e4m3", "hybrid")))
     scale_rule: str = field(default="floor", metadata=field_doc(
         "E8M0 scale rule: floor (OCP MX v1.0) or rceil (NVIDIA's MXFP8 recipe)", ("floor", "rceil")))
     shadow_recipe: str = _shadow_field()
@@ -488,8 +556,8 @@ class MXFP8Scheme(_Recipe):
 
     def _tensors(self) -> tuple[TensorQuant, TensorQuant, TensorQuant, WgradOperands | None]:
         fwd, bwd = _elems(self.format)
-        w = TensorQuant(f"mx(elem={fwd},block=32,scale={self.scale_rule})")
-        e = TensorQuant(f"mx(elem={bwd},block=32,scale={self.scale_rule})")
+        w = ReductionAxisQuant(f"mx(elem={fwd},block=32,scale={self.scale_rule})")
+        e = ReductionAxisQuant(f"mx(elem={bwd},block=32,scale={self.scale_rule})")
         return w, w, e, WgradOperands(e=e, a=w)
 
 
@@ -519,7 +587,7 @@ class NVFP4Scheme(_Recipe):
         self._check_shadow()
 
     def _tensors(self) -> tuple[TensorQuant, TensorQuant, TensorQuant, WgradOperands | None]:
-        w = NVFP4Weight2D() if self.w2d else TensorQuant("nvfp4")
-        a = TensorQuant("nvfp4")
-        e = TensorQuant("nvfp4", "stochastic" if self.sr else "nearest")
+        w = NVFP4Weight2D() if self.w2d else ReductionAxisQuant("nvfp4")
+        a = ReductionAxisQuant("nvfp4")
+        e = ReductionAxisQuant("nvfp4", "stochastic" if self.sr else "nearest")
         return w, a, e, WgradOperands(e=e, a=a, rht=16 if self.rht else 0)

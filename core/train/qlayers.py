@@ -18,10 +18,11 @@ The rounding itself is a straight-through estimator: the gradient flows through 
 Stochastic rounding is seeded from ``(run seed, step, layer index, tensor)`` so runs are reproducible.
 
 Two hooks, resolved when a config is assigned (no per-step cost for configs without them): a TensorQuant
-with ``bind(layer, kind)`` is stateful and quantizes through what ``bind`` returns (delayed FP8 scaling);
+with ``bind(layer, kind)`` quantizes through what ``bind`` returns (delayed FP8 scaling, the recipes' conv GEMM views);
 a QuantConfig with a ``wgrad_transform`` ``fn(layer, E, A, Eqw, Aq) -> (E', A')`` gives the operands of
 the weight-gradient op ``G = op_weight_grad(E', A')`` from the float E and A (the NVFP4 recipe's random
-Hadamard transform and re-quantization along the batch; core/schemes/recipes.py).
+Hadamard transform and re-quantization along the batch; core/schemes/recipes.py); on this path the
+layer keeps only the float A for backward, so ``Aq`` is passed as A too.
 """
 
 from __future__ import annotations
@@ -282,8 +283,8 @@ class _QOp(torch.autograd.Function):
         y = layer._op(xq, wq, b)
         if layer._wgrad is None:
             ctx.save_for_backward(xq, wq)
-        else:  # the weight-gradient hook builds its operands from the float input
-            ctx.save_for_backward(xq, wq, x.detach())
+        else:  # the weight-gradient hook builds its operands from the float input: xq is not needed
+            ctx.save_for_backward(x.detach(), wq)
         ctx.layer = layer
         ctx.has_bias = b is not None
         cap = layer.capture
@@ -293,8 +294,7 @@ class _QOp(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_y: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        saved = ctx.saved_tensors
-        xq, wq = saved[0], saved[1]
+        xq, wq = ctx.saved_tensors  # xq is the float x on the weight-gradient hook path
         layer = ctx.layer
         eq = layer._q("e", grad_y)
         eqw = eq if layer._plan["ew"] is None else layer._q("ew", grad_y)
@@ -302,10 +302,11 @@ class _QOp(torch.autograd.Function):
         if layer._wgrad is None:
             gx, gw = layer._grads(eq, eqw, xq, wq, need_x, need_w)
         else:  # G = op_weight_grad(E', A') with the operands the hook returns (e.g. H E, H A: H^T H = I)
-            gx = layer._grads(eq, eq, xq, wq, True, False)[0] if need_x else None
+            x = xq  # grad_x reads only its shape (conv) or nothing (linear) from the input
+            gx = layer._grads(eq, eq, x, wq, True, False)[0] if need_x else None
             gw = None
             if need_w:
-                e_op, a_op = layer._wgrad(layer, grad_y, saved[2], eqw, xq)
+                e_op, a_op = layer._wgrad(layer, grad_y, x, eqw, x)
                 gw = layer._grads(e_op, e_op, a_op, wq, False, True)[1]
         cap = layer.capture
         gwq = layer._q("g", gw) if gw is not None else None
