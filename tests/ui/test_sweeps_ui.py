@@ -134,7 +134,11 @@ def test_sweep_started_from_the_page_fills_the_heat_map_live(page: Any, sweeps_e
     wait_until(lambda: _text(page.locator(".bk-tab.bk-active")) == "Compare", timeout=30, message="Compare tab")
     wait_until(lambda: "1 run(s) selected" in _text(page.locator(".compare-status")), timeout=30,
                message="the cell's run selected")
-    chosen = page.locator(".run-select select").evaluate("s => [...s.selectedOptions].map(o => o.textContent)")
-    assert len(chosen) == 1 and chosen[0].startswith(done["2"][0][:6]), chosen
+    # the cell's run is the one ticked row of Compare's runs table, and the one run in its legend
+    chosen = page.locator(".run-table .tabulator-row.tabulator-selected")
+    wait_until(lambda: chosen.count() == 1, timeout=30, message="one ticked row")
+    assert done["2"][0][:6] in deep_text(chosen.first), deep_text(chosen.first)
+    wait_until(lambda: done["2"][0][:6] in _text(page.locator(".run-legend")), timeout=30,
+               message="the cell's run in the legend")
     lap("opened in Compare")
     assert page.console_log.errors() == []
