@@ -133,6 +133,9 @@ def test_live_training_streams_reattaches_and_stops(page: Any, explorer_url: str
     lap("reattached")
 
     page.locator(".btn-stop button").click()
+    # the server answers the click at once (its message), the worker stops before its next step
+    wait_until(lambda: "to stop" in _status(page) or "stopped" in _status(page), timeout=30,
+               message="the Stop click acknowledged by the server")
     wait_until(lambda: "stopped" in _status(page), timeout=60, message="run to stop")
     print(f"live test: {time.monotonic() - t0:.1f} s")
     assert page.console_log.errors() == []
