@@ -1,6 +1,6 @@
 """Latency a user feels: start-up figures, each in fresh processes, next to a reference from the same run.
 
-    python benchmarks/bench_startup.py [--repeat 3] [--cold-repeat 1] [--no-cold] [--serve]
+    python benchmarks/bench_startup.py [--repeat 3] [--cold-repeat 1] [--no-cold] [--serve] [--commands]
 
 Reference: the wall time of a bare ``python -c "import torch"`` (medians of ``--repeat`` processes).
 Measured, each in its own fresh process (medians):
@@ -13,6 +13,7 @@ Measured, each in its own fresh process (medians):
   untimed run of each case, as ``python -m core.warm`` does at install) and with a cold one (an empty temporary
   ``NUMBA_CACHE_DIR``: everything compiles); plus the Numba floor: the first call of a tiny cached
   kernel (Numba's own import and start-up, which every first call pays);
+* with ``--commands``: only the reference, ``import core`` and the command lines (no quantize, no server);
 * with ``--serve``: ``panel serve apps/explorer.py --warm`` (what ``scripts/run.sh`` starts): the
   seconds until it reports ready and the first ``GET /explorer`` (the page's document).
 """
@@ -142,6 +143,8 @@ def main() -> None:
     ap.add_argument("--cold-repeat", type=int, default=1, help="fresh processes per cold-cache figure")
     ap.add_argument("--no-cold", action="store_true", help="skip the cold-cache figures (they compile everything)")
     ap.add_argument("--serve", action="store_true", help="also time panel serve --warm and its first page")
+    ap.add_argument("--commands", action="store_true",
+                    help="only the reference, import core and the command lines (no quantize, no server)")
     ap.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES), metavar="FAMILY")
     args = ap.parse_args()
     import numba
@@ -173,6 +176,8 @@ def main() -> None:
         ]
         for name, cmd in cli:
             row(f"{name} (process)", median_wall(cmd, args.repeat))
+        if args.commands:
+            return
 
         # first quantize per family: warm cache (filled first by one run of each case), then cold (empty cache)
         child_times(_FLOOR, [], _env())

@@ -6,7 +6,10 @@ OCP FP8 recipe (fp8_e4m3 W/A, fp8_e5m2 E) for comparison. Each case interleaves 
 the quantized steps (so all see the same machine load) and reports the median of the per-pair
 ratios plus the ratio of the fastest steps.
 Telemetry overhead: the extra time of a telemetry step (capture + ``Telemetry.collect``) divided by
-``every`` float steps, at the default ``TelemetryConfig()`` cadence, as a fraction of the step time.
+``every`` steps of the same scheme, at the default ``TelemetryConfig()`` (``every = 25``), as a fraction of
+the step time: first the median of plain snapshots (no raw samples, no ``acc_bits``), then the mean over one
+cadence cycle (steps 0, 25, ..., 475: every 4th snapshot also stores raw samples, every 10th measures
+``acc_bits``), which is what a run pays on average.
 
     python benchmarks/bench_train.py                # both models
     python benchmarks/bench_train.py --quick        # fewer steps
@@ -16,6 +19,7 @@ Telemetry overhead: the extra time of a telemetry step (capture + ``Telemetry.co
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -27,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.data import load_dataset  # noqa: E402
 from core.models import ModelConfig, build_model  # noqa: E402
-from core.train import OptimConfig, TelemetryConfig, get_scheme, qlayers  # noqa: E402
+from core.train import OptimConfig, TelemetryConfig, get_scheme, quantized_layers  # noqa: E402
 from core.train.run import _set_threads  # noqa: E402
 from core.train.schemes import default_optimizer  # noqa: E402
 from core.train.telemetry import Telemetry  # noqa: E402
@@ -44,7 +48,7 @@ class Stepper:
         self.opt = default_optimizer(self.model.parameters(), OptimConfig(lr=0.01))
         self.scheme = scheme
         self.n = 0
-        self.layers = [layer for _, layer in qlayers(self.model)]
+        self.layers = [layer for _, layer in quantized_layers(self.model)]
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
         t0 = time.perf_counter()
@@ -67,7 +71,7 @@ class Stepper:
 
 
 def bench_case(name: str, model_cfg: ModelConfig, x: torch.Tensor, y: torch.Tensor, schemes: dict, steps: int,
-               warmup: int) -> list[str]:
+               warmup: int, quick: bool = False) -> list[str]:
     shape = tuple(x.shape[1:])
     ref = Stepper(model_cfg, shape, get_scheme("fp32"))
     others = {k: Stepper(model_cfg, shape, s) for k, s in schemes.items()}
@@ -87,17 +91,35 @@ def bench_case(name: str, model_cfg: ModelConfig, x: torch.Tensor, y: torch.Tens
         lines.append(f"{'':<28} {k:<26} {statistics.median(ts) * 1e3:9.2f} ms   "
                      f"{statistics.median(ratios):.2f}x (fastest-step ratio {min(ts) / min(t_ref):.2f}x)")
     tcfg = TelemetryConfig()
+    # one cadence cycle: the snapshot steps 0, every, 2 every, ... up to the least common multiple of every,
+    # sample_every and acc_bits_every (defaults 25, 100, 250: 20 snapshots, 5 with raw samples, 2 with acc_bits)
+    cycle = math.lcm(tcfg.every, tcfg.sample_every or 1, tcfg.acc_bits_every if tcfg.acc_bits else 1)
+    cycle_steps = list(range(0, cycle, tcfg.every))
     for k, o in [("fp32", ref)] + list(others.items()):
         tel = Telemetry(tcfg)
-        o.telemetry_step(x, y, tel)  # warm-up
+        o.n = 0
+        o.telemetry_step(x, y, tel)  # warm-up, at step 0: raw samples and acc_bits too (their first calls)
+        o.telemetry_step(x, y, tel)
         extra = []
         for _ in range(max(2, steps // 4)):
             base = o.step(x, y)
+            if (tcfg.sample_every and o.n % tcfg.sample_every == 0) or o.n % tcfg.acc_bits_every == 0:
+                o.n += 1  # a plain snapshot (no raw samples, no acc_bits): the cycle below has those
             extra.append(o.telemetry_step(x, y, tel) - base)
+        cyc = []
+        for _ in range(1 if quick else 2):
+            for s in cycle_steps:
+                base = o.step(x, y)
+                o.n = s  # telemetry_step snapshots step o.n
+                cyc.append(o.telemetry_step(x, y, tel) - base)
         step_med = statistics.median(t_o[k] if k in t_o else t_ref)
         frac = statistics.median(extra) / (tcfg.every * step_med)
         lines.append(f"{'':<28} telemetry {k:<16} +{statistics.median(extra) * 1e3:8.1f} ms per snapshot = "
                      f"{100 * frac:5.1f}% at every={tcfg.every}")
+        mean = statistics.fmean(cyc)
+        lines.append(f"{'':<28}   over the cadence       +{mean * 1e3:8.1f} ms per snapshot = "
+                     f"{100 * mean / (tcfg.every * step_med):5.1f}% (mean of steps 0..{cycle - tcfg.every}: "
+                     f"samples every {tcfg.sample_every}, acc_bits every {tcfg.acc_bits_every})")
     return lines
 
 
@@ -120,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                    # the usual OCP FP8 recipe for comparison: E4M3 forward, E5M2 errors
                    "fp8 e4m3 W/A, e5m2 E": get_scheme("custom", w="fp8_e4m3", a="fp8_e4m3", e="fp8_e5m2")}
         out += bench_case("digits MLP 64-128-10", ModelConfig(name="mlp", hidden=(128,)), x, y, schemes,
-                          steps=40 if a.quick else 200, warmup=10)
+                          steps=40 if a.quick else 200, warmup=10, quick=a.quick)
     if "resnet20" in models:
         g = torch.Generator().manual_seed(0)
         x = torch.randn(128, 3, 32, 32, generator=g)
@@ -128,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         schemes = {"mls <2,1> stochastic": get_scheme("mls", **MLS),
                    "mls <2,1> nearest": get_scheme("mls", rounding="nearest", **MLS)}
         out += bench_case("ResNet-20 CIFAR-shaped", ModelConfig(name="resnet20"), x, y, schemes,
-                          steps=3 if a.quick else 8, warmup=1)
+                          steps=3 if a.quick else 8, warmup=1, quick=a.quick)
     sys.stdout.write("\n".join(out) + "\n")
     return 0
 

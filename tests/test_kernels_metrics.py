@@ -144,3 +144,27 @@ def test_binned_error_sums_match_direct_computation():
     for b in np.unique(idx[idx >= 0]):
         assert bcnt[b] == (idx == b).sum() and math.isclose(bsum[b], r[idx == b].sum(), rel_tol=1e-12)
     assert sums[4] == bcnt.sum() and math.isclose(sums[3], bsum.sum(), rel_tol=1e-12)
+
+
+@pytest.mark.parametrize("n, rows", [(3000, 1), (3000, 3000), (3000, 6), (70_000, 70_000), (70_000, 7)])
+@pytest.mark.parametrize("headroom", [1.0, 4.0 / 3.0])
+def test_one_pass_row_limits_equal_the_limit_arrays(n, rows, headroom):
+    """``range_fractions_rows_sat``'s one pass == ``range_fractions_sat`` on the per-element limit arrays it
+    used to build (zero scales count as 1; NaN/inf/zero/tiny elements; serial and parallel sizes)."""
+    from core.kernels.metrics import range_counts_rows_sat, range_fractions_rows_sat
+
+    rng = np.random.default_rng(n + rows)
+    x = (rng.standard_normal(n) * 10.0 ** rng.uniform(-3, 3, n)).astype(np.float32)
+    x[::17] = 0.0
+    x[5], x[9], x[11] = np.nan, np.inf, -np.inf
+    scale = np.abs(rng.standard_normal(n // rows)) * 2.0 ** rng.integers(-6, 6, n // rows)
+    scale[:: max(1, scale.size // 5)] = 0.0
+    s = np.where(scale == 0.0, 1.0, scale)
+    big, small = np.repeat(s * 0.75, rows), np.repeat(s * 0.125, rows)
+    want = range_fractions_sat(x, big, small, headroom)
+    assert range_fractions_rows_sat(x, scale, 0.75, 0.125, headroom) == want
+    fin = np.abs(x[np.isfinite(x)].astype(np.float64))
+    assert range_counts_rows_sat(x, scale, 0.75, 0.125, headroom)[0] == fin.size
+    assert math.isnan(range_fractions_rows_sat(np.full(4, np.nan, np.float32), np.ones(2), 1.0, 0.5)[0])
+    with pytest.raises(ValueError, match="equal rows"):
+        range_counts_rows_sat(x, np.ones(11), 1.0, 0.5)

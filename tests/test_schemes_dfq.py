@@ -11,7 +11,7 @@ from torch import nn
 
 from core.schemes.compare import train
 from core.schemes.dfq import DFQLayer, DFQScheme, dfq_layers
-from core.train import get_scheme, qlayers
+from core.train import get_scheme, quantized_layers
 
 
 @pytest.fixture(autouse=True)
@@ -24,7 +24,7 @@ def test_each_input_gets_the_output_of_the_branch_its_gate_picks():
     scheme = DFQScheme(levels=(2, 8))
     model = scheme.prepare(nn.Sequential(nn.Linear(6, 5)), seed=3)
     block = model[0]
-    assert isinstance(block, DFQLayer) and [q.quant.w.fmt for _, q in qlayers(model)] == [
+    assert isinstance(block, DFQLayer) and [q.quant.w.fmt for _, q in quantized_layers(model)] == [
         "int(bits=2,scale=tensor)", "int8"]  # canonical alias
     with torch.no_grad():  # gate: branch 1 (8 bits) iff the first feature is positive
         block.gate[0].weight.zero_()

@@ -11,7 +11,7 @@ import core.schemes  # noqa: F401 - registers the schemes
 from core.schemes.compare import train
 import core
 from core.schemes.logbtq import psi, tail_bound
-from core.train import get_scheme, qlayers
+from core.train import get_scheme, quantized_layers
 
 
 @pytest.fixture(autouse=True)
@@ -94,7 +94,7 @@ def test_chunked_updates_train():
 def _on_codebook(run, spec: str) -> float:
     """Share of the quantized layers' weights and biases that round to themselves (nearest)."""
     on = n = 0
-    for _, layer in qlayers(run.model):
+    for _, layer in quantized_layers(run.model):
         for p in layer.parameters(recurse=False):
             p = p.detach()
             on += int((core.quantize(p.clamp(-2, 2), spec) == p).sum())
@@ -109,7 +109,7 @@ def test_fully_quantized_weights_stay_on_codebook():
     s = get_scheme("logbtq")
     assert s.master_weights == "codebook"
     full = train(s, epochs=1)
-    for _, layer in qlayers(full.model):
+    for _, layer in quantized_layers(full.model):
         for p in layer.parameters(recurse=False):
             p = p.detach()
             assert torch.equal(core.quantize(p.clamp(-2, 2), s.spec), p)
@@ -182,5 +182,5 @@ def test_schedule_applies_live_knobs_to_the_optimizer():
     live = s.replace(k=5, update_momentum=0.5, master_weights="codebook")
     live.schedule(StepContext(model=model, optimizer=opt, seed=3))
     assert opt.k == 5 and opt.store is not None and opt.param_groups[0]["momentum"] == 0.5
-    for _, layer in qlayers(model):  # switched to codebook storage: the weights were rounded in
+    for _, layer in quantized_layers(model):  # switched to codebook storage: the weights were rounded in
         assert torch.equal(core.quantize(layer.weight.detach().clamp(-2, 2), s.spec), layer.weight.detach())

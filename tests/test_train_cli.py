@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -10,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from core.store import RunStore
-from core.train.__main__ import build_parser, config_from_args, main
+from core.train import __main__ as cli
+from core.train.__main__ import build_parser, config_from_args, help_info, main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,3 +110,55 @@ def test_values_that_only_fail_later_are_refused_up_front(tmp_path, capsys, args
 def test_a_config_that_is_a_folder_is_bad_input(tmp_path, capsys):
     assert main(["--config", str(tmp_path), "--store", str(tmp_path / "s.sqlite")]) == 2
     assert "is a folder, not a TOML file" in capsys.readouterr().err
+
+
+_HELP_IN_A_FRESH_PROCESS = """
+import contextlib, io, sys
+from core.train.__main__ import main
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    try:
+        main(["--help"])
+    except SystemExit as exc:
+        assert exc.code == 0, exc.code
+sys.stdout.write(f"{'torch' in sys.modules}\\n{out.getvalue()}")
+"""
+
+
+def test_help_answers_before_torch_loads_with_the_live_text(monkeypatch):
+    """A fresh process takes the registries' part of --help from the source-keyed cache: no torch, and
+    the same text as the parser built from the live registries (the first process may fill the cache)."""
+    monkeypatch.setenv("COLUMNS", "100")
+    for _ in range(2):
+        r = subprocess.run([sys.executable, "-c", _HELP_IN_A_FRESH_PROCESS], cwd=ROOT, capture_output=True,
+                           text=True, timeout=300, env={**os.environ, "COLUMNS": "100"})
+        assert r.returncode == 0, r.stderr
+    torch_loaded, _, text = r.stdout.partition("\n")
+    assert torch_loaded == "False"
+    assert text == build_parser().format_help()
+    assert "--m-u" in text and "logbtq" in text
+
+
+def test_the_cli_names_the_schemes_plugin_group():
+    from core.train.schemes import PLUGIN_GROUP
+
+    assert cli._PLUGIN_GROUP == PLUGIN_GROUP
+
+
+def _stale_info() -> cli.HelpInfo:
+    info = help_info()
+    return {**info, "schemes": info["schemes"][:2], "extra": {k: v for k, v in info["extra"].items() if k != "m_u"}}
+
+
+def test_a_stale_help_cache_changes_no_result(monkeypatch, capsys):
+    """Outside --help the live registries decide: an option the stale cache lacks still parses, and a
+    usage error is the live parser's."""
+    monkeypatch.setattr(cli, "_loaded", lambda: False)
+    monkeypatch.setattr(cli, "_cached_help_info", _stale_info)
+    assert main(["--list", "--m-u", "3"]) == 0
+    assert "niti" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main(["--epochs"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err == "error: argument --epochs: expected one argument (see python -m core.train --help)\n"

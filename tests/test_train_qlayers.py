@@ -10,14 +10,14 @@ import torch.nn.functional as F
 from torch import nn
 
 import core
-from core.train import LayerInfo, QConv2d, QLinear, QuantConfig, TensorQuant, convert, get_scheme, qlayers
+from core.train import LayerInfo, QConv2d, QLinear, QuantConfig, TensorQuant, convert, get_scheme, quantized_layers
 from core.train.qlayers import tensor_seed
 
 MLS = "mls(ex=2,mx=1,eg=8,mg=1,group=nc)"
 
 
 def _layer(model: nn.Module):
-    return [m for _, m in qlayers(model)][0]
+    return [m for _, m in quantized_layers(model)][0]
 
 
 @pytest.mark.parametrize("kind", ["linear", "conv"])
@@ -78,7 +78,7 @@ def test_convert_shares_parameters_and_numbers_layers():
     q = convert(m, None, seed=5)
     assert isinstance(q[0], QConv2d) and isinstance(q[3], QLinear)
     assert [p for p in q.parameters()] == params  # same Parameter objects
-    assert [(n, layer.layer_index, layer.seed) for n, layer in qlayers(q)] == [("0", 0, 5), ("3", 1, 5)]
+    assert [(n, layer.layer_index, layer.seed) for n, layer in quantized_layers(q)] == [("0", 0, 5), ("3", 1, 5)]
     only_linear = convert(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Linear(4, 4)),
                           module_filter_fn=lambda mod, fqn: isinstance(mod, nn.Linear))
     assert type(only_linear[0]) is nn.Conv2d and isinstance(only_linear[1], QLinear)
@@ -87,11 +87,11 @@ def test_convert_shares_parameters_and_numbers_layers():
 def test_first_last_switch_of_mls_scheme():
     m = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2))
     q = get_scheme("mls").prepare(m, seed=0)
-    quant = [layer.quant for _, layer in qlayers(q)]
+    quant = [layer.quant for _, layer in quantized_layers(q)]
     assert quant[0] is None and quant[-1] is None  # MLS paper, App. B
     assert quant[1].w.fmt == MLS and quant[1].e.rounding == "stochastic" and quant[1].g is None
     q2 = get_scheme("mls", first_last=True).prepare(copy.deepcopy(m), seed=0)
-    assert all(layer.quant is not None for _, layer in qlayers(q2))
+    assert all(layer.quant is not None for _, layer in quantized_layers(q2))
     info = LayerInfo(index=0, name="x", count=1, kind="Linear")
     assert info.is_first and info.is_last
 
@@ -122,7 +122,7 @@ def test_straight_through_estimator_passes_gradient():
 
 def test_capture_records_float_and_quantized_tensors():
     q = convert(nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2)), QuantConfig(w=MLS, a=MLS, e=MLS))
-    for _, layer in qlayers(q):
+    for _, layer in quantized_layers(q):
         layer.capture = {}
     q(torch.randn(5, 4)).sum().backward()
     cap = _layer(q).capture

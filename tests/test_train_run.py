@@ -23,7 +23,7 @@ from core.train import (
     active_runs,
     get_scheme,
     load_checkpoint,
-    qlayers,
+    quantized_layers,
 )
 from core.train.qlayers import tensor_seed
 
@@ -71,7 +71,7 @@ def test_mls_2_1_nc_within_1_5_points_of_fp32(fp32_digits, store):
     mls = run_to_end(digits_cfg(scheme=scheme), store)
     assert abs(mls.result["test_acc"] - fp32_digits.result["test_acc"]) <= 0.015
     # the middle layer really was quantized, the first and last were not
-    q = [layer.quant for _, layer in qlayers(mls.model)]
+    q = [layer.quant for _, layer in quantized_layers(mls.model)]
     assert q[0] is None and q[2] is None and q[1].w.fmt == MLS21 and q[1].e.fmt == MLS21
 
 

@@ -129,3 +129,51 @@ def test_metric_row_dict_has_every_field():
 
     r = MetricRow("1", "w", "fp8_e4m3", "live", "are", 0.25)
     assert r.to_dict() == dataclasses.asdict(r)
+
+
+MLS_GROUPINGS = ["mls(ex=2,mx=1,eg=8,mg=1,group=nc)", "mls(ex=2,mx=1,eg=8,mg=1,group=n)",
+                 "mls(ex=2,mx=3,eg=4,mg=1,group=c)", "mls(ex=3,mx=2,eg=8,mg=2,group=none)"]
+
+
+@pytest.mark.parametrize("fmt", MLS_GROUPINGS + ["mx(elem=fp8_e4m3,block=32,axis=-1)", "int(bits=8,scale=channel)"])
+def test_row_scales_fast_path_equals_blocked_scales(fmt):
+    """The telemetry's per-row scales (MLS without the inf-only-group pass when the tensor is finite) are
+    ``spec.blocked_scales``' bit for bit; with +-inf in the tensor the full path runs (finite=False)."""
+    from core.train.telemetry import _row_scales
+
+    spec = core.parse_format(fmt)
+    g = torch.Generator().manual_seed(4)
+    relu = torch.relu(torch.randn(32, 24, generator=g))
+    relu[3] = 0.0  # whole zero rows and columns: groups whose max is 0
+    relu[:, 5] = 0.0
+    inf = relu.clone()
+    inf[3, 2] = float("inf")  # an inf-only group (its other values are zero)
+    for x, finite in ((relu, True), (relu, False), (torch.zeros(4, 8), True), (inf, False),
+                      (torch.randn(6, 5, 3, 3, generator=g), True)):
+        x3, s2, view = spec.blocked_scales(x)
+        got = _row_scales(spec, x, finite)
+        if view.pad:
+            assert got is None
+            continue
+        assert got is not None
+        assert got[1].dtype == s2.numpy().dtype and got[1].tobytes() == s2.numpy().tobytes(), (fmt, finite)
+        assert got[0].tobytes() == x3.contiguous().numpy().tobytes()
+
+
+@pytest.mark.parametrize("fmt", MLS_GROUPINGS + ["fp8_e4m3", "mx(elem=fp8_e4m3,block=32,axis=-1)"])
+def test_quant_metrics_finite_hint_and_reused_scales_change_nothing(fmt):
+    """``quant_metrics(..., finite=True)`` on a finite tensor and ``stagnation_rate`` given the weight's scales
+    return exactly the values computed without them."""
+    from core.train.telemetry import _quant_metrics
+
+    spec = core.parse_format(fmt)
+    g = torch.Generator().manual_seed(5)
+    for x in (torch.relu(torch.randn(64, 32, generator=g)) * 1e-2, torch.randn(10, 128, generator=g)):
+        y = core.quantize(x, fmt)
+        plain = quant_metrics(x, y, spec)
+        fast, s2 = _quant_metrics(x, y, spec, True)
+        assert repr(fast) == repr(plain)
+        after = x - torch.randn_like(x) * 1e-4
+        want = stagnation_rate(x, after, spec)
+        if s2 is not None:
+            assert stagnation_rate(x, after, spec, s2) == want

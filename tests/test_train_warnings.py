@@ -20,7 +20,7 @@ import core
 from core.models import ModelConfig
 from core.store import RunStore
 from core.train import SCHEMES, Run, RunConfig, TelemetryConfig, get_scheme, list_schemes
-from core.train.qlayers import qlayers
+from core.train.qlayers import quantized_layers
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,7 +38,7 @@ def _warnings(store: RunStore, run_id: str) -> list[str]:
 def test_mls_on_a_one_hidden_layer_mlp_warns_once_in_the_store(tmp_path):
     store = RunStore(tmp_path / "runs.sqlite")
     run = Run(_cfg(get_scheme("mls", ex=1, mx=1), epochs=1, max_steps=3), store).prepare()
-    layers = [layer for _, layer in qlayers(run.model)]
+    layers = [layer for _, layer in quantized_layers(run.model)]
     assert len(layers) == 2 and all(layer.quant is None for layer in layers)  # both float: first and last
     msg = run.quantization_warning()
     assert msg is not None and msg.startswith("scheme mls quantizes no layer: first_last=false") and "\n" not in msg

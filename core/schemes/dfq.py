@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.train import MetricRow, QuantConfig, Scheme, StepContext, TensorQuant, convert, qlayers
+from core.train import MetricRow, QuantConfig, Scheme, StepContext, TensorQuant, convert, quantized_layers
 from core.train.qlayers import QConv2d, QLinear, tensor_seed
 from core.train.schemes import field_doc
 from core.train import register_scheme
@@ -163,7 +163,7 @@ class DFQScheme(Scheme):
 
     def prepare(self, model: nn.Module, seed: int) -> nn.Module:
         model = convert(model, None, seed=seed)
-        layers = list(qlayers(model))
+        layers = list(quantized_layers(model))
         counter = BitopsCounter()
         n = len(layers)
         for i, (fqn, layer) in enumerate(layers):
@@ -174,7 +174,7 @@ class DFQScheme(Scheme):
             parent_name, _, child = fqn.rpartition(".")
             parent = model.get_submodule(parent_name) if parent_name else model
             setattr(parent, child, block)
-        for i, (name, layer) in enumerate(qlayers(model)):  # number the branches
+        for i, (name, layer) in enumerate(quantized_layers(model)):  # number the branches
             layer.layer_index, layer.layer_name, layer.seed = i, name, seed
         from core.train import assign
 

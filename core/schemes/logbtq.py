@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import core
-from core.train import (MetricRow, QuantConfig, Scheme, StepContext, TensorQuant, convert, qlayers,
+from core.train import (MetricRow, QuantConfig, Scheme, StepContext, TensorQuant, convert, quantized_layers,
                         register_scheme)
 from core.train.qlayers import QLinear, tensor_seed
 from core.train.schemes import default_optimizer, field_doc
@@ -209,7 +209,7 @@ def store_in_codebook(model: nn.Module, quant: TensorQuant, seed: int) -> int:
     stored."""
     n = 0
     with torch.no_grad():
-        for _, layer in qlayers(model):
+        for _, layer in quantized_layers(model):
             if layer.quant is None:  # a float layer (first_last=False) keeps fp32 parameters
                 continue
             for pname, p in layer.named_parameters(recurse=False):
@@ -275,7 +275,7 @@ class _Tail:
         c[1] += x.numel()
 
     def attach(self, model: nn.Module) -> None:
-        layers = list(qlayers(model))
+        layers = list(quantized_layers(model))
         # the network's output (logits) is not quantized by the simulator (no layer reads it), so it is
         # not barred; a one-layer model bars its only output
         self.barred = {n for n, _ in (layers[:-1] if len(layers) > 1 else layers)}
@@ -399,7 +399,7 @@ class LogBTQScheme(Scheme):
         model._logbtq_tail = tail  # type: ignore[assignment]
         attach_counter(model)
         if self.accumulate != "fp32":
-            for name, layer in qlayers(model):
+            for name, layer in quantized_layers(model):
                 if not isinstance(layer, QLinear):
                     raise ValueError(f"logbtq.accumulate={self.accumulate!r}: only Linear layers are simulated; "
                                      f"{name} is {type(layer).__name__}")
@@ -408,7 +408,7 @@ class LogBTQScheme(Scheme):
         return model
 
     def _params(self, model: nn.Module) -> list[torch.Tensor]:
-        return [q.weight for _, q in qlayers(model)]
+        return [q.weight for _, q in quantized_layers(model)]
 
     def penalties(self, model: nn.Module, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(barrier, l1)`` terms of Eq. 13 (before ``lam``/``gamma``)."""
@@ -471,7 +471,7 @@ class LogBTQScheme(Scheme):
         elif opt is not None:
             opt.logbtq_seed = ctx.seed  # type: ignore[attr-defined]
         if model is not None and self.master_weights == "codebook":
-            fresh = [p for _, q in qlayers(model) if q.quant is not None for p in q.parameters(recurse=False)
+            fresh = [p for _, q in quantized_layers(model) if q.quant is not None for p in q.parameters(recurse=False)
                      if not getattr(p, "_logbtq_codebook", False)]
             if fresh:  # switched to codebook storage live (or a layer became quantized): round them in
                 store_in_codebook(model, self.tq(), ctx.seed + ctx.step)
@@ -488,7 +488,7 @@ class LogBTQScheme(Scheme):
         rows: list[MetricRow] = []
         tail: _Tail | None = getattr(model, "_logbtq_tail", None)
         fmt = self.spec
-        layers = list(qlayers(model))
+        layers = list(quantized_layers(model))
         for name, layer in layers:
             w = layer.weight.detach()
             rows.append(MetricRow(name, "w", fmt, "logbtq", "outside", float((w.abs() > self.clip).float().mean())))

@@ -51,7 +51,7 @@ def probe_store(path: str, store_id: str) -> str:
 
 def warm_up() -> str:
     """Import the training stack (so the first run starts without that wait); returns the pid."""
-    import core.train  # noqa: F401
+    import core.train.run  # noqa: F401  (the whole training stack: torch, models, data, schemes, store)
 
     return str(os.getpid())
 

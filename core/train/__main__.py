@@ -1,31 +1,52 @@
 """Command line: ``python -m core.train ...`` trains one run with a progress bar, then prints one line.
 
 Owns :func:`build_parser` (options and ``--help``, the scheme options' help taken from the schemes'
-field docs), :func:`config_from_args` (options -> a validated :class:`RunConfig`) and :func:`main`.
+field docs), :func:`help_info` (what the help takes from the registries), :func:`config_from_args`
+(options -> a validated :class:`RunConfig`) and :func:`main`.
 Exit status: 0 when the run ends ``done``, 1 for ``diverged``/``stopped``/``error``, 2 for bad input.
+
+``--help`` answers before torch loads: in a fresh process :func:`main` builds the parser from
+:func:`help_info` cached on disk (:mod:`core.sourcecache`, keyed on the sources of ``core`` and the
+scheme plugins' entry points); any other command line then imports the registries and, for a usage
+error or when their contents differ from the cached ones, parses again with the live parser (so errors
+and results are those of the registries, whatever the cache holds).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import signal
 import sys
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, Sequence, TypedDict
 
 from core.cli import ArgumentParser, fail, warn
-from core.data import DatasetError, list_datasets
-from core.models import list_models
-from core.store import StoreError
 
-from .config import RunConfig
-from .run import Run
-from .schemes import SCHEMES, get_scheme, list_schemes
+if TYPE_CHECKING:
+    from .config import RunConfig
+    from .run import Run
 
-__all__ = ["main", "build_parser", "config_from_args"]
+__all__ = ["main", "build_parser", "config_from_args", "help_info", "HelpInfo"]
 
 log = logging.getLogger("core.train")
+
+#: entry-point group of the scheme plugins (``core.train.schemes.PLUGIN_GROUP``, a module that imports torch)
+_PLUGIN_GROUP = "lowbit_explorer.schemes"
+#: the registries the help reads; once one is imported in this process the help is built from them directly
+_REGISTRIES = ("core.data", "core.models", "core.train.schemes")
+
+
+class HelpInfo(TypedDict):
+    """What the help text takes from the registries (:func:`help_info`)."""
+
+    datasets: list[str]
+    models: list[str]
+    schemes: list[str]
+    #: help of the scheme options (:data:`_SCHEME_OPTS`), option -> text
+    options: dict[str, str]
+    #: fields of the registered schemes that have no option of their own, in order -> help text
+    extra: dict[str, str]
+
 
 #: CLI option -> config key (``None`` values are left alone)
 _DIRECT = {
@@ -44,6 +65,10 @@ _SCHEME_OPTS = ("ex", "mx", "eg", "mg", "group", "rounding", "w", "a", "e", "ew"
 
 def _extra_scheme_fields() -> dict[str, list[str]]:
     """Fields of the registered schemes that have no option of their own -> the schemes having them."""
+    import dataclasses
+
+    from .schemes import SCHEMES, list_schemes
+
     out: dict[str, list[str]] = {}
     taken = set(_SCHEME_OPTS) | {"first_last"} | set(_DIRECT) | {"shadow", "download", "config", "set", "list"}
     for name in list_schemes():
@@ -56,6 +81,10 @@ def _extra_scheme_fields() -> dict[str, list[str]]:
 def _field_help(name: str) -> str:
     """Help of a scheme field, from the field docs of the registered schemes that have it:
     ``"scheme, scheme: doc (choices); scheme: doc"``."""
+    import dataclasses
+
+    from .schemes import SCHEMES, list_schemes
+
     by_doc: dict[str, list[str]] = {}
     for scheme in list_schemes():
         for f in dataclasses.fields(SCHEMES[scheme]):
@@ -103,40 +132,81 @@ def _widths(text: str) -> tuple[int, ...]:
     return widths
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (also used for ``--help``)."""
-    p = ArgumentParser(prog="python -m core.train", description=_DESCRIPTION, epilog=_EPILOG,
+def help_info() -> HelpInfo:
+    """The registries' part of the help: dataset, model and scheme names, and the scheme options' help
+    from the registered schemes' field docs (imports the registries, torch included)."""
+    from core.data import list_datasets
+    from core.models import list_models
+
+    from .schemes import list_schemes
+
+    datasets, models = list_datasets(), list_models()  # read before the scheme plugins load
+    return {"datasets": datasets, "models": models, "schemes": list_schemes(),
+            "options": {k: _field_help(k) for k in _SCHEME_OPTS},
+            "extra": {field: _field_help(field) for field in _extra_scheme_fields()}}
+
+
+def _loaded() -> bool:
+    """Whether a registry the help reads is imported in this process (then it may hold run-time additions)."""
+    return any(m in sys.modules for m in _REGISTRIES)
+
+
+def _cached_help_info() -> HelpInfo:
+    """:func:`help_info` as an earlier process stored it for the same sources (see the module doc)."""
+    from core.sourcecache import cached
+
+    return cached("train-help", help_info, packages=("core",), entry_point_group=_PLUGIN_GROUP)
+
+
+class _UsageError(Exception):
+    """A usage error met by the parser built from the cached help info (nothing printed yet)."""
+
+
+class _DeferringParser(ArgumentParser):
+    """Raises :class:`_UsageError` for a usage error: :func:`main` then parses again with the live registries,
+    so a stale cache can never turn a good command line into an error, and the error text is the live one."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(message)
+
+
+def build_parser(info: HelpInfo | None = None, *,
+                 parser_class: type[ArgumentParser] = ArgumentParser) -> argparse.ArgumentParser:
+    """The argument parser (also used for ``--help``), with the registries' part ``info``
+    (default: :func:`help_info`, live)."""
+    if info is None:
+        info = help_info()
+    p = parser_class(prog="python -m core.train", description=_DESCRIPTION, epilog=_EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="TOML file with [data], [model], [scheme], [optim], [telemetry] tables")
     p.add_argument("--list", action="store_true", help="list datasets, models and schemes, then exit")
     data = p.add_argument_group("data and model")
-    data.add_argument("--dataset", help=f"one of: {', '.join(list_datasets())}")
+    data.add_argument("--dataset", help=f"one of: {', '.join(info['datasets'])}")
     data.add_argument("--data-root", help="folder with the dataset files")
     data.add_argument("--train-subset", type=int, metavar="N", help="train on N examples (a fixed, seeded subset)")
     data.add_argument("--test-subset", type=int, metavar="N", help="test on N examples (a fixed, seeded subset)")
     data.add_argument("--download", action="store_true", help="download missing dataset files")
     data.add_argument("--no-verify", action="store_true", help="skip SHA-256 checks of dataset files")
-    data.add_argument("--model", help=f"one of: {', '.join(list_models())}")
+    data.add_argument("--model", help=f"one of: {', '.join(info['models'])}")
     data.add_argument("--hidden", type=_widths, help="MLP hidden widths, comma separated")
     data.add_argument("--width", type=float, help="channel multiplier of conv nets")
     data.add_argument("--shortcut", choices=("A", "B"),
                       help="ResNet shortcuts: A zero-padded identity (MLS paper, Table 1), B 1x1 conv + BN (default)")
     sch = p.add_argument_group("scheme")
-    sch.add_argument("--scheme", help=f"one of: {', '.join(list_schemes())}")
+    sch.add_argument("--scheme", help=f"one of: {', '.join(info['schemes'])}")
     for k in _SCHEME_OPTS:
         if k in ("ex", "mx", "eg", "mg"):
-            sch.add_argument(f"--{k}", type=int, help=_field_help(k))
+            sch.add_argument(f"--{k}", type=int, help=info["options"][k])
         else:
-            sch.add_argument(f"--{k.replace('_', '-')}", dest=k, help=_field_help(k))
+            sch.add_argument(f"--{k.replace('_', '-')}", dest=k, help=info["options"][k])
     fl = sch.add_mutually_exclusive_group()
     fl.add_argument("--first-last", dest="first_last", action="store_true", default=None,
                     help="also quantize the first and last layer")
     fl.add_argument("--no-first-last", dest="first_last", action="store_false",
                     help="keep the first and last layer float")
     more = p.add_argument_group("fields of the papers' schemes (logbtq, niti, sbm, cpt, pfq, dfq)")
-    for field in _extra_scheme_fields():
-        more.add_argument(f"--{field.replace('_', '-')}", dest=f"scheme_{field}", metavar="VALUE",
-                          help=_field_help(field))
+    for field, text in info["extra"].items():
+        more.add_argument(f"--{field.replace('_', '-')}", dest=f"scheme_{field}", metavar="VALUE", help=text)
     train = p.add_argument_group("training")
     train.add_argument("--epochs", type=int, help="training epochs")
     train.add_argument("--batch-size", type=int, help="mini-batch size")
@@ -166,6 +236,11 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     Raises:
         ValueError: an option does not apply or a value is invalid.
     """
+    import dataclasses
+
+    from .config import RunConfig
+    from .schemes import SCHEMES, get_scheme
+
     cfg = RunConfig.from_toml(args.config) if args.config is not None else RunConfig()
     if args.scheme is not None and args.scheme != cfg.scheme.name:
         cfg = cfg.with_changes({"scheme": get_scheme(args.scheme)})
@@ -234,8 +309,26 @@ def _progress(run: Run, enabled: bool) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    if _loaded():
+        args = build_parser(help_info()).parse_args(argv)
+    else:  # a fresh process: --help answers from the cache, before torch loads
+        info = _cached_help_info()
+        parsed: argparse.Namespace | None
+        try:
+            parsed = build_parser(info, parser_class=_DeferringParser).parse_args(argv)
+        except _UsageError:
+            parsed = None
+        live = help_info()
+        if parsed is None or live != info:  # a usage error, or a stale cache: parse as the registries say
+            parsed = build_parser(live).parse_args(argv)
+        args = parsed
+    from core.data import DatasetError, list_datasets
+    from core.models import list_models
+    from core.store import StoreError
+
+    from .run import Run
+    from .schemes import list_schemes
+
     if args.list:
         sys.stdout.write(f"datasets: {', '.join(list_datasets())}\nmodels: {', '.join(list_models())}\n"
                          f"schemes: {', '.join(list_schemes())}\n")

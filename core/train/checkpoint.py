@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .qlayers import qlayers
+from .qlayers import quantized_layers
 
 __all__ = ["save_checkpoint", "load_checkpoint", "CHECKPOINT_KEYS"]
 
@@ -37,7 +37,7 @@ def save_checkpoint(path: Path, *, model: nn.Module, optimizer: torch.optim.Opti
     payload = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
-        "quant": [layer.quant_state() for _, layer in qlayers(model)],
+        "quant": [layer.quant_state() for _, layer in quantized_layers(model)],
         "config": json.dumps(config, default=str),
         "step": int(step),
         "epoch": int(epoch),

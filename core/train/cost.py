@@ -21,7 +21,7 @@ from core.cost.energy import EnergyTable, arithmetic_for, gemm_energy
 from core.cost.ops import layer_macs, layer_partial_sums
 
 from .context import MetricRow, StepContext
-from .qlayers import parse_spec, qlayers
+from .qlayers import parse_spec, quantized_layers
 
 __all__ = ["BitopsCounter", "spec_bits", "layer_macs", "attach_counter", "cost_rows", "layer_arithmetic"]
 
@@ -100,7 +100,7 @@ class BitopsCounter:
             self.epoch += 1
 
     def attach(self, model: nn.Module) -> "BitopsCounter":
-        for _, layer in qlayers(model):
+        for _, layer in quantized_layers(model):
             self._handles.append(layer.register_forward_hook(self.hook))
         model._bitops_counter = self  # type: ignore[assignment]
         return self

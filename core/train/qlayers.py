@@ -49,7 +49,7 @@ __all__ = [
     "QLinear",
     "QConv2d",
     "convert",
-    "qlayers",
+    "quantized_layers",
     "assign",
     "tensor_seed",
     "parse_spec",
@@ -447,14 +447,14 @@ def convert(model: nn.Module, config: "QuantConfig | _SchemeLike | None" = None,
         parent_name, _, child = fqn.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, new)
-    layers = list(qlayers(model))
+    layers = list(quantized_layers(model))
     for i, (name, layer) in enumerate(layers):
         layer.layer_index, layer.layer_name, layer.seed = i, name, seed
     assign(model, config)
     return model
 
 
-def qlayers(model: nn.Module) -> Iterator[tuple[str, Any]]:
+def quantized_layers(model: nn.Module) -> Iterator[tuple[str, Any]]:
     """``(fqn, layer)`` for every quantizable layer of a converted model, in order."""
     for fqn, m in model.named_modules():
         if isinstance(m, QLayer):
@@ -463,7 +463,7 @@ def qlayers(model: nn.Module) -> Iterator[tuple[str, Any]]:
 
 def assign(model: nn.Module, config: "QuantConfig | _SchemeLike | None") -> None:
     """(Re)assign each layer's :class:`QuantConfig` from a config or a scheme; used for live updates."""
-    layers = list(qlayers(model))
+    layers = list(quantized_layers(model))
     n = len(layers)
     for fqn, layer in layers:
         if config is None or isinstance(config, QuantConfig):

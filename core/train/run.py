@@ -31,7 +31,7 @@ from core.store import CommandKind, RunStatus, RunStore, RunWriter, is_final
 from .checkpoint import load_checkpoint, restore_generators, save_checkpoint
 from .config import RunConfig, lr_factor
 from .context import StepContext, StepOutput
-from .qlayers import assign, qlayers
+from .qlayers import assign, quantized_layers
 from .schemes import Scheme
 from .telemetry import Telemetry
 
@@ -484,7 +484,7 @@ class Run:
         q = scheme.quant()
         if model is None or q is None or q.is_float:
             return None
-        layers = [layer for _, layer in qlayers(model)]
+        layers = [layer for _, layer in quantized_layers(model)]
         if not layers or any(layer.quant is not None and not layer.quant.is_float for layer in layers):
             return None
         why = ""
@@ -503,7 +503,7 @@ class Run:
 
     def _write_layers(self) -> None:
         assert self._writer is not None and self.model is not None
-        for name, layer in qlayers(self.model):
+        for name, layer in quantized_layers(self.model):
             kind = type(layer).__mro__[1].__name__
             self._writer.layer(layer.layer_index, name, kind, list(layer.weight.shape),
                                sum(p.numel() for p in layer.parameters(recurse=False)))
@@ -615,7 +615,7 @@ class Run:
         for g in opt.param_groups:
             g["lr"] = g.get("base_lr", cfg.optim.lr) * (lr / cfg.optim.lr)
         ctx.lr = lr
-        layers = list(qlayers(model))
+        layers = list(quantized_layers(model))
         for _, layer in layers:
             layer.step = self.step
         tel = telemetry.due(self.step)
@@ -701,7 +701,7 @@ class Run:
         assert self.model is not None and self.data is not None
         cfg, model, test = self.config, self.model, self.data.test
         model.eval()
-        for _, layer in qlayers(model):
+        for _, layer in quantized_layers(model):
             layer.step = self.step
         dtype = cfg.scheme.autocast_dtype()
         correct, loss_sum, n = 0, 0.0, len(test)

@@ -23,11 +23,14 @@ from torch import nn
 import core
 from core.arith import accumulator_bits
 from core.formats import Encoded
-from core.formats.scaled import ScaledFormat
+from core.formats.base import FormatSpec
+from core.formats.dispatch import group_absmax
+from core.formats.mls import MLSFormat
+from core.formats.scaled import BlockView, ScaledFormat
 
 from .config import TelemetryConfig
 from .context import MetricRow
-from .qlayers import TensorQuant, qlayers, tensor_seed
+from .qlayers import TensorQuant, quantized_layers, tensor_seed
 from core.kernels.metrics import (error_metrics, range_fractions_rows_sat, range_fractions_sat,
                                   stagnant_fraction_rows, stats_hist)
 
@@ -124,42 +127,83 @@ def _numpy_float(t: torch.Tensor) -> np.ndarray:
     return t.contiguous().numpy()
 
 
-def quant_metrics(x: torch.Tensor, y: torch.Tensor, spec: Any) -> dict[str, float]:
+_ONE = np.ones(1, dtype=np.float64)
+
+
+def _row_scales(spec: ScaledFormat, xd: torch.Tensor, finite: bool,
+                s2: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, BlockView] | None:
+    """``spec.blocked_scales(xd)`` as NumPy arrays: the (A, B, R) view of ``xd``, the float64 scale of each
+    (A, B) row and the view; None when the view pads (padding would count as elements).
+
+    ``finite``: the caller knows that ``xd`` holds no inf/NaN; an MLS tensor then skips ``MLSFormat.scales``'
+    pass over the groups that hold only +-inf (there are none: the same scales without its torch
+    temporaries). ``s2``: these scales, already computed by the caller for the same values."""
+    if type(spec).blocked_scales is not ScaledFormat.blocked_scales:
+        x3, s2t, view = spec.blocked_scales(xd)
+        return None if view.pad else (_numpy_float(x3), s2t.to(torch.float64).numpy(), view)
+    view = spec.view(xd)
+    if view.pad:
+        return None
+    x3 = view.to_x3(xd)
+    if s2 is None and (finite and isinstance(spec, MLSFormat) and type(spec).scales is MLSFormat.scales
+            and type(spec)._with_inf_groups is MLSFormat._with_inf_groups
+            and x3.device.type == "cpu" and x3.shape[0] * x3.shape[1] > 0):
+        s2 = spec._scale_arrays(group_absmax(x3, "auto").numpy())[0]
+    elif s2 is None:
+        s2 = spec.scales(x3, "auto")[0].to(torch.float64).numpy()
+    return _numpy_float(x3), s2, view
+
+
+def quant_metrics(x: torch.Tensor, y: torch.Tensor, spec: Any, finite: bool | None = None) -> dict[str, float]:
     """``core.metrics.summary(x, y, spec)`` computed in one fused pass on CPU (same definitions: ARE,
     relative error, SQNR, saturation, overflow and underflow against ``spec.range_for(x)``); ``core.metrics``
-    itself on other devices or when the spec has no ``range_for``."""
+    itself on other devices or when the spec has no ``range_for``. ``finite``: whether ``x`` is known to
+    hold only finite values (None: not known; a hint that saves work, never changes a value)."""
+    return _quant_metrics(x, y, spec, bool(finite))[0]
+
+
+def _quant_metrics(x: torch.Tensor, y: torch.Tensor, spec: Any,
+                   finite: bool) -> tuple[dict[str, float], np.ndarray | None]:
+    """:func:`quant_metrics` and the per-row scales of a scaled ``spec`` it computed (None otherwise), so
+    that the weight's stagnation rate reuses them."""
     range_for = getattr(spec, "range_for", None)
     if x.device.type != "cpu" or range_for is None or x.shape != y.shape:
-        return core.metrics.summary(x, y, spec)
+        return core.metrics.summary(x, y, spec), None
     xd, yd = x.detach(), y.detach()
     xn = _numpy_float(xd).reshape(-1)
     out = error_metrics(xn, _numpy_float(yd).reshape(-1))
     if isinstance(spec, ScaledFormat) and type(spec).range_for is ScaledFormat.range_for:
-        x3, s2, view = spec.blocked_scales(xd)
-        if not view.pad:  # padding would count as elements
+        rs = _row_scales(spec, xd, finite)
+        if rs is not None:
             g = spec.element_grid
             out["saturation"], out["overflow"], out["underflow"] = range_fractions_rows_sat(
-                _numpy_float(x3), s2.numpy(), g.maxval, g.smallest, core.metrics.headroom(spec))
-            return out
+                rs[0], rs[1], g.maxval, g.smallest, core.metrics.headroom(spec))
+            return out, rs[1]
+    elif type(spec).range_for is FormatSpec.range_for:  # constant limits (float64 of max, smallest subnormal)
+        out["saturation"], out["overflow"], out["underflow"] = range_fractions_rows_sat(
+            xn, _ONE, float(spec.max), float(spec.smallest_subnormal), core.metrics.headroom(spec))
+        return out, None
     big, small = range_for(xd)
     big = torch.as_tensor(big, dtype=torch.float64).expand(xd.shape).reshape(-1).numpy()
     small = torch.as_tensor(small, dtype=torch.float64).expand(xd.shape).reshape(-1).numpy()
     out["saturation"], out["overflow"], out["underflow"] = range_fractions_sat(xn, big, small,
                                                                               core.metrics.headroom(spec))
-    return out
+    return out, None
 
 
-def stagnation_rate(before: torch.Tensor, after: torch.Tensor, fmt: Any) -> float:
+def stagnation_rate(before: torch.Tensor, after: torch.Tensor, fmt: Any, scales: np.ndarray | None = None) -> float:
     """Fraction of elements whose update ``|after - before|`` is below half the code step of ``fmt`` at
-    ``before`` (the update would be rounded away if the weight were stored in ``fmt``)."""
+    ``before`` (the update would be rounded away if the weight were stored in ``fmt``). ``scales``: the
+    float64 per-row scales of ``fmt`` for ``before`` when the caller has them (``ScaledFormat.blocked_scales``;
+    they must be those of ``before``'s values), else computed here."""
     spec = core.parse_format(fmt)
     if (isinstance(spec, ScaledFormat) and type(spec).code_step is ScaledFormat.code_step
             and before.device.type == "cpu" and before.dtype in (torch.float32, torch.float64) and before.numel()):
-        x3, s2, view = spec.blocked_scales(before.detach())
-        if not view.pad:  # one Numba pass over the (A, B, R) view, no per-element step tensor
-            a3 = view.to_x3(after.detach().to(before.dtype))
+        rs = _row_scales(spec, before.detach(), False, scales)
+        if rs is not None:  # one Numba pass over the (A, B, R) view, no per-element step tensor
+            a3 = rs[2].to_x3(after.detach().to(before.dtype))
             g = spec.element_grid
-            return stagnant_fraction_rows(_numpy_float(x3), _numpy_float(a3), s2.numpy(), g.m, g.emin, g.subnormals)
+            return stagnant_fraction_rows(rs[0], _numpy_float(a3), rs[1], g.m, g.emin, g.subnormals)
     step = core.code_step(before, spec)
     delta = (after.double() - before.double()).abs()
     return float((delta < step / 2).double().mean())
@@ -233,16 +277,16 @@ class Telemetry:
 
     def arm(self, model: nn.Module) -> None:
         """Ask every quantizable layer to capture its tensors in the next forward/backward."""
-        for _, layer in qlayers(model):
+        for _, layer in quantized_layers(model):
             layer.capture = {}
 
     def disarm(self, model: nn.Module) -> None:
-        for _, layer in qlayers(model):
+        for _, layer in quantized_layers(model):
             layer.capture = None
 
     def snapshot_weights(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """Copies of every layer's weight (before the optimizer step), for the stagnation rate."""
-        return {name: layer.weight.detach().clone() for name, layer in qlayers(model)}
+        return {name: layer.weight.detach().clone() for name, layer in quantized_layers(model)}
 
     # ------------------------------------------------------------------ collection
     def collect(self, model: nn.Module, step: int,
@@ -257,10 +301,11 @@ class Telemetry:
         hists: list[Histogram] = []
         samples: list[tuple[str, str, torch.Tensor, list[int]]] = []
         sample = self.sample_due(step)
-        for name, layer in qlayers(model):
+        for name, layer in quantized_layers(model):
             cap = layer.capture or {}
             layer.capture = None
             q = layer.quant
+            live_scales: dict[str, np.ndarray] = {}  # tensor -> per-row scales of its live scaled format
             for t in self.cfg.tensors:
                 x = cap.get(t)
                 if x is None and t == "g" and layer.weight.grad is not None and (q is None or q.g is None):
@@ -269,7 +314,7 @@ class Telemetry:
                     continue
                 tq: TensorQuant | None = getattr(q, t) if q is not None else None
                 xq = cap.get(t + "q") if tq is not None else None
-                rows += self._measure(name, t, x, xq, tq, hists, step, layer.layer_index, layer.seed)
+                rows += self._measure(name, t, x, xq, tq, hists, step, layer.layer_index, layer.seed, live_scales)
                 extra = getattr(q, "telemetry_rows", None)  # a recipe's scale and shadow-recipe rows
                 if extra is not None:
                     rows += extra(layer, name, t, x)
@@ -283,17 +328,29 @@ class Telemetry:
             if self.cfg.stagnation and before is not None and name in before:
                 w_fmt = q.w.fmt if (q is not None and q.w is not None) else "fp32"
                 b, a = before[name], layer.weight.detach()
-                rows.append(MetricRow(name, "w", w_fmt, "live", "stagnation", stagnation_rate(b, a, w_fmt)))
+                # the live W's scales when the captured W is the weight before the step (the standard step)
+                cw, s2 = cap.get("w"), live_scales.get("w")
+                if s2 is not None and not (cw is not None and cw.dtype == b.dtype and cw.shape == b.shape
+                                           and torch.equal(cw, b)):
+                    s2 = None
+                w_spec = q.w.spec if (q is not None and q.w is not None) else w_fmt
+                rows.append(MetricRow(name, "w", w_fmt, "live", "stagnation", stagnation_rate(b, a, w_spec, s2)))
                 for s in self._shadow:
                     rows.append(MetricRow(name, "w", s.fmt, "shadow", "stagnation", stagnation_rate(b, a, s.spec)))
         return rows, hists, samples
 
     def _measure(self, layer: str, t: str, x: torch.Tensor, xq: torch.Tensor | None, tq: TensorQuant | None,
-                 hists: list[Histogram], step: int, index: int, seed: int) -> list[MetricRow]:
+                 hists: list[Histogram], step: int, index: int, seed: int,
+                 live_scales: dict[str, np.ndarray] | None = None) -> list[MetricRow]:
+        """The rows (and histograms, appended to ``hists``) of one captured tensor ``x``: statistics, the live
+        format's metrics against ``xq`` and every shadow format's; ``live_scales[t]``: the live scaled
+        format's per-row scales of ``x``, when computed."""
         cfg = self.cfg
         rows: list[MetricRow] = []
+        finite = False  # x known to hold only finite values (saves the MLS inf-group pass; no value changes)
         if cfg.stats or cfg.hist:
             stats, h = stats_and_histogram(x, cfg.hist_lo, cfg.hist_hi, cfg.hist_bins, cfg.hist)
+            finite = stats["numel"] == x.numel()
             if cfg.stats:
                 rows += [MetricRow(layer, t, "", "stat", k, v) for k, v in stats.items()]
             if h is not None:
@@ -302,12 +359,16 @@ class Telemetry:
             if xq is None:  # not captured (custom step): re-quantize with the same seed
                 seed_ = tensor_seed(seed, step, index, t) if tq.rounding == "stochastic" else None
                 xq = tq(x, seed_)
-            rows += [MetricRow(layer, t, tq.fmt, "live", k, v) for k, v in quant_metrics(x, xq, tq.spec).items()]
+            live, s2 = _quant_metrics(x, xq, tq.spec, finite)
+            if s2 is not None and live_scales is not None:
+                live_scales[t] = s2
+            rows += [MetricRow(layer, t, tq.fmt, "live", k, v) for k, v in live.items()]
             if cfg.hist:
                 hists.append(self._hist(layer, t, "q", xq))
         for s in self._shadow:
             ys = s(x)
-            rows += [MetricRow(layer, t, s.fmt, "shadow", k, v) for k, v in quant_metrics(x, ys, s.spec).items()]
+            shadow = _quant_metrics(x, ys, s.spec, finite)[0]
+            rows += [MetricRow(layer, t, s.fmt, "shadow", k, v) for k, v in shadow.items()]
         return rows
 
     def _hist(self, layer: str, t: str, kind: str, x: torch.Tensor) -> Histogram:
