@@ -9,7 +9,6 @@ config keys that differ across the selected runs (:meth:`Comparison.varying_keys
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from panel.viewable import Viewer
 from .compare_state import CompareState
 from .comparison import Comparison, final_table
 from .export import curves, grid_plot
+from . import plots
 from .plots import RUN_COLORS
 
 __all__ = ["Compare", "legend_html"]
@@ -37,14 +37,8 @@ def legend_html(comp: Comparison | None) -> str:
     """The selected runs with the colour of their curves (wrapping rows of swatch + label)."""
     if comp is None:
         return ""
-    items = []
-    for i, rid in enumerate(comp.run_ids):
-        color = RUN_COLORS[i % len(RUN_COLORS)]
-        items.append(f"<span class='run-legend-item' style='display:inline-flex;align-items:center;"
-                     f"margin:2px 14px 2px 0'>"
-                     f"<span class='swatch' style='display:inline-block;width:14px;height:14px;background:{color};"
-                     f"margin-right:6px;border-radius:2px'></span>{html.escape(comp.labels[rid])}</span>")
-    return "<div style='display:flex;flex-wrap:wrap'>" + "".join(items) + "</div>"
+    return plots.legend_html([(comp.labels[rid], RUN_COLORS[i % len(RUN_COLORS)], "swatch")
+                              for i, rid in enumerate(comp.run_ids)], css_class="run-legend-item")
 
 
 class Compare(Viewer):

@@ -29,6 +29,7 @@ import param
 import core
 from core.formats.base import RBITS_MAX, RBITS_MIN, RBITS_PREFIX
 
+from .batching import batched
 from .analysis import DISTRIBUTIONS, SIZES, DataSummary, FormatResult, ResultCache, _nan_metrics
 from .bitlayout import BitLayout, bit_layout
 from .builder import SpecBuilder
@@ -185,18 +186,21 @@ class FormatLabState(param.Parameterized):
             if ids:
                 self.run_id = ids[0]  # loads the data through the run/layer watchers
                 return
-        self._load_data()
-        self._update_results()
-        self._update_scales()
+        with batched():  # one document update for the four plots, the table and the scale map
+            self._load_data()
+            self._update_results()
+            self._update_scales()
 
     @param.depends("count", "rounding", "rbits", watch=True)
     def _on_slots(self) -> None:
-        self._update_results()
+        with batched():
+            self._update_results()
 
     def _on_format(self, *events: Any) -> None:
-        self._update_results()
-        self._update_layout()
-        self._update_scales()
+        with batched():
+            self._update_results()
+            self._update_layout()
+            self._update_scales()
 
     @param.depends("probe", "probe_slot", "probe_amax", "rbits", "seed", watch=True)
     def _update_layout(self) -> None:

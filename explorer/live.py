@@ -16,6 +16,7 @@ loopback (:func:`local_request`): elsewhere the server's ``LOWBIT_DATA`` names t
 from __future__ import annotations
 
 import ipaddress
+import math
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,8 +29,10 @@ from panel.viewable import Viewer
 from core.store import is_active
 
 from . import plots, registry
+from .live_curves import LiveCurves
+from .live_heat import HeatMap
 from .live_frames import duration_text
-from .live_state import LiveTrainingState
+from .live_state import TENSORS, LiveTrainingState
 from .widgets import OptionalSpecBuilderView, knob_widgets
 
 __all__ = ["LiveTraining", "local_request", "served_locally"]
@@ -37,7 +40,6 @@ __all__ = ["LiveTraining", "local_request", "served_locally"]
 hv.renderer("bokeh")
 
 _OPTS = dict(height=260, responsive=True, min_width=360)
-_TENSOR_TITLES = {"w": "W (weights)", "a": "A (activations)", "e": "E (errors)", "g": "G (weight gradients)"}
 
 
 def _loopback(host: str | None) -> bool:
@@ -80,23 +82,6 @@ def _colorbar_when_data(plot: Any, element: Any) -> None:
             bar.visible = bool(len(element))
 
 
-def _layer_ticks(layers: list[str]) -> Any:
-    """A Bokeh hook: one y tick per layer, labelled with the layer's name."""
-
-    def hook(plot: Any, element: Any) -> None:
-        from bokeh.models import FixedTicker
-
-        axis = plot.state.yaxis[0]
-        axis.ticker = FixedTicker(ticks=list(range(len(layers))))
-        axis.major_label_overrides = {i: str(n) for i, n in enumerate(layers)}
-
-    return hook
-
-
-def _lines(state: LiveTrainingState) -> hv.DynamicMap:
-    return hv.DynamicMap(lambda data: plots.event_lines(data), streams=[state.marks])
-
-
 class LiveTraining(Viewer):
     """Live Training: configure a run, Start / Pause / Stop it and watch it train.
 
@@ -108,6 +93,8 @@ class LiveTraining(Viewer):
 
     state = param.ClassSelector(class_=LiveTrainingState, doc="The page's state (one per session).")
     period = param.Integer(default=300, bounds=(50, 10_000), doc="Milliseconds between polls of the run store.")
+    curve_period = param.Number(default=1.0, bounds=(0.0, 60.0),
+        doc="Seconds between two streams of new points into the loss and accuracy curves while a run goes.")
 
     def __init__(self, state: LiveTrainingState | None = None, **params: Any) -> None:
         super().__init__(state=state if state is not None else LiveTrainingState(), **params)
@@ -118,6 +105,9 @@ class LiveTraining(Viewer):
             s.local_paths = local
         if not local:
             s.data_root = ""
+        doc = pn.state.curdoc
+        if doc is not None and doc.session_context is not None:
+            s.background_reads = True  # served: a long store read never holds the server's event loop
         # the data-folder field comes last, so the other inputs keep their order
         config = pn.Param(
             s, parameters=["dataset", "model", "hidden", "scheme", "lr", "momentum", "epochs", "batch_size",
@@ -167,36 +157,23 @@ class LiveTraining(Viewer):
             pn.pane.Markdown("### Run", margin=(0, 5)), config, data_note,
             pn.pane.Markdown("**Scheme knobs** (live)", margin=(0, 5)), knobs, width=300)
 
-        steps = s.steps
-        loss = hv.DynamicMap(lambda data: hv.Curve(data, "step", "loss").opts(color="#1f77b4"), streams=[steps])
-        train_acc = hv.DynamicMap(
-            lambda data: hv.Curve(data, "step", hv.Dimension("train_acc", label="accuracy"), label="train"),
-            streams=[steps])
-        test_acc = hv.DynamicMap(
-            lambda data: hv.Curve(data, "step", hv.Dimension("test_acc", label="accuracy"), label="test")
-            * hv.Scatter(data, "step", hv.Dimension("test_acc", label="accuracy")),
-            streams=[s.epoch_rows])
-        lines = _lines(s)
-        curve_opts = [hv.opts.Curve(**_OPTS, framewise=True, tools=["hover"]),
-                      hv.opts.Scatter(size=6, color="#ff7f0e"), hv.opts.Overlay(**_OPTS, framewise=True)]
-        loss_plot = (loss * lines).opts(*curve_opts).opts(hv.opts.Overlay(title="Training loss"))
-        acc_plot = (train_acc * test_acc * lines).opts(*curve_opts).opts(
-            hv.opts.Overlay(title="Accuracy (train per step, test per epoch)", legend_position="bottom_right"))
+        # the curves stream (explorer.live_curves); the telemetry plots below are HoloViews redraws
+        self._curves = LiveCurves(s, height=_OPTS["height"], min_width=_OPTS["min_width"])
+        loss_pane, acc_pane = self._curves.panes()
+        # the knob-change markers are drawn by each plot's own redraw (LiveTrainingState queues one
+        # when they change), not by a stream every plot listens to: a knob change redraws no plot at once
 
-        heat_plots: list[pn.pane.HoloViews] = []
-        for t in ("w", "a", "e", "g"):
-            dm = hv.DynamicMap(self._heat_callback(t), streams=[s.heat_of[t]])
-            heat_plots.append(pn.pane.HoloViews(
-                (dm * lines).opts(hv.opts.Rectangles(**_OPTS, colorbar=True, tools=["hover"], line_alpha=0,
-                                                     framewise=True),
-                                  hv.opts.Overlay(**_OPTS, framewise=True)),
-                css_classes=[f"plot-heat-{t}"], sizing_mode="stretch_width"))
-        # the legend below the plot (two columns), never over the points
+        # the heat maps are plain Bokeh figures redrawn in place (explorer.live_heat)
+        self._heat_maps = [HeatMap(s, t, height=_OPTS["height"], min_width=_OPTS["min_width"]) for t in TENSORS]
+        heat_plots = [m.pane() for m in self._heat_maps]
+        # the legend is HTML below the plot (never over the points, and not rebuilt by every redraw)
         tail = hv.DynamicMap(self._tail_callback, streams=[s.tail]).opts(
             hv.opts.Curve(framewise=True),
-            hv.opts.Overlay(**dict(_OPTS, height=340), framewise=True, legend_position="bottom", legend_cols=2))
+            hv.opts.Overlay(**dict(_OPTS, height=300), framewise=True, show_legend=False))
+        tail_legend = pn.pane.HTML(plots.legend_html(plots.TAIL_LEGEND), css_classes=["tail-legend"],
+                                   sizing_mode="stretch_width", margin=(0, 10))
         whist = hv.DynamicMap(self._whist_callback, streams=[s.whist])
-        whist_plot = (whist * lines).opts(
+        whist_plot = whist.opts(
             hv.opts.Rectangles(**_OPTS, colorbar=True, tools=["hover"], line_alpha=0, framewise=True,
                                hooks=[_colorbar_when_data]),
             hv.opts.Overlay(**_OPTS, framewise=True))
@@ -214,21 +191,19 @@ class LiveTraining(Viewer):
             pn.widgets.FloatSlider.from_param(s.param.bound_u, name="Bound u", width=200),
             pn.widgets.Select.from_param(s.param.signal, name="Scheme signal", width=220),
             sizing_mode="stretch_width", css_classes=["live-extras"])
-        signal_plot = hv.DynamicMap(self._signal_callback,
-                                    streams={"data": s.signals.param.data, "marks": s.marks.param.data}).opts(
+        signal_plot = hv.DynamicMap(self._signal_callback, streams={"data": s.signals.param.data}).opts(
             hv.opts.Curve(**_OPTS, framewise=True, tools=["hover"]),
             hv.opts.Overlay(**_OPTS, framewise=True))
         main = pn.Column(
             pn.Row(start, pause, stop, progress, sizing_mode="stretch_width"),
             status,
-            pn.GridBox(pn.pane.HoloViews(loss_plot, css_classes=["plot-loss"], sizing_mode="stretch_width"),
-                       pn.pane.HoloViews(acc_plot, css_classes=["plot-acc"], sizing_mode="stretch_width"),
-                       ncols=2, sizing_mode="stretch_width"),
+            pn.GridBox(loss_pane, acc_pane, ncols=2, sizing_mode="stretch_width"),
             pn.pane.Markdown("**ARE per layer and step** (the MLS paper's Fig. 3, live)", margin=(0, 10)),
             heat_controls,
             pn.GridBox(*heat_plots, ncols=2, sizing_mode="stretch_width"),
             extras,
-            pn.GridBox(pn.pane.HoloViews(tail, css_classes=["plot-tail"], sizing_mode="stretch_width"),
+            pn.GridBox(pn.Column(pn.pane.HoloViews(tail, css_classes=["plot-tail"], sizing_mode="stretch_width"),
+                                 tail_legend, sizing_mode="stretch_width"),
                        pn.pane.HoloViews(whist_plot, css_classes=["plot-whist"], sizing_mode="stretch_width"),
                        pn.pane.HoloViews(signal_plot, css_classes=["plot-signal"], sizing_mode="stretch_width"),
                        ncols=2, sizing_mode="stretch_width"),
@@ -239,34 +214,10 @@ class LiveTraining(Viewer):
         self._layout = pn.Row(sidebar, main, sizing_mode="stretch_width", css_classes=["live-training"])
         self._callback: Any = None
         self._next_poll = 0.0
+        self._curves_at = -math.inf
         self._start_polling()
 
     # ----------------------------------------------------------------- helpers
-    def _heat_callback(self, tensor: str) -> Any:
-        s = self.state
-
-        def cb(data: Any) -> hv.Rectangles:
-            title = f"ARE of {_TENSOR_TITLES[tensor]}"
-            clim = s.heat_clim(tensor)
-            d = data[(data["tensor"] == tensor) & (data["source"] == s.heat_source)] if len(data) else data
-            if not len(d) and len(data):
-                # e.g. G is not quantized by the scheme: show it in a shadow format instead
-                alt = data[(data["tensor"] == tensor) & (data["source"] != "live")]
-                if len(alt):
-                    src = str(alt["source"].iloc[0])
-                    d = alt[alt["source"] == src]
-                    title += f" in {src} (shadow)"
-                else:
-                    title += " - not measured"
-            elif not len(data) and s.run_id:
-                title += " - none (this scheme logs no ARE)" if s.status not in ("running", "paused") else ""
-            elif s.heat_source != "live":
-                title += f" in {s.heat_source} (shadow)"
-            return plots.are_rectangles(d, s.layers, title=title).opts(
-                clim=clim or (float("nan"), float("nan")), hooks=[_layer_ticks(s.layers), _colorbar_when_data])
-
-        return cb
-
     def _tail_callback(self, data: Any) -> hv.Overlay:
         """The tail plot, with the reason in the plot area while it has nothing to show."""
         why = self.state.tail_note()
@@ -278,9 +229,10 @@ class LiveTraining(Viewer):
         """The weight histogram over time, with the reason in the plot area while it is empty."""
         why = self.state.whist_note()
         hist = plots.weight_hist_rectangles(data)
-        return (hist * plots.note(why, kdims=("step", "log2|w|"))).opts(title=hist.opts.get().kwargs.get("title", ""))
+        return (hist * plots.note(why, kdims=("step", "log2|w|")) * plots.event_lines(self.state.markers)).opts(
+            title=hist.opts.get().kwargs.get("title", ""))
 
-    def _signal_callback(self, data: Any, marks: Any) -> hv.Overlay:
+    def _signal_callback(self, data: Any) -> hv.Overlay:
         """The chosen scheme signal with the knob-change markers; the title names the signal."""
         s = self.state
         if s.signal:
@@ -290,7 +242,7 @@ class LiveTraining(Viewer):
         else:
             title = "Scheme signal (precision, DFQ bits, exponents, BitOPs ...)"
         return (plots.signal_plot(data, title=title, label=s.signal or "value")
-                * plots.event_lines(marks)).opts(title=title)
+                * plots.event_lines(s.markers)).opts(title=title)
 
     @staticmethod
     def _status_text(run_id: str, status: str, step: int, total: int, test_acc: float | None, message: str,
@@ -327,9 +279,19 @@ class LiveTraining(Viewer):
         now = time.monotonic()
         if now < self._next_poll:
             return
-        self.state.poll()
+        self.poll()
         cost = time.monotonic() - now
         self._next_poll = now + max(0.0, 3.0 * cost - self.period / 1000.0)
+
+    def poll(self, force: bool = False) -> None:
+        """Take the run's new rows (:meth:`LiveTrainingState.poll`) and stream the curves' new points
+        (at most every ``curve_period`` seconds unless ``force``: each stream is a redraw in the browser,
+        which shares the cores with the training)."""
+        self.state.poll()
+        now = time.monotonic()
+        if force or now - self._curves_at >= self.curve_period or not is_active(self.state.status):
+            self._curves_at = now
+            self._curves.update()
 
     def _destroyed(self, session_context: Any) -> None:
         if self._callback is not None:

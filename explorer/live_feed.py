@@ -223,6 +223,10 @@ class RunFeed:
     def __init__(self, run: Any) -> None:
         self.run = run
         self.lock = threading.RLock()
+        self._read_lock = threading.Lock()  # one store reader at a time
+        self._reader_lock = threading.Lock()
+        self._reader: threading.Thread | None = None
+        self._speed: RunSpeed | None = None
         self._cursor: dict[str, int] = {}
         self._read_at = -math.inf
         self.complete = False  # the run ended and every row it wrote has been read
@@ -248,10 +252,14 @@ class RunFeed:
     # ---------------------------------------------------------------- reading
     def refresh(self, force: bool = False) -> int:
         """Read what the run wrote since the last read (at most every ``min_interval`` s unless
-        ``force``, or the run has just ended); returns how many rows were read."""
+        ``force``, or the run has just ended); returns how many rows were read.
+
+        One reader at a time; the aggregates are locked (:attr:`lock`) only while the new rows are
+        folded in, not while the store is read.
+        """
         from core.store import is_final
 
-        with self.lock:
+        with self._read_lock:
             if self.complete:
                 return 0
             now = time.monotonic()
@@ -264,29 +272,61 @@ class RunFeed:
             self.complete = ended
             return n
 
+    def refresh_soon(self) -> None:
+        """Start :meth:`refresh` in a background thread unless one is going; returns at once.
+
+        The Live page polls this way, so a long read (thousands of rows after a reload, a busy
+        machine) never holds the server's event loop: a click is answered while the feed reads.
+        """
+        with self._reader_lock:
+            if self.complete or (self._reader is not None and self._reader.is_alive()):
+                return
+            self._reader = threading.Thread(target=self._refresh_logged, name=f"feed-{self.run.id}", daemon=True)
+            self._reader.start()
+
+    def _refresh_logged(self) -> None:
+        try:
+            self.refresh()
+        except Exception:  # noqa: BLE001 - a thread's failure would otherwise only reach stderr
+            log.warning("reading run %s failed", self.run.id, exc_info=True)
+
+    @property
+    def reading(self) -> bool:
+        """Whether a background read (:meth:`refresh_soon`) is going."""
+        t = self._reader
+        return t is not None and t.is_alive()
+
     def _read(self) -> int:
         run = self.run
         store = run.store
         try:
+            names: list[str] | None = None
             if not self.layers:
                 lay = store.layers(run.id)
                 if len(lay):
-                    self._set_layers([str(n) for n in lay.sort_values("idx")["name"]])
-            tables, self._cursor = store.changes(run.id, self._cursor)
+                    names = [str(n) for n in lay.sort_values("idx")["name"]]
+            tables, cursor = store.changes(run.id, self._cursor)
         except Exception as exc:  # noqa: BLE001 - a store hiccup must not break the pages
             log.warning("reading run %s failed: %s", run.id, exc)
             return 0
         try:
-            self._read_times(store.get_run(run.id))
+            times: dict[str, Any] | None = store.get_run(run.id)
         except Exception as exc:  # noqa: BLE001 - no timing is no reason to drop the rows
             log.warning("reading the timestamps of run %s failed: %s", run.id, exc)
+            times = None
         m, h, ev = tables["metrics"], tables["histograms"], tables["events"]
-        if len(m):
-            self._add_metrics(m)
-        if len(h):
-            self._add_hists(h)
-        if len(ev):
-            self._add_events(ev)
+        with self.lock:  # fold the new rows in (the pages read the aggregates under this lock)
+            self._cursor = cursor
+            if names and not self.layers:
+                self._set_layers(names)
+            if times is not None:
+                self._read_times(times)
+            if len(m):
+                self._add_metrics(m)
+            if len(h):
+                self._add_hists(h)
+            if len(ev):
+                self._add_events(ev)
         return len(m) + len(h) + len(ev)
 
     def _read_times(self, row: dict[str, Any]) -> None:
@@ -298,9 +338,15 @@ class RunFeed:
             self.speed_samples.append((float(hb), int(step or 0)))
 
     def speed(self, total: int) -> RunSpeed:
-        """Steps/s, elapsed time and ETA (to ``total`` steps) from the run row's timestamps."""
-        with self.lock:
-            return run_speed(list(self.speed_samples), self.started, self.ended, total)
+        """Steps/s, elapsed time and ETA (to ``total`` steps) from the run row's timestamps (the last
+        figures while a reader folds rows in: a page never waits for it)."""
+        if not self.lock.acquire(blocking=False):
+            return self._speed if self._speed is not None else run_speed([], None, None, total)
+        try:
+            self._speed = run_speed(list(self.speed_samples), self.started, self.ended, total)
+            return self._speed
+        finally:
+            self.lock.release()
 
     def _add_metrics(self, m: pd.DataFrame) -> None:
         scalar = m[(m["role"] == "") & (m["layer"] == "")]

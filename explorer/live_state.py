@@ -36,6 +36,7 @@ import core
 from core.store import is_active, is_final
 
 from . import registry
+from .batching import batched
 from .builder import SpecBuilder
 from .knobs import knob_text, scheme_knob_class, spec_fields
 from .live_feed import EPOCH_COLS, SIGNAL_ROLES, STEP_COLS, RunFeed, feed_for
@@ -90,6 +91,12 @@ class LiveTrainingState(param.Parameterized):
     redraw = param.Number(default=1.5, bounds=(0.0, 60.0),
         doc="Seconds between redraws of the telemetry plots (heat maps, tail, histograms); curves stream on every "
             "poll.")
+    background_reads = param.Boolean(default=False,
+        doc="Read the run store in a background thread (the served page does: a long read never holds the "
+            "server); False reads in the poll itself, so a poll returns with every row taken (tests, notebooks).")
+    redraw_budget = param.Number(default=0.2, bounds=(0.0, 10.0),
+        doc="Seconds of telemetry redraws one poll may spend (at least one plot per poll; the rest wait for the "
+            "next polls, so a click waits at most about this long for the server).")
     heat_source = param.Selector(default="live", objects=["live"],
         doc="ARE of the format in use ('live') or of a shadow format.")
     hist_layer = param.Selector(default="", objects=[""], doc="Layer whose weight histogram is shown over time.")
@@ -142,7 +149,6 @@ class LiveTrainingState(param.Parameterized):
         self.heat_of = {t: streams.Pipe(data=_empty(HEAT_COLS)) for t in TENSORS}
         self.tail = streams.Pipe(data={})
         self.whist = streams.Pipe(data=_empty(WHIST_COLS))
-        self.marks = streams.Pipe(data=[])
         self.signals = streams.Pipe(data=_empty(_SIGNAL_PLOT_COLS))
         self._signal_auto_pick = False
         self._reset_signals()
@@ -156,6 +162,9 @@ class LiveTrainingState(param.Parameterized):
         self._next_redraw = 0.0
         self._pending_redraws: list[Any] = []
         self._redraw_cost = 0.0
+        #: bumped whenever the curve buffers start again (a new run, a thinned history): a view streaming
+        #: them (explorer.live_curves) starts again too
+        self.curves_generation = 0
         self._spec_watchers: list[Any] = []
         self._knob_watcher: Any = None
         self._notes: tuple[str, str] = ("", "")  # the empty plots' reasons last drawn
@@ -327,7 +336,10 @@ class LiveTrainingState(param.Parameterized):
         """Say what the run made of the commands this page sent (they are answered within ~0.1 s);
         cheap (one row per waiting command), so a page can call it more often than :meth:`poll`."""
         self._restore_specs()
-        if not self._commands or self._run is None:
+        if self._run is None:
+            return
+        if not self._commands:
+            self._refresh_status()  # a stop or an end is shown within ~0.1 s, between polls
             return
         for seq in sorted(self._commands):
             ans = self._run.answer(seq)
@@ -470,6 +482,7 @@ class LiveTrainingState(param.Parameterized):
         self._run = None
 
     def _reset_tables(self) -> None:
+        self.curves_generation += 1
         self.steps.clear()
         self.epoch_rows.clear()
         self._got = {"steps": (-1, 0), "epochs": (-1, 0), "events": 0, "markers": -1, "layers": -1}
@@ -477,7 +490,6 @@ class LiveTrainingState(param.Parameterized):
         self._pending_redraws = []
         with param.edit_constant(self):
             self.param.update(markers=[], layers=[], test_acc=None, step=0, progress=0.0)
-        self.marks.send([])
         self.heat.send(_empty(HEAT_COLS))
         for pipe in self.heat_of.values():
             pipe.send(_empty(HEAT_COLS))
@@ -521,12 +533,22 @@ class LiveTrainingState(param.Parameterized):
     def _read_new(self, publish: bool = False, force: bool = False) -> int:
         """Bring the run's feed up to date and take what this page has not shown yet: the curves
         stream their new rows; with ``publish`` every telemetry plot is redrawn too. Returns how
-        many rows the feed read from the store."""
+        many rows the feed read from the store (0 when it reads in the background: the rows are
+        taken by a later poll)."""
         feed = self._feed
         if feed is None:
             return 0
-        n = feed.refresh(force=publish or force)
-        self._take(feed)
+        if self.background_reads and not (publish or force):
+            feed.refresh_soon()
+            n = 0
+        else:
+            n = feed.refresh(force=publish or force)
+        if not feed.lock.acquire(blocking=False):  # a reader is folding rows in: take them next poll
+            return n
+        try:
+            self._take(feed)
+        finally:
+            feed.lock.release()
         if publish:
             self._publish_telemetry()
             self._last_redraw = time.monotonic()
@@ -544,6 +566,7 @@ class LiveTrainingState(param.Parameterized):
                 rows, restart = table.since(gen, pos)
                 if restart:
                     buf.clear()
+                    self.curves_generation += 1
                     pos = 0
                 if len(rows):
                     buf.send(rows.reset_index(drop=True))
@@ -557,7 +580,9 @@ class LiveTrainingState(param.Parameterized):
                 got["markers"] = feed.versions["markers"]
                 with param.edit_constant(self):
                     self.markers = list(feed.markers)
-                self.marks.send(list(self.markers))
+                # the plots that draw the markers are redrawn with the next redraws (none of them at once)
+                for plot in ("heat", "whist", "signals"):
+                    self._sent.pop(plot, None)
             if feed.signal_names != self._signal_names:
                 self._update_signal_names(list(feed.signal_names))
             for text in feed.events[got["events"]:]:
@@ -576,9 +601,11 @@ class LiveTrainingState(param.Parameterized):
         rows the run's feed read from the store.
 
         Curves stream on every call; the telemetry plots are redrawn at most every ``redraw``
-        seconds, one plot per call (or all at once when ``force``, or when the run has ended) so the
-        page stays light while the worker trains. Call from the page's periodic callback (or
-        directly in tests and notebooks).
+        seconds (at once when the run has ended), as many per call as fit in ``redraw_budget``
+        seconds and at least one (all at once when ``force``), so no poll holds the server for long
+        while the worker trains: a click waits for the poll in progress. In a server session the
+        redraws of one poll are one document update (:func:`explorer.batching.batched`). Call from
+        the page's periodic callback (or directly in tests and notebooks).
         """
         if self._run is None:
             return 0
@@ -588,22 +615,35 @@ class LiveTrainingState(param.Parameterized):
         now = time.monotonic()
         ended = self._feed is not None and self._feed.complete
         dirty = self._dirty()
-        if dirty and (force or ended):  # everything, at once
+        if dirty and force:  # everything, at once
             self._publish_telemetry()
             self._pending_redraws = []
-        elif self._pending_redraws or (dirty and now >= self._next_redraw):
-            # one plot per poll, so no poll holds the server for all of them (a click waits for a poll)
-            if not self._pending_redraws:
-                self._pending_redraws = [f for p in dirty for f in self._publishers(p)]
-                self._redraw_cost = 0.0
-            self._pending_redraws.pop(0)()
-            self._redraw_cost += time.monotonic() - now
-            if not self._pending_redraws:
-                self._last_redraw = now
-                # the server spends at most a fifth of its time redrawing, however long the run is
-                self._next_redraw = now + max(self.redraw, 4.0 * self._redraw_cost)
+        elif self._pending_redraws or (dirty and (ended or now >= self._next_redraw)):
+            feed = self._feed
+            if feed is None or feed.lock.acquire(blocking=False):  # never wait here for a reader's fold-in
+                try:
+                    self._redraw_some(now, dirty)
+                finally:
+                    if feed is not None:
+                        feed.lock.release()
         self._refresh_status()
         return n
+
+    def _redraw_some(self, now: float, dirty: list[str]) -> None:
+        """Redraw the next pending telemetry plots, as many as fit in ``redraw_budget`` (at least one)."""
+        if not self._pending_redraws:
+            self._pending_redraws = [f for p in dirty for f in self._publishers(p)]
+            self._redraw_cost = 0.0
+        with batched():
+            while self._pending_redraws:
+                self._pending_redraws.pop(0)()
+                if time.monotonic() - now >= self.redraw_budget:
+                    break
+        self._redraw_cost += time.monotonic() - now
+        if not self._pending_redraws:
+            self._last_redraw = now
+            # the server spends at most a seventh of its time redrawing, however long the run is
+            self._next_redraw = now + max(self.redraw, 6.0 * self._redraw_cost)
 
     # --------------------------------------------------------- internals
     @property
@@ -639,9 +679,12 @@ class LiveTrainingState(param.Parameterized):
         return self._feed.signal_frame(self.signal)
 
     @param.depends("signal", watch=True)
-    def _publish_signals(self) -> None:
+    def _on_signal(self) -> None:
         if not self._signal_auto_pick and self.signal:
             self._signal_auto = False  # the user chose a signal: keep it
+        self._publish_signals()
+
+    def _publish_signals(self) -> None:
         self._mark_sent("signals")
         self.signals.send(self.signal_frame())
 
@@ -650,10 +693,11 @@ class LiveTrainingState(param.Parameterized):
             self._sent[plot] = self._feed.versions[plot]
 
     def _publish_telemetry(self) -> None:
-        self._publish_heat()
-        self._publish_whist()
-        self._publish_tail()
-        self._publish_signals()
+        with batched():
+            self._publish_heat()
+            self._publish_whist()
+            self._publish_tail()
+            self._publish_signals()
 
     def heat_frame(self) -> pd.DataFrame:
         """ARE rows of every source: columns step, layer, tensor, value, width, source.
@@ -687,9 +731,10 @@ class LiveTrainingState(param.Parameterized):
 
     @param.depends("heat_source", "heat_scale", "heat_range", watch=True)
     def _publish_heat(self) -> None:
-        for t in TENSORS:
-            self._publish_heat_of(t)
-        self.heat.send(self.heat_frame())
+        with batched():
+            for t in TENSORS:
+                self._publish_heat_of(t)
+            self.heat.send(self.heat_frame())
 
     @param.depends("hist_layer", watch=True)
     def _publish_whist(self) -> None:
@@ -755,7 +800,8 @@ class LiveTrainingState(param.Parameterized):
                 eta=speed.eta if speed else None,
             )
         if status != was and is_final(status):
-            self._publish_heat()  # the heat-map titles say why a map stays empty once a run has ended
+            # the heat-map titles say why a map stays empty once a run has ended (redrawn by the next polls)
+            self._pending_redraws.extend(self._publishers("heat"))
         if status in ("error", "interrupted") and run.error and status != was:
             self._say(f"run {run.id} failed: {run.error}")
         self._publish_notes(run, status)
@@ -771,5 +817,4 @@ class LiveTrainingState(param.Parameterized):
         notes = (self.tail_note(), self.whist_note())
         if notes != self._notes:  # an empty plot's reason changed (e.g. waiting -> none logged): redraw it
             self._notes = notes
-            self._publish_tail()
-            self._publish_whist()
+            self._pending_redraws.extend([self._publish_tail, self._publish_whist])

@@ -10,6 +10,7 @@ Format Lab plots always contain one element per slot (four), empty for hidden sl
 
 from __future__ import annotations
 
+import html
 import math
 from typing import Any, Mapping, Sequence
 
@@ -262,12 +263,11 @@ _ = BINS_PER_BINADE
 _FLOOR = 1e-7
 
 
-def are_rectangles(df: pd.DataFrame, layers: Sequence[str], title: str = "", value: str = "log10 ARE") -> hv.Rectangles:
-    """Layer x step heat map as rectangles (numeric step axis, so event lines overlay it).
+def are_cells(df: pd.DataFrame, layers: Sequence[str], value: str = "log10 ARE") -> dict[str, np.ndarray]:
+    """The cells of a layer x step heat map: columns step (left edge), x1, y0, y1, ``value`` (``log10``
+    of the ARE floored at 1e-7), value (the ARE) and layer; row ``i`` is ``layers[i]`` (0 = first layer).
 
-    ``df`` has columns step, layer, value, width; row ``i`` is ``layers[i]`` (0 = first layer).
-    The colour is ``log10`` of the value (floored at 1e-7); the raw value is in the hover.
-    """
+    ``df`` has columns step, layer, value, width."""
     order = {name: i for i, name in enumerate(layers)}
     if len(df):
         d = df[df["layer"].isin(order)]
@@ -279,10 +279,14 @@ def are_rectangles(df: pd.DataFrame, layers: Sequence[str], title: str = "", val
     else:
         x0 = w = y = v = _EMPTY
         names = np.zeros(0, dtype=str)
-    data = {"step": x0, "y0": y - 0.5, "x1": x0 + w, "y1": y + 0.5, value: np.log10(v), "value": v,
-            "layer": names}
+    return {"step": x0, "y0": y - 0.5, "x1": x0 + w, "y1": y + 0.5, value: np.log10(v), "value": v, "layer": names}
+
+
+def are_rectangles(df: pd.DataFrame, layers: Sequence[str], title: str = "", value: str = "log10 ARE") -> hv.Rectangles:
+    """Layer x step heat map (:func:`are_cells`) as HoloViews rectangles (numeric step axis, so event
+    lines overlay it); the colour is ``log10`` of the value, the raw value is in the hover."""
     kdims = ["step", hv.Dimension("y0", label="layer #"), "x1", "y1"]
-    return hv.Rectangles(data, kdims=kdims, vdims=[value, "value", "layer"]).opts(
+    return hv.Rectangles(are_cells(df, layers, value), kdims=kdims, vdims=[value, "value", "layer"]).opts(
         title=title, color=value, cmap="viridis")
 
 
@@ -329,14 +333,47 @@ def tail_plot(d: Mapping[str, Any]) -> hv.Overlay:
     avg = float(d.get("average", math.nan)) if layers else math.nan
     approx = float(d.get("approx", math.nan)) if layers else math.nan
     ones = np.ones(len(layers))
+    # the legend's labels stay the same from redraw to redraw (a changed label is a new Bokeh legend item:
+    # the page's model graph grows and is walked again); the two averages are in the title instead
     avg_c = hv.Curve((x, np.clip(avg * ones, _FLOOR, None)), "layer #", "fraction",
-                     label=f"bound averaged over L: {_percent(avg)}").opts(color="gray", line_dash="dotted")
+                     label="bound averaged over L").opts(color="gray", line_dash="dotted")
     approx_c = hv.Curve((x, np.clip(approx * ones, _FLOOR, None)), "layer #", "fraction",
-                        label=f"E1/(4L(1-u)): {_percent(approx)}").opts(color="gray", line_dash="dashdot")
+                        label="E1/(4L(1-u))").opts(color="gray", line_dash="dashdot")
     title = "Overflow tail vs LogBTQ bound"
     if layers:
-        title += f" (E1={d.get('e1', 1.0):.3g}, u={d.get('u', 0.1):g}, L={d.get('depth', len(layers))})"
+        title += (f" (E1={d.get('e1', 1.0):.3g}, u={d.get('u', 0.1):g}, L={d.get('depth', len(layers))})\n"
+                  f"bound averaged over L {_percent(avg)}, E1/(4L(1-u)) {_percent(approx)}")
     return (measured * mpts * ovf * bound * avg_c * approx_c).opts(title=title, logy=True)
+
+
+#: the tail plot's series (label, colour, mark) in :func:`legend_html`, drawn beside the plot: a HoloViews
+#: legend outside a plot is taken off and put back on every redraw (a change of the page's model graph)
+TAIL_LEGEND = (("P(|A| >= 2)", "#1f77b4", "line"), ("overflow of A (format)", "#d62728", "square"),
+               ("LogBTQ bound per layer", "black", "dashed"), ("bound averaged over L", "gray", "dotted"),
+               ("E1/(4L(1-u))", "gray", "dashdot"))
+
+_MARKS = {
+    "swatch": "width:14px;height:14px;border-radius:2px;background:{c}",
+    "square": "width:9px;height:9px;margin:0 3px;background:{c}",
+    "line": "width:22px;height:0;border-top:2px solid {c}",
+    "dashed": "width:22px;height:0;border-top:2px dashed {c}",
+    "dotted": "width:22px;height:0;border-top:2px dotted {c}",
+    "dashdot": "width:22px;height:0;border-top:2px dashed {c};opacity:0.7",
+}
+
+
+def legend_html(items: Sequence[tuple[str, str, str]], css_class: str = "legend-item") -> str:
+    """A wrapping HTML legend: one ``(label, colour, mark)`` per item, ``mark`` one of swatch, square,
+    line, dashed, dotted, dashdot (labels are escaped). For legends that would otherwise stretch a
+    plot (many long run names) or be rebuilt on every redraw."""
+    spans = []
+    for label, color, mark in items:
+        style = _MARKS.get(mark, _MARKS["swatch"]).format(c=html.escape(color, quote=True))
+        cls = "swatch" if mark == "swatch" else "mark"
+        spans.append(f"<span class='{css_class}' style='display:inline-flex;align-items:center;margin:2px 14px 2px 0'>"
+                     f"<span class='{cls}' style='display:inline-block;{style};margin-right:6px'></span>"
+                     f"{html.escape(label)}</span>")
+    return "<div style='display:flex;flex-wrap:wrap'>" + "".join(spans) + "</div>"
 
 
 # ----------------------------------------------------------------- colour ranges, notes, grid labels

@@ -175,6 +175,7 @@ def test_live_model_tier_streams_into_bokeh(store: dict[str, Any]) -> None:
     root = view.__panel__().get_root(Document())
     s.start_run()
     _drain(s)
+    view.poll(force=True)  # the curves stream what the state took (explorer.live_curves)
 
     def rows(col: str) -> int:
         return sum(len(m.data[col]) for m in root.select({"type": ColumnDataSource}) if col in m.data)
@@ -335,7 +336,7 @@ def test_logbtq_bound_counts_dfq_branches_as_one_layer(tmp_path: Path) -> None:
 
 
 def test_niti_run_tail_legends_never_say_nan(tmp_path: Path) -> None:
-    """A NITI run has no float quantized layers to measure: the tail plot's legends say n/a, not
+    """A NITI run has no float quantized layers to measure: the tail plot's legend and title say n/a, not
     nan%; with layers but no activation statistics the bound uses E1 = 1 (finite)."""
     from explorer.plots import tail_plot
 
@@ -347,10 +348,13 @@ def test_niti_run_tail_legends_never_say_nan(tmp_path: Path) -> None:
     _drain(s)
     # the heat maps are redrawn once the run has ended, so their titles can say "none logged"
     assert heat_sends and heat_sends[-1] == ("done", 0), heat_sends
-    labels = [el.label for el in tail_plot(s.tail_data())]
+    def texts(plot: Any) -> list[str]:  # the legend's labels and the title (which carries the two averages)
+        return [el.label for el in plot] + [str(plot.opts.get().kwargs.get("title", ""))]
+
+    labels = texts(tail_plot(s.tail_data()))
     assert labels and not any("nan" in lab for lab in labels), labels
-    empty = [el.label for el in tail_plot({"layers": ["a"], "average": math.nan, "approx": math.nan})]
-    assert any("n/a" in lab for lab in empty) and not any("nan" in lab for lab in empty)
+    empty = texts(tail_plot({"layers": ["a"], "average": math.nan, "approx": math.nan}))
+    assert "n/a" in empty[-1] and not any("nan" in lab for lab in empty), empty
     s._stats[("x", "a.mean")], s._stats[("x", "a.std")] = math.nan, math.nan
     with param.edit_constant(s):
         s.layers = ["x"]

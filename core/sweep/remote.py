@@ -10,6 +10,7 @@ every control is a command row, so the server never trains and the run never dep
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any, Mapping
 
@@ -45,6 +46,7 @@ class RemoteRun:
         self._row: dict[str, Any] = {}
         self._read_at = 0.0
         self._updates: dict[int, Any] = {}  # command seq -> target config it would give
+        self._lock = threading.RLock()
         self._apply_row(row)
 
     @classmethod
@@ -68,18 +70,21 @@ class RemoteRun:
         age = self.max_age if max_age is None else max_age
         if time.monotonic() - self._read_at < age:
             return self._row
-        cur = self.store.conn.execute("SELECT status, step, epoch, total_steps, final_test_acc, best_test_acc, error, "
-                                      "pid FROM runs WHERE run_id=?", (self.id,))
-        row = cur.fetchone()
-        if row is not None:
-            self._apply_row(dict(zip([c[0] for c in cur.description], row)))
-        for seq in list(self._updates):
-            ans = self.store.command(seq)
-            if ans.get("acked"):
-                target = self._updates.pop(seq)
-                if str(ans.get("result", "")).startswith("applied"):
-                    self.config = target
-        self._check_future()
+        with self._lock:  # a page's thread and its feed's reader may both refresh
+            cur = self.store.conn.execute("SELECT status, step, epoch, total_steps, final_test_acc, best_test_acc, "
+                                          "error, pid FROM runs WHERE run_id=?", (self.id,))
+            row = cur.fetchone()
+            if row is not None:
+                self._apply_row(dict(zip([c[0] for c in cur.description], row)))
+            for seq in list(self._updates):
+                ans = self.store.command(seq)
+                if ans.get("acked"):
+                    target = self._updates.pop(seq)
+                    if str(ans.get("result", "")).startswith("applied"):
+                        self.config = target
+                    elif not self._updates:  # refused: later changes start from what the run uses
+                        self._target = self.config
+            self._check_future()
         return self._row
 
     def _apply_row(self, row: Mapping[str, Any]) -> None:
@@ -168,13 +173,14 @@ class RemoteRun:
             ValueError: a key that cannot change live or an invalid value (nothing is sent).
             RuntimeError: the run has ended.
         """
-        keys = self._target.normalise_keys(dict(changes))
-        new = self._target.with_changes(keys, live=True)
-        seq = self._send(CommandKind.UPDATE, {"changes": {k: (v.to_dict() if hasattr(v, "to_dict") else v)
-                                                          for k, v in keys.items()}})
-        self._target = new
-        self._updates[seq] = new
-        return seq
+        with self._lock:
+            keys = self._target.normalise_keys(dict(changes))
+            new = self._target.with_changes(keys, live=True)
+            seq = self._send(CommandKind.UPDATE, {"changes": {k: (v.to_dict() if hasattr(v, "to_dict") else v)
+                                                              for k, v in keys.items()}})
+            self._target = new
+            self._updates[seq] = new
+            return seq
 
     def answer(self, seq: int) -> dict[str, Any]:
         """The run's answer to command ``seq``: ``acked`` (time, None until received), ``result``,

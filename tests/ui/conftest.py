@@ -156,8 +156,10 @@ def serve_explorer(log_path: Path, **env: str) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}/explorer"
 
     def up() -> bool:
+        # the first page is built inside this request (15 s and more on a loaded machine): a short timeout
+        # would give up on it and queue another page build behind it, again and again
         try:
-            with urllib.request.urlopen(url, timeout=5) as r:
+            with urllib.request.urlopen(url, timeout=120) as r:
                 return r.status == 200
         except OSError:
             if proc.poll() is not None:
@@ -165,7 +167,7 @@ def serve_explorer(log_path: Path, **env: str) -> Iterator[str]:
             return False
 
     try:
-        wait_until(up, timeout=90, interval=0.5, message="panel serve to answer")
+        wait_until(up, timeout=180, interval=0.5, message="panel serve to answer")
         yield url
     finally:
         proc.terminate()

@@ -229,25 +229,45 @@ def test_a_knob_change_is_acknowledged_within_1_s_while_both_cores_are_busy(page
         wait_until(lambda: run_id in _status(page) and "running" in _status(page), timeout=120,
                    message="run to start")
         wait_until(lambda: col_len(page, "loss") > 200, timeout=120, message="200 steps on the page")
-        took = []
-        # the first change after a run starts may wait behind the plots' first renders (seen: 2 s with
-        # two hogs); it is answered, and timed apart from the steady state that the assertion is about
+        # In the page's own clock: from the Enter key event (its timeStamp: when the key reached the page,
+        # so a busy page's queue counts) to the first animation frame whose status text shows the run's
+        # answer. Playwright's own waits before typing (actionability checks, two stable frames) are not
+        # the app's latency and are left out; the wall-clock time of the whole exchange is printed beside.
+        lr = page.locator(".live-training input").nth(1)
+        lr.evaluate("(el) => el.addEventListener('keydown', (e) => {"
+                    "  if (e.key === 'Enter' && window.__knobT0 == null) window.__knobT0 = e.timeStamp; }, true)")
+        status = page.locator(".run-status").element_handle()
+        answered_js = """([el, v]) => {
+          const text = (n) => {
+            if (n.nodeType === 3) return n.textContent;
+            if (n.nodeType !== 1 && n.nodeType !== 11) return '';
+            if (n.nodeName === 'STYLE' || n.nodeName === 'SCRIPT') return '';
+            const kids = n.shadowRoot ? [...n.shadowRoot.childNodes] : [...n.childNodes];
+            return kids.map(text).join(' ');
+          };
+          const t = text(el);
+          return t.includes('applied at step') && t.includes('optim.lr=' + v) ? performance.now() : false;
+        }"""
+        took, wall = [], []
         for value in ("0.04", "0.05", "0.07", "0.06", "0.08", "0.09"):
-            lr = page.locator(".live-training input").nth(1)
+            page.evaluate("() => { window.__knobT0 = null; }")
             t0 = time.monotonic()
             lr.fill(value)
             lr.press("Enter")
-            wait_until(lambda: "applied at step" in _status(page) and f"optim.lr={value}" in _status(page),
-                       timeout=30, interval=0.02, message=f"the run's answer to lr={value}")
-            took.append(time.monotonic() - t0)
-        print(f"knob change answered after {', '.join(f'{t:.2f}' for t in took)} s")
+            shown = page.wait_for_function(answered_js, arg=[status, value], polling="raf", timeout=30_000)
+            wall.append(time.monotonic() - t0)
+            took.append((shown.json_value() - page.evaluate("() => window.__knobT0")) / 1000.0)
+        print(f"knob change answered after {', '.join(f'{t:.2f}' for t in took)} s in the page "
+              f"({', '.join(f'{t:.2f}' for t in wall)} s wall clock, with Playwright's typing)")
         first, steady = took[0], took[1:]
-        assert first < 10.0, took
-        # later changes within 1 s (four of five) and none beyond 5 s, though two hogs and the training worker
-        # share the 2 cores with the browser and the server (the page redraws one plot per poll, each a bounded
-        # frame); single answers of 3.5 and 8.7 s have been seen since the Live page's colour-range and
-        # progress fields were added (open: the bound was every one within 1 s)
-        assert sum(t < 1.0 for t in steady) >= len(steady) - 1 and max(steady) < 5.0, took
+        # the first change after a run starts may wait behind the browser's first renders of the plots
+        assert first < 3.0 and max(wall) < 10.0, (took, wall)
+        # later changes within 1 s (four of five) and none beyond 3 s, though two hogs and the training worker
+        # share the 2 cores with the browser and the server: the server answers in 0.1-0.3 s (the store is read
+        # in a background thread, the curves and heat maps are updated in place, telemetry redraws are bounded
+        # and rare); measured: 0.2-0.9 s, with one of five at 1.0-1.5 s in some runs (a HoloViews redraw of the
+        # weight-histogram, tail or signal plot in the server or the browser: open, the target is every one)
+        assert sum(t < 1.0 for t in steady) >= len(steady) - 1 and max(steady) < 3.0, (took, wall)
         # Pause, Resume and Stop: the run's new status is on the page within 1 s of the click
         answered = []
         for button, status in ((".btn-pause", "paused"), (".btn-pause", "running"), (".btn-stop", "stopped")):
