@@ -3,9 +3,12 @@
 The run trains in a worker process (a one-worker Dask engine that the server starts in the
 background when the page is first built); this page only reads the run store and writes commands
 into it. A periodic callback (every ``period`` ms, in the session) calls
-:meth:`LiveTrainingState.poll`, which streams the new rows into HoloViews ``Buffer``/``Pipe``
-streams; the callback is removed when the session is destroyed (the run goes on, and a reload
-reattaches).
+:meth:`LiveTrainingState.poll`, which takes the new rows (read by the run's feed in a background
+thread) into the state's ``Buffer``/``Pipe`` streams; the callback is removed when the session is
+destroyed (the run goes on, and a reload reattaches). Every plot is a plain Bokeh figure updated in
+place from those streams (:mod:`explorer.live_curves`, :mod:`explorer.live_heat`,
+:mod:`explorer.live_lines`): a redraw changes data, ranges and titles, never the document's model
+graph, so the server answers a click within a poll's few milliseconds however long the run.
 
 The page fits a 1280 px wide window (the plots shrink to ``min_width``, the rows of controls wrap);
 each ARE heat map has one colour range per tensor kind (``heat_scale``/``heat_range``), a plot that
@@ -21,25 +24,23 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-import holoviews as hv
 import panel as pn
 import param
 from panel.viewable import Viewer
 
 from core.store import is_active
 
-from . import plots, registry
+from . import registry
 from .live_curves import LiveCurves
-from .live_heat import HeatMap
+from .live_heat import HeatMap, WeightHistogram
+from .live_lines import SignalPlot, TailPlot
 from .live_frames import duration_text
 from .live_state import TENSORS, LiveTrainingState
 from .widgets import OptionalSpecBuilderView, knob_widgets
 
 __all__ = ["LiveTraining", "local_request", "served_locally"]
 
-hv.renderer("bokeh")
-
-_OPTS = dict(height=260, responsive=True, min_width=360)
+_HEIGHT, _MIN_WIDTH = 260, 360  # every plot: its height and narrowest width (px); the width stretches
 
 
 def _loopback(host: str | None) -> bool:
@@ -73,13 +74,6 @@ def served_locally() -> bool:
     headers = getattr(req, "headers", {}) or {}
     tornado_req = getattr(req, "_request", None)
     return local_request(headers.get("Host") or headers.get("host"), getattr(tornado_req, "remote_ip", None))
-
-
-def _colorbar_when_data(plot: Any, element: Any) -> None:
-    """A Bokeh hook: the colour bar only while the map has cells (an empty map keeps no old scale)."""
-    for key, bar in plot.handles.items():
-        if key.endswith("colorbar"):
-            bar.visible = bool(len(element))
 
 
 class LiveTraining(Viewer):
@@ -158,25 +152,17 @@ class LiveTraining(Viewer):
             pn.pane.Markdown("**Scheme knobs** (live)", margin=(0, 5)), knobs, width=300)
 
         # the curves stream (explorer.live_curves); the telemetry plots below are HoloViews redraws
-        self._curves = LiveCurves(s, height=_OPTS["height"], min_width=_OPTS["min_width"])
+        self._curves = LiveCurves(s, height=_HEIGHT, min_width=_MIN_WIDTH)
         loss_pane, acc_pane = self._curves.panes()
         # the knob-change markers are drawn by each plot's own redraw (LiveTrainingState queues one
         # when they change), not by a stream every plot listens to: a knob change redraws no plot at once
 
         # the heat maps are plain Bokeh figures redrawn in place (explorer.live_heat)
-        self._heat_maps = [HeatMap(s, t, height=_OPTS["height"], min_width=_OPTS["min_width"]) for t in TENSORS]
+        self._heat_maps = [HeatMap(s, t, height=_HEIGHT, min_width=_MIN_WIDTH) for t in TENSORS]
         heat_plots = [m.pane() for m in self._heat_maps]
         # the legend is HTML below the plot (never over the points, and not rebuilt by every redraw)
-        tail = hv.DynamicMap(self._tail_callback, streams=[s.tail]).opts(
-            hv.opts.Curve(framewise=True),
-            hv.opts.Overlay(**dict(_OPTS, height=300), framewise=True, show_legend=False))
-        tail_legend = pn.pane.HTML(plots.legend_html(plots.TAIL_LEGEND), css_classes=["tail-legend"],
-                                   sizing_mode="stretch_width", margin=(0, 10))
-        whist = hv.DynamicMap(self._whist_callback, streams=[s.whist])
-        whist_plot = whist.opts(
-            hv.opts.Rectangles(**_OPTS, colorbar=True, tools=["hover"], line_alpha=0, framewise=True,
-                               hooks=[_colorbar_when_data]),
-            hv.opts.Overlay(**_OPTS, framewise=True))
+        self._tail = TailPlot(s, height=300, min_width=_MIN_WIDTH)
+        self._whist = WeightHistogram(s, height=_HEIGHT, min_width=_MIN_WIDTH)
 
         heat_controls = pn.FlexBox(
             pn.widgets.Select.from_param(s.param.heat_source, name="Heat map ARE of", width=200),
@@ -191,9 +177,7 @@ class LiveTraining(Viewer):
             pn.widgets.FloatSlider.from_param(s.param.bound_u, name="Bound u", width=200),
             pn.widgets.Select.from_param(s.param.signal, name="Scheme signal", width=220),
             sizing_mode="stretch_width", css_classes=["live-extras"])
-        signal_plot = hv.DynamicMap(self._signal_callback, streams={"data": s.signals.param.data}).opts(
-            hv.opts.Curve(**_OPTS, framewise=True, tools=["hover"]),
-            hv.opts.Overlay(**_OPTS, framewise=True))
+        self._signal = SignalPlot(s, height=_HEIGHT, min_width=_MIN_WIDTH)
         main = pn.Column(
             pn.Row(start, pause, stop, progress, sizing_mode="stretch_width"),
             status,
@@ -202,10 +186,9 @@ class LiveTraining(Viewer):
             heat_controls,
             pn.GridBox(*heat_plots, ncols=2, sizing_mode="stretch_width"),
             extras,
-            pn.GridBox(pn.Column(pn.pane.HoloViews(tail, css_classes=["plot-tail"], sizing_mode="stretch_width"),
-                                 tail_legend, sizing_mode="stretch_width"),
-                       pn.pane.HoloViews(whist_plot, css_classes=["plot-whist"], sizing_mode="stretch_width"),
-                       pn.pane.HoloViews(signal_plot, css_classes=["plot-signal"], sizing_mode="stretch_width"),
+            pn.GridBox(self._tail.panes(),
+                       self._whist.pane(),
+                       self._signal.pane(),
                        ncols=2, sizing_mode="stretch_width"),
             sizing_mode="stretch_width",
         )
@@ -218,32 +201,6 @@ class LiveTraining(Viewer):
         self._start_polling()
 
     # ----------------------------------------------------------------- helpers
-    def _tail_callback(self, data: Any) -> hv.Overlay:
-        """The tail plot, with the reason in the plot area while it has nothing to show."""
-        why = self.state.tail_note()
-        tail = plots.tail_plot(data)
-        own = tail.opts.get().kwargs
-        return (tail * plots.note(why, kdims=("layer #", "fraction"))).opts(title=own.get("title", ""), logy=True)
-
-    def _whist_callback(self, data: Any) -> hv.Overlay:
-        """The weight histogram over time, with the reason in the plot area while it is empty."""
-        why = self.state.whist_note()
-        hist = plots.weight_hist_rectangles(data)
-        return (hist * plots.note(why, kdims=("step", "log2|w|")) * plots.event_lines(self.state.markers)).opts(
-            title=hist.opts.get().kwargs.get("title", ""))
-
-    def _signal_callback(self, data: Any) -> hv.Overlay:
-        """The chosen scheme signal with the knob-change markers; the title names the signal."""
-        s = self.state
-        if s.signal:
-            title = f"Scheme signal: {s.signal}"
-        elif s.run_id:
-            title = "Scheme signal: none logged by this run yet"
-        else:
-            title = "Scheme signal (precision, DFQ bits, exponents, BitOPs ...)"
-        return (plots.signal_plot(data, title=title, label=s.signal or "value")
-                * plots.event_lines(s.markers)).opts(title=title)
-
     @staticmethod
     def _status_text(run_id: str, status: str, step: int, total: int, test_acc: float | None, message: str,
                      steps_per_s: float | None = None, elapsed: float | None = None, eta: float | None = None) -> str:

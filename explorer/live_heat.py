@@ -1,38 +1,104 @@
-"""The Live Training page's ARE heat maps (the MLS paper's Fig. 3, live) as plain Bokeh figures.
+"""The Live Training page's cell plots over steps as plain Bokeh figures: the ARE heat maps (the
+MLS paper's Fig. 3, live) and the weight histogram over time.
 
-A HoloViews redraw of a heat map costs the server 0.1-0.3 s with every core busy (element, plot and
-range machinery, per redraw, four maps per cycle) while the event loop, and so every click, waits.
-Here a redraw replaces the cells' ``ColumnDataSource.data`` and sets the colour mapper's range,
-the title and the layer ticks in place: no Bokeh model is created, none is replaced, so the page's
-model graph never changes and a redraw is a few milliseconds of data.
+A HoloViews redraw of such a plot costs the server 0.1-0.4 s with every core busy (element, plot
+and range machinery, per redraw; five plots per cycle) while the event loop, and so every click,
+waits. Here a redraw replaces the cells' ``ColumnDataSource.data`` and sets the colour mapper's
+range, the title, the colour bar's visibility and the y ticks in place: no Bokeh model is created
+or replaced, so the page's model graph never changes and a redraw is a few milliseconds of data.
 
 :class:`HeatMap` subscribes to one of :class:`explorer.live_state.LiveTrainingState`'s ``heat_of``
-pipes and redraws when the state sends it rows; what it shows (the live format or a shadow, the
-colour range, the reason a map is empty) follows the state as the HoloViews version did.
+pipes, :class:`WeightHistogram` to its ``whist`` pipe; each redraws when the state sends it rows.
+Both draw the knob-change markers (``state.markers``) and, while empty, the reason in the plot area
+(a ``text`` column, as the other plots' notes).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 import panel as pn
 from bokeh.models import ColorBar, ColumnDataSource, FixedTicker, HoverTool, LinearColorMapper
-from bokeh.palettes import Viridis256
+from bokeh.palettes import Magma256, Viridis256
 from bokeh.plotting import figure
 
 from . import plots
 
-__all__ = ["HeatMap", "TENSOR_TITLES"]
+__all__ = ["CellFigure", "HeatMap", "WeightHistogram", "TENSOR_TITLES"]
 
 TENSOR_TITLES = {"w": "W (weights)", "a": "A (activations)", "e": "E (errors)", "g": "G (weight gradients)"}
-_VALUE = "log10_ARE"  # the cells' column (HoloViews' name for "log10 ARE")
+_ARE = "log10_ARE"  # the cells' colour column (HoloViews' name for "log10 ARE")
+_COUNT = "log10_count"
 _TOOLS = "pan,wheel_zoom,box_zoom,reset,save"
 
 
-class HeatMap:
+class CellFigure:
+    """A figure of rectangular cells (columns step, x1, y0, y1 and ``color``) coloured through a
+    linear colour map, with a colour bar shown only while there are cells, knob-change markers and a
+    note in the plot area while it is empty; every update is in place (:meth:`show`)."""
+
+    def __init__(self, title: str, y_label: str, color: str, color_title: str, palette: Sequence[str],
+                 tooltips: list[tuple[str, str]], css_class: str, height: int = 260, min_width: int = 360) -> None:
+        self.color = color
+        self.css_class = css_class
+        self.cells = ColumnDataSource(data={c: np.array([], dtype=float) for c in ("step", "x1", "y0", "y1", color)})
+        self.marks = ColumnDataSource(data={"step": np.array([], dtype=float)})
+        self.notes = ColumnDataSource(data={"x": [], "y": [], "text": []})
+        self.mapper = LinearColorMapper(palette=list(palette), low=0.0, high=1.0)
+        fig = figure(title=title, height=height, min_width=min_width, sizing_mode="stretch_width", tools=_TOOLS,
+                     toolbar_location="right", x_axis_label="step", y_axis_label=y_label)
+        fig.toolbar.logo = None
+        quads = fig.quad(left="step", right="x1", bottom="y0", top="y1", source=self.cells, line_alpha=0,
+                         fill_color={"field": color, "transform": self.mapper})
+        fig.add_tools(HoverTool(renderers=[quads], tooltips=tooltips))
+        fig.vspan(x="step", source=self.marks, line_color="black", line_alpha=0.5, line_width=1)
+        fig.text(x="x", y="y", text="text", source=self.notes, text_color="#555555", text_font_size="11pt",
+                 text_align="center", text_baseline="middle")
+        self.colorbar = ColorBar(color_mapper=self.mapper, title=color_title, visible=False)
+        fig.add_layout(self.colorbar, "right")
+        self.figure = fig
+
+    def pane(self) -> pn.pane.Bokeh:
+        return pn.pane.Bokeh(self.figure, css_classes=[self.css_class], sizing_mode="stretch_width")
+
+    def show(self, cells: dict[str, Any], title: str, markers: Sequence[float], clim: tuple[float, float] | None = None,
+             note: str = "") -> None:
+        """Draw ``cells`` (a dict of columns) under ``title`` with colour range ``clim`` (default: the
+        cells' own), the ``markers`` and, when there are no cells, ``note``."""
+        n = len(cells.get("step", ()))
+        self.cells.data = cells
+        values = np.asarray(cells.get(self.color, ()), dtype=float)
+        finite = values[np.isfinite(values)] if n else values
+        if clim is None and finite.size:
+            lo, hi = float(finite.min()), float(finite.max())
+            clim = (lo, hi if hi > lo else lo + 1.0)
+        if clim is not None and all(math.isfinite(v) for v in clim):
+            self.mapper.update(low=float(clim[0]), high=float(clim[1]))
+        self.colorbar.visible = bool(n)  # an empty map keeps no old scale
+        self.figure.title.text = title
+        self.marks.data = {"step": np.asarray(list(markers), dtype=float)}
+        text = [note] if note and not n else []
+        self.notes.data = {"x": [0.5] * len(text), "y": [0.5] * len(text), "text": text}
+
+    def set_y_labels(self, labels: Sequence[str] | None) -> None:
+        """One y tick per label (row ``i`` is ``labels[i]``), or Bokeh's own ticks for None."""
+        axis = self.figure.yaxis[0]
+        if labels is None:
+            return
+        ticks = list(range(len(labels)))
+        if not isinstance(axis.ticker, FixedTicker):
+            axis.ticker = FixedTicker(ticks=ticks)
+        elif list(axis.ticker.ticks) != ticks:
+            axis.ticker.ticks = ticks
+        overrides = {i: str(n) for i, n in enumerate(labels)}
+        if axis.major_label_overrides != overrides:
+            axis.major_label_overrides = overrides
+
+
+class HeatMap(CellFigure):
     """The ARE heat map of one tensor kind (``w``, ``a``, ``e`` or ``g``) on one Live page.
 
     Args:
@@ -42,32 +108,14 @@ class HeatMap:
     """
 
     def __init__(self, state: Any, tensor: str, height: int = 260, min_width: int = 360) -> None:
+        super().__init__(f"ARE of {TENSOR_TITLES[tensor]}", "layer", _ARE, "log10 ARE", Viridis256,
+                         [("step", "@step"), ("layer", "@layer"), ("ARE", "@value{0.0000e}"),
+                          ("log10 ARE", f"@{_ARE}")], f"plot-heat-{tensor}", height, min_width)
+        self.figure.yaxis[0].ticker = FixedTicker(ticks=[])
         self.state = state
         self.tensor = tensor
-        empty = plots.are_cells(pd.DataFrame(), [], _VALUE)
-        self.cells = ColumnDataSource(data=empty)
-        self.marks = ColumnDataSource(data={"step": np.array([], dtype=float)})
-        self.mapper = LinearColorMapper(palette=Viridis256, low=-4.0, high=0.0)
-        self.ticker = FixedTicker(ticks=[])
-        fig = figure(title=f"ARE of {TENSOR_TITLES[tensor]}", height=height, min_width=min_width,
-                     sizing_mode="stretch_width", tools=_TOOLS, toolbar_location="right",
-                     x_axis_label="step", y_axis_label="layer")
-        fig.toolbar.logo = None
-        fig.yaxis.ticker = self.ticker
-        quads = fig.quad(left="step", right="x1", bottom="y0", top="y1", source=self.cells, line_alpha=0,
-                         fill_color={"field": _VALUE, "transform": self.mapper})
-        fig.add_tools(HoverTool(renderers=[quads], tooltips=[("step", "@step"), ("layer", "@layer"),
-                                                             ("ARE", "@value{0.0000e}"), ("log10 ARE", f"@{_VALUE}")]))
-        fig.vspan(x="step", source=self.marks, line_color="black", line_alpha=0.5, line_width=1)
-        self.colorbar = ColorBar(color_mapper=self.mapper, title="log10 ARE", visible=False)
-        fig.add_layout(self.colorbar, "right")
-        self.figure = fig
         state.heat_of[tensor].add_subscriber(self._on_rows)
         self._on_rows(state.heat_of[tensor].data)
-
-    def pane(self) -> pn.pane.Bokeh:
-        """The figure as a Panel pane (CSS class ``plot-heat-<tensor>``)."""
-        return pn.pane.Bokeh(self.figure, css_classes=[f"plot-heat-{self.tensor}"], sizing_mode="stretch_width")
 
     def _on_rows(self, data: Any = None, **_: Any) -> None:
         s, tensor = self.state, self.tensor
@@ -88,16 +136,24 @@ class HeatMap:
         elif s.heat_source != "live":
             title += f" in {s.heat_source} (shadow)"
         layers = list(s.layers)
-        self.cells.data = plots.are_cells(d, layers, _VALUE)
-        clim = s.heat_clim(tensor)
-        if clim is not None and all(math.isfinite(v) for v in clim):
-            self.mapper.update(low=float(clim[0]), high=float(clim[1]))
-        self.colorbar.visible = bool(len(d))  # an empty map keeps no old scale
-        ticks = list(range(len(layers)))
-        if list(self.ticker.ticks) != ticks:
-            self.ticker.ticks = ticks
-        overrides = {i: str(n) for i, n in enumerate(layers)}
-        if self.figure.yaxis[0].major_label_overrides != overrides:
-            self.figure.yaxis[0].major_label_overrides = overrides
-        self.figure.title.text = title
-        self.marks.data = {"step": np.asarray(list(s.markers), dtype=float)}
+        self.set_y_labels(layers)
+        self.show(plots.are_cells(d, layers, _ARE), title, s.markers, s.heat_clim(tensor) or (-4.0, 0.0))
+
+
+class WeightHistogram(CellFigure):
+    """The weight histogram of the chosen layer over time (log2|w| bins per telemetry step, colour
+    log10 count) on one Live page, with the reason it is empty in the plot area."""
+
+    def __init__(self, state: Any, height: int = 260, min_width: int = 360) -> None:
+        super().__init__("Weight histogram over time", "log2|w|", _COUNT, "log10 count", Magma256,
+                         [("step", "@step"), ("log2|w|", "@bin"), ("count", "@count")], "plot-whist",
+                         height, min_width)
+        self.state = state
+        state.whist.add_subscriber(self._on_rows)
+        self._on_rows(state.whist.data)
+
+    def _on_rows(self, data: Any = None, **_: Any) -> None:
+        s = self.state
+        title = "Weight histogram over time" + (f": {s.hist_layer}" if s.hist_layer else "")
+        self.show(plots.weight_hist_cells(data if data is not None else pd.DataFrame()), title, s.markers,
+                  note=s.whist_note())

@@ -282,16 +282,10 @@ def are_cells(df: pd.DataFrame, layers: Sequence[str], value: str = "log10 ARE")
     return {"step": x0, "y0": y - 0.5, "x1": x0 + w, "y1": y + 0.5, value: np.log10(v), "value": v, "layer": names}
 
 
-def are_rectangles(df: pd.DataFrame, layers: Sequence[str], title: str = "", value: str = "log10 ARE") -> hv.Rectangles:
-    """Layer x step heat map (:func:`are_cells`) as HoloViews rectangles (numeric step axis, so event
-    lines overlay it); the colour is ``log10`` of the value, the raw value is in the hover."""
-    kdims = ["step", hv.Dimension("y0", label="layer #"), "x1", "y1"]
-    return hv.Rectangles(are_cells(df, layers, value), kdims=kdims, vdims=[value, "value", "layer"]).opts(
-        title=title, color=value, cmap="viridis")
-
-
-def weight_hist_rectangles(df: pd.DataFrame, title: str = "Weight histogram over time") -> hv.Rectangles:
-    """Histogram of log2|w| per telemetry step (columns step, bin, count, width); colour log10 count."""
+def weight_hist_cells(df: pd.DataFrame, value: str = "log10_count") -> dict[str, np.ndarray]:
+    """The cells of a weight histogram over time: columns step (left edge), x1, y0, y1 (the bin's
+    log2|w| +- 0.25), bin, ``value`` (``log10`` of the count, at least 0) and count. ``df`` has
+    columns step, bin, count, width (:func:`explorer.live_frames.weight_hist_frame`)."""
     if len(df):
         x0 = df["step"].to_numpy(float)
         w = df["width"].to_numpy(float)
@@ -299,11 +293,8 @@ def weight_hist_rectangles(df: pd.DataFrame, title: str = "Weight histogram over
         c = df["count"].to_numpy(float)
     else:
         x0 = w = b = c = _EMPTY
-    data = {"step": x0, "y0": b - 0.25, "x1": x0 + w, "y1": b + 0.25, "log10 count": np.log10(np.maximum(c, 1.0)),
-            "count": c}
-    kdims = ["step", hv.Dimension("y0", label="log2|w|"), "x1", "y1"]
-    return hv.Rectangles(data, kdims=kdims, vdims=["log10 count", "count"]).opts(
-        title=title, color="log10 count", cmap="magma")
+    return {"step": x0, "y0": b - 0.25, "x1": x0 + w, "y1": b + 0.25, "bin": b,
+            value: np.log10(np.maximum(c, 1.0)), "count": c}
 
 
 def _percent(v: float) -> str:
@@ -311,12 +302,10 @@ def _percent(v: float) -> str:
     return f"{v:.2%}" if math.isfinite(v) else "n/a"
 
 
-def tail_plot(d: Mapping[str, Any]) -> hv.Overlay:
-    """Per-layer tail P(|A| >= 2) and live overflow of A next to the LogBTQ bound (log y).
-
-    ``d`` is :meth:`LiveTrainingState.tail_data`: layers, measured, overflow, per_layer,
-    average, approx, e1, u.
-    """
+def tail_series(d: Mapping[str, Any]) -> dict[str, Any]:
+    """The tail plot's columns from :meth:`LiveTrainingState.tail_data` ``d`` (layers, measured,
+    overflow, per_layer, average, approx, e1, u): x (layer number), layer, measured, overflow,
+    per_layer, average and approx, floored at 1e-7 for the log axis."""
     layers = list(d.get("layers", []))
     x = np.arange(len(layers), dtype=float)
 
@@ -324,26 +313,40 @@ def tail_plot(d: Mapping[str, Any]) -> hv.Overlay:
         v = np.asarray(d.get(key, [math.nan] * len(layers)), dtype=float)
         return np.clip(v, _FLOOR, None) if v.size else _EMPTY
 
-    measured = hv.Curve((x, col("measured")), "layer #", "fraction", label="P(|A| >= 2)").opts(color="#1f77b4")
-    mpts = hv.Scatter((x, col("measured")), "layer #", "fraction").opts(color="#1f77b4", size=7)
-    ovf = hv.Scatter((x, col("overflow")), "layer #", "fraction", label="overflow of A (format)").opts(
-        color="#d62728", size=7, marker="square")
-    bound = hv.Curve((x, col("per_layer")), "layer #", "fraction", label="LogBTQ bound per layer").opts(
-        color="black", line_dash="dashed")
+    ones = np.ones(len(layers))
     avg = float(d.get("average", math.nan)) if layers else math.nan
     approx = float(d.get("approx", math.nan)) if layers else math.nan
-    ones = np.ones(len(layers))
-    # the legend's labels stay the same from redraw to redraw (a changed label is a new Bokeh legend item:
-    # the page's model graph grows and is walked again); the two averages are in the title instead
-    avg_c = hv.Curve((x, np.clip(avg * ones, _FLOOR, None)), "layer #", "fraction",
-                     label="bound averaged over L").opts(color="gray", line_dash="dotted")
-    approx_c = hv.Curve((x, np.clip(approx * ones, _FLOOR, None)), "layer #", "fraction",
-                        label="E1/(4L(1-u))").opts(color="gray", line_dash="dashdot")
+    return {"x": x, "layer": [str(n) for n in layers], "measured": col("measured"), "overflow": col("overflow"),
+            "per_layer": col("per_layer"), "average": np.clip(avg * ones, _FLOOR, None),
+            "approx": np.clip(approx * ones, _FLOOR, None)}
+
+
+def tail_title(d: Mapping[str, Any]) -> str:
+    """The tail plot's title: E1, u and L, and the bound's two averages (``n/a`` before any is known)."""
     title = "Overflow tail vs LogBTQ bound"
+    layers = list(d.get("layers", []))
     if layers:
+        avg = float(d.get("average", math.nan))
+        approx = float(d.get("approx", math.nan))
         title += (f" (E1={d.get('e1', 1.0):.3g}, u={d.get('u', 0.1):g}, L={d.get('depth', len(layers))})\n"
                   f"bound averaged over L {_percent(avg)}, E1/(4L(1-u)) {_percent(approx)}")
-    return (measured * mpts * ovf * bound * avg_c * approx_c).opts(title=title, logy=True)
+    return title
+
+
+def tail_plot(d: Mapping[str, Any]) -> hv.Overlay:
+    """Per-layer tail P(|A| >= 2) and live overflow of A next to the LogBTQ bound (log y), as
+    HoloViews (:func:`tail_series`, :func:`tail_title`; the Live page draws the same columns in Bokeh,
+    :mod:`explorer.live_lines`). The legend's labels are :data:`TAIL_LEGEND`'s."""
+    c = tail_series(d)
+    x = c["x"]
+    (l_m, c_m, _), (l_o, c_o, _), (l_b, _, _), (l_a, _, _), (l_e, _, _) = TAIL_LEGEND
+    measured = hv.Curve((x, c["measured"]), "layer #", "fraction", label=l_m).opts(color=c_m)
+    mpts = hv.Scatter((x, c["measured"]), "layer #", "fraction").opts(color=c_m, size=7)
+    ovf = hv.Scatter((x, c["overflow"]), "layer #", "fraction", label=l_o).opts(color=c_o, size=7, marker="square")
+    bound = hv.Curve((x, c["per_layer"]), "layer #", "fraction", label=l_b).opts(color="black", line_dash="dashed")
+    avg_c = hv.Curve((x, c["average"]), "layer #", "fraction", label=l_a).opts(color="gray", line_dash="dotted")
+    approx_c = hv.Curve((x, c["approx"]), "layer #", "fraction", label=l_e).opts(color="gray", line_dash="dashdot")
+    return (measured * mpts * ovf * bound * avg_c * approx_c).opts(title=tail_title(d), logy=True)
 
 
 #: the tail plot's series (label, colour, mark) in :func:`legend_html`, drawn beside the plot: a HoloViews
@@ -380,7 +383,7 @@ def legend_html(items: Sequence[tuple[str, str, str]], css_class: str = "legend-
 def decade_range(values: Any, floor: float = _FLOOR) -> tuple[float, float] | None:
     """The colour range of a log10 heat map of ``values`` rounded out to whole decades (at least one):
     ARE 0.12 .. 0.15 gives (-1, 0), so noise within a decade never spreads over the whole colour map.
-    None without finite values. Values are floored at ``floor`` as :func:`are_rectangles` does."""
+    None without finite values. Values are floored at ``floor`` as :func:`are_cells` does."""
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
     if not v.size:

@@ -389,7 +389,7 @@ def test_decade_range_is_the_smallest_span_of_whole_decades(values: list[float])
     from explorer.plots import decade_range
 
     lo, hi = decade_range(values)
-    logs = [math.log10(max(v, 1e-7)) for v in values]  # are_rectangles' floor
+    logs = [math.log10(max(v, 1e-7)) for v in values]  # are_cells' floor
     assert lo == math.floor(min(logs)) and hi == max(math.ceil(max(logs)), lo + 1)
     assert lo <= min(logs) and max(logs) <= hi and float(lo).is_integer() and float(hi).is_integer()
 
