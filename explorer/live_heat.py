@@ -27,7 +27,7 @@ from bokeh.plotting import figure
 
 from . import plots
 
-__all__ = ["CellFigure", "HeatMap", "WeightHistogram", "TENSOR_TITLES"]
+__all__ = ["CellFigure", "HeatMap", "WeightHistogram", "TENSOR_TITLES", "set_axis_labels"]
 
 TENSOR_TITLES = {"w": "W (weights)", "a": "A (activations)", "e": "E (errors)", "g": "G (weight gradients)"}
 _ARE = "log10_ARE"  # the cells' colour column (HoloViews' name for "log10 ARE")
@@ -83,19 +83,22 @@ class CellFigure:
         text = [note] if note and not n else []
         self.notes.data = {"x": [0.5] * len(text), "y": [0.5] * len(text), "text": text}
 
-    def set_y_labels(self, labels: Sequence[str] | None) -> None:
-        """One y tick per label (row ``i`` is ``labels[i]``), or Bokeh's own ticks for None."""
-        axis = self.figure.yaxis[0]
-        if labels is None:
-            return
-        ticks = list(range(len(labels)))
-        if not isinstance(axis.ticker, FixedTicker):
-            axis.ticker = FixedTicker(ticks=ticks)
-        elif list(axis.ticker.ticks) != ticks:
-            axis.ticker.ticks = ticks
-        overrides = {i: str(n) for i, n in enumerate(labels)}
-        if axis.major_label_overrides != overrides:
-            axis.major_label_overrides = overrides
+    def set_y_labels(self, labels: Sequence[str]) -> None:
+        """One y tick per label (row ``i`` is ``labels[i]``)."""
+        set_axis_labels(self.figure.yaxis[0], labels)
+
+
+def set_axis_labels(axis: Any, labels: Sequence[str]) -> None:
+    """One tick of ``axis`` per label (position ``i`` is ``labels[i]``), set in place: the same ticker
+    model while it exists (a new model would change the page's model graph)."""
+    ticks = list(range(len(labels)))
+    if not isinstance(axis.ticker, FixedTicker):
+        axis.ticker = FixedTicker(ticks=ticks)
+    elif list(axis.ticker.ticks) != ticks:
+        axis.ticker.ticks = ticks
+    overrides = {i: str(n) for i, n in enumerate(labels)}
+    if axis.major_label_overrides != overrides:
+        axis.major_label_overrides = overrides
 
 
 class HeatMap(CellFigure):

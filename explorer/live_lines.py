@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import panel as pn
-from bokeh.models import ColumnDataSource, HoverTool
+from bokeh.models import ColumnDataSource, FixedTicker, HoverTool
 from bokeh.plotting import figure
 
-from .plots import RUN_COLORS, TAIL_LEGEND, legend_html, tail_series, tail_title
+from .live_heat import set_axis_labels
+from .plots import RUN_COLORS, TAIL_LEGEND, legend_html, tail_legend, tail_series, tail_title
 
 __all__ = ["TailPlot", "SignalPlot"]
 
@@ -33,15 +34,16 @@ def _figure(title: str, x_label: str, y_label: str, height: int, min_width: int,
 
 
 class TailPlot:
-    """Per-layer tail P(|A| >= 2) and live overflow of A next to the LogBTQ bound (log y), the two
-    averages in the title, the legend as HTML below (:data:`explorer.plots.TAIL_LEGEND`) and the
+    """Per-layer tail P(|A| >= 2) and live overflow of A next to the LogBTQ bound (log y), the
+    legend as HTML below with the bound's two averages (:func:`explorer.plots.tail_legend`) and the
     reason in the plot area while nothing is measured."""
 
     def __init__(self, state: Any, height: int = 300, min_width: int = 360) -> None:
         self.state = state
         self.source = ColumnDataSource(data=tail_series({}))
         self.notes = ColumnDataSource(data={"x": [], "y": [], "text": []})
-        fig = _figure("Overflow tail vs LogBTQ bound", "layer #", "fraction", height, min_width, y_axis_type="log")
+        fig = _figure("Overflow tail vs LogBTQ bound", "layer", "fraction", height, min_width, y_axis_type="log")
+        fig.xaxis[0].ticker = FixedTicker(ticks=[])
         (_, c_m, _), (_, c_o, _), *bounds = TAIL_LEGEND
         line = fig.line("x", "measured", source=self.source, color=c_m, line_width=2)
         fig.scatter("x", "measured", source=self.source, color=c_m, size=7)
@@ -54,19 +56,24 @@ class TailPlot:
         fig.text(x="x", y="y", text="text", source=self.notes, text_color="#555555", text_font_size="11pt",
                  text_align="center", text_baseline="middle")
         self.figure = fig
+        self.legend = pn.pane.HTML(legend_html(TAIL_LEGEND), css_classes=["tail-legend"], sizing_mode="stretch_width",
+                                   margin=(0, 10))
         state.tail.add_subscriber(self._on_data)
         self._on_data(state.tail.data)
 
     def panes(self) -> pn.Column:
         """The figure (CSS class ``plot-tail``) with its legend below (``tail-legend``)."""
         return pn.Column(pn.pane.Bokeh(self.figure, css_classes=["plot-tail"], sizing_mode="stretch_width"),
-                         pn.pane.HTML(legend_html(TAIL_LEGEND), css_classes=["tail-legend"],
-                                      sizing_mode="stretch_width", margin=(0, 10)),
-                         sizing_mode="stretch_width")
+                         self.legend, sizing_mode="stretch_width")
 
     def _on_data(self, data: Any = None, **_: Any) -> None:
-        self.source.data = tail_series(data or {})
+        series = tail_series(data or {})
+        self.source.data = series
+        set_axis_labels(self.figure.xaxis[0], series["layer"])
         self.figure.title.text = tail_title(data or {})
+        legend = legend_html(tail_legend(data or {}))
+        if self.legend.object != legend:
+            self.legend.object = legend
         why = self.state.tail_note()
         # the note sits mid-plot on the log axis (1e-3: inside the axis' default range when nothing is drawn)
         text = [why] if why else []

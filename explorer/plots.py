@@ -322,35 +322,25 @@ def tail_series(d: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def tail_title(d: Mapping[str, Any]) -> str:
-    """The tail plot's title: E1, u and L, and the bound's two averages (``n/a`` before any is known)."""
+    """The tail plot's title: with E1, u and L once there are layers."""
     title = "Overflow tail vs LogBTQ bound"
     layers = list(d.get("layers", []))
     if layers:
-        avg = float(d.get("average", math.nan))
-        approx = float(d.get("approx", math.nan))
-        title += (f" (E1={d.get('e1', 1.0):.3g}, u={d.get('u', 0.1):g}, L={d.get('depth', len(layers))})\n"
-                  f"bound averaged over L {_percent(avg)}, E1/(4L(1-u)) {_percent(approx)}")
+        title += f" (E1={d.get('e1', 1.0):.3g}, u={d.get('u', 0.1):g}, L={d.get('depth', len(layers))})"
     return title
 
 
-def tail_plot(d: Mapping[str, Any]) -> hv.Overlay:
-    """Per-layer tail P(|A| >= 2) and live overflow of A next to the LogBTQ bound (log y), as
-    HoloViews (:func:`tail_series`, :func:`tail_title`; the Live page draws the same columns in Bokeh,
-    :mod:`explorer.live_lines`). The legend's labels are :data:`TAIL_LEGEND`'s."""
-    c = tail_series(d)
-    x = c["x"]
-    (l_m, c_m, _), (l_o, c_o, _), (l_b, _, _), (l_a, _, _), (l_e, _, _) = TAIL_LEGEND
-    measured = hv.Curve((x, c["measured"]), "layer #", "fraction", label=l_m).opts(color=c_m)
-    mpts = hv.Scatter((x, c["measured"]), "layer #", "fraction").opts(color=c_m, size=7)
-    ovf = hv.Scatter((x, c["overflow"]), "layer #", "fraction", label=l_o).opts(color=c_o, size=7, marker="square")
-    bound = hv.Curve((x, c["per_layer"]), "layer #", "fraction", label=l_b).opts(color="black", line_dash="dashed")
-    avg_c = hv.Curve((x, c["average"]), "layer #", "fraction", label=l_a).opts(color="gray", line_dash="dotted")
-    approx_c = hv.Curve((x, c["approx"]), "layer #", "fraction", label=l_e).opts(color="gray", line_dash="dashdot")
-    return (measured * mpts * ovf * bound * avg_c * approx_c).opts(title=tail_title(d), logy=True)
+def tail_legend(d: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """:data:`TAIL_LEGEND` with the bound's two averages (``n/a`` before any is known) in their labels."""
+    layers = list(d.get("layers", []))
+    avg = float(d.get("average", math.nan)) if layers else math.nan
+    approx = float(d.get("approx", math.nan)) if layers else math.nan
+    values = {"bound averaged over L": avg, "E1/(4L(1-u))": approx}
+    return [(f"{label}: {_percent(values[label])}" if label in values else label, color, mark)
+            for label, color, mark in TAIL_LEGEND]
 
 
-#: the tail plot's series (label, colour, mark) in :func:`legend_html`, drawn beside the plot: a HoloViews
-#: legend outside a plot is taken off and put back on every redraw (a change of the page's model graph)
+#: the tail plot's series (label, colour, mark) for :func:`legend_html` (HTML below the plot, updated in place)
 TAIL_LEGEND = (("P(|A| >= 2)", "#1f77b4", "line"), ("overflow of A (format)", "#d62728", "square"),
                ("LogBTQ bound per layer", "black", "dashed"), ("bound averaged over L", "gray", "dotted"),
                ("E1/(4L(1-u))", "gray", "dashdot"))
