@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import cds, col_len, deep_text, screenshot, settle, wait_until
+from .conftest import _TEXT_JS, cds, col_len, deep_text, screenshot, settle, wait_until
 
 pytestmark = [pytest.mark.ui, pytest.mark.timeout(300)]
 
@@ -237,17 +237,9 @@ def test_a_knob_change_is_acknowledged_within_1_s_while_both_cores_are_busy(page
         lr.evaluate("(el) => el.addEventListener('keydown', (e) => {"
                     "  if (e.key === 'Enter' && window.__knobT0 == null) window.__knobT0 = e.timeStamp; }, true)")
         status = page.locator(".run-status").element_handle()
-        answered_js = """([el, v]) => {
-          const text = (n) => {
-            if (n.nodeType === 3) return n.textContent;
-            if (n.nodeType !== 1 && n.nodeType !== 11) return '';
-            if (n.nodeName === 'STYLE' || n.nodeName === 'SCRIPT') return '';
-            const kids = n.shadowRoot ? [...n.shadowRoot.childNodes] : [...n.childNodes];
-            return kids.map(text).join(' ');
-          };
-          const t = text(el);
-          return t.includes('applied at step') && t.includes('optim.lr=' + v) ? performance.now() : false;
-        }"""
+        answered_js = ("([el, v]) => { const t = (" + _TEXT_JS + ")(el);"
+                       " return t.includes('applied at step') && t.includes('optim.lr=' + v)"
+                       " ? performance.now() : false; }")
         took, wall = [], []
         for value in ("0.04", "0.05", "0.07", "0.06", "0.08", "0.09"):
             page.evaluate("() => { window.__knobT0 = null; }")
