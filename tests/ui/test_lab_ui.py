@@ -173,3 +173,42 @@ def test_knob_move_resends_only_the_changed_slot(page: Any, explorer_url: str) -
          "sources_total": total}, indent=1))
     # one slot's codebook, density, error and rug sources (4), never the other slots' ones
     assert max(changed) <= 4 < total, (changed, total)
+
+
+_TOOLTIPS_JS = """() => {
+  const out = [];
+  const walk = (n) => {
+    if (!n) return;
+    if (n.nodeType === 1 && typeof n.className === 'string' && n.className.includes('bk-Tooltip')) {
+      const r = n.getBoundingClientRect();
+      if (r.width > 0 && r.height > 0 && getComputedStyle(n).visibility !== 'hidden') out.push(n.className);
+    }
+    if (n.shadowRoot) [...n.shadowRoot.childNodes].forEach(walk);
+    [...(n.childNodes || [])].forEach(walk);
+  };
+  walk(document.body);
+  return out;
+}"""
+
+
+def test_knob_tooltips_never_stay_over_the_knobs(page: Any, explorer_url: str) -> None:
+    """A knob's help ("?") shows on hover and goes when the user clicks a knob and moves on; a help
+    pinned by clicking its "?" (Bokeh's closable tooltip) goes with the next click elsewhere."""
+    open_lab(page, explorer_url)
+
+    def shown() -> list[str]:
+        return list(page.evaluate(_TOOLTIPS_JS))
+
+    icons = page.locator(".spec-builder .bk-description")
+    wait_until(lambda: icons.count() > 1, message="the knobs' help icons")
+    icons.nth(1).hover()
+    wait_until(lambda: len(shown()) == 1, message="the help on hover")
+    page.locator(".spec-builder .spec-input input").nth(0).click()  # a knob of the same card
+    page.mouse.move(5, 700)
+    wait_until(lambda: shown() == [], message="no help left over the knobs after a click on a knob")
+    icons.nth(0).click()  # pins the help (closable)
+    page.mouse.move(5, 700)
+    wait_until(lambda: any("bk-closable" in c for c in shown()), message="the pinned help")
+    page.mouse.click(700, 20)
+    wait_until(lambda: shown() == [], message="the pinned help closed by a click elsewhere")
+    assert page.console_log.errors() == []
