@@ -1,13 +1,13 @@
 """The Format Lab page (a thin ``pn.viewable.Viewer`` over :class:`FormatLabState`).
 
-Each plot is an overlay of one element per slot (plus the data histogram): an element is rebuilt only
-when its slot's result (or the data) changed, and HoloViews re-sends only the data sources of rebuilt
-elements (``static_source``), so moving one knob re-sends that slot's sources alone.
+The four plots are plain Bokeh figures (:mod:`explorer.lab_plots`) with one glyph per slot, updated in
+place: moving one knob re-sends that slot's data sources alone.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import html
+from typing import Any
 
 import holoviews as hv
 
@@ -16,49 +16,16 @@ import param
 from panel.viewable import Viewer
 
 from . import plots
-from .analysis import FormatResult
 from .builder import SLOT_COLORS
 from .lab_cards import LabSpecCard, labelled, layout_html
+from .lab_plots import LabPlots, MetricsTable
 from .lab_state import FormatLabState
 
 __all__ = ["FormatLab"]
 
 hv.renderer("bokeh")  # registers the Bokeh backend and its options (no output, no extension JS)
 
-_PLOT = dict(height=300, responsive=True, min_width=380, framewise=True, axiswise=True)
 _W = 230
-
-
-def _bokeh(obj: Any) -> Any:
-    """Bokeh-only options for a Format Lab plot (each element rescales on every update)."""
-    return obj.opts(
-        hv.opts.Segments(**_PLOT, tools=["hover"], line_width=1.5, backend="bokeh"),
-        hv.opts.Path(**_PLOT, tools=["hover"], line_width=2, backend="bokeh"),
-        hv.opts.Histogram(**_PLOT, line_alpha=0, backend="bokeh"),
-        hv.opts.Overlay(**_PLOT, legend_position="right", backend="bokeh"),
-    )
-
-
-class _SlotElements:
-    """Memo of per-slot elements: the same element object while its inputs are the same objects, so
-    HoloViews keeps its data source (nothing re-sent for an unchanged slot)."""
-
-    def __init__(self, make: Callable[..., Any]) -> None:
-        self._make = make
-        self._memo: dict[int, tuple[tuple[int, ...], Any]] = {}
-
-    def __call__(self, i: int, *inputs: Any) -> Any:
-        key = tuple(id(v) if not isinstance(v, int) else v for v in inputs)
-        hit = self._memo.get(i)
-        if hit is not None and hit[0] == key:
-            return hit[1]
-        el = self._make(*inputs)
-        self._memo[i] = (key, el)
-        return el
-
-
-def _slot(results: list[FormatResult], i: int) -> FormatResult | None:
-    return results[i] if i < len(results) else None
 
 
 class FormatLab(Viewer):
@@ -86,41 +53,15 @@ class FormatLab(Viewer):
         s.param.watch(self._on_slot_errors, "slot_errors")
         self._on_slot_errors()
 
-        results = s.param.results
-        cb, bd, er, rg = (_SlotElements(plots.codebook_slot), _SlotElements(plots.binade_slot),
-                          _SlotElements(plots.error_slot), _SlotElements(plots.rug_slot))
-        hist_memo = _SlotElements(plots.data_histogram)
-
-        def codebook(r: list[FormatResult]) -> hv.Overlay:
-            n = len(r)
-            return hv.Overlay([cb(i, _slot(r, i), i, n) for i in range(4)]).opts(
-                title="Codebook (log x; scaled formats: element values)", logx=True, ylim=(0, max(n, 1)))
-
-        def density(r: list[FormatResult]) -> hv.Overlay:
-            return hv.Overlay([bd(i, _slot(r, i), i) for i in range(4)]).opts(
-                title="Code density per binade", logx=True)
-
-        def error(r: list[FormatResult]) -> hv.Overlay:
-            return hv.Overlay([er(i, s.data, _slot(r, i), i) for i in range(4)]).opts(
-                title="Relative error vs |x|", logx=True, logy=True)
-
-        def hist(r: list[FormatResult]) -> hv.Overlay:
-            counts = s.data.counts
-            top = float(counts.max()) if counts.size and counts.max() > 0 else 1.0
-            ymax = top * (1.04 + 0.1 * max(1, len(r[:4])) + 0.02)
-            return hv.Overlay([hist_memo(0, s.data)] + [rg(i, s.data, _slot(r, i), i) for i in range(4)]).opts(
-                title="Data histogram with codes (data units)", logx=True, ylim=(0, ymax))
-
-        panes = [pn.pane.HoloViews(_bokeh(hv.DynamicMap(pn.bind(fn, results))), css_classes=[css],
-                                   sizing_mode="stretch_width")
-                 for fn, css in ((codebook, "plot-codebook"), (density, "plot-density"), (error, "plot-error"),
-                                 (hist, "plot-hist"))]
-        table = pn.pane.DataFrame(pn.bind(plots.metrics_frame, results), index=False,
-                                  float_format="{:.4g}".format, sizing_mode="stretch_width",
-                                  css_classes=["metrics-table"])
-        status = pn.pane.Markdown(
-            pn.bind(lambda m, t: f"{m}  \nupdate: **{1e3 * t:.0f} ms**", s.param.message, s.param.latency),
-            css_classes=["lab-status"], margin=(0, 10))
+        self._plots = LabPlots(s)
+        panes = self._plots.panes()
+        self._table = MetricsTable(s)
+        table = self._table.pane()
+        # plain HTML of a fixed height: a new text changes no layout
+        status = pn.pane.HTML(
+            pn.bind(lambda m, t: f"{html.escape(m)}<br>update: <b>{1e3 * t:.0f} ms</b>", s.param.message,
+                    s.param.latency), css_classes=["lab-status"], margin=(0, 10), height=40,
+            sizing_mode="stretch_width")
         grid = pn.GridBox(*panes, ncols=2, sizing_mode="stretch_width")
         main = pn.Column(cards, status, table, grid, self._bit_layout(), self._scales(), sizing_mode="stretch_width",
                          min_width=0)

@@ -23,6 +23,8 @@ import panel as pn
 from bokeh.models import ColumnDataSource, HoverTool
 from bokeh.plotting import figure
 
+from .widgets import figure_pane
+
 __all__ = ["LiveCurves"]
 
 _TOOLS = "pan,wheel_zoom,box_zoom,reset,save"
@@ -79,8 +81,8 @@ class LiveCurves:
 
     def panes(self) -> tuple[pn.pane.Bokeh, pn.pane.Bokeh]:
         """The two figures as Panel panes (CSS classes ``plot-loss`` and ``plot-acc``)."""
-        return (pn.pane.Bokeh(self.loss, css_classes=["plot-loss"], sizing_mode="stretch_width"),
-                pn.pane.Bokeh(self.acc, css_classes=["plot-acc"], sizing_mode="stretch_width"))
+        return (figure_pane(self.loss, "plot-loss"),
+                figure_pane(self.acc, "plot-acc"))
 
     def update(self) -> None:
         """Stream the rows the state took since the last call (all of them again after a new run)."""

@@ -26,6 +26,7 @@ from bokeh.palettes import Magma256, Viridis256
 from bokeh.plotting import figure
 
 from . import plots
+from .widgets import figure_pane
 
 __all__ = ["CellFigure", "HeatMap", "WeightHistogram", "TENSOR_TITLES", "set_axis_labels"]
 
@@ -62,7 +63,7 @@ class CellFigure:
         self.figure = fig
 
     def pane(self) -> pn.pane.Bokeh:
-        return pn.pane.Bokeh(self.figure, css_classes=[self.css_class], sizing_mode="stretch_width")
+        return figure_pane(self.figure, self.css_class)
 
     def show(self, cells: dict[str, Any], title: str, markers: Sequence[float], clim: tuple[float, float] | None = None,
              note: str = "") -> None:

@@ -19,6 +19,7 @@ from bokeh.plotting import figure
 
 from .live_heat import set_axis_labels
 from .plots import RUN_COLORS, TAIL_LEGEND, legend_html, tail_legend, tail_series, tail_title
+from .widgets import figure_pane
 
 __all__ = ["TailPlot", "SignalPlot"]
 
@@ -63,7 +64,7 @@ class TailPlot:
 
     def panes(self) -> pn.Column:
         """The figure (CSS class ``plot-tail``) with its legend below (``tail-legend``)."""
-        return pn.Column(pn.pane.Bokeh(self.figure, css_classes=["plot-tail"], sizing_mode="stretch_width"),
+        return pn.Column(figure_pane(self.figure, "plot-tail"),
                          self.legend, sizing_mode="stretch_width")
 
     def _on_data(self, data: Any = None, **_: Any) -> None:
@@ -99,7 +100,7 @@ class SignalPlot:
         self._on_data(state.signals.data)
 
     def pane(self) -> pn.pane.Bokeh:
-        return pn.pane.Bokeh(self.figure, css_classes=["plot-signal"], sizing_mode="stretch_width")
+        return figure_pane(self.figure, "plot-signal")
 
     def _on_data(self, data: Any = None, **_: Any) -> None:
         s = self.state

@@ -4,8 +4,8 @@ Functions return HoloViews objects with backend-neutral options only, so the sam
 renders live in Bokeh and to PNG/SVG with the matplotlib backend (:mod:`explorer.export`).
 Bokeh-only options (tools, hover, responsive sizing) are applied by the views.
 
-Format Lab plots always contain one element per slot (four), empty for hidden slots, so a
-``DynamicMap`` keeps its structure and Bokeh updates data in place.
+The Format Lab's plots are plain Bokeh figures (:mod:`explorer.lab_plots`); this module gives them
+their data: the columns of one slot's glyph (``codebook_columns`` ...), empty for hidden slots.
 """
 
 from __future__ import annotations
@@ -19,13 +19,14 @@ import numpy as np
 import pandas as pd
 
 from .analysis import BINS_PER_BINADE, METRIC_LABELS, DataSummary, FormatResult
-from .builder import SLOT_COLORS
 
 __all__ = [
-    "codebook_plot",
-    "binade_plot",
-    "error_plot",
-    "histogram_plot",
+    "codebook_columns",
+    "binade_columns",
+    "error_columns",
+    "rug_columns",
+    "histogram_columns",
+    "histogram_ymax",
     "metrics_frame",
     "MAX_SPIKES",
     "curves_plot",
@@ -57,57 +58,6 @@ def _thin(v: np.ndarray) -> np.ndarray:
     return v[idx]
 
 
-def _segments(parts: list[tuple[np.ndarray, Any, Any, str, str]], xdim: str, ydim: str) -> hv.Segments:
-    """Vertical segments ``(x, y0) - (x, y1)`` from per-slot (x, y0, y1, color, spec) tuples."""
-    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("x0", "y0", "x1", "y1", "color", "format")}
-    for x, y0, y1, color, spec in parts:
-        n = x.size
-        cols["x0"].append(x)
-        cols["x1"].append(x)
-        cols["y0"].append(np.broadcast_to(y0, (n,)).astype(float))
-        cols["y1"].append(np.broadcast_to(y1, (n,)).astype(float))
-        cols["color"].append(np.full(n, color))
-        cols["format"].append(np.full(n, spec))
-    return _segments_element(cols, xdim, ydim)
-
-
-def _segments_element(cols: dict[str, list[np.ndarray]], xdim: str, ydim: str) -> hv.Segments:
-    data = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in cols.items()}
-    kdims = [hv.Dimension("x0", label=xdim), hv.Dimension("y0", label=ydim), "x1", "y1"]
-    return hv.Segments(data, kdims=kdims, vdims=["color", "format"]).opts(color="color")
-
-
-def _polylines(parts: list[tuple[np.ndarray, np.ndarray, str, str]], xdim: str, ydim: str) -> hv.Segments:
-    """Polylines as one ``hv.Segments`` element (one glyph; colour and format per segment)."""
-    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("x0", "y0", "x1", "y1", "color", "format")}
-    for x, y, color, spec in parts:
-        if x.size < 2:
-            continue
-        n = x.size - 1
-        cols["x0"].append(x[:-1])
-        cols["x1"].append(x[1:])
-        cols["y0"].append(y[:-1])
-        cols["y1"].append(y[1:])
-        cols["color"].append(np.full(n, color))
-        cols["format"].append(np.full(n, spec))
-    return _segments_element(cols, xdim, ydim)
-
-
-def codebook_plot(results: Sequence[FormatResult]) -> hv.Segments:
-    """The positive codebook of each format on a log axis, one row per slot (row 1 on top).
-
-    Scaled formats show element values (in units of their scale); codebooks with more than
-    :data:`MAX_SPIKES` codes are thinned evenly.
-    """
-    parts = []
-    n = len(results)
-    for i, r in enumerate(results[:4]):
-        v = _thin(r.codebook)
-        row = n - 1 - i
-        parts.append((v, np.float64(row + 0.1), np.float64(row + 0.9), SLOT_COLORS[i], r.spec))
-    return _segments(parts, "code value", "slot").opts(title="Codebook (log axis)", logx=True)
-
-
 def binade_counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Number of codes in each binade ``[2^k, 2^(k+1))`` of positive ``values``: (k, counts)."""
     v = values[values > 0]
@@ -116,49 +66,6 @@ def binade_counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     k = np.floor(np.log2(v)).astype(np.int64)
     ks = np.arange(k.min(), k.max() + 1)
     return ks.astype(float), np.bincount(k - k.min(), minlength=ks.size).astype(float)
-
-
-def binade_plot(results: Sequence[FormatResult]) -> hv.Segments:
-    """Code density: codes per binade for each format, as steps over ``[2^k, 2^(k+1))`` (log x)."""
-    parts = []
-    for i, r in enumerate(results[:4]):
-        ks, c = binade_counts(r.codebook)
-        x = np.repeat(np.exp2(ks), 2)
-        x[1::2] *= 2.0
-        parts.append((x, np.repeat(c, 2), SLOT_COLORS[i], r.spec))
-    return _polylines(parts, "code value", "codes per binade").opts(title="Code density per binade", logx=True)
-
-
-def error_plot(data: DataSummary, results: Sequence[FormatResult]) -> hv.Segments:
-    """Mean relative error ``|Q(x)-x|/|x|`` per ``log2|x|`` bin, log-log (floored at 1e-10)."""
-    centers = np.exp2(0.5 * (data.edges[:-1] + data.edges[1:]))
-    parts = []
-    for i, r in enumerate(results[:4]):
-        ok = np.isfinite(r.err_mean)
-        parts.append((centers[ok], np.clip(r.err_mean[ok], 1e-10, None), SLOT_COLORS[i], r.spec))
-    return _polylines(parts, "|x|", "relative error").opts(title="Relative error vs |x|", logx=True, logy=True)
-
-
-def histogram_plot(data: DataSummary, results: Sequence[FormatResult]) -> hv.Overlay:
-    """Histogram of ``|x|`` (log bins) with each format's codes (data units) as a rug row above it.
-
-    Codes of scaled formats are drawn at the scale of the largest element; codes more than
-    one binade outside the data are left out.  Row ``i`` (slot ``i``) sits above the bars.
-    """
-    edges = np.exp2(data.edges)
-    counts = data.counts.astype(float)
-    top = float(counts.max()) if counts.size and counts.max() > 0 else 1.0
-    hist = hv.Histogram((edges, counts), kdims=["|x|"], vdims=["count"]).opts(color="#9e9e9e")
-    lo, hi = edges[0] / 2.0, edges[-1] * 2.0
-    parts = []
-    for i, r in enumerate(results[:4]):
-        v = _thin(r.codes[(r.codes >= lo) & (r.codes <= hi)])
-        y0 = top * (1.04 + 0.1 * i)
-        parts.append((v, np.float64(y0), np.float64(y0 + 0.08 * top), SLOT_COLORS[i], r.spec))
-    seg = _segments(parts, "|x|", "count")
-    # Segments' ranges only see y0: make room for every rug row explicitly
-    ymax = top * (1.04 + 0.1 * max(1, len(results[:4])) + 0.02)
-    return (hist * seg).opts(title="Data histogram with codes", logx=True, ylim=(0, ymax))
 
 
 def metrics_frame(results: Sequence[FormatResult]) -> pd.DataFrame:
@@ -403,65 +310,83 @@ def grid_labels(table: pd.DataFrame, x: str, y: str, value: str, fmt: str = "{:.
     return hv.Labels(d[[x, y, "text"]], [x, y], "text").opts(text_color="white", text_font_size="10pt")
 
 
-# ----------------------------------------------------------------- Format Lab: one element per slot
+# ----------------------------------------------------------------- Format Lab: the columns of one slot
+# Each function gives the ColumnDataSource columns of one slot's glyph in one Format Lab plot
+# (:mod:`explorer.lab_plots` draws them as plain Bokeh figures): segments ``x0 y0 x1 y1``, or the
+# histogram's ``left right top`` bars. ``r = None`` (a hidden slot) gives empty columns.
+
 #: axis label of the codebook plot (scaled formats' codes are element values, in units of their block scale)
 CODEBOOK_AXIS = "code value (scaled formats: element value, x block scale)"
+SEGMENT_COLUMNS: tuple[str, ...] = ("x0", "y0", "x1", "y1")
 
 
-def slot_label(i: int, r: FormatResult | None) -> str:
-    """Legend entry of Format Lab slot ``i`` (0-based): ``Format 1`` like its card (a label that never changes,
-    so the overlay keeps its structure and Bokeh updates data in place; the spec is in the hover)."""
-    return f"Format {i + 1}"
+def _spikes(x: np.ndarray, y0: float, y1: float) -> dict[str, np.ndarray]:
+    """Vertical segments ``(x, y0) - (x, y1)``."""
+    x = np.asarray(x, dtype=float)
+    return {"x0": x, "y0": np.full(x.size, y0), "x1": x, "y1": np.full(x.size, y1)}
 
 
-def codebook_slot(r: FormatResult | None, i: int, n: int) -> hv.Segments:
-    """Slot ``i`` of :func:`codebook_plot` alone (row ``n - 1 - i`` of ``n``), labelled for a legend."""
-    v = _thin(r.codebook) if r is not None else _EMPTY
+def _polyline(x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+    """A polyline through ``(x, y)`` as its segments."""
+    if x.size < 2:
+        return {k: _EMPTY for k in SEGMENT_COLUMNS}
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    return {"x0": x[:-1], "y0": y[:-1], "x1": x[1:], "y1": y[1:]}
+
+
+def codebook_columns(r: FormatResult | None, i: int, n: int) -> dict[str, np.ndarray]:
+    """Slot ``i``'s positive codebook as spikes in row ``n - 1 - i`` of ``n`` (slot 1 on top; log x).
+
+    Scaled formats show element values (in units of their scale); codebooks with more than
+    :data:`MAX_SPIKES` codes are thinned evenly."""
     row = n - 1 - i
-    return _segments([(v, np.float64(row + 0.1), np.float64(row + 0.9), SLOT_COLORS[i],
-                       r.spec if r is not None else "")], CODEBOOK_AXIS, "slot").relabel(slot_label(i, r)).opts(
-        color=SLOT_COLORS[i])
+    return _spikes(_thin(r.codebook) if r is not None else _EMPTY, row + 0.1, row + 0.9)
 
 
-def binade_slot(r: FormatResult | None, i: int) -> hv.Segments:
-    """Slot ``i`` of :func:`binade_plot` alone, labelled for a legend."""
+def binade_columns(r: FormatResult | None) -> dict[str, np.ndarray]:
+    """Code density: the codes per binade ``[2^k, 2^(k+1))`` of one slot, as steps (log x)."""
     if r is None:
-        parts: list[tuple[np.ndarray, np.ndarray, str, str]] = []
-    else:
-        ks, c = binade_counts(r.codebook)
-        x = np.repeat(np.exp2(ks), 2)
-        x[1::2] *= 2.0
-        parts = [(x, np.repeat(c, 2), SLOT_COLORS[i], r.spec)]
-    return _polylines(parts, "code value", "codes per binade").relabel(slot_label(i, r)).opts(color=SLOT_COLORS[i])
+        return _polyline(_EMPTY, _EMPTY)
+    ks, c = binade_counts(r.codebook)
+    x = np.repeat(np.exp2(ks), 2)
+    x[1::2] *= 2.0
+    return _polyline(x, np.repeat(c, 2))
 
 
-def error_slot(data: DataSummary, r: FormatResult | None, i: int) -> hv.Segments:
-    """Slot ``i`` of :func:`error_plot` alone, labelled for a legend."""
-    parts: list[tuple[np.ndarray, np.ndarray, str, str]] = []
-    if r is not None:
-        centers = np.exp2(0.5 * (data.edges[:-1] + data.edges[1:]))
-        ok = np.isfinite(r.err_mean)
-        parts = [(centers[ok], np.clip(r.err_mean[ok], 1e-10, None), SLOT_COLORS[i], r.spec)]
-    return _polylines(parts, "|x|", "relative error").relabel(slot_label(i, r)).opts(color=SLOT_COLORS[i])
+def error_columns(data: DataSummary, r: FormatResult | None) -> dict[str, np.ndarray]:
+    """Mean relative error ``|Q(x)-x|/|x|`` per ``log2|x|`` bin of one slot, log-log (floored at 1e-10)."""
+    if r is None:
+        return _polyline(_EMPTY, _EMPTY)
+    centers = np.exp2(0.5 * (data.edges[:-1] + data.edges[1:]))
+    ok = np.isfinite(r.err_mean)
+    return _polyline(centers[ok], np.clip(r.err_mean[ok], 1e-10, None))
 
 
-def rug_slot(data: DataSummary, r: FormatResult | None, i: int) -> hv.Segments:
-    """Slot ``i``'s rug row of :func:`histogram_plot` (codes in data units) alone, labelled for a legend."""
+def histogram_top(data: DataSummary) -> float:
+    """The tallest bar of the data histogram (1 when empty): the rug rows sit above it."""
+    counts = data.counts
+    return float(counts.max()) if counts.size and counts.max() > 0 else 1.0
+
+
+def histogram_ymax(data: DataSummary, n: int) -> float:
+    """Top of the histogram plot's y axis: the bars and the rug rows of ``n`` slots."""
+    return histogram_top(data) * (1.04 + 0.1 * max(1, min(n, 4)) + 0.02)
+
+
+def rug_columns(data: DataSummary, r: FormatResult | None, i: int) -> dict[str, np.ndarray]:
+    """Slot ``i``'s codes within the data's range (data units) as a rug row above the histogram."""
     edges = np.exp2(data.edges)
-    counts = data.counts.astype(float)
-    top = float(counts.max()) if counts.size and counts.max() > 0 else 1.0
+    top = histogram_top(data)
     lo, hi = edges[0] / 2.0, edges[-1] * 2.0
     v = _thin(r.codes[(r.codes >= lo) & (r.codes <= hi)]) if r is not None else _EMPTY
     y0 = top * (1.04 + 0.1 * i)
-    return _segments([(v, np.float64(y0), np.float64(y0 + 0.08 * top), SLOT_COLORS[i], r.spec if r else "")],
-                     "|x|", "count").relabel(slot_label(i, r)).opts(color=SLOT_COLORS[i])
+    return _spikes(v, y0, y0 + 0.08 * top)
 
 
-def data_histogram(data: DataSummary) -> hv.Histogram:
-    """The ``|x|`` histogram of :func:`histogram_plot` (log bins) alone."""
+def histogram_columns(data: DataSummary) -> dict[str, np.ndarray]:
+    """The data's ``|x|`` histogram on its log2 bins: bars ``left right top``."""
     edges = np.exp2(data.edges)
-    return hv.Histogram((edges, data.counts.astype(float)), kdims=["|x|"], vdims=["count"],
-                        label="data |x|").opts(color="#9e9e9e")
+    return {"left": edges[:-1], "right": edges[1:], "top": data.counts.astype(float)}
 
 
 def scale_image(m: Any, message: str = "") -> hv.Image:

@@ -14,7 +14,17 @@ from panel.viewable import Viewer
 
 from .builder import SpecBuilder
 
-__all__ = ["SpecBuilderView", "OptionalSpecBuilderView", "knob_widgets"]
+__all__ = ["SpecBuilderView", "OptionalSpecBuilderView", "knob_widgets", "figure_pane"]
+
+
+def figure_pane(fig: Any, css_class: str) -> pn.pane.Bokeh:
+    """A plain Bokeh figure as a Panel pane that a page (and a browser test) finds by ``css_class``.
+
+    The class goes on the figure itself: Panel renders a Bokeh pane as its figure, so the pane's own
+    ``css_classes`` never reach the page."""
+    if css_class not in fig.css_classes:
+        fig.css_classes = [*fig.css_classes, css_class]
+    return pn.pane.Bokeh(fig, sizing_mode="stretch_width")
 
 
 def knob_widgets(knobs: param.Parameterized) -> dict[str, Any]:
