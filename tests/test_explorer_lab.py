@@ -359,3 +359,45 @@ def test_model_tier_knob_move_resends_one_slot() -> None:
         src.on_change("data", lambda attr, old, new, src=src: changed.add(src.id))
     lab.state.builders[1].knobs.m = 2  # slot 2 (not the scale-map slot)
     assert len(changed) == 4 < len(srcs), (len(changed), len(srcs))  # codebook, density, error, rug of slot 2
+
+
+def test_lab_plots_redraw_only_the_changed_slot_and_follow_the_count() -> None:
+    """A new spec in slot 2 gives new data to slot 2's four sources alone; the count hides legend
+    entries and moves the codebook rows; the histogram bars follow the data (explorer.lab_plots)."""
+    from explorer import plots
+    from explorer.lab_plots import LabPlots, MetricsTable
+
+    s = FormatLabState(size="16K")
+    p, table = LabPlots(s), MetricsTable(s)
+    figs = p.figures
+    before = [[src.data for src in f.sources] for f in figs]
+    s.builders[1].spec = "float(e=4,m=2)"
+    after = [[src.data for src in f.sources] for f in figs]
+    changed = {(f, i) for f in range(4) for i in range(4) if after[f][i] is not before[f][i]}
+    assert changed == {(f, 1) for f in range(4)}
+    assert "float(e=4,m=2" in table.html.object and "fp8_e4m3" not in table.html.object
+    cb = s.results[1].codebook
+    np.testing.assert_array_equal(p.codebook.sources[1].data["x0"], plots.codebook_columns(s.results[1], 1, 2)["x0"])
+    assert p.codebook.sources[1].data["x0"].size == min(cb.size, plots.MAX_SPIKES)
+    assert [h.tooltips[0] for h in p.error.hovers[:2]] == [("format", r.spec) for r in s.results]
+    s.count = 3
+    assert [it.visible for it in p.codebook.slot_items] == [True, True, True, False]
+    assert p.codebook.figure.y_range.end == 3 and p.codebook.sources[0].data["y0"][0] == pytest.approx(2.1)
+    assert p.codebook.sources[3].data["x0"].size == 0
+    s.seed = 5  # new data: the bars and every shown slot's error and rug change
+    np.testing.assert_array_equal(p.bars.data["top"], s.data.counts.astype(float))
+
+
+@pytest.mark.parametrize(("lo", "hi"), [(0.013, 1.0), (1e-10, 1.0), (0.5, 0.7), (3.0, 3.0), (1e-3, 2e-3)])
+def test_log_ticks_cover_the_range_at_1_2_5(lo: float, hi: float) -> None:
+    from explorer.lab_plots import log_ticks
+
+    ticks = log_ticks(lo, hi)
+    assert ticks == sorted(ticks) and all(lo <= t <= hi for t in ticks)
+    for t in ticks:
+        m = t / 10.0 ** math.floor(math.log10(t) + 1e-12)
+        assert min(abs(m - k) for k in (1, 2, 5)) < 1e-9
+    decades = math.log10(hi / lo)
+    if decades > 4:
+        assert len(ticks) >= 4
+    assert log_ticks(0.0, 1.0) == [] and log_ticks(float("nan"), 1.0) == []
