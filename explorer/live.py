@@ -28,7 +28,7 @@ import panel as pn
 import param
 from panel.viewable import Viewer
 
-from core.store import is_active
+from core.store import is_active, is_final
 
 from . import registry
 from .live_curves import LiveCurves
@@ -40,6 +40,9 @@ from .widgets import OptionalSpecBuilderView, knob_widgets
 
 __all__ = ["LiveTraining", "local_request", "served_locally"]
 
+# how often a session looks for the run's answers (Pause, Stop, knob changes): while a run is active, and
+# once an ended run is shown in full (then only a resume can change it)
+_ANSWERS_MS, _SETTLED_ANSWERS_MS = 100, 1000
 _HEIGHT, _MIN_WIDTH = 260, 360  # every plot: its height and narrowest width (px); the width stretches
 
 
@@ -226,7 +229,8 @@ class LiveTraining(Viewer):
     def _start_polling(self) -> None:
         self._callback = pn.state.add_periodic_callback(self._poll, period=self.period, start=True)
         # the run's answers to Pause / Stop / knob changes are shown within ~0.1 s, between polls
-        self._answers = pn.state.add_periodic_callback(self.state.check_answers, period=100, start=True)
+        self._answers = pn.state.add_periodic_callback(self.state.check_answers, period=_ANSWERS_MS, start=True)
+        self.state.param.watch(self._on_status, ["status", "run_id"])
         if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
             pn.state.on_session_destroyed(self._destroyed)
 
@@ -239,6 +243,20 @@ class LiveTraining(Viewer):
         self.poll()
         cost = time.monotonic() - now
         self._next_poll = now + max(0.0, 3.0 * cost - self.period / 1000.0)
+        if self.state.settled:  # an ended run, all of it shown: look again rarely (a resume)
+            self._next_poll = max(self._next_poll, now + self.state.ended_check)
+            self._answer_every(_SETTLED_ANSWERS_MS)
+
+    def _on_status(self, *_: Any) -> None:
+        """A run started or came back: poll at once and look for answers every 0.1 s again."""
+        if not is_final(self.state.status):
+            self._next_poll = 0.0
+            self._answer_every(_ANSWERS_MS)
+
+    def _answer_every(self, ms: int) -> None:
+        cb = getattr(self, "_answers", None)
+        if cb is not None and cb.period != ms:
+            cb.period = ms
 
     def poll(self, force: bool = False) -> None:
         """Take the run's new rows (:meth:`LiveTrainingState.poll`) and stream the curves' new points

@@ -97,6 +97,9 @@ class LiveTrainingState(param.Parameterized):
     redraw_budget = param.Number(default=0.2, bounds=(0.0, 10.0),
         doc="Seconds of telemetry redraws one poll may spend (at least one plot per poll; the rest wait for the "
             "next polls, so a click waits at most about this long for the server).")
+    ended_check = param.Number(default=2.0, bounds=(0.0, 60.0),
+        doc="Seconds between looks at the row of an ended run this page shows in full (it changes only if the "
+            "run is resumed): an ended run keeps the server idle, however many tabs show it.")
     heat_source = param.Selector(default="live", objects=["live"],
         doc="ARE of the format in use ('live') or of a shadow format.")
     hist_layer = param.Selector(default="", objects=[""], doc="Layer whose weight histogram is shown over time.")
@@ -155,6 +158,7 @@ class LiveTrainingState(param.Parameterized):
         self._run: Any = None
         self._feed: RunFeed | None = None
         self._commands: dict[int, tuple[str, dict[str, Any]]] = {}  # seq -> (what was asked, changes)
+        self._status_checked = -math.inf  # when check_answers last looked at an ended run's row
         self._got: dict[str, Any] = {}  # what this page has taken from the feed (see _take)
         self._sent: dict[str, Any] = {}  # feed version each plot last drew
         self._syncing = False
@@ -339,7 +343,16 @@ class LiveTrainingState(param.Parameterized):
         if self._run is None:
             return
         if not self._commands:
-            self._refresh_status()  # a stop or an end is shown within ~0.1 s, between polls
+            # A stop, a pause or an end is shown within ~0.1 s, between polls; the step, progress and speed
+            # follow at the next poll (refreshing them here, ten times a second in every open tab, kept the
+            # server busy). An ended run's row changes only if the run is resumed: looked at every
+            # ``ended_check`` seconds.
+            now = time.monotonic()
+            if is_final(self.status) and now - self._status_checked < self.ended_check:
+                return
+            self._status_checked = now
+            if self._run.status != self.status:
+                self._refresh_status()
             return
         for seq in sorted(self._commands):
             ans = self._run.answer(seq)
@@ -588,6 +601,14 @@ class LiveTrainingState(param.Parameterized):
             for text in feed.events[got["events"]:]:
                 self._say(text)
             got["events"] = len(feed.events)
+
+    @property
+    def settled(self) -> bool:
+        """True when the observed run has ended and the page shows all of it: nothing left to read,
+        redraw or answer (a page may then poll rarely: :attr:`ended_check`)."""
+        feed = self._feed
+        return (self._run is not None and is_final(self.status) and not self._commands
+                and not self._pending_redraws and feed is not None and feed.complete and not self._dirty())
 
     def _dirty(self) -> list[str]:
         """The plots whose feed data changed since they were drawn."""
