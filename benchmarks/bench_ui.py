@@ -195,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
             if total != args.steps:
                 raise SystemExit(f"error: the run takes {total} steps, not {args.steps}: the page's inputs moved")
             tabs = [first]
-            for phase, at in (("early", 100), ("late", int(args.steps * 0.8))):
+            # late: with 40% of the run left, so a slow page still measures while the run trains
+            for phase, at in (("early", 100), ("late", int(args.steps * 0.6))):
                 wait(lambda: (s := status(first)) is not None and s[2] >= at, timeout=24 * 3600,
                      interval=0.5, what=f"step {at}")
                 step_now = status(first)[2]  # type: ignore[index]
@@ -204,8 +205,10 @@ def main(argv: list[str] | None = None) -> int:
                 while len(tabs) < args.tabs:
                     tabs.append(open_live(browser, url, run_id)[0])
                 rows.append((f"{phase} (step {step_now}): page load", f"{load:.2f} s", f"{load / ref:.2f}"))
+                print(*rows[-1], flush=True)  # as it goes: a run that ends early still leaves its rows
                 for k, v in answer_times(page, store, run_id).items():
                     rows.append((f"{phase}: {k}", f"{v:.2f} s", ""))
+                    print(*rows[-1], flush=True)
                 cpu, rss = server_load(proc, args.window)
                 rows.append((f"{phase}: server CPU, RSS ({len(tabs)} tabs)", f"{cpu:.0f} %, {rss:.0f} MB", ""))
                 for extra in tabs[args.tabs:]:
