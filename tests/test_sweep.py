@@ -157,7 +157,9 @@ def test_unreachable_scheduler_is_a_clear_error_within_10_s(tmp_path: Path) -> N
             "--no-progress")
     took = time.monotonic() - t0
     assert r.returncode == 2 and "error: cannot reach the Dask scheduler" in r.stderr, r.stderr
-    assert r.stderr.count("\n") == 1 and took < 10 + 8, took  # 10 s timeout + interpreter start
+    # the 6 s connect timeout + the interpreter's start: 8-9 s quiet; the slack is for a loaded machine (the start
+    # alone took 8 s beside a CPU hog)
+    assert r.stderr.count("\n") == 1 and took < 6 + 10, took
 
 
 # ------------------------------------------------------------------ local cluster

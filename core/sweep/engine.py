@@ -37,13 +37,14 @@ class Engine:
         scheduler: ``tcp://HOST:PORT`` of a running ``dask scheduler``; None starts an embedded
             ``LocalCluster``.
         workers: embedded workers (processes, one thread each); None = the number of cores.
-        timeout: seconds to wait for the scheduler (and for a first worker).
+        timeout: seconds to wait for the scheduler (6: with the interpreter's start, a command that names an
+            unreachable scheduler says so within 10 s).
 
     Raises:
         EngineError: the scheduler cannot be reached within ``timeout``, or the cluster cannot start.
     """
 
-    def __init__(self, scheduler: str | None = None, workers: int | None = None, timeout: float = 10.0) -> None:
+    def __init__(self, scheduler: str | None = None, workers: int | None = None, timeout: float = 6.0) -> None:
         import dask
         from distributed import Client, LocalCluster
 
