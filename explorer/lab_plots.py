@@ -24,13 +24,12 @@ from bokeh.plotting import figure
 from . import plots
 from .analysis import DataSummary, FormatResult
 from .builder import SLOT_COLORS
-from .widgets import figure_pane
+from .widgets import FIGURE_TOOLS, figure_pane
 
 __all__ = ["LabPlots", "MetricsTable", "SLOTS"]
 
 #: the Format Lab's slots (format cards)
 SLOTS = 4
-_TOOLS = "pan,wheel_zoom,box_zoom,reset,save"
 _HEIGHT, _MIN_WIDTH = 300, 380
 
 
@@ -62,7 +61,7 @@ class _SlotFigure:
                  y_axis_type: str = "linear", y_range: Any = None, under: Any = None,
                  line_width: float = 1.5) -> None:
         kw: dict[str, Any] = {} if y_range is None else {"y_range": y_range}
-        fig = figure(title=title, height=_HEIGHT, min_width=_MIN_WIDTH, sizing_mode="stretch_width", tools=_TOOLS,
+        fig = figure(title=title, height=_HEIGHT, min_width=_MIN_WIDTH, sizing_mode="stretch_width", tools=FIGURE_TOOLS,
                      toolbar_location="right", x_axis_type="log", y_axis_type=y_axis_type, x_axis_label=x_label,
                      y_axis_label=y_label, **kw)
         fig.toolbar.logo = None

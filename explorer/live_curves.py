@@ -23,18 +23,17 @@ import panel as pn
 from bokeh.models import ColumnDataSource, HoverTool
 from bokeh.plotting import figure
 
-from .widgets import figure_pane
+from .widgets import FIGURE_TOOLS, figure_pane
 
 __all__ = ["LiveCurves"]
 
-_TOOLS = "pan,wheel_zoom,box_zoom,reset,save"
 _LOSS_COLOR = "#1f77b4"
 _TEST_COLOR = "#ff7f0e"
 _MARK = dict(line_color="black", line_alpha=0.5, line_width=1)
 
 
 def _figure(title: str, y_label: str, height: int, min_width: int) -> Any:
-    fig = figure(title=title, height=height, min_width=min_width, sizing_mode="stretch_width", tools=_TOOLS,
+    fig = figure(title=title, height=height, min_width=min_width, sizing_mode="stretch_width", tools=FIGURE_TOOLS,
                  toolbar_location="right", x_axis_label="step", y_axis_label=y_label)
     fig.toolbar.logo = None
     return fig

@@ -26,14 +26,13 @@ from bokeh.palettes import Magma256, Viridis256
 from bokeh.plotting import figure
 
 from . import plots
-from .widgets import figure_pane
+from .widgets import FIGURE_TOOLS, figure_pane
 
 __all__ = ["CellFigure", "HeatMap", "WeightHistogram", "TENSOR_TITLES", "set_axis_labels"]
 
 TENSOR_TITLES = {"w": "W (weights)", "a": "A (activations)", "e": "E (errors)", "g": "G (weight gradients)"}
 _ARE = "log10_ARE"  # the cells' colour column (HoloViews' name for "log10 ARE")
 _COUNT = "log10_count"
-_TOOLS = "pan,wheel_zoom,box_zoom,reset,save"
 
 
 class CellFigure:
@@ -49,7 +48,7 @@ class CellFigure:
         self.marks = ColumnDataSource(data={"step": np.array([], dtype=float)})
         self.notes = ColumnDataSource(data={"x": [], "y": [], "text": []})
         self.mapper = LinearColorMapper(palette=list(palette), low=0.0, high=1.0)
-        fig = figure(title=title, height=height, min_width=min_width, sizing_mode="stretch_width", tools=_TOOLS,
+        fig = figure(title=title, height=height, min_width=min_width, sizing_mode="stretch_width", tools=FIGURE_TOOLS,
                      toolbar_location="right", x_axis_label="step", y_axis_label=y_label)
         fig.toolbar.logo = None
         quads = fig.quad(left="step", right="x1", bottom="y0", top="y1", source=self.cells, line_alpha=0,

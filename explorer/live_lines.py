@@ -19,16 +19,15 @@ from bokeh.plotting import figure
 
 from .live_heat import set_axis_labels
 from .plots import RUN_COLORS, TAIL_LEGEND, legend_html, tail_legend, tail_series, tail_title
-from .widgets import figure_pane
+from .widgets import FIGURE_TOOLS, figure_pane
 
 __all__ = ["TailPlot", "SignalPlot"]
 
-_TOOLS = "pan,wheel_zoom,box_zoom,reset,save"
 _DASH = {"line": "solid", "dashed": "dashed", "dotted": "dotted", "dashdot": "dashdot"}
 
 
 def _figure(title: str, x_label: str, y_label: str, height: int, min_width: int, **kw: Any) -> Any:
-    fig = figure(title=title, height=height, min_width=min_width, sizing_mode="stretch_width", tools=_TOOLS,
+    fig = figure(title=title, height=height, min_width=min_width, sizing_mode="stretch_width", tools=FIGURE_TOOLS,
                  toolbar_location="right", x_axis_label=x_label, y_axis_label=y_label, **kw)
     fig.toolbar.logo = None
     return fig

@@ -14,7 +14,10 @@ from panel.viewable import Viewer
 
 from .builder import SpecBuilder
 
-__all__ = ["SpecBuilderView", "OptionalSpecBuilderView", "knob_widgets", "figure_pane"]
+__all__ = ["SpecBuilderView", "OptionalSpecBuilderView", "knob_widgets", "figure_pane", "FIGURE_TOOLS"]
+
+#: the tools of every plain Bokeh figure of the pages
+FIGURE_TOOLS = "pan,wheel_zoom,box_zoom,reset,save"
 
 
 def figure_pane(fig: Any, css_class: str) -> pn.pane.Bokeh:
