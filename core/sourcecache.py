@@ -7,11 +7,11 @@ interpreter's version, the bytes of every ``*.py`` file of ``packages`` (their f
 the entry points of ``entry_point_group`` (name, target, distribution and its version) and the ``*.py``
 files of the top-level packages those entry points name. The file is
 ``<first package>/__pycache__/<name>.json`` (next to Python's byte code), else, where that folder is
-not writable, ``$XDG_CACHE_HOME/lowbit-explorer/<name>.json`` (default ``~/.cache``).
+not writable, ``<name>.json`` in the user cache directory (:func:`core.userdirs.user_cache_dir`).
 
 Used by ``python -m core.train --help``, whose text lists the registered schemes and their field docs:
 known only once the schemes (and torch) are imported, so a fresh process reads them from here.
-Light on purpose (standard library only); any failure to read or write the cache means ``build()``.
+Light on purpose (standard library and platformdirs only); any failure to read or write the cache means ``build()``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TypeVar
+
+from core.userdirs import user_cache_dir
 
 __all__ = ["cached", "source_key"]
 
@@ -90,10 +92,10 @@ def source_key(packages: Sequence[str], entry_point_group: str | None = None) ->
 def _files(name: str, package: str) -> list[Path]:
     out = [loc / "__pycache__" / f"{name}.json" for loc in _locations(package)[:1] if loc.is_dir()]
     try:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        base = user_cache_dir()
     except RuntimeError:  # no home folder
         return out
-    return out + [base / "lowbit-explorer" / f"{name}.json"]
+    return out + [base / f"{name}.json"]
 
 
 def _write(path: Path, text: str) -> bool:

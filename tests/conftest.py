@@ -16,12 +16,15 @@ import pytest  # noqa: E402
 
 @pytest.fixture(autouse=True, scope="session")
 def _default_store_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory):
-    """Tests that do not name a store never write into the user's own one (``$LOWBIT_STORE`` is set to a
-    store in a temporary folder for the whole session, and restored afterwards)."""
-    old = os.environ.get("LOWBIT_STORE")
+    """Tests never write into the user's own store or checkpoints folder (``$LOWBIT_STORE`` and
+    ``$LOWBIT_CHECKPOINTS`` point into a temporary folder for the whole session, restored afterwards)."""
+    names = ("LOWBIT_STORE", "LOWBIT_CHECKPOINTS")
+    old = {k: os.environ.get(k) for k in names}
     os.environ["LOWBIT_STORE"] = str(tmp_path_factory.mktemp("default-store") / "runs.sqlite")
+    os.environ["LOWBIT_CHECKPOINTS"] = str(tmp_path_factory.mktemp("checkpoints"))
     yield
-    if old is None:
-        os.environ.pop("LOWBIT_STORE", None)
-    else:
-        os.environ["LOWBIT_STORE"] = old
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

@@ -20,6 +20,35 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.timeout(600)
 
 
+#: prints the requirements of lowbit-explorer (extras left out) that the installed versions do not meet
+_UNMET = """
+import importlib.metadata as m
+from packaging.requirements import Requirement
+bad = []
+for text in m.requires('lowbit-explorer') or []:
+    req = Requirement(text)
+    if req.marker is not None and not req.marker.evaluate({'extra': ''}):
+        continue
+    try:
+        version = m.version(req.name)
+    except m.PackageNotFoundError:
+        bad.append(f'{req} (missing)')
+        continue
+    if not req.specifier.contains(version, prereleases=True):
+        bad.append(f'{req} (have {version})')
+print(bad)
+"""
+
+
+def eval_list(text: str) -> list[str]:
+    """A printed Python list of strings, read back safely."""
+    import ast
+
+    value = ast.literal_eval(text)
+    assert isinstance(value, list) and all(isinstance(v, str) for v in value), text
+    return value
+
+
 def _run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 300
          ) -> subprocess.CompletedProcess[str]:
     r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
@@ -42,6 +71,23 @@ def test_wheel_installed_outside_the_checkout_trains_and_serves(tmp_path: Path) 
     # its .pth files (the checkout's editable install) are not processed
     (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     _run([str(vpy), "-m", "pip", "install", "-q", "--no-deps", str(wheels[0])], cwd=tmp_path)
+    # what the wheel declares is true: its Python range is the one the code needs (tomllib: 3.11), pyarrow is
+    # an extra, not a requirement, and every requirement is met by the versions found
+    meta = _run([str(vpy), "-c", "import importlib.metadata as m; d = m.metadata('lowbit-explorer'); "
+                 "print(d['Requires-Python']); print(d.get_all('Provides-Extra')); print(d.get_all('Requires-Dist'))"],
+                cwd=tmp_path).stdout.split("\n")
+    assert meta[0] == ">=3.11", meta[0]
+    assert "parquet" in meta[1], meta[1]
+    plain = [r for r in eval_list(meta[2]) if "extra ==" not in r]
+    assert not any(r.startswith("pyarrow") for r in plain), plain
+    assert {r.split(">")[0].split("[")[0].split("<")[0].split("=")[0].strip() for r in plain} >= {
+        "torch", "numpy", "numba", "panel", "bokeh", "holoviews", "dask", "platformdirs", "pooch"}, plain
+    unmet = _run([str(vpy), "-c", _UNMET], cwd=tmp_path).stdout.strip()
+    assert unmet == "[]", unmet
+    # without the parquet extra (pyarrow hidden from the venv, ahead of the shared site-packages): csv exports
+    # work and a parquet export says which extra to install
+    (site / "pyarrow").mkdir()
+    (site / "pyarrow" / "__init__.py").write_text("raise ImportError('pyarrow is not installed here')\n")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LOWBIT_DATA", "LOWBIT_STORE")}
     env["HOME"] = str(tmp_path / "home")
     where = _run([str(vpy), "-c", "import core, explorer; from core.data import catalogue, cache_dir; "
@@ -58,6 +104,12 @@ def test_wheel_installed_outside_the_checkout_trains_and_serves(tmp_path: Path) 
     r = _run([exe, "train", "--dataset", "digits", "--epochs", "1", "--max-steps", "5", "--hidden", "16",
               "--store", str(store), "--no-progress"], cwd=tmp_path, env=env)
     assert " done: test_acc=" in r.stdout, r.stdout
+    r = subprocess.run([str(vpy), "-c", "import sys; from core.store import RunStore; s = RunStore(sys.argv[1]); "
+                        "rid = s.list_runs()['run_id'].iloc[0]; print(len(s.export(rid, sys.argv[2], 'csv'))); "
+                        "s.export(rid, sys.argv[2], 'parquet')", str(store), str(tmp_path / "tables")],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and int(r.stdout.split()[0]) >= 5, (r.stdout, r.stderr[-2000:])
+    assert "pip install 'lowbit-explorer[parquet]'" in r.stderr.strip().splitlines()[-1], r.stderr[-2000:]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

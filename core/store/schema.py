@@ -7,13 +7,13 @@ Owns the ``CREATE TABLE`` statements, the schema version and :func:`default_stor
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
+
+from core.userdirs import APP_NAME, user_data_dir
 
 __all__ = ["SCHEMA_VERSION", "SCHEMA", "MIGRATIONS", "APP_NAME", "default_store_path", "resolve_store_path"]
 
 SCHEMA_VERSION = 2
-APP_NAME = "lowbit-explorer"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS lowbit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -98,18 +98,10 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 
 
 def default_store_path() -> Path:
-    """``runs.sqlite`` in the user data directory of ``lowbit-explorer``.
-
-    Linux: ``$XDG_DATA_HOME`` or ``~/.local/share``; macOS: ``~/Library/Application Support``;
-    Windows: ``%LOCALAPPDATA%``.
-    """
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Application Support"
-    else:
-        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return base / APP_NAME / "runs.sqlite"
+    """``runs.sqlite`` in the user data directory of ``lowbit-explorer`` (:func:`core.userdirs.user_data_dir`:
+    ``$XDG_DATA_HOME`` or ``~/.local/share`` on Linux, ``~/Library/Application Support`` on macOS,
+    ``%LOCALAPPDATA%`` on Windows)."""
+    return user_data_dir() / "runs.sqlite"
 
 
 def resolve_store_path(path: str | os.PathLike[str] | None = None) -> Path:
