@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 import pytest
@@ -136,3 +137,52 @@ def test_coerce_value_and_lr_schedule():
     assert lr_factor(19, 100, 10, s) == 1.0 and lr_factor(20, 100, 10, s) == pytest.approx(0.1)
     w = OptimConfig(warmup_steps=4)
     assert lr_factor(1, 100, 10, w) == 0.5
+
+
+def test_a_training_subset_smaller_than_one_batch_is_refused():
+    """``train_subset`` < ``batch_size`` is refused when the config is made (before any data loads)."""
+    with pytest.raises(ValueError, match=r"the training set has 1 example \(data.train_subset\), fewer than one "
+                                         r"batch \(batch_size 64\)"):
+        RunConfig(data=DataConfig(name="digits", train_subset=1))
+    with pytest.raises(ValueError, match=r"has 63 examples .* \(batch_size 64\)"):
+        RunConfig.from_dict({"data": {"train_subset": 63}})
+    with pytest.raises(ValueError, match=r"has 10 examples .* \(batch_size 64\)"):
+        RunConfig().with_changes({"data.train_subset": 10})
+    with pytest.raises(ValueError, match=r"has 64 examples .* \(batch_size 65\)"):
+        RunConfig(data=DataConfig(train_subset=64)).with_changes({"batch_size": "65"})
+    # exactly one batch is fine; a subset and a batch size changed together pass in either order
+    assert RunConfig(data=DataConfig(train_subset=64)).batch_size == 64
+    assert RunConfig().with_changes({"data.train_subset": 10, "batch_size": 8}).data.train_subset == 10
+    small = RunConfig(data=DataConfig(train_subset=10), batch_size=8)
+    big = small.with_changes({"batch_size": 100, "data.train_subset": 200})
+    assert (big.batch_size, big.data.train_subset) == (100, 200)
+    with pytest.raises(ValueError, match="fewer than one batch"):  # nothing half-applied leaks out
+        small.with_changes({"batch_size": 100, "data.train_subset": 50})
+    assert RunConfig(data=DataConfig(train_subset=2), batch_size=2).with_changes({"epochs": 2}).epochs == 2
+
+
+def test_a_subset_smaller_than_one_batch_is_refused_by_run_and_the_cli(tmp_path, capsys):
+    from core.train import Run
+    from core.train.__main__ import build_parser, config_from_args, main
+
+    with pytest.raises(ValueError, match="the training set has 1 example"):
+        Run({"data": {"name": "digits", "train_subset": 1}})
+    store = tmp_path / "runs.sqlite"
+    assert main(["--dataset", "digits", "--train-subset", "1", "--store", str(store), "--no-progress"]) == 2
+    out = capsys.readouterr()
+    assert out.err == ("error: the training set has 1 example (data.train_subset), fewer than one batch "
+                       "(batch_size 64): lower batch_size or raise data.train_subset\n")
+    assert out.out == "" and not store.exists()
+    assert main(["--train-subset", "100", "--batch-size", "128", "--store", str(store), "--no-progress"]) == 2
+    assert "has 100 examples" in capsys.readouterr().err and not store.exists()
+    # the CLI applies --train-subset before --batch-size: the pair is checked together
+    cfg = config_from_args(build_parser().parse_args(["--train-subset", "10", "--batch-size", "8"]))
+    assert (cfg.data.train_subset, cfg.batch_size) == (10, 8)
+
+
+def test_a_subset_larger_than_the_dataset_still_trains_on_all_of_it():
+    from core.train import Run
+
+    run = Run(RunConfig(data=DataConfig(name="digits", train_subset=100_000), epochs=1, max_steps=1)).prepare()
+    assert run.data is not None and len(run.data.train) == 1797 - 359
+    assert run.steps_per_epoch == math.ceil((1797 - 359) / 64)

@@ -90,8 +90,13 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def check_sha256(path: Path, expected: str) -> None:
-    """Raise :class:`DatasetError` when ``path``'s SHA-256 differs from ``expected``."""
-    got = sha256_file(path)
+    """Raise :class:`DatasetError` when ``path``'s SHA-256 differs from ``expected``, or when ``path``
+    cannot be read (permission denied, a folder, an I/O error)."""
+    try:
+        got = sha256_file(path)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise DatasetError(f"cannot read {path}: {reason[:1].lower()}{reason[1:]}") from exc
     if got.lower() != expected.lower():
         raise DatasetError(
             f"checksum mismatch for {path}: SHA-256 is {got}, expected {expected} "

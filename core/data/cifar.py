@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import pickle
 import tarfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +101,7 @@ def load_cifar10(cfg: DataConfig) -> DataBundle:
         try:
             with tarfile.open(arc) as tf:
                 tf.extractall(folder, filter="data")
-        except (tarfile.TarError, OSError) as exc:
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:  # EOFError: a cut gzip stream
             raise DatasetError(f"cannot extract {arc}: {exc}") from exc
         d = find_cifar_dir(folder, dirname)
         if d is None:

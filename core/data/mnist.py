@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -25,15 +26,18 @@ _IDX_TYPES: dict[int, str] = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Read one IDX file (gzip or raw) into an array; structural errors raise :class:`DatasetError`."""
+    """Read one IDX file (gzip or raw) into an array; unreadable or corrupt files (a bad gzip header or
+    CRC, a cut or corrupt deflate stream) and structural errors raise :class:`DatasetError`."""
     try:
         if path.suffix == ".gz":
             with gzip.open(path, "rb") as f:
                 data = f.read()
         else:
             data = path.read_bytes()
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError; a cut stream an EOFError
         raise DatasetError(f"cannot read IDX file {path}: {exc}") from exc
+    except zlib.error as exc:  # corrupt deflate data inside a well-formed gzip member
+        raise DatasetError(f"cannot read IDX file {path}: corrupt gzip data ({exc})") from exc
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES:
         raise DatasetError(f"{path} is not an IDX file (bad magic number)")
     ndim = data[3]

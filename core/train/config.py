@@ -8,6 +8,7 @@ Owns :class:`OptimConfig`, :class:`TelemetryConfig` and :class:`RunConfig` (whic
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import math
 import os
@@ -40,6 +41,10 @@ __all__ = [
 ]
 
 TENSOR_KINDS = ("w", "a", "e", "g")
+
+#: True while :meth:`RunConfig.with_changes` applies its keys one by one: checks that span several fields
+#: (:meth:`RunConfig._check_across_fields`) then wait for the last key, so the order of the keys never matters
+_CHANGING: contextvars.ContextVar[bool] = contextvars.ContextVar("lowbit_run_config_changing", default=False)
 
 
 @dataclass(frozen=True)
@@ -206,6 +211,20 @@ class RunConfig:
             raise ValueError(f"RunConfig.threads must be in 1..{MAX_THREADS} or None, got {self.threads}")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ValueError(f"RunConfig.device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
+        if not _CHANGING.get():
+            self._check_across_fields()
+
+    def _check_across_fields(self) -> None:
+        """Checks that span several fields (run once :meth:`with_changes` has applied all its keys).
+
+        A training subset smaller than one batch is refused: the run would take one short batch per
+        epoch. (A subset larger than the dataset is fine: the whole training split is used.)
+        """
+        n = self.data.train_subset
+        if n is not None and n < self.batch_size:
+            raise ValueError(f"the training set has {n} example{'' if n == 1 else 's'} (data.train_subset), "
+                             f"fewer than one batch (batch_size {self.batch_size}): lower batch_size or "
+                             "raise data.train_subset")
 
     # ---- dict / TOML
     def to_dict(self) -> dict[str, Any]:
@@ -255,8 +274,19 @@ class RunConfig:
             live: only allow :data:`LIVE_KEYS` (what can change while a run is going).
 
         Raises:
-            ValueError: unknown key, a key not changeable live, or a value out of its domain.
+            ValueError: unknown key, a key not changeable live, or a value out of its domain. Checks
+                that span fields (a training subset smaller than one batch) see all ``changes`` at once,
+                whatever their order.
         """
+        changing = _CHANGING.set(True)
+        try:
+            cfg = self._apply_changes(changes, live)
+        finally:
+            _CHANGING.reset(changing)
+        cfg._check_across_fields()
+        return cfg
+
+    def _apply_changes(self, changes: Mapping[str, Any], live: bool) -> "RunConfig":
         cfg = self
         for key, value in self.normalise_keys(changes).items():
             if live and not any(key == k or (k.endswith(".") and key.startswith(k)) for k in LIVE_KEYS):
