@@ -11,10 +11,11 @@ import functools
 import hashlib
 import logging
 import os
-import sys
 import tomllib
 from pathlib import Path
 from typing import Any
+
+from core import userdirs
 
 from .base import DatasetError
 
@@ -42,15 +43,10 @@ def catalogue_path() -> Path:
 
 
 def user_cache_dir() -> Path:
-    """``lowbit-explorer/datasets`` in the user cache directory (``$XDG_CACHE_HOME`` or ``~/.cache``;
-    ``~/Library/Caches`` on macOS, ``%LOCALAPPDATA%`` on Windows)."""
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Caches"
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "lowbit-explorer" / "datasets"
+    """``datasets`` in the user cache directory of the project (:func:`core.userdirs.user_cache_dir`:
+    ``$XDG_CACHE_HOME/lowbit-explorer`` or ``~/.cache/lowbit-explorer`` on Linux, ``~/Library/Caches`` on
+    macOS, ``%LOCALAPPDATA%`` on Windows)."""
+    return userdirs.user_cache_dir() / "datasets"
 
 
 @functools.lru_cache(maxsize=1)
