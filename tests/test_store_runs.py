@@ -200,8 +200,13 @@ def test_a_store_on_read_only_media_opens_for_reading(readonly_dir):
     assert subprocess.run(["mount", "-o", "remount,ro", str(readonly_dir)]).returncode == 0
     with RunStore(path) as s:
         assert s.readonly and list(s.list_runs()["name"]) == ["kept"] and s.get_run(rid)["final_test_acc"] == 0.5
+        assert s.readonly_reason == "read-only file system"
         with pytest.raises(sqlite3.OperationalError):
             s.update_run(rid, status="error")  # nothing is written
+    r = subprocess.run([sys.executable, "-m", "core.train", "--store", str(path), "--no-progress", "--max-steps", "1"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)  # a writer is refused in one line
+    assert r.returncode == 2 and r.stdout == "", (r.returncode, r.stdout, r.stderr[-3000:])
+    assert r.stderr == f"error: cannot write the run store {path}: read-only file system\n"
     for cmd in (["-m", "explorer.export", "--list"], ["-m", "core.sweep", "list"]):
         r = subprocess.run([sys.executable, *cmd, "--store", str(path)], cwd=ROOT, capture_output=True, text=True,
                            timeout=120)
@@ -222,10 +227,24 @@ def test_export_reports_a_bad_store_in_one_line(tmp_path, content):
     assert r.returncode == 2 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
 
 
-def test_checkpoints_are_kept_beside_the_store_in_a_folder_named_after_it(tmp_path):
-    store = RunStore(tmp_path / "mine.sqlite")
-    assert store.checkpoint_dir("abc") == tmp_path / "mine.sqlite.checkpoints" / "abc"
-    assert RunStore(tmp_path / "other.sqlite").checkpoint_dir("abc") != store.checkpoint_dir("abc")
+def test_checkpoints_go_to_the_user_data_folder_not_beside_the_store(tmp_path, monkeypatch):
+    """``LOWBIT_STORE=~/runs.sqlite`` must not create anything else in ``~``: a run's checkpoints are in the
+    user data directory (``$XDG_DATA_HOME/lowbit-explorer/checkpoints/<store id>/<run id>``), or under
+    ``$LOWBIT_CHECKPOINTS``; two stores keep their runs apart; the store records the full path."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.delenv("LOWBIT_CHECKPOINTS", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    store = RunStore(home / "runs.sqlite")
+    cfg = RunConfig(model=ModelConfig(hidden=(8,)), epochs=1, max_steps=2, threads=1)
+    run = Run(cfg, store).start()
+    assert run.wait(120) == "done"
+    ck = Path(store.checkpoints(run.id).path.iloc[-1])
+    assert ck.is_file() and ck.is_relative_to(tmp_path / "data" / "lowbit-explorer" / "checkpoints" / store.store_id)
+    assert {p.name for p in home.iterdir()} <= {"runs.sqlite", "runs.sqlite-wal", "runs.sqlite-shm"}  # nothing else
+    assert RunStore(home / "other.sqlite").checkpoint_dir("abc") != store.checkpoint_dir("abc")
+    monkeypatch.setenv("LOWBIT_CHECKPOINTS", str(tmp_path / "big-disk"))
+    assert store.checkpoint_dir("abc") == tmp_path / "big-disk" / store.store_id / "abc"
 
 
 def test_training_goes_on_while_another_process_holds_the_write_lock(tmp_path):

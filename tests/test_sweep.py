@@ -240,6 +240,64 @@ def test_ctrl_c_stops_running_cells_cleanly_and_a_rerun_finishes_the_grid(tmp_pa
         assert len(_todo(expand(loads(p.read_text())), st.sweep_cells("stopme"), rerun_failed=False)) == 4
 
 
+def test_sigterm_stops_a_sweep_like_ctrl_c_and_a_rerun_finishes_it(tmp_path: Path) -> None:
+    """``kill PID`` (a service manager, a batch system's time limit) ends ``python -m core.sweep run`` as Ctrl-C
+    does: the running cell ends ``stopped`` through its run's own path, the unstarted ones stay ``created``,
+    the sweep is ``stopped``, the store passes its checks, and running the same sweep again trains the rest."""
+    import sqlite3
+
+    from core.store.integrity import check_schema, forget_checks
+
+    path = tmp_path / "s.sqlite"
+    p = write(tmp_path, "term", '"scheme.mx" = [1, 2, 3]', steps=200)  # 2-4 s a cell: the rerun stays short
+    cmd = [PY, "-m", "core.sweep", "run", str(p), "--workers", "1", "--store", str(path), "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        going: list[str] = []
+        end = time.monotonic() + 120
+        while not going and time.monotonic() < end:
+            if path.exists():
+                try:
+                    with sqlite3.connect(path, timeout=5) as c:
+                        going = [r for (r,) in c.execute("SELECT run_id FROM runs WHERE status='running' "
+                                                         "AND step >= 2")]
+                except sqlite3.Error:
+                    pass
+            time.sleep(0.1)
+        assert going, "no cell got going"
+        proc.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        out, err = proc.communicate(timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1 and "sweep term stopped" in out, (out + err)[-3000:]
+    assert took < 30, took  # the cell stops at its next step; then the cluster closes
+    assert "Traceback" not in err, err[-3000:]
+    with sqlite3.connect(path) as c:
+        assert c.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        check_schema(c, path)
+    forget_checks()
+    with RunStore(path) as st:  # opens (quick_check) and marks nothing: no process of the sweep is left
+        runs = st.list_runs().set_index("run_id")
+        assert all(runs.loc[r, "status"] == "stopped" for r in going), runs[["status", "step"]]
+        assert set(runs["status"]) == {"stopped"}  # no run left 'running' (nor 'interrupted')
+        for rid in going:
+            assert st.events(rid)["kind"].iloc[-1] == "stopped"  # ended through the run's own path
+        cells = st.sweep_cells("term")
+        assert set(cells["status"]) <= {"stopped", "created"} and (cells["status"] == "stopped").sum() == len(going)
+        assert st.get_sweep("term")["status"] == "stopped"
+        todo = int((cells["status"] != "done").sum())
+    with RunStore(path) as st:  # the same sweep again (in this process: no second interpreter start)
+        res = run(p, store=st, workers=1)
+        assert res.status == "done" and res.trained == todo and res.counts == {"done": 3}
+        cells = st.sweep_cells("term")
+        assert (cells["status"] == "done").all() and set(cells["run_id"]).isdisjoint(going)
+        assert st.get_sweep("term")["status"] == "done"
+
+
 # ------------------------------------------------------------------ a real cluster
 def _free_port() -> int:
     with socket.socket() as s:
@@ -391,3 +449,15 @@ def test_a_run_obeys_commands_written_into_the_store(tmp_path: Path) -> None:
         run.wait(30)
     kinds = list(store.events(run.id)["kind"])
     assert "update" in kinds and "pause" in kinds and "resume" in kinds and kinds[-1] == "stopped"
+
+
+@pytest.mark.parametrize("grid", ['"data.train_subset" = [16]\nbatch_size = [8]',
+                                  'batch_size = [8]\n"data.train_subset" = [16]'])
+def test_a_cells_keys_are_checked_together_whatever_their_order(grid):
+    """A check across fields (a training subset smaller than one batch) sees the whole cell: a subset of 16
+    with batch 8 is valid in either key order; the same subset with the base's batch of 64 is refused."""
+    base = "name = \"order\"\n[base]\nbatch_size = 64\nepochs = 1\n[grid]\n"
+    cells = expand(loads(base + grid, "order.toml"))
+    assert [(c.config.batch_size, c.config.data.train_subset) for c in cells] == [(8, 16)]
+    with pytest.raises(SweepError, match="fewer than one batch"):
+        expand(loads(base + '"data.train_subset" = [16, 100]', "order.toml"))

@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             except (ValueError, OSError) as exc:
                 raise ValueError(f"{d}: {exc}") from None
         store = RunStore(a.store)
+        store.require_writable()  # a read-only store is refused before any run starts
     except (ValueError, StoreError) as exc:
         return fail(exc)
     results: dict[tuple[str, str], tuple[float | None, str, float, float | None]] = {}

@@ -6,7 +6,7 @@ from __future__ import annotations
 from .schema import SCHEMA_VERSION, default_store_path, resolve_store_path
 from .status import (ACTIVE_STATUSES, FINAL_STATUSES, PENDING_STATUSES, RERUN_STATUSES, CommandKind, RunStatus,
                      SweepStatus, is_active, is_final)
-from .errors import StoreError
+from .errors import StoreError, StoreSchemaError, StoreWriteError
 from .integrity import StoreCorruptError
 from .store import RunStore, RunWriter
 
@@ -15,6 +15,8 @@ __all__ = [
     "RunWriter",
     "StoreError",
     "StoreCorruptError",
+    "StoreSchemaError",
+    "StoreWriteError",
     "default_store_path",
     "resolve_store_path",
     "SCHEMA_VERSION",

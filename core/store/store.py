@@ -21,18 +21,21 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from core.userdirs import checkpoints_root
+
 from .schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION, resolve_store_path
 from .control import ControlMixin
-from .errors import StoreError
-from .integrity import StoreCorruptError, check_integrity, corrupt_error, is_corruption
+from .access import os_reason, sqlite_reason, unwritable, unwritable_folder, write_error
+from .errors import StoreError, StoreSchemaError, StoreWriteError
+from .integrity import StoreCorruptError, check_integrity, check_schema, corrupt_error, is_corruption
 from .process import pid_alive as _pid_alive
 from .process import process_start_time
 from .tx import rollback
 from .status import ACTIVE_STATUSES, FINAL_STATUSES, RunStatus
 from .sweeps import SweepsMixin
 
-__all__ = ["RunStore", "RunWriter", "StoreError", "StoreCorruptError", "ACTIVE_STATUSES", "FINAL_STATUSES",
-           "process_start_time"]
+__all__ = ["RunStore", "RunWriter", "StoreError", "StoreCorruptError", "StoreSchemaError", "StoreWriteError",
+           "ACTIVE_STATUSES", "FINAL_STATUSES", "process_start_time"]
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +70,16 @@ class RunStore(ControlMixin, SweepsMixin):
         path: the SQLite file; None = ``$LOWBIT_STORE`` or the user data directory.
         stale_after: seconds without a heartbeat after which a run of another host counts as dead.
         readonly: open for reading only (nothing is created, upgraded or marked); chosen by itself
-            when the store's folder cannot be written (a read-only mount, another user's folder).
+            when an existing store cannot be written (a read-only mount, another user's folder or file;
+            :attr:`readonly_reason` says which). A writer calls :meth:`require_writable` first.
 
     Raises:
         StoreCorruptError: the file is damaged (SQLite's ``quick_check`` fails; checked once per process
             and file: :mod:`core.store.integrity`).
+        StoreSchemaError: its tables are not the schema's (a column missing:
+            :func:`~core.store.integrity.check_schema`).
+        StoreWriteError: there is no store there and none can be made (a read-only folder, a file where a
+            folder of the path should be ...); nothing is written.
         StoreError: the file is not a SQLite database, or not a Lowbit run store; with ``readonly``,
             no store there or one that needs an upgrade.
     """
@@ -85,16 +93,41 @@ class RunStore(ControlMixin, SweepsMixin):
         self._lock = threading.Lock()
         if self.path.exists() and self.path.is_dir():
             raise StoreError(f"run store {self.path} is a directory, not a file")
-        if not readonly and self.path.is_file() and not os.access(self.path.parent, os.W_OK):
-            log.info("run store %s: its folder is not writable, opening it read-only", self.path)
-            readonly = True
+        #: why the store is read-only (``read-only folder`` ...), None while it can be written
+        self.readonly_reason: str | None = "opened read-only" if readonly else None
+        if not readonly and self.path.is_file():
+            why = unwritable(self.path)
+            if why is not None:
+                log.info("run store %s: %s, opening it read-only", self.path, why)
+                readonly, self.readonly_reason = True, why
         self.readonly = readonly
         if readonly:
             self._check_readable()
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._make_folder()
         self._init_schema()
         self.mark_interrupted()
+
+    def require_writable(self) -> None:
+        """Refuse to go on with a store that was opened read-only (before a run or a sweep writes anything).
+
+        Raises:
+            StoreWriteError: ``cannot write the run store <path>: <why>`` (``read-only folder`` ...).
+        """
+        if self.readonly:
+            raise write_error(self.path, self.readonly_reason or "opened read-only")
+
+    def _make_folder(self) -> None:
+        """Make the store's folder; refuse a store that cannot be created there before anything is written."""
+        folder = self.path.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise write_error(self.path, os_reason(exc, folder)) from None
+        if not os.path.lexists(self.path):
+            why = unwritable_folder(folder)
+            if why is not None:
+                raise write_error(self.path, why)
 
     def _check_readable(self) -> None:
         if not self.path.is_file():
@@ -106,6 +139,8 @@ class RunStore(ControlMixin, SweepsMixin):
                 if "lowbit_meta" not in tables:
                     raise StoreError(f"{self.path} is not a Lowbit run store")
                 check_integrity(c, self.path)
+                if _stored_version(c) in (None, SCHEMA_VERSION):  # an older one is refused below, by its version
+                    check_schema(c, self.path)
                 row = c.execute("SELECT value FROM lowbit_meta WHERE key='schema_version'").fetchone()
             finally:
                 c.close()
@@ -159,6 +194,8 @@ class RunStore(ControlMixin, SweepsMixin):
                                  f"(tables: {', '.join(sorted(tables))})")
             if tables:
                 check_integrity(c, self.path)
+                if _stored_version(c) in (None, SCHEMA_VERSION):  # an older store is checked once upgraded
+                    check_schema(c, self.path, tables_may_be_missing=True)  # before anything is written
             c.execute("PRAGMA journal_mode=WAL")
             c.execute("PRAGMA synchronous=NORMAL")
             c.execute("BEGIN IMMEDIATE")
@@ -177,6 +214,7 @@ class RunStore(ControlMixin, SweepsMixin):
                             c.execute(stmt)
                     c.execute("UPDATE lowbit_meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
                 c.execute("INSERT OR IGNORE INTO lowbit_meta VALUES ('store_id', ?)", (uuid.uuid4().hex,))
+                check_schema(c, self.path)
                 c.execute("COMMIT")
             except BaseException:
                 rollback(c)
@@ -184,6 +222,9 @@ class RunStore(ControlMixin, SweepsMixin):
         except sqlite3.DatabaseError as exc:
             if is_corruption(exc):
                 raise corrupt_error(self.path, str(exc)) from None
+            why = sqlite_reason(exc)
+            if why is not None:
+                raise write_error(self.path, why) from None
             raise StoreError(f"{self.path} is not a run store: {exc}") from exc
         finally:
             c.close()
@@ -446,10 +487,20 @@ class RunStore(ControlMixin, SweepsMixin):
         return paths
 
     def checkpoint_dir(self, run_id: str) -> Path:
-        """``<store dir>/<store name>.checkpoints/<run_id>``: named after the store, so a store in a shared
-        folder (``LOWBIT_STORE=~/runs.sqlite``) does not claim a generic ``checkpoints`` folder there, and
-        two stores in one folder keep their checkpoints apart."""
-        return self.path.parent / f"{self.path.name}.checkpoints" / run_id
+        """``<checkpoints root>/<store id>/<run_id>``: the root is :func:`core.userdirs.checkpoints_root`
+        (``$LOWBIT_CHECKPOINTS``, else ``checkpoints`` in the user data directory), never the store's own
+        folder (``LOWBIT_STORE=~/runs.sqlite`` writes nothing else into ``~``); the store's id keeps two
+        stores' runs apart. The store records each checkpoint's full path (:meth:`checkpoints`)."""
+        return checkpoints_root() / (self.store_id or "no-id") / run_id
+
+
+def _stored_version(c: sqlite3.Connection) -> int | None:
+    """The schema version a store's ``lowbit_meta`` records, or None (no row, no readable value)."""
+    try:
+        row = c.execute("SELECT value FROM lowbit_meta WHERE key='schema_version'").fetchone()
+        return int(row[0]) if row else None
+    except (sqlite3.Error, ValueError, TypeError):
+        return None
 
 
 def _wide(df: pd.DataFrame, index: list[str]) -> pd.DataFrame:

@@ -160,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         spec = load(args.file)
         expand(spec)  # every cell is checked before a cluster starts
         store = RunStore(args.store)
+        store.require_writable()  # a read-only store is refused before a cluster starts
         bar, on = _progress_bar(not args.no_progress)
         old = signal.signal(signal.SIGTERM, _sigterm)
         try:

@@ -85,11 +85,13 @@ def run(sweep: SweepSpec | str | os.PathLike[str], *, store: RunStore | str | os
         SweepError: the file or a cell is invalid (before anything runs).
         EngineError: the engine cannot start or the scheduler cannot be reached.
         RuntimeError: another process is driving this sweep.
+        StoreWriteError: the store was opened read-only (a read-only folder or file).
     """
     t0 = time.monotonic()
     spec = sweep if isinstance(sweep, SweepSpec) else load(sweep)
     cells = expand(spec)
     st = store if isinstance(store, RunStore) else RunStore(store)
+    st.require_writable()
     path = store_path(st)
     source = str(Path(spec.source).resolve()) if spec.source and Path(spec.source).is_file() else spec.source
     st.begin_sweep(spec.name, cells_for_store(cells), metric=spec.metric, axes=spec.default_axes,
@@ -148,8 +150,8 @@ def _drive(eng: Engine, st: RunStore, spec: SweepSpec, todo: list[Cell], prog: P
             if not done:
                 time.sleep(poll)
             for f in done:
+                pending.discard(f)  # first: a Ctrl-C or SIGTERM while recording must not leave it pending for ever
                 _record(st, spec.name, futures[f], f, prog)
-            pending -= done
             now = time.monotonic()
             if now - last_beat > 1.0:
                 last_beat = now

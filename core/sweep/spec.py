@@ -240,6 +240,19 @@ def _order(changes: Mapping[str, Any]) -> list[tuple[str, Any]]:
 def _apply(base: RunConfig, changes: Mapping[str, Any], spec: SweepSpec, section: str = "") -> RunConfig:
     """``base`` with a cell's changes. A scheme table of the base scheme's name changes only the fields
     it gives (the rest come from ``[base.scheme]``); a table of another scheme starts from its defaults."""
+    from core.train.config import across_field_checks_deferred
+
+    with across_field_checks_deferred():  # checks across fields wait for the whole cell: key order never matters
+        cfg = _apply_each(base, changes, spec, section)
+    try:
+        cfg.check_across_fields()
+    except ValueError as exc:
+        keys = ", ".join(f"{k} = {value_label(v)!s}" for k, v in changes.items())
+        raise SweepError(f"{spec.source}: {section}{keys or '[base]'}: {exc}") from None
+    return cfg
+
+
+def _apply_each(base: RunConfig, changes: Mapping[str, Any], spec: SweepSpec, section: str) -> RunConfig:
     cfg = base
     for key, value in _order(changes):
         k, v = key, value

@@ -337,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = config_from_args(args)
         run = Run(cfg, store=args.store)
         run.prepare()
-        run.store  # opens the store now: a bad file is reported as bad input
+        run.store.require_writable()  # opens the store now: a bad or read-only file is reported as bad input
     except (ValueError, TypeError, DatasetError, StoreError) as exc:
         return fail(exc)
     problem = run.quantization_warning()
@@ -349,7 +349,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise KeyboardInterrupt  # SIGTERM ends the run like Ctrl-C: status stopped, final checkpoint
 
     old = signal.signal(signal.SIGTERM, _terminate)
-    run.start()
+    try:
+        run.start()
+    except StoreError as exc:  # a store that takes no run row (a full disk): one line too
+        signal.signal(signal.SIGTERM, old)
+        if bar is not None:
+            bar.close()
+        return fail(exc)
     try:
         while run.wait(0.5) in ("running", "paused"):
             pass

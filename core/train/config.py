@@ -8,6 +8,7 @@ Owns :class:`OptimConfig`, :class:`TelemetryConfig` and :class:`RunConfig` (whic
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dataclasses
 import math
@@ -17,7 +18,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from core.data import DataConfig
 from core.models import ModelConfig
@@ -43,8 +44,20 @@ __all__ = [
 TENSOR_KINDS = ("w", "a", "e", "g")
 
 #: True while :meth:`RunConfig.with_changes` applies its keys one by one: checks that span several fields
-#: (:meth:`RunConfig._check_across_fields`) then wait for the last key, so the order of the keys never matters
+#: (:meth:`RunConfig.check_across_fields`) then wait for the last key, so the order of the keys never matters
 _CHANGING: contextvars.ContextVar[bool] = contextvars.ContextVar("lowbit_run_config_changing", default=False)
+
+
+@contextlib.contextmanager
+def across_field_checks_deferred() -> Iterator[None]:
+    """Inside it, :class:`RunConfig` skips the checks that span several fields, for a caller that applies
+    changes one key at a time (a sweep cell, to name the key a bad value came from) and then calls
+    :meth:`RunConfig.check_across_fields` once on the result."""
+    token = _CHANGING.set(True)
+    try:
+        yield
+    finally:
+        _CHANGING.reset(token)
 
 
 @dataclass(frozen=True)
@@ -212,9 +225,9 @@ class RunConfig:
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ValueError(f"RunConfig.device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
         if not _CHANGING.get():
-            self._check_across_fields()
+            self.check_across_fields()
 
-    def _check_across_fields(self) -> None:
+    def check_across_fields(self) -> None:
         """Checks that span several fields (run once :meth:`with_changes` has applied all its keys).
 
         A training subset smaller than one batch is refused: the run would take one short batch per
@@ -278,12 +291,11 @@ class RunConfig:
                 that span fields (a training subset smaller than one batch) see all ``changes`` at once,
                 whatever their order.
         """
-        changing = _CHANGING.set(True)
-        try:
+        outer = _CHANGING.get()  # inside a caller's across_field_checks_deferred(): the caller checks
+        with across_field_checks_deferred():
             cfg = self._apply_changes(changes, live)
-        finally:
-            _CHANGING.reset(changing)
-        cfg._check_across_fields()
+        if not outer:
+            cfg.check_across_fields()
         return cfg
 
     def _apply_changes(self, changes: Mapping[str, Any], live: bool) -> "RunConfig":

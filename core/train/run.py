@@ -27,6 +27,7 @@ import core
 from core.data import DataBundle, load_dataset
 from core.models import build_model
 from core.store import CommandKind, RunStatus, RunStore, RunWriter, is_final
+from core.store.access import sqlite_reason, write_error
 
 from .checkpoint import load_checkpoint, restore_generators, save_checkpoint
 from .config import RunConfig, lr_factor
@@ -222,18 +223,27 @@ class Run:
 
         Raises:
             RuntimeError: the run was already started.
+            StoreWriteError: the store was opened read-only (a read-only folder or file), or its run row
+                cannot be written (a full disk); nothing is written.
         """
         with self._lock:
             if self._thread is not None:
                 raise RuntimeError(f"run {self.id} was already started")
+            self.store.require_writable()
             cfg = self.config
-            if self._adopt:
-                assert self.id is not None
-                self.store.adopt_run(self.id, versions=_versions())
-            else:
-                self.id = self.store.create_run(
-                    cfg.to_dict(), name=cfg.name, dataset=cfg.data.name, model=cfg.model.name,
-                    scheme=cfg.scheme.name, epochs=cfg.epochs, versions=_versions())
+            try:
+                if self._adopt:
+                    assert self.id is not None
+                    self.store.adopt_run(self.id, versions=_versions())
+                else:
+                    self.id = self.store.create_run(
+                        cfg.to_dict(), name=cfg.name, dataset=cfg.data.name, model=cfg.model.name,
+                        scheme=cfg.scheme.name, epochs=cfg.epochs, versions=_versions())
+            except sqlite3.OperationalError as exc:
+                why = sqlite_reason(exc)
+                if why is None:
+                    raise
+                raise write_error(self.store.path, why) from None
             self._ctx.run_id = self.id
             self.status = RunStatus.RUNNING.value
             with _ACTIVE_LOCK:
