@@ -24,8 +24,12 @@ __all__ = ["LabSpecCard", "layout_html", "labelled", "CARD_WIDTH"]
 
 #: width of a Format Lab card (three fit beside the sidebar at 1280 px)
 CARD_WIDTH = 330
-#: the spec box's text: small monospace, so an MX spec (47 characters) fits the card's width
-_SPEC_CSS = ":host input { font-family: monospace; font-size: 11px; }"
+#: the spec box's text: small monospace with narrow padding, so the longest MX spec
+#: (``mx(elem=fp6_e3m2,block=4096,axis=-1,scale=rceil)``, 48 characters: 301 px) fits the 308 px inside the box
+#: (at 11 px with Bokeh's 12 px padding an MX spec of 46 characters needed 329 px and lost its end); a line box
+#: of 16 px leaves the underscores room below the baseline
+_SPEC_CSS = (":host input { font-family: monospace; font-size: 10px; line-height: 16px; padding-left: 6px;"
+             " padding-right: 6px; }")
 _FIELD_COLORS = {"sign": "#c0392b", "exponent": "#2471a3", "mantissa": "#1e8449", "integer": "#7d3c98",
                  "index": "#7d3c98"}
 
