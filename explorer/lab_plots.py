@@ -8,6 +8,10 @@ the browser one slot's four sources, and no Bokeh model is created or replaced, 
 a few milliseconds where a HoloViews redraw of the four overlays took 0.15 s (element, plot and range
 machinery) and the browser re-renders data alone. Axis ranges follow the data (``DataRange1d``)
 except the codebook's rows and the histogram's height, which are set from the slot count.
+
+Under the codebook, a note of a fixed height (:func:`scale_note`) names the shown slots whose format is
+scaled: their codebook is drawn in element values (units of their scale) while the histogram and its
+rug are in data units.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from .analysis import DataSummary, FormatResult
 from .builder import SLOT_COLORS
 from .widgets import FIGURE_TOOLS, figure_pane
 
-__all__ = ["LabPlots", "MetricsTable", "SLOTS"]
+__all__ = ["LabPlots", "MetricsTable", "SLOTS", "scale_note"]
 
 #: the Format Lab's slots (format cards)
 SLOTS = 4
@@ -36,6 +40,20 @@ _HEIGHT, _MIN_WIDTH = 300, 380
 def _slot_label(i: int) -> str:
     """Legend entry of slot ``i`` (0-based): ``Format 1`` like its card; the spec is in the hover."""
     return f"Format {i + 1}"
+
+
+def scale_note(results: Sequence[FormatResult | None]) -> str:
+    """The HTML note under the codebook: which shown slots hold a scaled format, whose codebook is drawn
+    in element values (units of the format's scale) while the histogram and its rug show data values
+    (element value x scale). "" when no shown slot is scaled."""
+    slots = [str(i + 1) for i, r in enumerate(results) if r is not None and r.scaled]
+    if not slots:
+        return ""
+    which = (f"Format {slots[0]} is scaled: its codebook row shows" if len(slots) == 1
+             else f"Formats {', '.join(slots)} are scaled: their codebook rows show")
+    return (f"<span class='scale-note-text'><b>{html.escape(which)}</b> element values, in units of the "
+            "scale (per block or tensor); the histogram and its code rug show data values (element value x scale)."
+            "</span>")
 
 
 def log_ticks(lo: float, hi: float) -> list[float]:
@@ -129,6 +147,9 @@ class LabPlots:
         # what each slot's glyphs were last drawn from: (result, data, slot count)
         self._drawn: list[tuple[Any, Any, int] | None] = [None] * SLOTS
         self._bars_of: DataSummary | None = None
+        # a fixed height (three lines): a new note changes no layout
+        self.note = pn.pane.HTML("", css_classes=["codebook-note"], height=50, sizing_mode="stretch_width",
+                                 margin=(0, 10), styles={"font-size": "12px", "color": "#444"})
         state.param.watch(self._on_results, ["results"])
         self._on_results()
 
@@ -136,10 +157,11 @@ class LabPlots:
     def figures(self) -> list[_SlotFigure]:
         return [self.codebook, self.density, self.error, self.hist]
 
-    def panes(self) -> list[pn.pane.Bokeh]:
+    def panes(self) -> list[pn.viewable.Viewable]:
         """One pane per plot, with the CSS classes ``plot-codebook``, ``plot-density``, ``plot-error``,
-        ``plot-hist``."""
-        return [f.pane() for f in self.figures]
+        ``plot-hist``; the codebook's comes with its scale note below (``codebook-note``)."""
+        codebook, *others = [f.pane() for f in self.figures]
+        return [pn.Column(codebook, self.note, sizing_mode="stretch_width", margin=0), *others]
 
     def _on_results(self, *_: Any) -> None:
         results: list[FormatResult] = list(self.state.results)
@@ -168,6 +190,9 @@ class LabPlots:
                 self.error.set_slot(i, plots.error_columns(data, r), spec)
                 self.hist.set_slot(i, plots.rug_columns(data, r, i), spec)
             self._drawn[i] = key
+        note = scale_note(results)
+        if self.note.object != note:
+            self.note.object = note
         ys = [src.data[c] for src in self.error.sources for c in ("y0", "y1") if len(src.data[c])]
         y = np.concatenate(ys) if ys else np.zeros(0)
         ticks = log_ticks(float(y.min()), float(y.max())) if y.size else []

@@ -160,7 +160,8 @@ def test_spec_box_shows_a_whole_mx_spec(lab_url: str, open_at: Any, width: int) 
     box.evaluate(show, MX_SPECS[-1])
     shown = box.screenshot()
     box.evaluate(show, MX_SPECS[-1].replace("_", " "))
-    assert box.screenshot() != shown, "the spec box draws no underscores"
+    differs = box.screenshot() != shown
+    assert differs, "the spec box draws no underscores"
     box.evaluate(show, MX_SPECS[-1])
     assert page.errors == []
 
@@ -215,3 +216,32 @@ def test_bias_frac_block_boxes_fit_their_cards(lab_url: str, open_at: Any) -> No
 
 
 # ----------------------------------------------------------------- 4. the codebook's scale note
+def test_scaled_codebook_note_explains_units(lab_url: str, open_at: Any) -> None:
+    """No note while no shown format is scaled; an MX format in card 1 and a scaled fp8 in card 2 bring the note
+    under the codebook plot, naming them: element values in units of the scale, the histogram in data values."""
+    page = open_at(lab_url, 1280)
+    note = page.locator(".codebook-note")
+    text = note.locator(".scale-note-text")
+    # mls (card 1) is scaled: the note names it
+    wait_until(lambda: text.count() == 1 and text.is_visible() and "Format 1 is scaled" in deep_text(note),
+               timeout=60, message="the note for the MLS format")
+    _set_spec(page, 0, "fp8_e5m2")  # two unscaled formats: no note
+    wait_until(lambda: text.count() == 0 and deep_text(note) == "", message="no note without a scaled format")
+    _set_spec(page, 0, MX_SPECS[0])
+    wait_until(lambda: text.count() == 1 and text.is_visible(), message="the note for the MX format")
+    said = deep_text(note)
+    assert "Format 1 is scaled" in said and "Format 2" not in said, said
+    assert "element values" in said and "units of the scale" in said and "data values" in said, said
+    _set_spec(page, 1, "scaled(elem=fp8_e4m3,block=tensor,axis=-1,scale=fp32)")  # a scaled fp8
+    wait_until(lambda: "Formats 1, 2 are scaled" in deep_text(note), message="the note naming both formats")
+    settle(page)
+    # under the codebook plot, in its column, wholly shown (not cut by the pane nor under the next plot)
+    plot, n, t = _box(page.locator(".plot-codebook")), _box(note), _box(text)
+    below = _box(page.locator(".plot-error"))
+    assert n["y"] >= plot["y"] + plot["height"] - _EPS and n["x"] >= plot["x"] - _EPS, (n, plot)
+    assert n["x"] + n["width"] <= plot["x"] + plot["width"] + _EPS, (n, plot)
+    assert _inside(t, n) and t["y"] + t["height"] <= below["y"] + _EPS, (t, n, below)
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 1280
+    _shot(page, "format-lab-scale-note-1280",
+          clip={"x": plot["x"], "y": plot["y"], "width": plot["width"], "height": n["y"] + n["height"] - plot["y"]})
+    assert page.errors == []
