@@ -10,9 +10,6 @@ that no privilege lifts (``NotADirectoryError``, ``RLIMIT_FSIZE``)."""
 
 from __future__ import annotations
 
-import contextlib
-import importlib
-import io
 import os
 import re
 import resource
@@ -24,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_call import call_main
 from corrupt_store import without_column
 
 from core.store import RunStore, StoreError, StoreSchemaError, StoreWriteError
@@ -53,17 +51,6 @@ def _files(folder: Path) -> dict[str, bytes]:
         if p.is_file() and not p.name.endswith("-shm") and not (p.name.endswith("-wal") and not p.stat().st_size):
             out[str(p.relative_to(folder))] = p.read_bytes()
     return out
-
-
-def _main(module: str, argv: list[str]) -> tuple[Any, str, str]:
-    """``module.main(argv)`` in this process: (exit status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = importlib.import_module(module).main(argv)
-        except SystemExit as exc:
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
 
 
 def _one_error_line(err: str, start: str) -> None:
@@ -107,7 +94,8 @@ def test_training_into_a_store_missing_a_column_is_one_line_and_exit_2(tmp_path)
     _one_error_line(r.stderr, f"error: run store {bad} does not match schema version 2: table runs lacks column "
                               f"total_steps; ")
     assert _files(tmp_path) == before
-    code, out, err = _main("core.sweep.__main__", ["run", str(_sweep(tmp_path)), "--store", str(bad), "--no-progress"])
+    code, out, err = call_main("core.sweep.__main__",
+                                ["run", str(_sweep(tmp_path)), "--store", str(bad), "--no-progress"])
     assert code == 2 and out == ""
     _one_error_line(err, f"error: run store {bad} does not match schema version 2: table runs lacks column ")
 
@@ -176,11 +164,12 @@ def test_training_into_a_read_only_folder_is_one_line_and_exit_2(tmp_path, unwri
         _store(db)
     before = _files(folder)
     unwritable(folder)
-    code, out, err = _main("core.train.__main__", ["--store", str(db), *_TRAIN])
+    code, out, err = call_main("core.train.__main__", ["--store", str(db), *_TRAIN])
     assert code == 2 and out == "", (code, out, err)
     assert err == f"error: cannot write the run store {db}: read-only folder\n"
     assert _files(folder) == before  # nothing made, nothing changed
-    code, out, err = _main("core.sweep.__main__", ["run", str(_sweep(tmp_path)), "--store", str(db), "--no-progress"])
+    code, out, err = call_main("core.sweep.__main__",
+                                ["run", str(_sweep(tmp_path)), "--store", str(db), "--no-progress"])
     assert code == 2 and out == "" and err == f"error: cannot write the run store {db}: read-only folder\n"
     assert _files(folder) == before
     if exists:  # the readers still read it
@@ -232,7 +221,8 @@ def test_a_store_path_through_a_file_is_one_line_and_exit_2(tmp_path, below):
     assert r.returncode == 2 and r.stdout == "", (r.returncode, r.stdout, r.stderr[-3000:])
     assert r.stderr == f"error: cannot write the run store {db}: {afile} is a file, not a folder\n"
     assert [p.name for p in tmp_path.iterdir()] == ["afile"] and afile.read_text() == "not a folder\n"
-    code, out, err = _main("core.sweep.__main__", ["run", str(_sweep(tmp_path)), "--store", str(db), "--no-progress"])
+    code, out, err = call_main("core.sweep.__main__",
+                                ["run", str(_sweep(tmp_path)), "--store", str(db), "--no-progress"])
     assert code == 2 and out == "" and err == r.stderr
 
 

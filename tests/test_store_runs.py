@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from cli_call import call_main
 from corrupt_store import HOW, corrupt_copy, make_real_store
 
 from core.store import RunStore, StoreCorruptError, StoreError, default_store_path, resolve_store_path
@@ -383,20 +384,6 @@ def test_opening_a_50_run_store_stays_fast(real_store, tmp_path):
     assert first < 2.0 and again < 0.1, (first, again)
 
 
-def _cli(module: str, argv: list[str]) -> tuple[int, str, str]:
-    import contextlib
-    import importlib
-    import io
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = importlib.import_module(module).main(argv)
-        except SystemExit as exc:
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
-
-
 def test_every_cli_that_opens_a_store_reports_a_damaged_one_in_one_line(real_store, tmp_path, monkeypatch):
     import panel
 
@@ -417,7 +404,7 @@ def test_every_cli_that_opens_a_store_reports_a_damaged_one_in_one_line(real_sto
             ("core.schemes.compare", ["--store", bad, "--only", "fp32", "--epochs", "1"]),
             ("explorer.__main__", ["--store", bad, "--port", "0"]),
         ]:
-            code, out, err = _cli(module, argv)
+            code, out, err = call_main(module, argv)
             assert code == 2 and out == "", (module, argv, code, out, err)
             assert err.splitlines() == [err.strip()] and err.startswith(f"error: run store {bad} is corrupt: "), \
                 (module, argv, err)
