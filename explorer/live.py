@@ -5,8 +5,11 @@ background when the page is first built); this page only reads the run store and
 into it. A periodic callback (every ``period`` ms, in the session) calls
 :meth:`LiveTrainingState.poll`, which takes the new rows (read by the run's feed in a background
 thread) into the state's ``Buffer``/``Pipe`` streams; the callback is removed when the session is
-destroyed (the run goes on, and a reload reattaches). Every plot is a plain Bokeh figure updated in
-place from those streams (:mod:`explorer.live_curves`, :mod:`explorer.live_heat`,
+destroyed (the run goes on, and a reload reattaches; a new page opens on the last run in the store,
+also after a restart). The status line says a run ended only once the page shows all its rows, and
+says so while another process holds the store's write lock (the run buffers its rows meanwhile:
+:attr:`LiveTrainingState.store_note`). Every plot is a plain Bokeh figure updated in place from those
+streams (:mod:`explorer.live_curves`, :mod:`explorer.live_heat`,
 :mod:`explorer.live_lines`): a redraw changes data, ranges and titles, never the document's model
 graph, so the server answers a click within a poll's few milliseconds however long the run.
 
@@ -147,7 +150,8 @@ class LiveTraining(Viewer):
                                           sizing_mode="stretch_width", css_classes=["run-progress"])
         status = pn.pane.Markdown(
             pn.bind(self._status_text, s.param.run_id, s.param.status, s.param.step, s.param.total_steps,
-                    s.param.test_acc, s.param.message, s.param.steps_per_s, s.param.elapsed, s.param.eta),
+                    s.param.test_acc, s.param.message, s.param.steps_per_s, s.param.elapsed, s.param.eta,
+                    s.param.store_note),
             css_classes=["run-status"], sizing_mode="stretch_width", margin=(0, 10))
         knobs = pn.panel(pn.bind(self._knob_panel, s.param.knobs, s.param.specs), width=290)
         sidebar = pn.Column(
@@ -206,9 +210,13 @@ class LiveTraining(Viewer):
     # ----------------------------------------------------------------- helpers
     @staticmethod
     def _status_text(run_id: str, status: str, step: int, total: int, test_acc: float | None, message: str,
-                     steps_per_s: float | None = None, elapsed: float | None = None, eta: float | None = None) -> str:
+                     steps_per_s: float | None = None, elapsed: float | None = None, eta: float | None = None,
+                     note: str = "") -> str:
+        """The status line: the run, its status, step and speed; then ``note`` (why no rows arrive, e.g. a
+        store locked by another process: :attr:`LiveTrainingState.store_note`) and the last message."""
         if not run_id:
             return f"No run yet: press **Start**. {message}"
+        message = f"**{note}**  \n{message}" if note else message
         acc = f", test acc **{test_acc:.2%}**" if test_acc is not None else ""
         if status == "created":
             return f"run `{run_id}` **queued** - waiting for its worker process  \n{message}"

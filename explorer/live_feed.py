@@ -14,7 +14,17 @@ step 100 and at step 100,000, and three tabs on one run cost one store read and 
   knob-change markers and the run's end events;
 * the run row's timestamps: ``started``, ``ended`` and the latest :data:`MAX_SPEED_SAMPLES`
   ``(heartbeat, step)`` pairs (:func:`explorer.live_frames.run_speed` turns them into steps/s,
-  elapsed time and ETA).
+  elapsed time and ETA);
+* :attr:`RunFeed.status`, the run's status as of the rows read: it is read before the rows, and the
+  run commits its final status with its last rows, so a final ``status`` means every row is in the feed
+  (a page says a run ended only then: :mod:`explorer.live_state`);
+* :attr:`RunFeed.store_busy`: while the run is ``running`` but has committed nothing (its heartbeat
+  stands still) for :data:`STALL_AFTER` seconds and the store's write lock is held (probed with a
+  ``BEGIN IMMEDIATE`` that gives up after :data:`PROBE_WAIT` s and is rolled back at once), another
+  process blocks its commits: the run trains on with its rows buffered and retries
+  (``core.train.Run._flush``). Nothing can be written to the store meanwhile, so the page learns it
+  from the lock itself; afterwards the run's ``store_blocked`` event says how long it lasted (a
+  message, :attr:`RunFeed.events`).
 
 Every aggregate has a version number; a page redraws a plot only when its version changed, and
 the frames a plot draws are computed once per version (:meth:`RunFeed.heat_frame` ...). Nothing
@@ -25,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -51,6 +62,12 @@ MAX_CURVE_STEPS = 8000
 MAX_SIGNAL_STEPS = 2000
 #: most (heartbeat, step) samples of the run row kept for its steps/s rate
 MAX_SPEED_SAMPLES = 120
+#: seconds without a commit (the run row's heartbeat unchanged) after which a running run's store is probed
+#: for another process's write lock (a run commits every ``Run.flush_interval`` = 0.25 s while it trains and
+#: buffers its rows once a commit waited ``Run.store_wait`` = 1 s for the lock)
+STALL_AFTER = 1.5
+#: seconds the write-lock probe waits for the lock (a commit of another run or page takes milliseconds)
+PROBE_WAIT = 0.1
 
 
 class Thinned:
@@ -230,6 +247,13 @@ class RunFeed:
         self._cursor: dict[str, int] = {}
         self._read_at = -math.inf
         self.complete = False  # the run ended and every row it wrote has been read
+        #: the run's status read just before the rows of the last successful read (None before one): every row
+        #: the run wrote up to that status is in the feed
+        self.status: str | None = None
+        self._heartbeat: Any = None  # the run row's heartbeat as last read, and when it was first seen
+        self._heartbeat_seen = -math.inf
+        self._busy_since: float | None = None  # monotonic time of the run's last commit seen, while blocked
+        self._probe: sqlite3.Connection | None = None
         self.layers: list[str] = []
         self.steps = Thinned(STEP_COLS, MAX_CURVE_STEPS)
         self.epochs = Thinned(EPOCH_COLS, MAX_CURVE_STEPS)
@@ -264,12 +288,24 @@ class RunFeed:
                 return 0
             now = time.monotonic()
             # the status row is committed with the run's last rows: a read after a final status is the last
-            ended = is_final(self.run.refresh(0.0 if force else None).get("status") or "")
+            try:
+                status = str(self.run.refresh(0.0 if force else None).get("status") or "")
+            except sqlite3.Error as exc:  # the run row cannot be read now: try again at the next refresh
+                log.warning("reading the status of run %s failed: %s", self.run.id, exc)
+                return 0
+            ended = is_final(status)
             if not (force or ended) and now - self._read_at < self.min_interval:
                 return 0
             n = self._read()
             self._read_at = now
-            self.complete = ended
+            if n is None:  # nothing was read: neither complete nor a newer status
+                return 0
+            with self.lock:
+                self.status = status
+                self.complete = ended
+            self._watch_commits(status)
+            if ended:
+                self._close_probe()
             return n
 
     def refresh_soon(self) -> None:
@@ -296,7 +332,9 @@ class RunFeed:
         t = self._reader
         return t is not None and t.is_alive()
 
-    def _read(self) -> int:
+    def _read(self) -> int | None:
+        """Fold the run's new rows in; the number of rows read, None when the store could not be read (the
+        feed is then not complete: the next refresh reads again)."""
         run = self.run
         store = run.store
         try:
@@ -308,7 +346,7 @@ class RunFeed:
             tables, cursor = store.changes(run.id, self._cursor)
         except Exception as exc:  # noqa: BLE001 - a store hiccup must not break the pages
             log.warning("reading run %s failed: %s", run.id, exc)
-            return 0
+            return None
         try:
             times: dict[str, Any] | None = store.get_run(run.id)
         except Exception as exc:  # noqa: BLE001 - no timing is no reason to drop the rows
@@ -329,11 +367,70 @@ class RunFeed:
                 self._add_events(ev)
         return len(m) + len(h) + len(ev)
 
+    # ---------------------------------------------------------------- a store locked by another process
+    def _watch_commits(self, status: str) -> None:
+        """Follow the run's commits (its row's heartbeat): a running run that committed nothing for
+        :data:`STALL_AFTER` s while the store's write lock is held is blocked (:attr:`store_busy`) until its
+        heartbeat moves again."""
+        if status != "running":  # a paused run commits nothing either, and needs not
+            self._busy_since = None
+            return
+        if time.monotonic() - self._heartbeat_seen < STALL_AFTER:
+            return
+        if self._busy_since is None and self._write_locked():
+            self._busy_since = self._heartbeat_seen if math.isfinite(self._heartbeat_seen) else time.monotonic()
+
+    def _seen_heartbeat(self, hb: Any) -> None:
+        if hb != self._heartbeat or not math.isfinite(self._heartbeat_seen):
+            self._heartbeat = hb
+            self._heartbeat_seen = time.monotonic()
+            self._busy_since = None  # the run committed: whatever it buffered is written
+
+    def _write_locked(self) -> bool:
+        """Whether another connection holds the store's write lock now (a ``BEGIN IMMEDIATE`` that waits at
+        most :data:`PROBE_WAIT` s, rolled back at once: it never holds the lock for longer than that)."""
+        store = self.run.store
+        path = getattr(store, "path", None)
+        if getattr(store, "readonly", False) or path is None:
+            return False
+        try:
+            if self._probe is None:
+                # the run's row exists, so the file does: connecting creates nothing
+                self._probe = sqlite3.connect(str(path), timeout=PROBE_WAIT, isolation_level=None,
+                                              check_same_thread=False)
+            c = self._probe
+            c.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            return any(k in str(exc) for k in ("locked", "busy"))
+        except sqlite3.Error:
+            return False
+        try:
+            c.execute("ROLLBACK")
+        except sqlite3.Error:
+            self._close_probe()
+        return False
+
+    def _close_probe(self) -> None:
+        if self._probe is not None:
+            try:
+                self._probe.close()
+            except sqlite3.Error:
+                pass
+            self._probe = None
+
+    @property
+    def store_busy(self) -> float | None:
+        """Seconds since the run's last commit while another process holds the store's write lock and the
+        run buffers its rows (None while its commits go through)."""
+        since = self._busy_since
+        return None if since is None or self.complete else max(0.0, time.monotonic() - since)
+
     def _read_times(self, row: dict[str, Any]) -> None:
         """Keep the run row's start, end and one (heartbeat, step) sample per heartbeat."""
         self.started = row.get("started")
         self.ended = row.get("ended")
         hb, step = row.get("heartbeat"), row.get("step")
+        self._seen_heartbeat(hb)
         if hb is not None and (not self.speed_samples or float(hb) > self.speed_samples[-1][0]):
             self.speed_samples.append((float(hb), int(step or 0)))
 
@@ -426,6 +523,11 @@ class RunFeed:
             if k in ("diverged", "error", "done", "stopped", "interrupted", "warning"):
                 detail = f": {p.get('message')}" if k in ("error", "warning") and p.get("message") else ""
                 self.events.append(f"run {self.run.id}: {k}{detail}")
+            elif k == "store_blocked":  # written by the run once its buffered rows could be committed
+                secs = p.get("seconds")
+                took = f" for {float(secs):.1f} s" if isinstance(secs, (int, float)) else ""
+                self.events.append(f"run {self.run.id}: the run store was locked by another process{took}; the "
+                                   f"run kept training, buffered its rows and wrote them once the store was free")
 
     def _set_layers(self, names: list[str]) -> None:
         self.layers = list(names)

@@ -10,7 +10,15 @@ the run store:
   (``RunStore.changes``, a rowid cursor: the same cost at step 100 and at step 100,000) and
   streams them into ``hv.streams.Buffer`` / ``Pipe`` objects and read-only status parameters;
 * a reloaded page (a new session) finds the run in :mod:`explorer.registry` and reads its
-  history through the same cursor from the start (:meth:`attach`).
+  history through the same cursor from the start (:meth:`attach`); with no run of this server still
+  going, a new page opens on the last run in the store, also one trained by another process or
+  started by an earlier server (:meth:`LiveTrainingState.latest_run`).
+
+The status shown becomes final (``done``, ``stopped`` ...) only once the page shows every row the
+run wrote (the run commits its final status with its last rows; the feed reads the status before the
+rows, :attr:`explorer.live_feed.RunFeed.status`): until then a page whose feed reads in the background
+keeps the status of the rows it shows. While another process holds the store's write lock the run
+buffers its rows, and :attr:`LiveTrainingState.store_note` says so (:attr:`RunFeed.store_busy`).
 
 Moving a knob, Pause and Stop write a command row for the run (``RunStore.send_command``); the
 run acknowledges it within ``Run.command_interval`` and applies it before its next step; the page
@@ -23,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sqlite3
 import time
 import typing
 from pathlib import Path
@@ -133,6 +142,9 @@ class LiveTrainingState(param.Parameterized):
         doc="Seconds since the observed run started (to its end once it ended; read-only).")
     eta = param.Number(default=None, allow_None=True, constant=True,
         doc="Seconds the observed run needs to its last step at its current rate (read-only).")
+    store_note = param.String(default="", constant=True,
+        doc="Why no new rows arrive although the run goes: another process holds the run store's write lock, "
+            "the run buffers its rows and retries (read-only; empty while its commits go through).")
 
     def __init__(self, store: Any = None, attach: bool = True, **params: Any) -> None:
         from core.data import list_datasets
@@ -160,6 +172,7 @@ class LiveTrainingState(param.Parameterized):
         self._commands: dict[int, tuple[str, dict[str, Any]]] = {}  # seq -> (what was asked, changes)
         self._status_checked = -math.inf  # when check_answers last looked at an ended run's row
         self._got: dict[str, Any] = {}  # what this page has taken from the feed (see _take)
+        self._held_messages: list[str] = []  # the run's end events: said with its final status
         self._sent: dict[str, Any] = {}  # feed version each plot last drew
         self._syncing = False
         self._last_redraw = 0.0
@@ -175,10 +188,75 @@ class LiveTrainingState(param.Parameterized):
         self._notes_key: Any = None  # what they were computed from
         self._deferred_specs: dict[str, Any] = {}  # format cards to set back to the run's spec
         self._build_scheme(self.scheme)
-        if attach:  # a new page (or a reload) shows the run started last, going or ended
-            run = registry.latest(active_only=False)
+        if attach:  # a new page (or a reload) shows this server's run still going, else the store's last run
+            run = self.latest_run()
             if run is not None:
-                self.attach(run)
+                try:
+                    self.attach(run)
+                except (ValueError, TypeError) as exc:  # e.g. a config beyond this page's controls' bounds
+                    log.warning("cannot show run %s: %s", run.id, exc)
+                    self.detach()
+                    self._feed = None
+                    self._say(f"the store's last run {run.id} cannot be shown here: {exc}")
+
+    # ------------------------------------------------------------ the run a new page opens on
+    def latest_run(self) -> Any:
+        """The run a new page shows: the run this server started last while it still goes (its Stop and
+        knobs), else the run of this page's store created last that has begun training (a run of this
+        server, of another process, or of an earlier server: a page opened after a restart shows it);
+        None when the store has none (or does not exist: looking creates no file)."""
+        active = registry.latest(active_only=True)
+        if active is not None and self._same_store(active):
+            return active
+        found = self._last_stored_run()
+        if found is not None:
+            return found
+        run = registry.latest(active_only=False)
+        return run if run is not None and self._same_store(run) else None
+
+    def _store_path(self) -> Path | None:
+        from core.store import resolve_store_path
+
+        path = getattr(self.store, "path", None)
+        try:
+            return Path(path if path is not None else resolve_store_path(self.store)).resolve()
+        except (TypeError, OSError):
+            return None
+
+    def _same_store(self, run: Any) -> bool:
+        path = getattr(getattr(run, "store", None), "path", None)
+        try:
+            return path is not None and Path(path).resolve() == self._store_path()
+        except OSError:
+            return False
+
+    def _last_stored_run(self) -> Any:
+        """A :class:`core.sweep.RemoteRun` of the store's last run that began training (the registry's own
+        object when this server started it), or None."""
+        from core.store import RunStatus, RunStore, StoreError
+        from core.sweep.remote import RemoteRun
+
+        path = self._store_path()
+        if path is None or not path.is_file():
+            return None
+        try:
+            if not isinstance(self.store, RunStore):
+                self.store = RunStore(self.store)
+            rows = self.store.conn.execute(
+                "SELECT run_id FROM runs WHERE status != ? ORDER BY created DESC LIMIT 5",
+                (RunStatus.CREATED.value,)).fetchall()
+        except (StoreError, OSError, sqlite3.Error) as exc:
+            log.warning("cannot look for the last run in %s: %s", path, exc)
+            return None
+        for (run_id,) in rows:  # the newest first; one whose config this code cannot read is passed over
+            known = registry.get(str(run_id))
+            if known is not None and self._same_store(known):
+                return known
+            try:
+                return RemoteRun(self.store, str(run_id))
+            except (StoreError, ValueError, TypeError, KeyError, sqlite3.Error) as exc:
+                log.warning("run %s of %s cannot be shown: %s", run_id, path, exc)
+        return None
 
     # ------------------------------------------------------------ config
     @property
@@ -286,10 +364,19 @@ class LiveTrainingState(param.Parameterized):
             return False
         shown = ", ".join(f"{k}={v}" for k, v in changes.items())
         self._restore(changes)
+        self._catch_up()  # the page shows the run ended at once, with all of it
         self._refresh_status()
         self._say(f"not applied: run {self._run.id} ended ({self._run.status}) before it got {shown}; "
                   f"the controls show the run's values again")
         return True
+
+    def _catch_up(self) -> None:
+        """Read and draw at once everything the ended run wrote that this page does not show yet (a change
+        reached the page after the run ended: the page then says so, and shows the run ended)."""
+        self._read_new(force=True)
+        if self._dirty() or self._pending_redraws:
+            self._publish_telemetry()
+            self._pending_redraws = []
 
     def _on_knob(self, *events: Any) -> None:
         if self._ended_before({f"scheme.{e.name}": e.new for e in events}):
@@ -498,7 +585,9 @@ class LiveTrainingState(param.Parameterized):
         self.curves_generation += 1
         self.steps.clear()
         self.epoch_rows.clear()
-        self._got = {"steps": (-1, 0), "epochs": (-1, 0), "events": 0, "markers": -1, "layers": -1}
+        self._held_messages = []
+        self._got = {"steps": (-1, 0), "epochs": (-1, 0), "events": 0, "markers": -1, "layers": -1,
+                     "status": None, "complete": False}
         self._sent = {}
         self._pending_redraws = []
         with param.edit_constant(self):
@@ -598,9 +687,15 @@ class LiveTrainingState(param.Parameterized):
                     self._sent.pop(plot, None)
             if feed.signal_names != self._signal_names:
                 self._update_signal_names(list(feed.signal_names))
-            for text in feed.events[got["events"]:]:
-                self._say(text)
+            new = feed.events[got["events"]:]
             got["events"] = len(feed.events)
+            if feed.complete:  # the run's last rows (its end event): said once the page says it ended
+                self._held_messages.extend(new)
+            else:
+                for text in new:
+                    self._say(text)
+            # the run's status as of the rows just taken, and whether they are all it wrote
+            got["status"], got["complete"] = feed.status, feed.complete
 
     @property
     def settled(self) -> bool:
@@ -609,6 +704,24 @@ class LiveTrainingState(param.Parameterized):
         feed = self._feed
         return (self._run is not None and is_final(self.status) and not self._commands
                 and not self._pending_redraws and feed is not None and feed.complete and not self._dirty())
+
+    def _shows_all(self) -> bool:
+        """True when this page has taken every row of the ended run from its feed and drawn them (no plot
+        waits for a redraw): only then may its status say the run ended."""
+        feed = self._feed
+        return (feed is not None and bool(self._got.get("complete")) and not self._pending_redraws
+                and not self._dirty())
+
+    def _shown_status(self, status: str, was: str) -> str:
+        """The status to show for the run's ``status``: a final one once the page shows all of the run
+        (:meth:`_shows_all`), else the status of the rows it shows (a going run's pause, resume ... are
+        shown at once: they need no rows)."""
+        if not is_final(status) or self._shows_all():
+            return status
+        got = self._got.get("status")
+        if got and not is_final(got):
+            return str(got)
+        return was if is_active(was) else "running"
 
     def _dirty(self) -> list[str]:
         """The plots whose feed data changed since they were drawn."""
@@ -810,15 +923,22 @@ class LiveTrainingState(param.Parameterized):
         if run is None:
             return
         was = self.status
-        status = run.status
+        status = self._shown_status(run.status, was)
         total = int(run.total_steps)
-        speed = self._feed.speed(total) if self._feed is not None else None
+        feed = self._feed
+        speed = feed.speed(total) if feed is not None else None
+        busy = feed.store_busy if feed is not None and status == "running" else None
+        note = (f"store busy: another process holds the run store's write lock (no commit for {busy:.0f} s); "
+                f"rows buffered, retrying" if busy is not None else "")
+        message = self.message
+        if is_final(status) and self._held_messages:  # the run's end event, said with its final status
+            message, self._held_messages = self._held_messages[-1], []
         with param.edit_constant(self):
             self.param.update(
                 run_id=run.id or "", status=status, step=int(run.step),
                 total_steps=total, progress=float(run.progress),
                 steps_per_s=speed.steps_per_s if speed else None, elapsed=speed.elapsed if speed else None,
-                eta=speed.eta if speed else None,
+                eta=speed.eta if speed else None, store_note=note, message=message,
             )
         if status != was and is_final(status):
             # the heat-map titles say why a map stays empty once a run has ended (redrawn by the next polls)

@@ -175,3 +175,34 @@ def test_a_recipe_run_feeds_its_scale_telemetry_as_scheme_signals(tmp_path) -> N
     feed.refresh(force=True)
     scale = [n for n in feed.signal_names if n.startswith("scale.")]
     assert scale, feed.signal_names
+
+
+def test_a_failed_read_of_an_ended_run_is_read_again() -> None:
+    """A store read that fails (a hiccup) leaves the feed incomplete, its status unknown: the next refresh
+    reads every row (a page would otherwise say the run ended with none of its rows)."""
+    import sqlite3
+
+    run = _long_run(100)
+    read = run.store.changes
+    calls: list[int] = []
+
+    def flaky(run_id: str, cursor: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("disk I/O error")
+        return read(run_id, cursor)
+
+    run.store.changes = flaky
+    feed = RunFeed(run)
+    assert feed.refresh() == 0 and not feed.complete and feed.status is None
+    assert feed.refresh() > 0 and feed.complete and feed.status == "done"
+    assert list(feed.steps.frame["step"]) == list(range(100))
+
+
+def test_the_runs_store_blocked_event_is_a_message() -> None:
+    feed = RunFeed(_long_run(10))
+    feed._add_events(pd.DataFrame({"step": [5], "kind": ["store_blocked"],
+                                   "payload": [{"seconds": 3.3, "retries": 3}]}))
+    assert feed.events == ["run r1: the run store was locked by another process for 3.3 s; the run kept training, "
+                           "buffered its rows and wrote them once the store was free"]
+    assert feed.store_busy is None  # nothing blocks it now

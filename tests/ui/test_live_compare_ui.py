@@ -31,11 +31,13 @@ def _seed(path: Path) -> list[str]:
     from core.train import Run, RunConfig, TelemetryConfig, get_scheme
 
     ids = []
+    # the last run quantizes both layers of the MLP (first_last: MLS keeps them float otherwise) and trains its
+    # 60 steps (3 epochs of 23), so the heat maps of the page opened on it fill
     plan = [("fp32", {}, 4), ("mls", {"mx": 1}, 4), ("custom", {}, 4), ("niti", {}, 4), ("mls", {"mx": 3}, 4),
-            ("mls", {"mx": 2}, 60)]
+            ("mls", {"mx": 2, "first_last": True}, 60)]
     for i, (scheme, fields, steps) in enumerate(plan):
         cfg = RunConfig(data=DataConfig(name="digits"), model=ModelConfig(name="mlp", hidden=(32,)),
-                        scheme=get_scheme(scheme, **fields), telemetry=TelemetryConfig(every=5), epochs=1,
+                        scheme=get_scheme(scheme, **fields), telemetry=TelemetryConfig(every=5), epochs=3,
                         max_steps=steps, seed=i, name=f"ui-layout-a-rather-long-run-name-number-{i}")
         run = Run(cfg, store=str(path)).start()
         assert run.wait(120) == "done"
@@ -163,6 +165,32 @@ def test_compare_fits_with_many_runs_picked_in_the_table(browser: Any, layout_ex
         assert page.locator(".compare select").nth(2).input_value() == "scheme.name"  # Grid x: what differs
         if width == 1280:
             screenshot(page, "compare-1280", full_page=True)
+        assert page.errors == []
+    finally:
+        page.context.close()
+
+
+def test_a_new_page_opens_on_the_last_run_a_previous_process_wrote(browser: Any,
+                                                                    layout_explorer: dict[str, Any]) -> None:
+    """The seeded runs were trained by the test process before the server started (as by a server before a
+    restart): a new Live page shows the store's last run, its id and status, not "No run yet"."""
+    import contextlib
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(layout_explorer["store"])) as c:  # the last run that began training
+        rid, status = c.execute("SELECT run_id, status FROM runs WHERE status != 'created' "
+                                "ORDER BY created DESC LIMIT 1").fetchone()
+        steps = c.execute("SELECT count(*) FROM metrics WHERE run_id=? AND name='loss'", (rid,)).fetchone()[0]
+    page = _open(browser, layout_explorer["url"], "live", 1280)
+    try:
+        status_line = page.locator(".run-status")
+        wait_until(lambda: f"run {rid} {status} - step" in deep_text(status_line), timeout=60,
+                   message=f"the page to show run {rid} {status}")
+        assert "No run yet" not in deep_text(status_line)
+        if status == "done":  # ended: the page shows all of it
+            assert rid == layout_explorer["runs"][-1]
+            wait_until(lambda: f"step {steps}/{steps}" in deep_text(status_line), message="its last step")
+            wait_until(lambda: col_len(page, "loss") == steps, timeout=60, message="the run's whole loss curve")
         assert page.errors == []
     finally:
         page.context.close()
