@@ -104,6 +104,11 @@ def test_wheel_installed_outside_the_checkout_trains_and_serves(tmp_path: Path) 
     r = _run([exe, "train", "--dataset", "digits", "--epochs", "1", "--max-steps", "5", "--hidden", "16",
               "--store", str(store), "--no-progress"], cwd=tmp_path, env=env)
     assert " done: test_acc=" in r.stdout, r.stdout
+    r = _run([exe, "formats", "show", "fp8_e4m3"], cwd=tmp_path, env=env)  # the formats subcommand
+    assert "max                448" in r.stdout, r.stdout
+    bad = subprocess.run([exe, "formats", "show", "float(e=11,m=52,bias=-2)"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and bad.stderr.count("\n") == 1, bad.stderr
     r = subprocess.run([str(vpy), "-c", "import sys; from core.store import RunStore; s = RunStore(sys.argv[1]); "
                         "rid = s.list_runs()['run_id'].iloc[0]; print(len(s.export(rid, sys.argv[2], 'csv'))); "
                         "s.export(rid, sys.argv[2], 'parquet')", str(store), str(tmp_path / "tables")],

@@ -186,3 +186,26 @@ def test_a_subset_larger_than_the_dataset_still_trains_on_all_of_it():
     run = Run(RunConfig(data=DataConfig(name="digits", train_subset=100_000), epochs=1, max_steps=1)).prepare()
     assert run.data is not None and len(run.data.train) == 1797 - 359
     assert run.steps_per_epoch == math.ceil((1797 - 359) / 64)
+
+
+def test_a_training_split_smaller_than_one_batch_is_refused_when_the_data_loads(tmp_path, capsys):
+    """Without a subset the split's size is known only once the data is loaded: ``Run.prepare`` refuses it
+    there, before anything is written (digits: 1,438 training examples at the default test fraction)."""
+    from core.train import Run
+    from core.train.__main__ import main
+
+    with pytest.raises(ValueError, match=r"the training set has 1438 examples \(the training split of digits\), "
+                                         r"fewer than one batch \(batch_size 1439\)"):
+        Run(RunConfig(data=DataConfig(name="digits"), batch_size=1439)).prepare()
+    # a subset larger than the split is cut to the split: the split's size is what counts
+    with pytest.raises(ValueError, match="has 1438 examples"):
+        Run(RunConfig(data=DataConfig(name="digits", train_subset=5000), batch_size=2000)).prepare()
+    assert Run(RunConfig(data=DataConfig(name="digits"), batch_size=1438, max_steps=1)).prepare().steps_per_epoch == 1
+    store = tmp_path / "runs.sqlite"
+    assert main(["--dataset", "digits", "--batch-size", "5000", "--store", str(store), "--no-progress"]) == 2
+    out = capsys.readouterr()
+    assert out.err.count("\n") == 1 and out.err.startswith("error: the training set has 1438 examples"), out.err
+    assert "Traceback" not in out.err and out.out == ""
+    if store.exists():  # the store may be made before the data loads, but holds no run
+        from core.store import RunStore
+        assert RunStore(store).list_runs().empty

@@ -234,10 +234,17 @@ class RunConfig:
         epoch. (A subset larger than the dataset is fine: the whole training split is used.)
         """
         n = self.data.train_subset
-        if n is not None and n < self.batch_size:
-            raise ValueError(f"the training set has {n} example{'' if n == 1 else 's'} (data.train_subset), "
+        if n is not None:
+            self.check_training_set_size(n, "data.train_subset", "raise data.train_subset")
+
+    def check_training_set_size(self, n: int, source: str, remedy: str) -> None:
+        """Refuse a training set of ``n`` examples smaller than one batch (``source`` says where ``n`` comes
+        from, ``remedy`` what else would fix it besides a smaller batch): the run would take one short batch
+        per epoch. Checked on the config for ``data.train_subset`` and again when the data is loaded."""
+        if n < self.batch_size:
+            raise ValueError(f"the training set has {n} example{'' if n == 1 else 's'} ({source}), "
                              f"fewer than one batch (batch_size {self.batch_size}): lower batch_size or "
-                             "raise data.train_subset")
+                             f"{remedy}")
 
     # ---- dict / TOML
     def to_dict(self) -> dict[str, Any]:

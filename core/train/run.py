@@ -194,7 +194,11 @@ class Run:
             if cfg.device.startswith("cuda") and not torch.cuda.is_available():
                 raise ValueError(f"device {cfg.device!r}: CUDA is not available on this machine (use device=cpu)")
             _set_threads(cfg.threads)
-            self.data = load_dataset(cfg.data)
+            data = load_dataset(cfg.data)
+            # the split's size is known only now (a subset is also checked on the config itself)
+            cfg.check_training_set_size(len(data.train), f"the training split of {cfg.data.name}",
+                                        "use a larger dataset")
+            self.data = data
             with _INIT_LOCK, torch.random.fork_rng(devices=[]):
                 torch.manual_seed(cfg.seed)
                 model = build_model(cfg.model, self.data.input_shape, self.data.num_classes)

@@ -183,6 +183,14 @@ def test_compare_export_writes_files_that_render_offline(page: Any, explorer_url
     offline.goto(Path(out / "comparison.html").as_uri())
     offline.wait_for_selector("canvas", timeout=30_000)
     assert offline.evaluate("() => window.Bokeh.documents.length") >= 1
+    # the run configs are folded (<details>): the page is the plots' height, not the configs' (was 5,800 px)
+    wait_until(lambda: offline.locator("details.run-config").count() == 2, message="the two folded run configs")
+    tall = offline.evaluate("() => document.documentElement.scrollHeight")
+    print(f"exported HTML: {tall} px tall at 1300 px wide")
+    assert tall < 2500, tall
+    offline.locator("details.run-config summary").first.click()  # unfolds on a click
+    wait_until(lambda: offline.evaluate("() => document.documentElement.scrollHeight") > tall,
+               message="an unfolded run config makes the page taller")
     screenshot(offline, "export-html")
     ctx.close()
     assert requested == [] and errors == []

@@ -122,6 +122,22 @@ def test_rejected_spec_and_knob_value_show_the_reason(page: Any, explorer_url: s
     assert page.console_log.errors() == []
 
 
+# figure title -> the labels of its legend's visible entries, from the page's Bokeh documents
+_LEGENDS_JS = """() => {
+  const out = {};
+  for (const doc of window.Bokeh.documents) for (const m of doc.all_models) {
+    if (m.constructor.__name__ !== "Plot" && m.constructor.__name__ !== "Figure") continue;
+    for (const r of m.center.concat(m.right, m.left, m.above, m.below)) {
+      if (r.constructor.__name__ !== "Legend" || m.title == null) continue;
+      const labels = r.items.filter((it) => it.visible)
+        .map((it) => (it.label && typeof it.label === "object") ? it.label.value : it.label);
+      out[m.title.text] = (out[m.title.text] || []).concat(labels);
+    }
+  }
+  return out;
+}"""
+
+
 @pytest.mark.parametrize("width", [1280, 1400])
 def test_layout_fits_without_sideways_scroll(browser: Any, explorer_url: str, width: int) -> None:
     ctx = browser.new_context(viewport={"width": width, "height": 1000})
@@ -142,7 +158,16 @@ def test_layout_fits_without_sideways_scroll(browser: Any, explorer_url: str, wi
         if width == 1280 or os.environ.get("LOWBIT_UPDATE_SCREENSHOTS") == "1":
             DOCS_SHOTS.mkdir(parents=True, exist_ok=True)
             shutil.copy(path, DOCS_SHOTS / path.name)
-        # every plot has a legend naming the slots, and the scale view draws an image
+        # every plot has a legend naming the slots (the four shown, in the page's own Bokeh models; the data
+        # histogram's grey bars too), and the scale view draws an image
+        legends = page.evaluate(_LEGENDS_JS)
+        slots = [f"Format {i}" for i in range(1, 5)]
+        assert sorted(legends) == sorted(["Codebook (log x; scaled formats: element values)",
+                                          "Code density per binade", "Relative error vs |x|",
+                                          "Data histogram with codes (data units)"]), legends
+        for title, labels in legends.items():
+            assert [v for v in labels if v != "data |x|"] == slots, (title, labels)
+        assert "data |x|" in legends["Data histogram with codes (data units)"], legends
         assert page.locator(".plot-codebook").count() == 1 and page.locator(".plot-scales canvas").count() >= 1
     finally:
         ctx.close()
