@@ -209,3 +209,18 @@ def test_a_training_split_smaller_than_one_batch_is_refused_when_the_data_loads(
     if store.exists():  # the store may be made before the data loads, but holds no run
         from core.store import RunStore
         assert RunStore(store).list_runs().empty
+
+
+def test_a_run_stored_before_the_batch_check_still_loads(tmp_path):
+    """A run whose stored config has a subset smaller than one batch (stored before that check) is still
+    shown: ``RunConfig.from_stored`` skips the checks that are for new runs; ``from_dict`` refuses it."""
+    from core.store import RunStore
+    from core.sweep.remote import RemoteRun
+
+    old = RunConfig().to_dict() | {"data": {**RunConfig().to_dict()["data"], "train_subset": 10}}
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        RunConfig.from_dict(old)
+    assert RunConfig.from_stored(old).data.train_subset == 10
+    store = RunStore(tmp_path / "runs.sqlite")
+    rid = store.create_run(old, name="old", dataset="digits", model="mlp", scheme="fp32", epochs=1)
+    assert RemoteRun(store, rid).config.data.train_subset == 10

@@ -41,7 +41,7 @@ class RemoteRun:
         self.id = run_id
         self.future = future
         row = store.get_run(run_id)
-        self.config = config if config is not None else RunConfig.from_dict(row["config"])
+        self.config = config if config is not None else RunConfig.from_stored(row["config"])
         self._target = self.config
         self._row: dict[str, Any] = {}
         self._read_at = 0.0

@@ -261,6 +261,13 @@ class RunConfig:
         return d
 
     @classmethod
+    def from_stored(cls, d: Mapping[str, Any]) -> "RunConfig":
+        """The config a stored run was made with (:meth:`from_dict` without the checks that span several
+        fields: those are for new runs, and a run stored before such a check was added must still load)."""
+        with across_field_checks_deferred():
+            return cls.from_dict(d)
+
+    @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "RunConfig":
         """Build from :meth:`to_dict`'s form (sub-dicts may be partial; unknown keys are errors)."""
         return _build(cls, d, "config")
