@@ -1,7 +1,8 @@
 """The Explorer application: the four pages as tabs, one set of state per browser session.
 
 ``create_app()`` builds fresh page objects each time it is called; ``panel serve`` runs
-``apps/explorer.py`` once per session, so two browser sessions never share widget state.
+``apps/explorer.py`` once per session, so two browser sessions never share widget state. A page is
+built when its tab is first opened, so a session pays only for the pages it shows.
 The open tab follows the URL query (``?page=lab|live|compare|sweeps``). Clicking a cell of a
 Sweeps heat map opens its runs in Compare. A store that cannot be used (corrupt, not a run store,
 a newer schema) gives a page with the reason in an alert instead of the tabs (:func:`store_error_page`).
@@ -29,6 +30,10 @@ RAW_CSS = """
 def create_app(store: Any = None, page: str | None = None) -> pn.viewable.Viewable:
     """Build the Explorer for one session.
 
+    Only the open tab's page is built at once; the others are built the first time their tab is
+    opened (a session that opens on Live Training never pays for the Format Lab's first analysis, and
+    the other way round). Compare is built with Sweeps, whose cell clicks open runs in it.
+
     Args:
         store: a ``core.store.RunStore`` (or path); None opens the default store lazily.
         page: the tab to open (``lab``, ``live``, ``compare``, ``sweeps``); None reads ``?page=`` from the URL.
@@ -40,64 +45,103 @@ def create_app(store: Any = None, page: str | None = None) -> pn.viewable.Viewab
     store, problem = _open_store(store)
     if problem is not None:
         return store_error_page(problem)
-    from .lab import FormatLab
-    from .lab_state import FormatLabState
-
-    keys = list(PAGES)
-    lab = FormatLab(FormatLabState(store=store))
-    tabs_items: list[tuple[str, Any]] = [(PAGES["lab"], lab)]
-    try:
-        from .live import LiveTraining
-        from .live_state import LiveTrainingState
-
-        tabs_items.append((PAGES["live"], LiveTraining(LiveTrainingState(store=store))))
-    except ImportError:  # the training engine is not installed
-        tabs_items.append((PAGES["live"], pn.pane.Markdown("The training engine (core.train) is not available.")))
-    compare_state = None
-    try:
-        from .compare import Compare
-        from .compare_state import CompareState
-
-        compare_state = CompareState(store=store)
-        tabs_items.append((PAGES["compare"], Compare(compare_state)))
-    except ImportError:
-        tabs_items.append((PAGES["compare"], pn.pane.Markdown("The run store (core.store) is not available.")))
-    sweeps_state = None
-    try:
-        from .sweeps import Sweeps
-        from .sweeps_state import SweepsState
-
-        sweeps_state = SweepsState(store=compare_state.store if compare_state is not None else store)
-        sweeps_view = Sweeps(sweeps_state)
-        tabs_items.append((PAGES["sweeps"], sweeps_view))
-    except ImportError:
-        tabs_items.append((PAGES["sweeps"], pn.pane.Markdown("The sweep engine (core.sweep) is not available.")))
-    tabs = pn.Tabs(*tabs_items, dynamic=True, sizing_mode="stretch_width", css_classes=["explorer-tabs"])
-    if sweeps_state is not None and compare_state is not None:
-        def open_in_compare(run_ids: list[str]) -> None:
-            # switch first: the Compare page renders attached to the document, then shows the runs
-            # (an update of a page that is not on screen yet would resolve its stylesheets to the CDN)
-            if tabs.active != keys.index("compare"):
-                tabs.active = keys.index("compare")  # its watcher re-reads the run list
-            else:
-                compare_state.refresh_runs()
-            known = set(compare_state.param.selected.objects)
-            compare_state.selected = [r for r in run_ids if r in known]
-
-        sweeps_state.open_runs = open_in_compare
-    if sweeps_state is not None:
-        # the Sweeps page re-reads the store every second only while it is the open tab
-        tabs.param.watch(lambda e: sweeps_view.set_polling(e.new == keys.index("sweeps")), "active")
-    if compare_state is not None:
-        # runs finish while the user is elsewhere: re-read the store whenever Compare is opened
-        tabs.param.watch(lambda e: compare_state.refresh_runs() if e.new == keys.index("compare") else None, "active")
     if page is None and pn.state.location is not None:
         page = (pn.state.session_args.get("page", [b""])[0] or b"").decode() or None
-    if page in keys:
-        tabs.active = keys.index(page)
-    if sweeps_state is not None:
-        sweeps_view.set_polling(tabs.active == keys.index("sweeps"))
-    return pn.Column(_header(), tabs, sizing_mode="stretch_width")
+    try:  # the training engine starts in the background whichever page opens: a first Start need not wait
+        from . import registry
+
+        registry.warm_up()
+    except ImportError:  # the training engine is not installed (Live Training says so)
+        pass
+    return _Pages(store).layout(page if page in PAGES else "lab")
+
+
+class _Pages:
+    """The four pages of one session, each built on first use into its tab's placeholder."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.keys = list(PAGES)
+        self.slots = {k: pn.Column(sizing_mode="stretch_width", margin=0) for k in self.keys}
+        self.built: dict[str, Any] = {}
+        self.compare_state: Any = None
+        self.sweeps_view: Any = None
+        self.tabs = pn.Tabs(*[(PAGES[k], self.slots[k]) for k in self.keys], dynamic=True,
+                            sizing_mode="stretch_width", css_classes=["explorer-tabs"])
+
+    def layout(self, first: str) -> pn.viewable.Viewable:
+        self.tabs.active = self.keys.index(first)
+        self.page(first)
+        self.tabs.param.watch(self._on_tab, "active")
+        return pn.Column(_header(), self.tabs, sizing_mode="stretch_width")
+
+    def _on_tab(self, event: Any) -> None:
+        key = self.keys[event.new]
+        fresh = key not in self.built
+        self.page(key)
+        if self.sweeps_view is not None:  # the Sweeps page re-reads the store every second only while open
+            self.sweeps_view.set_polling(key == "sweeps")
+        if key == "compare" and self.compare_state is not None and not fresh:
+            # runs finish while the user is elsewhere: re-read the store whenever Compare is opened
+            self.compare_state.refresh_runs()
+
+    def page(self, key: str) -> Any:
+        """The page of tab ``key``, built (and put into its tab) on the first call."""
+        if key not in self.built:
+            view = self.built[key] = getattr(self, f"_build_{key}")()
+            self.slots[key].objects = [view]
+        return self.built[key]
+
+    def _build_lab(self) -> Any:
+        from .lab import FormatLab
+        from .lab_state import FormatLabState
+
+        return FormatLab(FormatLabState(store=self.store))
+
+    def _build_live(self) -> Any:
+        try:
+            from .live import LiveTraining
+            from .live_state import LiveTrainingState
+        except ImportError:  # the training engine is not installed
+            return pn.pane.Markdown("The training engine (core.train) is not available.")
+        return LiveTraining(LiveTrainingState(store=self.store))
+
+    def _build_compare(self) -> Any:
+        try:
+            from .compare import Compare
+            from .compare_state import CompareState
+        except ImportError:
+            return pn.pane.Markdown("The run store (core.store) is not available.")
+        self.compare_state = CompareState(store=self.store)
+        return Compare(self.compare_state)
+
+    def _build_sweeps(self) -> Any:
+        try:
+            from .sweeps import Sweeps
+            from .sweeps_state import SweepsState
+        except ImportError:
+            return pn.pane.Markdown("The sweep engine (core.sweep) is not available.")
+        # a cell click opens its runs in Compare: that page is built now, ready before its tab is shown (built
+        # within the click's own callback, the selection made next would not reach the browser)
+        self.page("compare")
+        state = SweepsState(store=self.store)
+        state.open_runs = self._open_in_compare
+        self.sweeps_view = Sweeps(state)
+        self.sweeps_view.set_polling(self.tabs.active == self.keys.index("sweeps"))
+        return self.sweeps_view
+
+    def _open_in_compare(self, run_ids: list[str]) -> None:
+        # switch first: the Compare page renders attached to the document, then shows the runs
+        # (an update of a page that is not on screen yet would resolve its stylesheets to the CDN)
+        index = self.keys.index("compare")
+        if self.tabs.active != index:
+            self.tabs.active = index  # its watcher re-reads the run list
+        elif self.compare_state is not None:
+            self.compare_state.refresh_runs()
+        if self.compare_state is None:
+            return
+        known = set(self.compare_state.param.selected.objects)
+        self.compare_state.selected = [r for r in run_ids if r in known]
 
 
 def _header() -> pn.viewable.Viewable:
