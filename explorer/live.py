@@ -185,10 +185,7 @@ class LiveTraining(Viewer):
             pn.widgets.Select.from_param(s.param.signal, name="Scheme signal", width=220),
             sizing_mode="stretch_width", css_classes=["live-extras"])
         self._signal = SignalPlot(s, height=_HEIGHT, min_width=_MIN_WIDTH)
-        main = pn.Column(
-            pn.Row(start, pause, stop, progress, sizing_mode="stretch_width"),
-            status,
-            pn.GridBox(loss_pane, acc_pane, ncols=2, sizing_mode="stretch_width"),
+        telemetry = [
             pn.pane.Markdown("**ARE per layer and step** (the MLS paper's Fig. 3, live)", margin=(0, 10)),
             heat_controls,
             pn.GridBox(*heat_plots, ncols=2, sizing_mode="stretch_width"),
@@ -197,6 +194,17 @@ class LiveTraining(Viewer):
                        self._whist.pane(),
                        self._signal.pane(),
                        ncols=2, sizing_mode="stretch_width"),
+        ]
+        # Served, the telemetry plots (seven of the nine figures, two thirds of the page's models) follow once
+        # the browser has drawn the rest: the controls, the status and the curves are usable first. The plots
+        # are fed from the start either way (their data is in them when they arrive).
+        self._telemetry = pn.Column(sizing_mode="stretch_width", margin=0, css_classes=["live-telemetry"])
+        pn.state.onload(lambda: setattr(self._telemetry, "objects", telemetry))
+        main = pn.Column(
+            pn.Row(start, pause, stop, progress, sizing_mode="stretch_width"),
+            status,
+            pn.GridBox(loss_pane, acc_pane, ncols=2, sizing_mode="stretch_width"),
+            self._telemetry,
             sizing_mode="stretch_width",
         )
         self._heat_panes = heat_plots
