@@ -236,6 +236,9 @@ class RunFeed:
 
     #: seconds between two store reads, however many pages poll
     min_interval: float = 0.2
+    #: and at least this many times the last read's own cost: the reads (pandas, under the GIL the
+    #: server's event loop needs) take at most about a fifth of the server's time on a long, fast run
+    read_cost_factor: float = 4.0
 
     def __init__(self, run: Any) -> None:
         self.run = run
@@ -246,6 +249,7 @@ class RunFeed:
         self._speed: RunSpeed | None = None
         self._cursor: dict[str, int] = {}
         self._read_at = -math.inf
+        self._read_cost = 0.0  # seconds the last read took
         self.complete = False  # the run ended and every row it wrote has been read
         #: the run's status read just before the rows of the last successful read (None before one): every row
         #: the run wrote up to that status is in the feed
@@ -294,10 +298,12 @@ class RunFeed:
                 log.warning("reading the status of run %s failed: %s", self.run.id, exc)
                 return 0
             ended = is_final(status)
-            if not (force or ended) and now - self._read_at < self.min_interval:
+            if not (force or ended) and now - self._read_at < max(self.min_interval,
+                                                                  self.read_cost_factor * self._read_cost):
                 return 0
             n = self._read()
             self._read_at = now
+            self._read_cost = time.monotonic() - now
             if n is None:  # nothing was read: neither complete nor a newer status
                 return 0
             with self.lock:
