@@ -153,16 +153,21 @@ def unwritable(monkeypatch):
     return lambda p: denied.add(Path(p).absolute())
 
 
-@pytest.mark.parametrize("exists", [True, False], ids=["store-exists", "no-store-yet"])
-def test_training_into_a_read_only_folder_is_one_line_and_exit_2(tmp_path, unwritable, exists):
-    """Was: an existing store opened read-only and ``Run.start`` died in a traceback (``attempt to write a
-    readonly database``); a new one was made regardless of the folder."""
+def _store_folder(tmp_path, exists: bool):
+    """A folder ``ro`` with (``exists``) or without a store ``runs.sqlite`` in it: ``(folder, db, its files)``."""
     folder = tmp_path / "ro"
     folder.mkdir()
     db = folder / "runs.sqlite"
     if exists:
         _store(db)
-    before = _files(folder)
+    return folder, db, _files(folder)
+
+
+@pytest.mark.parametrize("exists", [True, False], ids=["store-exists", "no-store-yet"])
+def test_training_into_a_read_only_folder_is_one_line_and_exit_2(tmp_path, unwritable, exists):
+    """Was: an existing store opened read-only and ``Run.start`` died in a traceback (``attempt to write a
+    readonly database``); a new one was made regardless of the folder."""
+    folder, db, before = _store_folder(tmp_path, exists)
     unwritable(folder)
     code, out, err = call_main("core.train.__main__", ["--store", str(db), *_TRAIN])
     assert code == 2 and out == "", (code, out, err)
@@ -194,12 +199,7 @@ def test_a_read_only_store_file_opens_for_reading_and_takes_no_run(tmp_path, unw
 @pytest.mark.skipif(os.geteuid() == 0, reason="file modes do not stop root (the faked and root-proof tests run)")
 @pytest.mark.parametrize("exists", [True, False], ids=["store-exists", "no-store-yet"])
 def test_a_chmod_read_only_folder_in_a_real_process(tmp_path, exists):
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    db = folder / "runs.sqlite"
-    if exists:
-        _store(db)
-    before = _files(folder)
+    folder, db, before = _store_folder(tmp_path, exists)
     folder.chmod(0o555)
     try:
         r = _train(db)
