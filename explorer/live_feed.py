@@ -506,19 +506,28 @@ class RunFeed:
         self.versions["signals"] += 1
 
     def _add_hists(self, h: pd.DataFrame) -> None:
-        for row in h[h["kind"] == "x"].itertuples(index=False):
-            layer = str(row.layer)
-            counts = np.asarray(row.counts, dtype=float)
-            if row.tensor == "w":
-                t = self.whist.get(layer)
-                if t is None:
-                    t = self.whist[layer] = Thinned(["step", "item"], MAX_COLUMNS)
-                t.add(pd.DataFrame({"step": [float(row.step)],
-                                    "item": [(int(row.step), counts, float(row.lo), float(row.hi))]}))
-                self.versions["whist"] += 1
-            elif row.tensor == "a":
-                self.a_hists[layer] = (counts, float(row.lo), float(row.hi), int(getattr(row, "zeros", 0) or 0))
-                self.versions["tail"] += 1
+        """Fold in new histogram rows: each layer's weight histograms as one batch (a long run's first read
+        holds thousands), the last activation histogram of each layer."""
+        x = h[h["kind"] == "x"]
+        if not len(x):
+            return
+        layers = x["layer"].astype(str).to_numpy()
+        tensors = x["tensor"].astype(str).to_numpy()
+        weights = tensors == "w"
+        for layer in dict.fromkeys(layers[weights]):
+            rows = x[weights & (layers == layer)]
+            t = self.whist.get(layer)
+            if t is None:
+                t = self.whist[layer] = Thinned(["step", "item"], MAX_COLUMNS)
+            items = [(int(step), np.asarray(counts, dtype=float), float(lo), float(hi))
+                     for step, counts, lo, hi in zip(rows["step"], rows["counts"], rows["lo"], rows["hi"])]
+            t.add(pd.DataFrame({"step": rows["step"].to_numpy(float), "item": items}))
+            self.versions["whist"] += 1
+        if (tensors == "a").any():
+            for row in x[tensors == "a"].itertuples(index=False):
+                self.a_hists[str(row.layer)] = (np.asarray(row.counts, dtype=float), float(row.lo), float(row.hi),
+                                                int(getattr(row, "zeros", 0) or 0))
+            self.versions["tail"] += 1
 
     def _add_events(self, ev: pd.DataFrame) -> None:
         ups = [int(p.get("step", s)) for s, k, p in zip(ev["step"], ev["kind"], ev["payload"]) if k == "update"]

@@ -155,6 +155,57 @@ def test_a_long_run_feeds_bounded_frames_read_once() -> None:
     assert speed.steps_per_s == pytest.approx(500.0) and speed.elapsed == pytest.approx(100.0) and speed.eta == 0.0
 
 
+class _ChunkedStore(_FakeStore):
+    """Hands out the rows of its tables ``chunk`` rows of each table per read."""
+
+    def __init__(self, tables: dict[str, pd.DataFrame], chunk: int) -> None:
+        super().__init__(tables)
+        self.chunk = chunk
+
+    def changes(self, run_id: str, cursor: Any) -> tuple[dict[str, pd.DataFrame], Any]:
+        self.reads += 1
+        at = int(cursor or 0)
+        return {k: v.iloc[at:at + self.chunk] for k, v in self.tables.items()}, at + self.chunk
+
+
+@pytest.mark.parametrize("chunk", [1, 7])
+def test_histograms_read_at_once_or_in_pieces_give_the_same_feed(chunk: int) -> None:
+    """A long run's first read folds thousands of histogram rows in at once (one batch per layer); the
+    result equals reading them a few rows at a time, as a page does while the run goes: the same thinned
+    weight histograms of each layer (steps, counts, ranges) and each layer's last activation histogram."""
+    rng = np.random.default_rng(0)
+    ts = np.arange(0, 3 * MAX_COLUMNS * 10, 10)  # thinned twice
+    n = len(ts)
+    hist = pd.DataFrame({"step": np.repeat(ts, 4), "layer": np.tile(["l0", "l1", "l0", "l1"], n),
+                         "tensor": np.tile(["w", "w", "a", "a"], n), "kind": "x",
+                         "lo": np.tile([-8.0, -6.0, -4.0, -2.0], n), "hi": 0.0, "zeros": np.arange(4 * n) % 3,
+                         "counts": [list(rng.integers(0, 9, 5)) for _ in range(4 * n)]})
+    empty = pd.DataFrame({c: [] for c in ("step", "epoch", "layer", "tensor", "fmt", "role", "name", "value")})
+    tables = {"metrics": empty, "histograms": hist, "events": pd.DataFrame({"step": [], "kind": [], "payload": []})}
+
+    def feed_of(store: Any) -> RunFeed:
+        cfg = types.SimpleNamespace(telemetry=types.SimpleNamespace(every=10))
+        run = types.SimpleNamespace(id="r1", store=store, config=cfg,
+                                    refresh=lambda max_age=None: {"status": "running"})
+        feed = RunFeed(run)
+        for _ in range(math.ceil(len(hist) / store.chunk) if isinstance(store, _ChunkedStore) else 1):
+            feed.refresh(force=True)
+        return feed
+
+    whole, pieces = feed_of(_FakeStore(tables)), feed_of(_ChunkedStore(tables, chunk))
+    for layer in ("l0", "l1"):
+        a, b = whole.weight_hists(layer), pieces.weight_hists(layer)
+        assert 0 < len(a) <= MAX_COLUMNS and [h[0] for h in a] == [h[0] for h in b]
+        assert all(np.array_equal(x[1], y[1]) and x[2:] == y[2:] for x, y in zip(a, b))
+        last = hist[(hist["layer"] == layer) & (hist["tensor"] == "a")].iloc[-1]
+        for feed in (whole, pieces):
+            counts, lo, hi, zeros = feed.a_hists[layer]
+            assert list(counts) == list(last["counts"]) and (lo, hi, zeros) == (last["lo"], last["hi"], last["zeros"])
+        # the kept steps: the feed's thinning of the layer's weight snapshots (the k-th kept when k % stride == 0)
+        stride = whole.whist[layer].stride
+        assert stride == 4 and [h[0] for h in a] == list(ts[::stride])
+
+
 def test_a_recipe_run_feeds_its_scale_telemetry_as_scheme_signals(tmp_path) -> None:
     """A real fp8 (delayed scaling) run: its role ``scale`` rows (core.schemes.recipes) reach the page's
     scheme-signal selector."""

@@ -95,3 +95,37 @@ def test_export_names_are_file_names_not_paths(tmp_path: Path, capsys: pytest.Ca
     assert not (tmp_path / "x.svg").exists() and not list(tmp_path.glob("**/*.svg"))
     assert main(["--store", store, "--runs", str(run.id), "--name", "ok", "--out", str(out), "--formats", "svg"]) == 0
     assert (out / "ok.svg").exists()
+
+
+def test_the_sessions_of_a_server_share_one_checked_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every new page opens the run store; the sessions of one process share the store the first opened
+    (checked once: a training run that grows the file does not make every page read the whole file again),
+    while a file put in its place is opened and checked afresh (a corrupt one gives the reason)."""
+    import sqlite3
+
+    import core.store.store as store_module
+    from core.store.integrity import check_integrity, forget_checks
+    from corrupt_store import corrupt_copy, make_real_store
+    from explorer import app
+
+    path = make_real_store(tmp_path / "runs.sqlite")
+    calls: list[Path] = []
+
+    def counting(conn: sqlite3.Connection, p: Path) -> None:
+        calls.append(p)
+        check_integrity(conn, p)
+
+    monkeypatch.setattr(store_module, "check_integrity", counting)
+    forget_checks()
+    first, problem = app._open_store(str(path))
+    assert problem is None and len(calls) == 1
+    first.conn.execute("CREATE TABLE grown (x)")  # a run's commits, then a checkpoint: the file's size and time move
+    first.conn.execute("INSERT INTO grown VALUES (zeroblob(100000))")
+    first.conn.commit()
+    first.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    again, problem = app._open_store(str(path))
+    assert again is first and problem is None and len(calls) == 1
+    bad = corrupt_copy(path, tmp_path / "bad.sqlite", "garbled")
+    os.replace(bad, path)  # another file at the same path
+    gone, problem = app._open_store(str(path))
+    assert gone is None and problem is not None and "is corrupt" in problem and len(calls) == 2
