@@ -262,12 +262,19 @@ class LiveTraining(Viewer):
         if self.state.settled:  # an ended run, all of it shown: look again rarely (a resume)
             self._next_poll = max(self._next_poll, now + self.state.ended_check)
             self._answer_every(_SETTLED_ANSWERS_MS)
+            self._poll_every(int(1000 * self.state.ended_check))  # each call costs Panel ~1 ms even when skipped
 
     def _on_status(self, *_: Any) -> None:
         """A run started or came back: poll at once and look for answers every 0.1 s again."""
+        self._poll_every(self.period)  # until the page shows all of the run again (then ``_poll`` slows it)
         if not is_final(self.state.status):
             self._next_poll = 0.0
             self._answer_every(_ANSWERS_MS)
+
+    def _poll_every(self, ms: int) -> None:
+        cb = getattr(self, "_callback", None)
+        if cb is not None and cb.period != max(ms, self.period):
+            cb.period = max(ms, self.period)
 
     def _answer_every(self, ms: int) -> None:
         cb = getattr(self, "_answers", None)

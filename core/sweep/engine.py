@@ -64,7 +64,11 @@ class Engine:
         else:
             n = workers or os.cpu_count() or 1
             try:
-                with dask.config.set({"distributed.worker.daemon": False}):
+                # the scheduler runs in this process (the Explorer's server, for Live Training): its event-loop
+                # health tick (20 ms by default) and system monitor (0.5 s) kept an idle server at 5-7% of a core;
+                # at 0.5 s and 2 s, 2% (measured in benchmarks/README.md)
+                with dask.config.set({"distributed.worker.daemon": False, "distributed.admin.tick.interval": "500ms",
+                                      "distributed.admin.system-monitor.interval": "2s"}):
                     self._cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                                  host="127.0.0.1", silence_logs=logging.WARNING,
                                                  # the scheduler's HTTP routes on a free loopback port
