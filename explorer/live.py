@@ -38,6 +38,7 @@ from .live_curves import LiveCurves
 from .live_heat import HeatMap, WeightHistogram
 from .live_lines import SignalPlot, TailPlot
 from .live_frames import duration_text
+from .batching import batched
 from .live_state import TENSORS, LiveTrainingState
 from .widgets import OptionalSpecBuilderView, knob_widgets
 
@@ -106,8 +107,10 @@ class LiveTraining(Viewer):
         if not local:
             s.data_root = ""
         doc = pn.state.curdoc
-        if doc is not None and doc.session_context is not None:
+        self._doc = doc if doc is not None and doc.session_context is not None else None
+        if self._doc is not None:
             s.background_reads = True  # served: a long store read never holds the server's event loop
+            s.wake = self._wake_soon  # the run paused, resumed or ended: poll at once, not at the next period
         # the data-folder field comes last, so the other inputs keep their order
         config = pn.Param(
             s, parameters=["dataset", "model", "hidden", "scheme", "lr", "momentum", "epochs", "batch_size",
@@ -250,6 +253,22 @@ class LiveTraining(Viewer):
         if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
             pn.state.on_session_destroyed(self._destroyed)
 
+    def _wake_soon(self) -> None:
+        """The run's feed read a new status (called from its reading thread): poll in the session's next tick."""
+        doc = self._doc
+        if doc is not None and self._callback is not None:
+            try:
+                doc.add_next_tick_callback(self._wake)  # the one Document method safe to call from another thread
+            except Exception:  # noqa: BLE001 - a session being destroyed: its page polls no more anyway
+                pass
+
+    def _wake(self) -> None:
+        from panel.io.state import set_curdoc
+
+        with set_curdoc(self._doc):
+            self._next_poll = 0.0
+            self._poll()
+
     def _poll(self) -> None:
         """Poll the store, but leave the server's event loop at least two thirds of its time for the
         user's clicks (a long run's redraws can cost more than the period)."""
@@ -285,16 +304,19 @@ class LiveTraining(Viewer):
         """Take the run's new rows (:meth:`LiveTrainingState.poll`) and stream the curves' new points
         (at most every ``curve_period`` seconds unless ``force``: each stream is a redraw in the browser,
         which shares the cores with the training)."""
-        self.state.poll()
-        now = time.monotonic()
-        if force or now - self._curves_at >= self.curve_period or not is_active(self.state.status):
-            self._curves_at = now
-            self._curves.update()
+        with batched():  # the poll's changes reach the browser as one message (one redraw there)
+            self.state.poll()
+            now = time.monotonic()
+            if force or now - self._curves_at >= self.curve_period or not is_active(self.state.status):
+                self._curves_at = now
+                self._curves.update()
 
     def _destroyed(self, session_context: Any) -> None:
         if self._callback is not None:
             self._callback.stop()
             self._answers.stop()
+            self._callback = None
+        self.state.wake = None
         self.state.detach()
 
     def __panel__(self) -> pn.Row:

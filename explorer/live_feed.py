@@ -39,7 +39,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -271,11 +271,37 @@ class RunFeed:
         self.stats: dict[tuple[str, str], float] = {}
         self.markers: list[int] = []
         self.events: list[str] = []  # messages of the run's warning and end events, in order
+        self._end_events: list[str] = []  # end events read before the final status that came with them
         self.started: float | None = None
         self.ended: float | None = None
         self.speed_samples: deque[tuple[float, int]] = deque(maxlen=MAX_SPEED_SAMPLES)
         self.versions = {"heat": 0, "whist": 0, "tail": 0, "signals": 0, "markers": 0, "layers": 0}
         self._cache: dict[Any, Any] = {}
+        self._listeners: list[Callable[[], None]] = []
+
+    # ---------------------------------------------------------------- news for the pages
+    def listen(self, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` after every read that changed :attr:`status` (a pause, a resume, the run's end with
+        its last rows): a page then polls at once instead of at its next period. ``fn`` runs in the
+        reading thread (the feed's background reader when the page reads with :meth:`refresh_soon`),
+        so it must only schedule work, e.g. Bokeh's ``Document.add_next_tick_callback``."""
+        with self.lock:
+            if fn not in self._listeners:
+                self._listeners.append(fn)
+
+    def unlisten(self, fn: Callable[[], None]) -> None:
+        with self.lock:
+            if fn in self._listeners:
+                self._listeners.remove(fn)
+
+    def _notify(self) -> None:
+        with self.lock:
+            listeners = list(self._listeners)
+        for fn in listeners:
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - one page's closed session must not stop the others' news
+                log.warning("a listener of run %s failed", self.run.id, exc_info=True)
 
     # ---------------------------------------------------------------- reading
     def refresh(self, force: bool = False) -> int:
@@ -301,17 +327,17 @@ class RunFeed:
             if not (force or ended) and now - self._read_at < max(self.min_interval,
                                                                   self.read_cost_factor * self._read_cost):
                 return 0
-            n = self._read()
+            was = self.status
+            n = self._read(status)
             self._read_at = now
             self._read_cost = time.monotonic() - now
             if n is None:  # nothing was read: neither complete nor a newer status
                 return 0
-            with self.lock:
-                self.status = status
-                self.complete = ended
             self._watch_commits(status)
             if ended:
                 self._close_probe()
+            if status != was:
+                self._notify()
             return n
 
     def refresh_soon(self) -> None:
@@ -338,9 +364,14 @@ class RunFeed:
         t = self._reader
         return t is not None and t.is_alive()
 
-    def _read(self) -> int | None:
-        """Fold the run's new rows in; the number of rows read, None when the store could not be read (the
-        feed is then not complete: the next refresh reads again)."""
+    def _read(self, status: str) -> int | None:
+        """Fold the run's new rows in, and ``status`` (the run's, read before them) with them: a page taking
+        the rows under :attr:`lock` sees the run's end event only together with ``complete``. Returns the number
+        of rows read, None when the store could not be read (the feed is then not complete: the next refresh
+        reads again)."""
+        from core.store import is_final
+
+        ended = is_final(status)
         run = self.run
         store = run.store
         try:
@@ -371,6 +402,11 @@ class RunFeed:
                 self._add_hists(h)
             if len(ev):
                 self._add_events(ev)
+            self.status = status
+            self.complete = ended
+            if ended:
+                self.events.extend(self._end_events)
+                self._end_events = []
         return len(m) + len(h) + len(ev)
 
     # ---------------------------------------------------------------- a store locked by another process
@@ -537,7 +573,9 @@ class RunFeed:
         for k, p in zip(ev["kind"], ev["payload"]):
             if k in ("diverged", "error", "done", "stopped", "interrupted", "warning"):
                 detail = f": {p.get('message')}" if k in ("error", "warning") and p.get("message") else ""
-                self.events.append(f"run {self.run.id}: {k}{detail}")
+                # an end event is committed with the run's final status, but may be read with the status before
+                # it (read first): it joins the messages with that final status (see _read)
+                (self.events if k == "warning" else self._end_events).append(f"run {self.run.id}: {k}{detail}")
             elif k == "store_blocked":  # written by the run once its buffered rows could be committed
                 secs = p.get("seconds")
                 took = f" for {float(secs):.1f} s" if isinstance(secs, (int, float)) else ""

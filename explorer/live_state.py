@@ -35,7 +35,7 @@ import sqlite3
 import time
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 import param
@@ -169,6 +169,9 @@ class LiveTrainingState(param.Parameterized):
         self._reset_signals()
         self._run: Any = None
         self._feed: RunFeed | None = None
+        #: called (from the feed's reading thread) when the observed run's status as read changed, e.g. it ended
+        #: and its last rows are in the feed: the page (explorer.live) schedules a poll at once
+        self.wake: Callable[[], None] | None = None
         self._commands: dict[int, tuple[str, dict[str, Any]]] = {}  # seq -> (what was asked, changes)
         self._status_checked = -math.inf  # when check_answers last looked at an ended run's row
         self._got: dict[str, Any] = {}  # what this page has taken from the feed (see _take)
@@ -570,6 +573,7 @@ class LiveTrainingState(param.Parameterized):
         self.detach()
         self._run = run
         self._feed = feed_for(run)
+        self._feed.listen(self._feed_news)
         self._commands = {}
         self._reset_tables()
         self._sync_controls(run)
@@ -580,6 +584,13 @@ class LiveTrainingState(param.Parameterized):
     def detach(self) -> None:
         """Stop observing (the run goes on)."""
         self._run = None
+        if self._feed is not None:
+            self._feed.unlisten(self._feed_news)
+
+    def _feed_news(self) -> None:
+        wake = self.wake
+        if wake is not None:
+            wake()
 
     def _reset_tables(self) -> None:
         self.curves_generation += 1
@@ -735,9 +746,9 @@ class LiveTrainingState(param.Parameterized):
         rows the run's feed read from the store.
 
         Curves stream on every call; the telemetry plots are redrawn at most every ``redraw``
-        seconds (at once when the run has ended), as many per call as fit in ``redraw_budget``
-        seconds and at least one (all at once when ``force``), so no poll holds the server for long
-        while the worker trains: a click waits for the poll in progress. In a server session the
+        seconds, as many per call as fit in ``redraw_budget`` seconds and at least one (all at once
+        when ``force``, or once the run has ended and its feed holds all its rows), so no poll holds
+        the server for long while the worker trains: a click waits for the poll in progress. In a server session the
         redraws of one poll are one document update (:func:`explorer.batching.batched`). Call from
         the page's periodic callback (or directly in tests and notebooks).
         """
@@ -749,9 +760,12 @@ class LiveTrainingState(param.Parameterized):
         now = time.monotonic()
         ended = self._feed is not None and self._feed.complete
         dirty = self._dirty()
-        if dirty and force:  # everything, at once
-            self._publish_telemetry()
-            self._pending_redraws = []
+        if (dirty or self._pending_redraws) and (force or ended):
+            # everything, at once: asked for, or the run ended (its feed reads nothing more, and the page says
+            # the run ended only once every plot shows its last rows: one redraw, in this poll)
+            with batched():
+                self._publish_telemetry()
+                self._pending_redraws = []
         elif self._pending_redraws or (dirty and (ended or now >= self._next_redraw)):
             feed = self._feed
             if feed is None or feed.lock.acquire(blocking=False):  # never wait here for a reader's fold-in
@@ -761,6 +775,10 @@ class LiveTrainingState(param.Parameterized):
                     if feed is not None:
                         feed.lock.release()
         self._refresh_status()
+        if ended and self._pending_redraws:  # what the final status redraws (an empty plot's reason): now too
+            with batched():
+                while self._pending_redraws:
+                    self._pending_redraws.pop(0)()
         return n
 
     def _redraw_some(self, now: float, dirty: list[str]) -> None:

@@ -88,6 +88,37 @@ def test_a_served_page_says_done_only_when_it_shows_every_row(tmp_path: Path) ->
     assert s.message == f"run {run.id}: done"
 
 
+def test_the_feed_wakes_the_page_when_the_run_ends_and_one_poll_then_shows_all_of_it(tmp_path: Path) -> None:
+    import threading
+
+    s = LiveTrainingState(store=str(tmp_path / "runs.sqlite"), attach=False, max_steps=40, every=5, epochs=2,
+                          hidden="32", background_reads=True,
+                          redraw_budget=0.0)  # while the run goes: one telemetry plot per poll
+    woken: list[tuple[str, str | None, bool]] = []  # (thread, the feed's status, complete) at each call
+    s.wake = lambda: woken.append((threading.current_thread().name, s._feed.status, s._feed.complete))
+    run = s.start_run()
+    assert run is not None, s.message
+    end = time.monotonic() + 240
+    while not (woken and woken[-1][2]) and time.monotonic() < end:
+        s.poll()  # the page's polls start the feed's background reads
+        time.sleep(0.05)
+    assert woken and woken[-1][2], woken
+    # once per status read (the first by the page's own read when it attached to the run), the later ones by
+    # the feed's background reader; the last one final, with every row
+    assert all(name.startswith("feed-") for name, _, _ in woken[1:]), woken
+    statuses = [st for _, st, _ in woken]
+    assert len(statuses) == len(set(statuses)) and is_final(str(statuses[-1])), statuses
+    s.poll()  # the one poll the page makes at once: every plot's last rows and the final status
+    steps, heat = _store_counts(run.store, run.id)
+    assert is_final(s.status) and s.settled, (s.status, s._pending_redraws, s._dirty())
+    assert list(s.steps.data["step"]) == steps and len(s.heat.data) == heat
+    assert sum(len(s.heat_of[t].data) for t in TENSORS) == heat
+    s.detach()  # a page that no longer shows the run hears nothing more of it
+    n = len(woken)
+    s._feed._notify()
+    assert len(woken) == n
+
+
 # ------------------------------------------------------------------ 2. a new page opens on the store's last run
 def test_a_new_page_shows_the_last_run_in_the_store(tmp_path: Path) -> None:
     path = tmp_path / "runs.sqlite"
