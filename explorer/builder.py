@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import param
 
@@ -88,17 +88,21 @@ def _outside_knobs(spec: FormatSpec) -> str:
 class SpecBuilder(param.Parameterized):
     """One format chosen by family + knobs, by preset, or by a typed spec string."""
 
-    family = param.Selector(default="mls", objects=list(FAMILIES), doc="Format family; its knobs appear below.")
-    preset = param.Selector(default=_CUSTOM, objects=[_CUSTOM, *ALIASES],
-                            doc="A named format (alias); '(custom)' when the spec has no alias.")
+    family: param.Selector[str] = param.Selector(default="mls", objects=list(FAMILIES),
+                                                 doc="Format family; its knobs appear below.")
+    preset: param.Selector[str] = param.Selector(default=_CUSTOM, objects=[_CUSTOM, *ALIASES],
+                                                 doc="A named format (alias); '(custom)' when the spec has no alias.")
     spec = param.String(default="",
                         doc="The spec string. Typing one parses it; "
                             "a bad one shows the parser's message and changes nothing.")
-    knobs = param.ClassSelector(class_=param.Parameterized, constant=True,
-                                doc="The family's knobs (one parameter per spec field).")
+    # knobs and fmt: None only while __init__ runs (it applies a format or raises), so typed without None
+    knobs = cast("param.ClassSelector[param.Parameterized]",
+                 param.ClassSelector(class_=param.Parameterized, constant=True,
+                                     doc="The family's knobs (one parameter per spec field)."))
     error = param.String(default="", constant=True,
                          doc="Message of the last rejected spec or knob value; empty when valid.")
-    fmt = param.ClassSelector(class_=FormatSpec, constant=True, doc="The current valid format (read-only).")
+    fmt = cast("param.ClassSelector[FormatSpec]",
+               param.ClassSelector(class_=FormatSpec, constant=True, doc="The current valid format (read-only)."))
     optional = param.Boolean(default=False, constant=True,
                              doc="When true, the empty spec (or '(float)') means 'not quantized' and fmt is None.")
     enabled = param.Boolean(default=True, doc="False when an optional builder is set to float (no quantization).")

@@ -10,7 +10,7 @@ config keys that differ across the selected runs (:meth:`Comparison.varying_keys
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import holoviews as hv
 import panel as pn
@@ -50,7 +50,9 @@ class Compare(Viewer):
         Compare()
     """
 
-    state = param.ClassSelector(class_=CompareState, doc="The page's state (one per session).")
+    # set by __init__ (never None after it): typed without None
+    state = cast("param.ClassSelector[CompareState]",
+                 param.ClassSelector(class_=CompareState, doc="The page's state (one per session)."))
 
     def __init__(self, state: CompareState | None = None, **params: Any) -> None:
         super().__init__(state=state if state is not None else CompareState(), **params)

@@ -32,16 +32,22 @@ class CompareState(param.Parameterized):
     """State of the Compare page."""
 
     selected = param.ListSelector(default=[], objects=[], doc="Runs to compare (ids from the run store).")
-    metric = param.Selector(default="loss", objects=list(STEP_METRICS + EPOCH_METRICS), doc="First curve metric.")
-    metric2 = param.Selector(default="test_acc", objects=list(STEP_METRICS + EPOCH_METRICS), doc="Second curve metric.")
+    metric: param.Selector[str] = param.Selector(default="loss", objects=list(STEP_METRICS + EPOCH_METRICS),
+                                                 doc="First curve metric.")
+    metric2: param.Selector[str] = param.Selector(default="test_acc", objects=list(STEP_METRICS + EPOCH_METRICS),
+                                                  doc="Second curve metric.")
     smooth = param.Integer(default=1, bounds=(1, 200), doc="Rolling-mean window for per-step curves.")
-    grid_x = param.Selector(default=_NONE, objects=[_NONE],
-                            doc="Config key for the grid heat map's x axis (keys that vary).")
-    grid_y = param.Selector(default=_NONE, objects=[_NONE], doc="Config key for the grid heat map's y axis.")
-    grid_value = param.Selector(default="final_test_acc", objects=list(GRID_VALUES),
-                                doc="Value shown in the grid heat map.")
-    export = param.Action(default=lambda self: self.export_files(), doc="Write PNG, SVG and HTML of this comparison.")
-    refresh = param.Action(default=lambda self: self.refresh_runs(), doc="Re-read the run list from the store.")
+    grid_x: param.Selector[str] = param.Selector(default=_NONE, objects=[_NONE],
+                                                 doc="Config key for the grid heat map's x axis (keys that vary).")
+    grid_y: param.Selector[str] = param.Selector(default=_NONE, objects=[_NONE],
+                                                 doc="Config key for the grid heat map's y axis.")
+    grid_value: param.Selector[str] = param.Selector(default="final_test_acc", objects=list(GRID_VALUES),
+                                                     doc="Value shown in the grid heat map.")
+    # param's stubs type an Action as taking no argument; it is called with the instance
+    export = param.Action(default=lambda self: self.export_files(),  # type: ignore[arg-type, misc]
+                          doc="Write PNG, SVG and HTML of this comparison.")
+    refresh = param.Action(default=lambda self: self.refresh_runs(),  # type: ignore[arg-type, misc]
+                           doc="Re-read the run list from the store.")
 
     runs = param.DataFrame(default=None, allow_None=True, constant=True, doc="All runs in the store (read-only).")
     comparison = param.ClassSelector(class_=Comparison, default=None, allow_None=True, constant=True,
@@ -67,7 +73,7 @@ class CompareState(param.Parameterized):
     # ----------------------------------------------------------- actions
     def labels(self) -> dict[str, str]:
         """Display label per run id ('<id6> scheme(...) status acc')."""
-        out = {}
+        out: dict[str, str] = {}
         df = self.runs
         if df is None or not len(df):
             return out

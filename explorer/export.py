@@ -237,7 +237,7 @@ def _config_details(comp: Comparison) -> str:
 def _write_html(fig_obj: Any, comp: Comparison, path: Path) -> Path:
     from bokeh.io import save
     from bokeh.layouts import column
-    from bokeh.models import Div
+    from bokeh.models import Div  # type: ignore[attr-defined]
     from bokeh.resources import INLINE
     import holoviews as hv
 

@@ -7,7 +7,7 @@ place: moving one knob re-sends that slot's data sources alone.
 from __future__ import annotations
 
 import html
-from typing import Any
+from typing import Any, cast
 
 import holoviews as hv
 
@@ -39,7 +39,9 @@ class FormatLab(Viewer):
         FormatLab()
     """
 
-    state = param.ClassSelector(class_=FormatLabState, doc="The page's state (one per session).")
+    # set by __init__ (never None after it): typed without None
+    state = cast("param.ClassSelector[FormatLabState]",
+                 param.ClassSelector(class_=FormatLabState, doc="The page's state (one per session)."))
 
     def __init__(self, state: FormatLabState | None = None, **params: Any) -> None:
         super().__init__(state=state if state is not None else FormatLabState(), **params)
@@ -58,10 +60,10 @@ class FormatLab(Viewer):
         self._table = MetricsTable(s)
         table = self._table.pane()
         # plain HTML of a fixed height: a new text changes no layout
-        status = pn.pane.HTML(
-            pn.bind(lambda m, t: f"{html.escape(m)}<br>update: <b>{1e3 * t:.0f} ms</b>", s.param.message,
-                    s.param.latency), css_classes=["lab-status"], margin=(0, 10), height=40,
-            sizing_mode="stretch_width")
+        status_html = pn.bind(lambda m, t: f"{html.escape(m)}<br>update: <b>{1e3 * t:.0f} ms</b>", s.param.message,
+                              s.param.latency)
+        status = pn.pane.HTML(status_html, css_classes=["lab-status"], margin=(0, 10), height=40,
+                              sizing_mode="stretch_width")
         grid = pn.GridBox(*panes, ncols=2, sizing_mode="stretch_width")
         main = pn.Column(cards, status, table, grid, self._bit_layout(), self._scales(), sizing_mode="stretch_width",
                          min_width=0)

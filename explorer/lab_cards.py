@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import html
 import math
-from typing import Any
+from typing import Any, cast
 
 import panel as pn
 import param
@@ -47,7 +47,9 @@ def _label(name: str) -> str:
 class LabSpecCard(pn.viewable.Viewer):
     """A Format Lab slot: family, preset, spec string (canonical form), errors and the family's knobs."""
 
-    builder = param.ClassSelector(class_=SpecBuilder, doc="The slot's spec builder.")
+    # set by __init__ (never None after it): typed without None
+    builder = cast("param.ClassSelector[SpecBuilder]",
+                   param.ClassSelector(class_=SpecBuilder, doc="The slot's spec builder."))
     title = param.String(default="", doc="Card title.")
     color = param.String(default="#888888", doc="Accent colour (matches the plots).")
     compute_error = param.String(default="", doc="Why the slot's current spec could not be computed.")

@@ -17,12 +17,12 @@ rug are in data units.
 from __future__ import annotations
 
 import html
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import panel as pn
-from bokeh.models import (ColumnDataSource, FixedTicker, HoverTool, Legend, LegendItem, NumeralTickFormatter,
-                          Range1d)
+from bokeh.models import (ColumnDataSource, FixedTicker, HoverTool, Legend, LegendItem,  # type: ignore[attr-defined]
+                          NumeralTickFormatter, Range1d)
 from bokeh.plotting import figure
 
 from . import plots
@@ -76,7 +76,7 @@ class _SlotFigure:
     names the slot's format; :meth:`set_slot` replaces one slot's data and hover text in place."""
 
     def __init__(self, title: str, x_label: str, y_label: str, css_class: str, tooltips: list[tuple[str, str]],
-                 y_axis_type: str = "linear", y_range: Any = None, under: Any = None,
+                 y_axis_type: Literal["linear", "log"] = "linear", y_range: Any = None, under: Any = None,
                  line_width: float = 1.5) -> None:
         kw: dict[str, Any] = {} if y_range is None else {"y_range": y_range}
         fig = figure(title=title, height=_HEIGHT, min_width=_MIN_WIDTH, sizing_mode="stretch_width", tools=FIGURE_TOOLS,
@@ -125,7 +125,7 @@ class LabPlots:
     def __init__(self, state: Any) -> None:
         self.state = state
         self.codebook = _SlotFigure("Codebook (log x; scaled formats: element values)", plots.CODEBOOK_AXIS, "slot",
-                                    "plot-codebook", [("code", "@x0")], y_range=Range1d(0, 2))
+                                    "plot-codebook", [("code", "@x0")], y_range=Range1d(start=0, end=2))
         self.density = _SlotFigure("Code density per binade", "code value", "codes per binade", "plot-density",
                                    [("binade from", "@x0"), ("codes", "@y0")], line_width=2)
         self.error = _SlotFigure("Relative error vs |x|", "|x|", "relative error", "plot-error",
@@ -142,7 +142,7 @@ class LabPlots:
             return LegendItem(label="data |x|", renderers=[r])
 
         self.hist = _SlotFigure("Data histogram with codes (data units)", "|x|", "count", "plot-hist",
-                                [("code", "@x0")], y_range=Range1d(0, 1), under=histogram)
+                                [("code", "@x0")], y_range=Range1d(start=0, end=1), under=histogram)
         self.hist.figure.yaxis[0].formatter = NumeralTickFormatter(format="0.[0]a")  # 100k, not 1.000e+5
         # what each slot's glyphs were last drawn from: (result, data, slot count)
         self._drawn: list[tuple[Any, Any, int] | None] = [None] * SLOTS

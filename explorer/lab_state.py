@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import param
@@ -59,8 +59,9 @@ class FormatLabState(param.Parameterized):
     count = param.Integer(default=2, bounds=(1, 4), doc="Number of formats compared side by side (1-4).")
     builders = param.List(item_type=SpecBuilder, constant=True,
                           doc="The four format slots (the first `count` are shown).")
-    rounding = param.Selector(default="nearest", objects=list(ROUNDINGS),
-                              doc="Rounding mode used for every format (stochastic_rbits: with `rbits` random bits).")
+    rounding: param.Selector[str] = param.Selector(
+        default="nearest", objects=list(ROUNDINGS),
+        doc="Rounding mode used for every format (stochastic_rbits: with `rbits` random bits).")
     rbits = param.Integer(default=8, bounds=(RBITS_MIN, RBITS_MAX),
                           doc="Random bits K of stochastic_rbits<K> rounding.")
     probe = param.String(default="0.3", doc="Value shown in the bit-layout view (a number).")
@@ -76,29 +77,32 @@ class FormatLabState(param.Parameterized):
     scales_message = param.String(default="", constant=True, doc="Why there is no scale map; empty when there is.")
     slot_errors = param.List(default=["", "", "", ""], constant=True,
                              doc="Per slot: why its current spec could not be computed (empty when it was).")
-    source = param.Selector(default="synthetic", objects=list(SOURCES),
-                            doc="Synthetic distribution or a tensor stored by a training run.")
-    distribution = param.Selector(default="normal", objects=list(DISTRIBUTIONS), doc="Synthetic distribution.")
+    source: param.Selector[str] = param.Selector(default="synthetic", objects=list(SOURCES),
+                                                 doc="Synthetic distribution or a tensor stored by a training run.")
+    distribution: param.Selector[str] = param.Selector(default="normal", objects=list(DISTRIBUTIONS),
+                                                       doc="Synthetic distribution.")
     log2_scale = param.Number(default=0.0, bounds=(-40.0, 40.0), step=0.5,
                               doc="log2 of the distribution's scale "
                                   "(std for normal, b for laplace, the top of a log-uniform range).")
     binades = param.Number(default=16.0, bounds=(1.0, 60.0), step=1.0, doc="Width of the log-uniform range in binades.")
-    size = param.Selector(default="1M", objects=list(SIZES),
-                          doc="Number of synthetic elements (NCHW shape, N=16, C=64).")
+    size: param.Selector[str] = param.Selector(default="1M", objects=list(SIZES),
+                                               doc="Number of synthetic elements (NCHW shape, N=16, C=64).")
     seed = param.Integer(default=0, bounds=(0, None), doc="Seed of the synthetic data and of stochastic rounding.")
-    run_id = param.Selector(default=_NONE, objects=[_NONE],
-                            doc="Stored run to take a tensor from (runs with tensor samples).")
-    layer = param.Selector(default=_NONE, objects=[_NONE], doc="Layer of the stored tensor.")
-    tensor = param.Selector(default="w", objects=["w", "a", "e", "g"],
-                            doc="Which tensor: W (weight), A (input activation), E (output gradient), "
-                                "G (weight gradient).")
-    step = param.Selector(default=None, objects=[None], allow_None=True,
-                          doc="Training step of the stored sample (None: the latest).")
+    run_id: param.Selector[str] = param.Selector(default=_NONE, objects=[_NONE],
+                                                 doc="Stored run to take a tensor from (runs with tensor samples).")
+    layer: param.Selector[str] = param.Selector(default=_NONE, objects=[_NONE], doc="Layer of the stored tensor.")
+    tensor: param.Selector[str] = param.Selector(default="w", objects=["w", "a", "e", "g"],
+                                                 doc="Which tensor: W (weight), A (input activation), "
+                                                     "E (output gradient), G (weight gradient).")
+    step: param.Selector[int | None] = param.Selector(default=None, objects=[None], allow_None=True,
+                                                      doc="Training step of the stored sample (None: the latest).")
     store = param.Parameter(default=None,
                             doc="Run store (or its path) for stored tensors; "
                                 "None: the default store, opened on first use.")
-    data = param.ClassSelector(class_=DataSummary, constant=True,
-                               doc="The current tensor and its log2|x| binning (read-only).")
+    # set by __init__ (never None after it): typed without None
+    data = cast("param.ClassSelector[DataSummary]",
+                param.ClassSelector(class_=DataSummary, constant=True,
+                                    doc="The current tensor and its log2|x| binning (read-only)."))
     results = param.List(default=[], constant=True, doc="One FormatResult per shown slot, in slot order (read-only).")
     latency = param.Number(default=0.0, constant=True,
                            doc="Seconds taken by the last update (data + all formats), read-only.")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import time
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import panel as pn
@@ -92,7 +92,9 @@ class LiveTraining(Viewer):
         LiveTraining()
     """
 
-    state = param.ClassSelector(class_=LiveTrainingState, doc="The page's state (one per session).")
+    # set by __init__ (never None after it): typed without None
+    state = cast("param.ClassSelector[LiveTrainingState]",
+                 param.ClassSelector(class_=LiveTrainingState, doc="The page's state (one per session)."))
     period = param.Integer(default=300, bounds=(50, 10_000), doc="Milliseconds between polls of the run store.")
     curve_period = param.Number(default=1.0, bounds=(0.0, 60.0),
         doc="Seconds between two streams of new points into the loss and accuracy curves while a run goes.")
@@ -144,12 +146,11 @@ class LiveTraining(Viewer):
         pause = pn.widgets.Button.from_param(s.param.pause, label="Pause / Resume", width=120,
                                              css_classes=["btn-pause"], description=None, disabled=idle)
         # red only while there is a run to stop (a disabled red button reads as an alarm)
+        stop_color = pn.bind(lambda st: "danger" if is_active(st) else "light", s.param.status)
         stop = pn.widgets.Button.from_param(s.param.stop, label="Stop", width=70, css_classes=["btn-stop"],
-                                            description=None, disabled=idle,
-                                            color=pn.bind(lambda st: "danger" if is_active(st) else "light",
-                                                          s.param.status))
-        progress = pn.indicators.Progress(value=pn.bind(lambda p: int(round(100 * p)), s.param.progress), max=100,
-                                          bar_color="primary",
+                                            description=None, disabled=idle, color=stop_color)
+        percent = pn.bind(lambda p: int(round(100 * p)), s.param.progress)
+        progress = pn.indicators.Progress(value=percent, max=100, bar_color="primary",
                                           sizing_mode="stretch_width", css_classes=["run-progress"])
         status = pn.pane.Markdown(
             pn.bind(self._status_text, s.param.run_id, s.param.status, s.param.step, s.param.total_steps,

@@ -15,7 +15,7 @@ figures do not have yet; a new run (``curves_generation``) starts them again.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,9 @@ from bokeh.models import ColumnDataSource, HoverTool
 from bokeh.plotting import figure
 
 from .widgets import FIGURE_TOOLS, figure_pane
+
+if TYPE_CHECKING:
+    from bokeh.models.sources import DataDict
 
 __all__ = ["LiveCurves"]
 
@@ -39,7 +42,7 @@ def _figure(title: str, y_label: str, height: int, min_width: int) -> Any:
     return fig
 
 
-def _columns(df: pd.DataFrame, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+def _columns(df: pd.DataFrame, names: tuple[str, ...]) -> DataDict:
     return {n: df[n].to_numpy(dtype=float) if n in df else np.full(len(df), np.nan) for n in names}
 
 

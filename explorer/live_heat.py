@@ -16,17 +16,20 @@ Both draw the knob-change markers (``state.markers``) and, while empty, the reas
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence, cast
 
 import numpy as np
 import pandas as pd
 import panel as pn
-from bokeh.models import ColorBar, ColumnDataSource, FixedTicker, HoverTool, LinearColorMapper
+from bokeh.models import ColorBar, ColumnDataSource, FixedTicker, HoverTool, LinearColorMapper  # type: ignore[attr-defined]
 from bokeh.palettes import Magma256, Viridis256
 from bokeh.plotting import figure
 
 from . import plots
 from .widgets import FIGURE_TOOLS, figure_pane
+
+if TYPE_CHECKING:
+    from bokeh.models.annotations.labels import Title
 
 __all__ = ["CellFigure", "HeatMap", "WeightHistogram", "TENSOR_TITLES", "set_axis_labels"]
 
@@ -78,7 +81,7 @@ class CellFigure:
         if clim is not None and all(math.isfinite(v) for v in clim):
             self.mapper.update(low=float(clim[0]), high=float(clim[1]))
         self.colorbar.visible = bool(n)  # an empty map keeps no old scale
-        self.figure.title.text = title
+        cast("Title", self.figure.title).text = title  # a figure made with a title string holds a Title
         self.marks.data = {"step": np.asarray(list(markers), dtype=float)}
         text = [note] if note and not n else []
         self.notes.data = {"x": [0.5] * len(text), "y": [0.5] * len(text), "text": text}

@@ -35,7 +35,7 @@ import sqlite3
 import time
 import typing
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import pandas as pd
 import param
@@ -73,19 +73,21 @@ _empty = empty_frame
 class LiveTrainingState(param.Parameterized):
     """State of the Live Training page (one per session; the run itself is process-wide)."""
 
-    dataset = param.Selector(default="digits", objects=["digits"],
+    dataset: param.Selector[str] = param.Selector(default="digits", objects=["digits"],
         doc="Dataset (digits is embedded and needs no network).")
-    model = param.Selector(default="mlp", objects=["mlp"], doc="Model architecture.")
+    model: param.Selector[str] = param.Selector(default="mlp", objects=["mlp"], doc="Model architecture.")
     hidden = param.String(default="128,64", doc="Hidden layer widths of the MLP, comma separated.")
-    scheme = param.Selector(default="mls", objects=["mls"], doc="Training scheme (its knobs appear below).")
-    knobs = param.ClassSelector(class_=param.Parameterized, constant=True,
-        doc="Knobs of the chosen scheme (one per scheme field).")
+    scheme: param.Selector[str] = param.Selector(default="mls", objects=["mls"],
+                                                 doc="Training scheme (its knobs appear below).")
+    knobs = cast("param.ClassSelector[param.Parameterized]",  # set by __init__ (never None after it)
+        param.ClassSelector(class_=param.Parameterized, constant=True,
+            doc="Knobs of the chosen scheme (one per scheme field)."))
     specs = param.Dict(default={}, constant=True,
         doc="Spec builders for the scheme's format fields (W/A/E/G ...), by field name.")
     lr = param.Number(default=0.1, bounds=(1e-6, 10.0), step=0.01, doc="Learning rate (live).")
     momentum = param.Number(default=0.9, bounds=(0.0, 0.999), step=0.01, doc="SGD momentum (live).")
     epochs = param.Integer(default=10, bounds=(1, 10000), doc="Epochs to train (live: can be extended).")
-    batch_size = param.Selector(default=64, objects=[16, 32, 64, 128, 256], doc="Mini-batch size.")
+    batch_size: param.Selector[int] = param.Selector(default=64, objects=[16, 32, 64, 128, 256], doc="Mini-batch size.")
     seed = param.Integer(default=0, bounds=(0, None), doc="Seed of the run (deterministic on the CPU).")
     every = param.Integer(default=10, bounds=(1, 1000), doc="Steps between telemetry snapshots (live).")
     shadow = param.String(default="fp8_e4m3",
@@ -109,23 +111,28 @@ class LiveTrainingState(param.Parameterized):
     ended_check = param.Number(default=2.0, bounds=(0.0, 60.0),
         doc="Seconds between looks at the row of an ended run this page shows in full (it changes only if the "
             "run is resumed): an ended run keeps the server idle, however many tabs show it.")
-    heat_source = param.Selector(default="live", objects=["live"],
+    heat_source: param.Selector[str] = param.Selector(default="live", objects=["live"],
         doc="ARE of the format in use ('live') or of a shadow format.")
-    hist_layer = param.Selector(default="", objects=[""], doc="Layer whose weight histogram is shown over time.")
+    hist_layer: param.Selector[str] = param.Selector(default="", objects=[""],
+                                                     doc="Layer whose weight histogram is shown over time.")
     bound_u = param.Number(default=0.1, bounds=(0.0, 0.99), step=0.01,
         doc="Barrier u of the LogBTQ bound (the scheme's u when it has one).")
-    heat_scale = param.Selector(default="auto", objects=["auto", "fixed"],
+    heat_scale: param.Selector[str] = param.Selector(default="auto", objects=["auto", "fixed"],
         doc="Colour range of the ARE heat maps: 'auto' is one range per tensor kind (W, A, E, G), the whole "
             "decades of log10 ARE its rows span over every source; 'fixed' is heat_range for all four maps.")
     heat_range = param.Range(default=(-4.0, 0.0), bounds=(-7.0, 1.0), step=0.5,
         doc="log10 ARE colour range of every heat map while heat_scale is 'fixed'.")
-    signal = param.Selector(default="", objects=[""],
+    signal: param.Selector[str] = param.Selector(default="", objects=[""],
         doc="Scheme signal plotted over steps: precision schedule (CPT/PFQ bits), DFQ bits per layer, NITI "
             "exponents, LogBTQ terms, effective BitOPs.")
 
-    start = param.Action(default=lambda self: self.start_run(), doc="Start a new run with this configuration.")
-    pause = param.Action(default=lambda self: self.toggle_pause(), doc="Pause the run, or resume a paused one.")
-    stop = param.Action(default=lambda self: self.stop_run(), doc="Stop the run (status 'stopped').")
+    # param's stubs type an Action as taking no argument; it is called with the instance
+    start = param.Action(default=lambda self: self.start_run(),  # type: ignore[arg-type, misc]
+                         doc="Start a new run with this configuration.")
+    pause = param.Action(default=lambda self: self.toggle_pause(),  # type: ignore[arg-type, misc]
+                         doc="Pause the run, or resume a paused one.")
+    stop = param.Action(default=lambda self: self.stop_run(),  # type: ignore[arg-type, misc]
+                        doc="Stop the run (status 'stopped').")
 
     run_id = param.String(default="", constant=True, doc="Id of the observed run (read-only).")
     status = param.String(default="idle", constant=True, doc="Status of the observed run (read-only).")

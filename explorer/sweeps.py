@@ -9,7 +9,7 @@ runs through ``SweepsState.open_runs`` (the app opens them in Compare).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import holoviews as hv
 import pandas as pd
@@ -137,7 +137,9 @@ class Sweeps(Viewer):
         Sweeps()
     """
 
-    state = param.ClassSelector(class_=SweepsState, doc="The page's state (one per session).")
+    # set by __init__ (never None after it): typed without None
+    state = cast("param.ClassSelector[SweepsState]",
+                 param.ClassSelector(class_=SweepsState, doc="The page's state (one per session)."))
     period = param.Integer(default=1000, bounds=(100, 60_000), doc="Milliseconds between re-reads of the store.")
 
     def __init__(self, state: SweepsState | None = None, **params: Any) -> None:
@@ -174,8 +176,8 @@ class Sweeps(Viewer):
                             pn.pane.Markdown("### Run a sweep", margin=(10, 5, 0, 5)), files, folder, workers,
                             pn.Row(self._start, self._stop, self._resume, margin=0), width=320,
                             css_classes=["sweeps-sidebar"])
-        progress = pn.pane.Markdown(pn.bind(lambda t: f"**{t}**" if t else "", s.param.progress),
-                                    css_classes=["sweeps-progress"], margin=(0, 10))
+        bold_progress = pn.bind(lambda t: f"**{t}**" if t else "", s.param.progress)
+        progress = pn.pane.Markdown(bold_progress, css_classes=["sweeps-progress"], margin=(0, 10))
         message = pn.pane.Markdown(s.param.message, css_classes=["sweeps-message"], margin=(0, 10))
         self._plots = pn.Column(sizing_mode="stretch_width", css_classes=["sweeps-heatmap"], min_height=340)
         self._table = pn.pane.DataFrame(pd.DataFrame(), index=False, sizing_mode="stretch_width",

@@ -141,19 +141,30 @@ class SweepsState(param.Parameterized):
         open_runs: called with a list of run ids when a cell is opened (the app opens them in Compare).
     """
 
-    sweep = param.Selector(default=None, objects=[], allow_None=True, doc="The sweep shown (newest first).")
-    x = param.Selector(default=_NONE, objects=[_NONE], doc="Coordinate key on the x axis.")
-    y = param.Selector(default=_NONE, objects=[_NONE], doc="Coordinate key on the y axis ('' = one row).")
-    facet = param.Selector(default=_NONE, objects=[_NONE], doc="Key with one heat map per value ('' = none).")
-    agg = param.Selector(default="mean", objects=list(AGGREGATIONS), doc="Statistic over the other keys (e.g. seeds).")
-    metric = param.Selector(default="best_test_acc", objects=list(METRICS), doc="Per-cell metric (default: its own).")
-    sweep_file = param.Selector(default=None, objects=[], allow_None=True, doc="Sweep file (sweeps folder) for Start.")
+    sweep: param.Selector[str | None] = param.Selector(default=None, objects=[], allow_None=True,
+                                                       doc="The sweep shown (newest first).")
+    x: param.Selector[str] = param.Selector(default=_NONE, objects=[_NONE], doc="Coordinate key on the x axis.")
+    y: param.Selector[str] = param.Selector(default=_NONE, objects=[_NONE],
+                                            doc="Coordinate key on the y axis ('' = one row).")
+    facet: param.Selector[str] = param.Selector(default=_NONE, objects=[_NONE],
+                                                doc="Key with one heat map per value ('' = none).")
+    agg: param.Selector[str] = param.Selector(default="mean", objects=list(AGGREGATIONS),
+                                              doc="Statistic over the other keys (e.g. seeds).")
+    metric: param.Selector[str] = param.Selector(default="best_test_acc", objects=list(METRICS),
+                                                 doc="Per-cell metric (default: its own).")
+    sweep_file: param.Selector[str | None] = param.Selector(default=None, objects=[], allow_None=True,
+                                                            doc="Sweep file (sweeps folder) for Start.")
     workers = param.Integer(default=0, bounds=(0, 256), doc="Dask workers for Start/Resume (0 = one per core).")
 
-    start = param.Action(default=lambda self: self.start_sweep(), doc="Launch the chosen sweep file.")
-    stop = param.Action(default=lambda self: self.stop_sweep(), doc="Ask the shown sweep to stop.")
-    resume = param.Action(default=lambda self: self.resume_sweep(), doc="Launch the shown sweep's file again.")
-    refresh_action = param.Action(default=lambda self: self.refresh(), doc="Re-read the store.")
+    # param's stubs type an Action as taking no argument; it is called with the instance
+    start = param.Action(default=lambda self: self.start_sweep(),  # type: ignore[arg-type, misc]
+                         doc="Launch the chosen sweep file.")
+    stop = param.Action(default=lambda self: self.stop_sweep(),  # type: ignore[arg-type, misc]
+                        doc="Ask the shown sweep to stop.")
+    resume = param.Action(default=lambda self: self.resume_sweep(),  # type: ignore[arg-type, misc]
+                          doc="Launch the shown sweep's file again.")
+    refresh_action = param.Action(default=lambda self: self.refresh(),  # type: ignore[arg-type, misc]
+                                  doc="Re-read the store.")
 
     open_runs = param.Callable(default=None, allow_None=True, doc="Called with the run ids of an opened cell.")
 

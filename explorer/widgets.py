@@ -6,7 +6,7 @@ from its parameters (``pn.Param`` / ``Widget.from_param``) and bind to ``param``
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import panel as pn
 import param
@@ -40,7 +40,7 @@ def knob_widgets(knobs: param.Parameterized) -> dict[str, Any]:
             out[name] = pn.widgets.Checkbox
         elif isinstance(p, param.Integer):
             b = p.bounds
-            small = bool(b) and b[0] is not None and b[1] is not None and b[1] - b[0] <= 64
+            small = bool(b) and b is not None and b[0] is not None and b[1] is not None and b[1] - b[0] <= 64
             if small and not p.allow_None:
                 out[name] = {"type": pn.widgets.IntSlider, "throttled": False}
             elif p.allow_None:
@@ -60,7 +60,9 @@ def knob_widgets(knobs: param.Parameterized) -> dict[str, Any]:
 class SpecBuilderView(Viewer):
     """A card for one :class:`SpecBuilder`: family, preset, the spec string, its error, the knobs."""
 
-    builder = param.ClassSelector(class_=SpecBuilder, doc="The state this view shows.")
+    # set by __init__ (never None after it): typed without None
+    builder = cast("param.ClassSelector[SpecBuilder]",
+                   param.ClassSelector(class_=SpecBuilder, doc="The state this view shows."))
     title = param.String(default="", doc="Card title (e.g. 'Format 1').")
     color = param.String(default="#888888", doc="Accent colour of the card (matches the plots).")
 

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 install_project "[dev]"
 # Lint and type checks first (configured in pyproject.toml); either failing fails the script.
 .venv/bin/ruff check .
-.venv/bin/mypy core/
+.venv/bin/mypy
 # Browser tests drive Debian's Chromium (never a downloaded browser).
 if ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then
