@@ -32,7 +32,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -78,7 +78,9 @@ _WATCH_END_JS = """
   const seen = window.__runEnd = {};
   const timer = setInterval(() => {
     const all = models();
-    if (!seen.done && all.some((m) => typeof m.text === 'string' && m.text.includes('done</strong> - step')))
+    // Panel sends a Markdown pane's HTML escaped: strip tags in either form before matching
+    const plain = (t) => t.replace(/&lt;.*?&gt;|<[^>]*>/g, '');
+    if (!seen.done && all.some((m) => typeof m.text === 'string' && plain(m.text).includes('done - step')))
       seen.done = Date.now();
     if (!seen.step && maxOf(all, 'step') >= last - 16) seen.step = Date.now();  // curves are thinned: stride <= 16
     if (!seen.x1 && maxOf(all, 'x1') >= lastTele) seen.x1 = Date.now();
@@ -158,11 +160,25 @@ def answer_times(page: Any, store: Any, run_id: str) -> dict[str, float]:
     return out
 
 
-def server_load(proc: Any, seconds: float) -> tuple[float, float]:
-    """The server's CPU (percent of one core, children excluded) over ``seconds``, and its RSS in MB."""
+def server_load(proc: Any, seconds: float, tabs: Sequence[Any] = ()) -> tuple[float, float, list[float]]:
+    """The server's CPU (percent of one core, children excluded) over ``seconds``, its RSS in MB, and
+    how busy each of ``tabs``' main thread was meanwhile (percent: Chromium's ``TaskDuration``)."""
+    def task_s(cdp: Any) -> float:
+        return float(next(m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]
+                          if m["name"] == "TaskDuration"))
+
+    cdps = [page.context.new_cdp_session(page) for page in tabs]
+    for cdp in cdps:
+        cdp.send("Performance.enable")
+    before = [task_s(cdp) for cdp in cdps]
     proc.cpu_percent(None)
+    t0 = time.monotonic()
     time.sleep(seconds)
-    return proc.cpu_percent(None), proc.memory_info().rss / 2**20
+    cpu = proc.cpu_percent(None)
+    busy = [100.0 * (task_s(cdp) - b) / (time.monotonic() - t0) for cdp, b in zip(cdps, before)]
+    for cdp in cdps:
+        cdp.detach()
+    return cpu, proc.memory_info().rss / 2**20, busy
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -233,8 +249,10 @@ def main(argv: list[str] | None = None) -> int:
                 for k, v in answer_times(page, store, run_id).items():
                     rows.append((f"{phase}: {k}", f"{v:.2f} s", ""))
                     print(*rows[-1], flush=True)
-                cpu, rss = server_load(proc, args.window)
+                cpu, rss, busy = server_load(proc, args.window, tabs)
                 rows.append((f"{phase}: server CPU, RSS ({len(tabs)} tabs)", f"{cpu:.0f} %, {rss:.0f} MB", ""))
+                rows.append((f"{phase}: each tab's main thread busy", " / ".join(f"{b:.0f}" for b in busy) + " %",
+                             ""))
                 for extra in tabs[args.tabs:]:
                     extra.close()
                 tabs = tabs[: args.tabs]
@@ -246,13 +264,24 @@ def main(argv: list[str] | None = None) -> int:
                  what="the run to end")
             ended = float(store.get_run(run_id)["ended"])  # the run's clock (time.time()) at its final commit
             arrived = "() => { const s = window.__runEnd; return s.done && s.step && s.x1 ? s : null; }"
-            shown = [wait(lambda: page.evaluate(arrived), timeout=120, interval=0.2, what="the last rows", page=page)
-                     for page in tabs]
+            shown = []
+            for page in tabs:
+                try:
+                    shown.append(wait(lambda: page.evaluate(arrived), timeout=120, interval=0.2,
+                                      what="the last rows", page=page))
+                except SystemExit as exc:  # say which of the end's marks the tab never reached
+                    seen = page.evaluate("() => window.__runEnd")
+                    have = {c: page.evaluate(_MAX_X_JS, c) for c in ("step", "x1")}
+                    raise SystemExit(f"{exc} (marks {seen}; want step >= {last - 16}, x1 >= {last_tele}; "
+                                     f"the page holds {have})") from None
             lag = [max(t.values()) / 1000.0 - ended for t in shown]
             rows.append((f"run end -> every plot's last rows ({len(tabs)} tabs)", f"{max(lag):.2f} s",
                          "tabs " + " / ".join(f"{x:.2f}" for x in lag)))
-            cpu, rss = server_load(proc, args.window)
+            cpu, rss, _ = server_load(proc, args.window)
             rows.append(("after the run: server CPU, RSS", f"{cpu:.0f} %, {rss:.0f} MB", ""))
+            # the same page and rows with no training beside it: what the run's load adds to a page load
+            load = open_live(browser, url, run_id)[1]
+            rows.append(("after the run: page load", f"{load:.2f} s", f"{load / ref:.2f}"))
             browser.close()
     finally:
         server.terminate()
